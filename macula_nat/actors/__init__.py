@@ -1,0 +1,81 @@
+"""OTP supervision trees on Trio: actors with mailboxes, monitors, subscriptions, supervisors.
+
+Knows nothing of NATs. See ``supervision.md`` at the project root for the model and the table
+mapping OTP's terms to these names.
+"""
+
+from .actor import NOREPLY, Actor, Fail, Stop
+from .caller import Caller
+from .child_spec import BRUTAL_KILL, INFINITY, ChildSpec, ChildType, Restart
+from .dynamic_supervisor import DynamicSupervisor, DynamicSupervisorRef
+from .embed import open_actor, run_actor
+from .errors import (
+    ActorError,
+    ActorExited,
+    AlreadyRegistered,
+    CallTimeout,
+    ChildRunning,
+    MailboxFull,
+    MaxChildren,
+    NoProc,
+    NoSuchChild,
+    RestartIntensityExceeded,
+    StartFailed,
+    UnexpectedMessage,
+)
+from .exit import Exit, is_normal
+from .monitor import Down, Exited, MonitorRef
+from .ref import ActorRef, ActorStatistics
+from .registry import NamedRef, Registry
+from .supervisor import (
+    ChildCounts,
+    ChildInfo,
+    Strategy,
+    Supervisor,
+    SupervisorRef,
+    SupervisorStatistics,
+)
+
+__all__ = [
+    "BRUTAL_KILL",
+    "INFINITY",
+    "NOREPLY",
+    "Actor",
+    "ActorError",
+    "ActorExited",
+    "ActorRef",
+    "ActorStatistics",
+    "AlreadyRegistered",
+    "CallTimeout",
+    "Caller",
+    "ChildCounts",
+    "ChildInfo",
+    "ChildRunning",
+    "ChildSpec",
+    "ChildType",
+    "Down",
+    "DynamicSupervisor",
+    "DynamicSupervisorRef",
+    "Exit",
+    "Exited",
+    "Fail",
+    "MailboxFull",
+    "MaxChildren",
+    "MonitorRef",
+    "NamedRef",
+    "NoProc",
+    "NoSuchChild",
+    "Registry",
+    "Restart",
+    "RestartIntensityExceeded",
+    "StartFailed",
+    "Stop",
+    "Strategy",
+    "Supervisor",
+    "SupervisorRef",
+    "SupervisorStatistics",
+    "UnexpectedMessage",
+    "is_normal",
+    "open_actor",
+    "run_actor",
+]

@@ -1,0 +1,79 @@
+"""Running actors and trees inside a host Trio program."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import overload
+
+import trio
+
+from .actor import Actor
+from .dynamic_supervisor import DynamicSupervisor, DynamicSupervisorRef
+from .errors import ActorExited
+from .exit import Exit, is_normal
+from .ref import ActorRef, new_ref
+from .registry import Registry
+from .supervisor import Supervisor, SupervisorRef
+
+
+@overload
+def open_actor(
+    actor: Supervisor, name: str | None = None, registry: Registry | None = None
+) -> AbstractAsyncContextManager[SupervisorRef]: ...
+@overload
+def open_actor(
+    actor: DynamicSupervisor, name: str | None = None, registry: Registry | None = None
+) -> AbstractAsyncContextManager[DynamicSupervisorRef]: ...
+@overload
+def open_actor(
+    actor: Actor, name: str | None = None, registry: Registry | None = None
+) -> AbstractAsyncContextManager[ActorRef]: ...
+def open_actor(
+    actor: Actor, name: str | None = None, registry: Registry | None = None
+) -> AbstractAsyncContextManager[ActorRef]:
+    """Run ``actor`` (usually the root :class:`Supervisor` of a tree) for the ``async with`` block.
+
+    Yields its reference once ``init`` has succeeded (for a tree: once every child started).
+    Leaving the block stops it with ``shutdown``; a supervisor stops its children in reverse
+    order. If it exits abnormally while the block runs, the block is cancelled and the exit
+    reason is raised out of the ``async with`` (inside an ExceptionGroup, as Trio nurseries do):
+    a tree that exceeds its restart intensity raises :class:`RestartIntensityExceeded`.
+    """
+    return _open_actor(actor, name, registry)
+
+
+@asynccontextmanager
+async def _open_actor(
+    actor: Actor, name: str | None, registry: Registry | None
+) -> AsyncIterator[ActorRef]:
+    async with trio.open_nursery() as nursery:
+        ref: ActorRef = await nursery.start(run_actor, actor, name, registry)
+        try:
+            yield ref
+        finally:
+            ref._request_stop(Exit.SHUTDOWN)
+
+
+async def run_actor(
+    actor: Actor,
+    name: str | None = None,
+    registry: Registry | None = None,
+    *,
+    task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``actor`` in the calling task until it exits: the ``nursery.start`` form.
+
+    ``sup = await nursery.start(run_actor, Supervisor(children))``. A normal exit returns; an
+    abnormal one raises its reason (the crash exception, else :class:`ActorExited`), so an
+    unsupervised actor's crash reaches the host like any failed task. Without ``registry``
+    the actor starts a new tree with a registry of its own.
+    """
+    ref = new_ref(actor, registry if registry is not None else Registry())
+    await ref._run(actor, name, task_status=task_status)
+    reason = ref.exit_reason
+    if is_normal(reason) or reason is Exit.KILLED:
+        return
+    if isinstance(reason, Exception):
+        raise reason
+    raise ActorExited(repr(ref), reason)

@@ -1,0 +1,110 @@
+"""An actor's mailbox: buffered, bounded, one reader.
+
+Overflow policy (what a user can rely on):
+
+* ``cast`` and ``send`` never wait. When the mailbox holds ``capacity`` messages they raise
+  :class:`MailboxFull` and the message stays with the sender. Since nothing waits, two actors that
+  cast to each other can never deadlock.
+* ``call`` waits for room (within its timeout): a caller waits for the reply anyway.
+* Runtime messages (monitor ``Down`` notices, stop requests) bypass the bound: at most one exists
+  per monitor or stop request, so they cannot grow without limit, and losing one would break the
+  runtime's promises.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Final
+
+import outcome
+import trio
+
+from .errors import MailboxFull
+
+CALL: Final = 0
+CAST: Final = 1
+INFO: Final = 2
+SYSTEM: Final = 3
+
+Envelope = tuple[int, Any, Any]
+"""``(kind, message, caller)``; ``caller`` is a :class:`Caller` for calls, else None."""
+
+
+class Mailbox:
+    """The queue behind one actor; the actor's loop is its only reader."""
+
+    __slots__ = ("_capacity", "_closed", "_queue", "_reader", "_room", "dropped", "received")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"mailbox capacity must be at least 1, not {capacity}")
+        self._capacity = capacity
+        self._queue: deque[Envelope] | None = None  # made on first backlog: idle actors stay small
+        self._reader: trio.lowlevel.Task | None = None
+        self._room: trio.lowlevel.ParkingLot | None = None
+        self._closed = False
+        self.received = 0
+        self.dropped = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._queue) if self._queue is not None else 0
+
+    def put_nowait(self, envelope: Envelope, *, bounded: bool = True) -> None:
+        """Deliver at once or raise :class:`MailboxFull`; the caller checks ``closed`` first."""
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            self.received += 1
+            trio.lowlevel.reschedule(reader, outcome.Value(envelope))
+            return
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        elif bounded and len(queue) >= self._capacity:
+            self.dropped += 1
+            raise MailboxFull(f"mailbox full ({self._capacity} messages)")
+        self.received += 1
+        queue.append(envelope)
+
+    async def wait_room(self) -> None:
+        """Wait until a bounded put would succeed (or the mailbox closes)."""
+        while not self._closed and self._queue is not None and len(self._queue) >= self._capacity:
+            if self._room is None:
+                self._room = trio.lowlevel.ParkingLot()
+            await self._room.park()
+
+    async def get(self) -> Envelope:
+        """The next envelope, waiting for one; a checkpoint either way."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        queue = self._queue
+        if queue:
+            envelope = queue.popleft()
+            if self._room:
+                self._room.unpark()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return envelope
+        self._reader = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._reader = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        delivered: Envelope = await trio.lowlevel.wait_task_rescheduled(abort)
+        return delivered
+
+    def close(self) -> list[Envelope]:
+        """Refuse further messages; return what was left unread."""
+        self._closed = True
+        left = list(self._queue) if self._queue else []
+        self._queue = None
+        if self._room is not None:
+            self._room.unpark_all()
+        return left
