@@ -1,0 +1,39 @@
+"""A real-NAT lab: Linux network namespaces with nftables NAT routers (root only).
+
+Usage::
+
+    async with open_lab([NatPreset.FULL_CONE, NatPreset.SYMMETRIC], delay_ms=20) as lab:
+        host = lab.sites[0].host
+        result = await host.run_python(["-c", "print('hello from', 'inside')"])
+        server = await lab.server.start_process(["turnserver", ...])
+
+:func:`lab_available` says whether this machine can run it, and why not.
+"""
+
+from macula_nat.lab.availability import lab_available, netem_available
+from macula_nat.lab.commands import LabError
+from macula_nat.lab.lab import open_lab, remove_leftovers
+from macula_nat.lab.nodes import Host, Lab, Node, Router, Server, Site
+from macula_nat.lab.presets import Allocation, Filtering, Mapping, NatClassification, NatPreset
+from macula_nat.lab.topology import SERVER_IPS, SiteConfig
+
+__all__ = [
+    "SERVER_IPS",
+    "Allocation",
+    "Filtering",
+    "Host",
+    "Lab",
+    "LabError",
+    "Mapping",
+    "NatClassification",
+    "NatPreset",
+    "Node",
+    "Router",
+    "Server",
+    "Site",
+    "SiteConfig",
+    "lab_available",
+    "netem_available",
+    "open_lab",
+    "remove_leftovers",
+]

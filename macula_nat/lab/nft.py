@@ -1,0 +1,164 @@
+"""nftables rulesets that turn a Linux router namespace into each NAT preset.
+
+Every router gets the same stateful firewall (it drops unsolicited packets addressed to itself
+and forwards inbound traffic only on conntrack state or a deliberate DNAT) plus a ``lab_nat``
+table specific to its preset. Linux SNAT keeps an existing source mapping unless told to pick
+ports at random, so address- or port-dependent mapping needs ``fully-random`` or a map of our own.
+"""
+
+from __future__ import annotations
+
+from macula_nat.lab.presets import NatPreset
+
+NAT_TABLE = "lab_nat"
+"""Name of the per-preset table; :func:`nat_flush_script` empties its dynamic maps."""
+
+MAP_TIMEOUT_S = 120
+"""Lifetime of a learned mapping in the dynamic maps (refreshed by outbound traffic)."""
+
+SEQUENTIAL_PORT_BASE = 20000
+SEQUENTIAL_PORT_SPAN = 1024
+"""Sequential allocation hands out BASE, BASE+1, ... and wraps after SPAN new flows."""
+
+_FILTER = """\
+table inet lab_filter {{
+  chain input {{
+    type filter hook input priority filter; policy drop;
+    iifname "lo" accept
+    ct state established,related accept
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "{lan}" oifname "{wan}" accept
+    iifname "{wan}" oifname "{lan}" ct status dnat accept
+  }}
+}}
+"""
+
+_TABLE_HEAD = "table ip " + NAT_TABLE + " {\n"
+
+_DYN = f"flags dynamic,timeout; timeout {MAP_TIMEOUT_S}s;"
+
+
+def _cone(wan: str, *, restricted: bool) -> str:
+    """Full or restricted cone: masquerade plus a reverse map consulted for unsolicited packets.
+
+    The reverse map (mapped port -> inside address and port) is filled after SNAT from the
+    conntrack reply tuple; a restricted cone also remembers which remote IPs were contacted
+    from each mapped port and forwards only theirs.
+    """
+    allow_match = "udp dport . ip saddr @r_allow " if restricted else "udp dport @f_rev "
+    allow_set = f"  set r_allow {{ type inet_service . ipv4_addr; {_DYN} }}\n" if restricted else ""
+    allow_updates = (
+        f'    oifname "{wan}" meta l4proto udp ct direction original '
+        "update @r_allow { ct reply proto-dst . ip daddr }\n"
+        f'    oifname "{wan}" meta l4proto udp ct direction reply '
+        "update @r_allow { ct original proto-dst . ip daddr }\n"
+        if restricted
+        else ""
+    )
+    return (
+        _TABLE_HEAD
+        + f"  map f_rev {{ type inet_service : ipv4_addr . inet_service; {_DYN} }}\n"
+        + allow_set
+        + "  chain pre {\n"
+        "    type nat hook prerouting priority dstnat; policy accept;\n"
+        f'    iifname "{wan}" meta l4proto udp {allow_match}'
+        "dnat ip to udp dport map @f_rev\n"
+        "  }\n"
+        "  chain post {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        f'    oifname "{wan}" masquerade\n'
+        "  }\n"
+        "  chain track {\n"
+        "    type filter hook postrouting priority srcnat + 10; policy accept;\n"
+        f'    oifname "{wan}" meta l4proto udp ct direction original '
+        "update @f_rev { ct reply proto-dst : ct original ip saddr . ct original proto-src }\n"
+        f'    oifname "{wan}" meta l4proto udp ct direction reply '
+        "update @f_rev { ct original proto-dst : ct reply ip saddr . ct reply proto-src }\n"
+        + allow_updates
+        + "  }\n}\n"
+    )
+
+
+def _post_only(rules: str) -> str:
+    return (
+        _TABLE_HEAD + "  chain post {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n" + rules + "  }\n}\n"
+    )
+
+
+def _sequential_ports() -> str:
+    # numgen yields a host-order integer that SNAT would read as a network-order port, so the
+    # counter goes through a map whose values are typed ports.
+    return ", ".join(f"{i} : {SEQUENTIAL_PORT_BASE + i}" for i in range(SEQUENTIAL_PORT_SPAN))
+
+
+def _learned_mapping(wan: str, wan_ip: str, *, per_remote_ip: bool) -> str:
+    """Random first allocation, then the same mapped port for every later flow of the key.
+
+    The key is the inside address and port, plus the remote IP for address-dependent mapping.
+    """
+    key_type = "ipv4_addr . inet_service" + (" . ipv4_addr" if per_remote_ip else "")
+    key = "ip saddr . udp sport" + (" . ip daddr" if per_remote_ip else "")
+    learned = "ct original ip saddr . ct original proto-src" + (
+        " . ct original ip daddr" if per_remote_ip else ""
+    )
+    return (
+        _TABLE_HEAD + f"  map m {{ type {key_type} : inet_service; {_DYN} }}\n"
+        "  chain post {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        f'    oifname "{wan}" meta l4proto udp snat ip to {wan_ip} : {key} map @m\n'
+        f'    oifname "{wan}" masquerade fully-random\n'
+        "  }\n"
+        "  chain track {\n"
+        "    type filter hook postrouting priority srcnat + 10; policy accept;\n"
+        f'    oifname "{wan}" meta l4proto udp ct direction original ct status snat '
+        f"update @m {{ {learned} : ct reply proto-dst }}\n"
+        "  }\n}\n"
+    )
+
+
+def nat_ruleset(preset: NatPreset, *, wan: str, wan_ip: str) -> str:
+    """The ``lab_nat`` table for ``preset`` (empty for :attr:`NatPreset.NONE`)."""
+    match preset:
+        case NatPreset.NONE:
+            return ""
+        case NatPreset.FULL_CONE:
+            return _cone(wan, restricted=False)
+        case NatPreset.RESTRICTED_CONE:
+            return _cone(wan, restricted=True)
+        case NatPreset.PORT_RESTRICTED_CONE:
+            return _post_only(f'    oifname "{wan}" masquerade\n')
+        case NatPreset.SYMMETRIC:
+            return _post_only(f'    oifname "{wan}" masquerade fully-random\n')
+        case NatPreset.EIM_RANDOM_PORT:
+            return _learned_mapping(wan, wan_ip, per_remote_ip=False)
+        case NatPreset.ADDRESS_DEPENDENT:
+            return _learned_mapping(wan, wan_ip, per_remote_ip=True)
+        case NatPreset.SYMMETRIC_SEQUENTIAL:
+            return _post_only(
+                f'    oifname "{wan}" meta l4proto udp snat ip to {wan_ip} : '
+                f"numgen inc mod {SEQUENTIAL_PORT_SPAN} map {{ {_sequential_ports()} }}\n"
+                f'    oifname "{wan}" masquerade\n'
+            )
+
+
+def router_ruleset(preset: NatPreset, *, wan: str, lan: str, wan_ip: str) -> str:
+    """The complete ruleset (firewall and NAT) loaded into a router with ``nft -f``."""
+    return _FILTER.format(wan=wan, lan=lan) + nat_ruleset(preset, wan=wan, wan_ip=wan_ip)
+
+
+def nat_flush_script(preset: NatPreset) -> str:
+    """``nft -f`` input that forgets the mappings ``preset`` learned in its dynamic maps."""
+    match preset:
+        case NatPreset.FULL_CONE:
+            items: tuple[tuple[str, str], ...] = (("map", "f_rev"),)
+        case NatPreset.RESTRICTED_CONE:
+            items = (("map", "f_rev"), ("set", "r_allow"))
+        case NatPreset.EIM_RANDOM_PORT | NatPreset.ADDRESS_DEPENDENT:
+            items = (("map", "m"),)
+        case _:
+            items = ()
+    return "".join(f"flush {kind} ip {NAT_TABLE} {name}\n" for kind, name in items)

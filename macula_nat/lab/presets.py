@@ -1,0 +1,72 @@
+"""NAT presets of the lab and the RFC 4787 behaviour each one is expected to show."""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+import attrs
+
+Mapping = Literal["ei", "hd", "pd"]
+"""Mapping behaviour: endpoint-independent, address-dependent, address-and-port dependent."""
+
+Filtering = Literal["ei", "hd", "pd"]
+"""Filtering behaviour: endpoint-independent, address-dependent, address-and-port dependent."""
+
+Allocation = Literal["pp", "pc", "rd"]
+"""Port allocation: port preservation, port contiguity (sequential), random."""
+
+
+@attrs.frozen
+class NatClassification:
+    """The RFC 4787 classification a detector should report for a site."""
+
+    nat: bool
+    mapping: Mapping
+    filtering: Filtering
+    allocation: Allocation
+
+
+class NatPreset(enum.Enum):
+    """How a lab site reaches the public segment; each value names the behaviour it produces."""
+
+    NONE = "none"
+    FULL_CONE = "full_cone"
+    RESTRICTED_CONE = "restricted_cone"
+    PORT_RESTRICTED_CONE = "port_restricted_cone"
+    SYMMETRIC = "symmetric"
+    EIM_RANDOM_PORT = "eim_random_port"
+    ADDRESS_DEPENDENT = "address_dependent"
+    SYMMETRIC_SEQUENTIAL = "symmetric_sequential"
+
+    @property
+    def expected(self) -> NatClassification:
+        """The classification this preset produces for a single host behind it."""
+        return _EXPECTED[self]
+
+    @property
+    def has_router(self) -> bool:
+        """Whether the site has a NAT router (every preset except NONE)."""
+        return self is not NatPreset.NONE
+
+
+_EXPECTED: dict[NatPreset, NatClassification] = {
+    NatPreset.NONE: NatClassification(nat=False, mapping="ei", filtering="ei", allocation="pp"),
+    NatPreset.FULL_CONE: NatClassification(nat=True, mapping="ei", filtering="ei", allocation="pp"),
+    NatPreset.RESTRICTED_CONE: NatClassification(
+        nat=True, mapping="ei", filtering="hd", allocation="pp"
+    ),
+    NatPreset.PORT_RESTRICTED_CONE: NatClassification(
+        nat=True, mapping="ei", filtering="pd", allocation="pp"
+    ),
+    NatPreset.SYMMETRIC: NatClassification(nat=True, mapping="pd", filtering="pd", allocation="rd"),
+    NatPreset.EIM_RANDOM_PORT: NatClassification(
+        nat=True, mapping="ei", filtering="pd", allocation="rd"
+    ),
+    NatPreset.ADDRESS_DEPENDENT: NatClassification(
+        nat=True, mapping="hd", filtering="pd", allocation="rd"
+    ),
+    NatPreset.SYMMETRIC_SEQUENTIAL: NatClassification(
+        nat=True, mapping="pd", filtering="pd", allocation="pc"
+    ),
+}

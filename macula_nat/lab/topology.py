@@ -1,0 +1,322 @@
+"""The lab's layout as data, and the shell scripts that build it (pure, no I/O).
+
+Layout: namespace ``<prefix>-pub`` holds bridge ``br0`` (the public segment 203.0.113.0/24);
+``<prefix>-srv`` holds the public server addresses 203.0.113.100 and .101. Site N (from 1) is
+either a NAT router ``<prefix>-sNr`` (WAN 203.0.113.(10+N) on the bridge, LAN bridge 10.0.N.1/24)
+with hosts ``<prefix>-sNhM`` at 10.0.N.(1+M), or, for :attr:`NatPreset.NONE`, public hosts on the
+bridge at 203.0.113.200 and up. Every access link (router WAN or public host) can be impaired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import attrs
+
+from macula_nat.lab.nft import router_ruleset
+from macula_nat.lab.presets import NatPreset
+
+Impairment = Literal["netem", "wire"]
+"""How delay and loss are applied: kernel netem qdiscs, or the userspace delay line."""
+
+BRIDGE = "br0"
+WAN_IF = "wan"
+LAN_IF = "lan"
+HOST_IF = "eth0"
+PUBLIC_PREFIX_LEN = 24
+SERVER_IPS = ("203.0.113.100", "203.0.113.101")
+MAX_SITES = 89
+MAX_HOSTS_PER_SITE = 200
+_PUBLIC_HOST_POOL = range(200, 255)
+
+
+def _check_hosts(_inst: object, _attr: object, value: int) -> None:
+    if not 1 <= value <= MAX_HOSTS_PER_SITE:
+        raise ValueError(f"hosts must be in 1..{MAX_HOSTS_PER_SITE}, not {value}")
+
+
+def _check_loss(_inst: object, _attr: object, value: float | None) -> None:
+    if value is not None and not 0.0 <= value < 1.0:
+        raise ValueError(f"loss must be in [0, 1), not {value}")
+
+
+def _check_delay(_inst: object, _attr: object, value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 10_000.0:
+        raise ValueError(f"delay_ms must be in [0, 10000], not {value}")
+
+
+@attrs.frozen
+class SiteConfig:
+    """One site of the lab: a NAT preset, how many hosts sit behind it, its link impairment.
+
+    ``delay_ms`` (one way, each direction) and ``loss`` (probability per frame and direction)
+    apply to the site's access link; ``None`` takes the lab-wide value.
+    """
+
+    preset: NatPreset
+    hosts: int = attrs.field(default=1, validator=_check_hosts)
+    delay_ms: float | None = attrs.field(default=None, validator=_check_delay)
+    loss: float | None = attrs.field(default=None, validator=_check_loss)
+
+
+@attrs.frozen
+class LinkPlan:
+    """An access link between interface ``ifname`` of ``netns`` and port ``port`` of the bridge."""
+
+    netns: str
+    ifname: str
+    port: str
+    delay_ms: float
+    loss: float
+
+    @property
+    def impaired(self) -> bool:
+        return self.delay_ms > 0 or self.loss > 0
+
+
+@attrs.frozen
+class HostPlan:
+    """A host: its namespace, its own address, the address the public side sees, its gateway."""
+
+    label: str
+    netns: str
+    ip: str
+    public_ip: str
+    gateway: str | None
+
+
+@attrs.frozen
+class SitePlan:
+    """A site: its preset, router (absent for NONE) and hosts."""
+
+    index: int
+    preset: NatPreset
+    router_netns: str | None
+    wan_ip: str | None
+    lan_ip: str | None
+    hosts: tuple[HostPlan, ...]
+
+
+@attrs.frozen
+class LabPlan:
+    """Everything needed to build and tear down one lab."""
+
+    prefix: str
+    pub_netns: str
+    server_netns: str
+    sites: tuple[SitePlan, ...]
+    links: tuple[LinkPlan, ...]
+    impairment: Impairment
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """All namespaces of the lab, the public segment first."""
+        names = [self.pub_netns, self.server_netns]
+        for site in self.sites:
+            if site.router_netns is not None:
+                names.append(site.router_netns)
+            names.extend(h.netns for h in site.hosts)
+        return tuple(names)
+
+    @property
+    def wire_links(self) -> tuple[LinkPlan, ...]:
+        """Links that need a userspace delay line process."""
+        if self.impairment != "wire":
+            return ()
+        return tuple(link for link in self.links if link.impaired)
+
+
+def _effective(cfg: SiteConfig, delay_ms: float, loss: float) -> tuple[float, float]:
+    return (
+        delay_ms if cfg.delay_ms is None else cfg.delay_ms,
+        loss if cfg.loss is None else cfg.loss,
+    )
+
+
+def needs_impairment(sites: Sequence[SiteConfig], *, delay_ms: float, loss: float) -> bool:
+    """Whether any site's access link gets delay or loss."""
+    return any(max(_effective(cfg, delay_ms, loss)) > 0 for cfg in sites)
+
+
+def plan_lab(
+    prefix: str,
+    sites: Sequence[SiteConfig],
+    *,
+    delay_ms: float = 0.0,
+    loss: float = 0.0,
+    impairment: Impairment = "netem",
+) -> LabPlan:
+    """Lay out a lab: names, addresses and links for ``sites`` (in order, numbered from 1)."""
+    if len(sites) > MAX_SITES:
+        raise ValueError(f"at most {MAX_SITES} sites, not {len(sites)}")
+    _check_delay(None, None, delay_ms)
+    _check_loss(None, None, loss)
+    public_pool = iter(_PUBLIC_HOST_POOL)
+    site_plans: list[SitePlan] = []
+    links: list[LinkPlan] = []
+    for index, cfg in enumerate(sites, start=1):
+        site_delay, site_loss = _effective(cfg, delay_ms, loss)
+        hosts: list[HostPlan] = []
+        if cfg.preset.has_router:
+            router = f"{prefix}-s{index}r"
+            wan_ip = f"203.0.113.{10 + index}"
+            lan_ip = f"10.0.{index}.1"
+            links.append(LinkPlan(router, WAN_IF, f"r{index}", site_delay, site_loss))
+            for m in range(1, cfg.hosts + 1):
+                hosts.append(
+                    HostPlan(
+                        label=f"s{index}h{m}",
+                        netns=f"{prefix}-s{index}h{m}",
+                        ip=f"10.0.{index}.{1 + m}",
+                        public_ip=wan_ip,
+                        gateway=lan_ip,
+                    )
+                )
+            site_plans.append(SitePlan(index, cfg.preset, router, wan_ip, lan_ip, tuple(hosts)))
+            continue
+        for m in range(1, cfg.hosts + 1):
+            last = next(public_pool, None)
+            if last is None:
+                raise ValueError("too many public hosts for 203.0.113.200-254")
+            netns = f"{prefix}-s{index}h{m}"
+            ip = f"203.0.113.{last}"
+            hosts.append(HostPlan(f"s{index}h{m}", netns, ip, ip, None))
+            links.append(LinkPlan(netns, HOST_IF, f"p{index}h{m}", site_delay, site_loss))
+        site_plans.append(SitePlan(index, cfg.preset, None, None, None, tuple(hosts)))
+    return LabPlan(
+        prefix=prefix,
+        pub_netns=f"{prefix}-pub",
+        server_netns=f"{prefix}-srv",
+        sites=tuple(site_plans),
+        links=tuple(links),
+        impairment=impairment,
+    )
+
+
+def root_batch(plan: LabPlan) -> str:
+    """``ip -batch`` input run outside the lab: namespaces, bridges and veth pairs.
+
+    Every device is created directly inside its namespace; none ever exists outside the lab.
+    """
+    lines = [f"netns add {ns}" for ns in plan.namespaces]
+    pub = plan.pub_netns
+    lines.append(f"link add {BRIDGE} netns {pub} type bridge")
+    lines.append(
+        f"link add {HOST_IF} netns {plan.server_netns} type veth peer name srv netns {pub}"
+    )
+    wired = {(link.netns, link.ifname) for link in plan.wire_links}
+    for link in plan.links:
+        if (link.netns, link.ifname) not in wired:
+            lines.append(
+                f"link add {link.ifname} netns {link.netns} type veth "
+                f"peer name {link.port} netns {pub}"
+            )
+    for site in plan.sites:
+        if site.router_netns is None:
+            continue
+        lines.append(f"link add {LAN_IF} netns {site.router_netns} type bridge")
+        for m, host in enumerate(site.hosts, start=1):
+            lines.append(
+                f"link add {HOST_IF} netns {host.netns} type veth "
+                f"peer name h{m} netns {site.router_netns}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+_QUIET_IPV6 = (
+    "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6\n"
+    "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6\n"
+)
+
+_NO_BRIDGE_NF = "".join(
+    f"f=/proc/sys/net/bridge/bridge-nf-call-{t}; if [ -e $f ]; then echo 0 > $f; fi\n"
+    for t in ("iptables", "ip6tables", "arptables")
+)
+
+
+def _heredoc(command: str, body: str) -> str:
+    return f"{command} <<'LAB_EOF'\n{body}LAB_EOF\n"
+
+
+def _netem(link: LinkPlan, dev: str) -> str:
+    return (
+        f"tc qdisc add dev {dev} root netem delay {link.delay_ms:g}ms loss {link.loss * 100:g}%\n"
+    )
+
+
+def _access_link_setup(plan: LabPlan, link: LinkPlan) -> tuple[list[str], str]:
+    """ip batch lines creating the far end of an access link (if a tap), and its netem shell."""
+    create = [f"tuntap add dev {link.ifname} mode tap"] if link in plan.wire_links else []
+    shell = _netem(link, link.ifname) if link.impaired and plan.impairment == "netem" else ""
+    return create, shell
+
+
+def netns_scripts(plan: LabPlan) -> dict[str, str]:
+    """A ``sh -e`` script per namespace that configures it, to run inside it."""
+    scripts: dict[str, str] = {}
+    links = {link.netns: link for link in plan.links}
+
+    pub_lines = ["link set lo up", f"link set {BRIDGE} up", f"link set srv master {BRIDGE} up"]
+    pub_shell = ""
+    for link in plan.links:
+        if link in plan.wire_links:
+            pub_lines.append(f"tuntap add dev {link.port} mode tap")
+        pub_lines.append(f"link set {link.port} master {BRIDGE} up")
+        if link.impaired and plan.impairment == "netem":
+            pub_shell += _netem(link, link.port)
+    scripts[plan.pub_netns] = (
+        _QUIET_IPV6
+        + _NO_BRIDGE_NF
+        + _heredoc("ip -batch -", "\n".join(pub_lines) + "\n")
+        + pub_shell
+    )
+
+    srv_lines = ["link set lo up"]
+    srv_lines += [f"addr add {ip}/{PUBLIC_PREFIX_LEN} dev {HOST_IF}" for ip in SERVER_IPS]
+    srv_lines.append(f"link set {HOST_IF} up")
+    scripts[plan.server_netns] = _QUIET_IPV6 + _heredoc("ip -batch -", "\n".join(srv_lines) + "\n")
+
+    for site in plan.sites:
+        if site.router_netns is not None and site.wan_ip is not None:
+            link = links[site.router_netns]
+            create, r_shell = _access_link_setup(plan, link)
+            r_lines = [
+                "link set lo up",
+                *create,
+                f"addr add {site.wan_ip}/{PUBLIC_PREFIX_LEN} dev {WAN_IF}",
+                f"link set {WAN_IF} up",
+                f"addr add {site.lan_ip}/24 dev {LAN_IF}",
+                f"link set {LAN_IF} up",
+            ]
+            r_lines += [f"link set h{m} master {LAN_IF} up" for m in range(1, len(site.hosts) + 1)]
+            ruleset = router_ruleset(site.preset, wan=WAN_IF, lan=LAN_IF, wan_ip=site.wan_ip)
+            scripts[site.router_netns] = (
+                _QUIET_IPV6
+                + _NO_BRIDGE_NF
+                + "echo 1 > /proc/sys/net/ipv4/ip_forward\n"
+                + _heredoc("ip -batch -", "\n".join(r_lines) + "\n")
+                + _heredoc("nft -f -", ruleset)
+                + r_shell
+            )
+        for host in site.hosts:
+            h_lines = ["link set lo up"]
+            h_shell = ""
+            prefix_len = 24
+            if host.gateway is None:
+                create, h_shell = _access_link_setup(plan, links[host.netns])
+                h_lines += create
+                prefix_len = PUBLIC_PREFIX_LEN
+            h_lines.append(f"addr add {host.ip}/{prefix_len} dev {HOST_IF}")
+            h_lines.append(f"link set {HOST_IF} up")
+            if host.gateway is not None:
+                h_lines.append(f"route add default via {host.gateway}")
+            scripts[host.netns] = (
+                _QUIET_IPV6 + _heredoc("ip -batch -", "\n".join(h_lines) + "\n") + h_shell
+            )
+    return scripts
+
+
+def teardown_batch(namespaces: Sequence[str]) -> str:
+    """``ip -force -batch`` input that deletes ``namespaces``."""
+    return "".join(f"netns del {ns}\n" for ns in namespaces)

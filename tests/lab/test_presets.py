@@ -1,0 +1,20 @@
+"""Every NAT preset really behaves as named, measured with an independent UDP probe."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from macula_nat.lab import NatPreset, open_lab
+from tests.lab.helpers import classify, measure, start_reflector
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.mark.parametrize("preset", list(NatPreset), ids=lambda p: p.value)
+async def test_preset_behaves_as_named(preset: NatPreset) -> None:
+    async with open_lab([preset]) as lab:
+        await start_reflector(lab)
+        host = lab.sites[0].host
+        result = await measure(lab, host)
+        assert classify(lab, host, result) == attrs.asdict(preset.expected), result
