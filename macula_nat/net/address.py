@@ -1,0 +1,71 @@
+"""UDP addresses: an ``(ip, port)`` pair with the IP as a canonical literal.
+
+Both endpoint implementations compare addresses as plain tuples (mapping tables, filtering
+permissions, "is this from my peer?"), so every address that crosses the interface is normalised
+here first: ``"::0001"`` and ``"::1"`` must not be two different peers. No DNS at this layer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+Address = tuple[str, int]
+"""An IP literal (IPv4 or IPv6, canonical form) and a UDP port."""
+
+ANY_IPV4 = "0.0.0.0"
+ANY_IPV6 = "::"
+
+
+def normalise_ip(ip: str) -> str:
+    """Return the canonical text of an IP literal; raise ValueError for anything else."""
+    if not isinstance(ip, str):
+        raise ValueError(f"IP address must be a string literal, not {type(ip).__name__}")
+    return str(ipaddress.ip_address(ip))
+
+
+def normalise_address(address: Address) -> Address:
+    """Return ``(canonical ip, port)``; raise ValueError for a malformed address.
+
+    Port 0 is accepted (it means "any port" when binding); see :func:`destination_address`.
+    """
+    if not isinstance(address, tuple) or len(address) != 2:
+        raise ValueError(f"address must be an (ip, port) tuple, not {address!r}")
+    ip, port = address
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int in 0..65535, not {port!r}")
+    return normalise_ip(ip), port
+
+
+def destination_address(address: Address) -> Address:
+    """Normalise an address datagrams are sent to: a concrete IP and a non-zero port."""
+    ip, port = normalise_address(address)
+    if port == 0:
+        raise ValueError(f"cannot send to port 0: {address!r}")
+    if is_unspecified(ip):
+        raise ValueError(f"cannot send to the unspecified address: {address!r}")
+    return ip, port
+
+
+def ip_version(ip: str) -> int:
+    """4 or 6."""
+    return ipaddress.ip_address(ip).version
+
+
+def address_family(ip: str) -> socket.AddressFamily:
+    """``AF_INET`` or ``AF_INET6`` for an IP literal."""
+    return socket.AF_INET if ip_version(ip) == 4 else socket.AF_INET6
+
+
+def is_unspecified(ip: str) -> bool:
+    """True for the wildcard addresses ``0.0.0.0`` and ``::``."""
+    return ipaddress.ip_address(ip).is_unspecified
+
+
+def any_address(version: int) -> str:
+    """The wildcard address of an IP version."""
+    if version == 4:
+        return ANY_IPV4
+    if version == 6:
+        return ANY_IPV6
+    raise ValueError(f"IP version must be 4 or 6, not {version!r}")

@@ -1,0 +1,73 @@
+"""A UDP endpoint bound on a simulated host."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from macula_nat.net.address import Address, destination_address, ip_version
+from macula_nat.net.endpoint import UdpEndpoint, check_datagram_size
+
+if TYPE_CHECKING:
+    from macula_nat.net.sim.host import SimHost
+
+logger = logging.getLogger(__name__)
+
+
+class SimEndpoint(UdpEndpoint):
+    """Bound on a :class:`~macula_nat.net.sim.host.SimHost`.
+
+    Its receive buffer holds ``receive_buffer`` datagrams; datagrams arriving when it is full
+    are dropped, like a socket's.
+    """
+
+    def __init__(self, host: SimHost, local_address: Address, receive_buffer: int) -> None:
+        self._host = host
+        self._local_address = local_address
+        self._version = ip_version(local_address[0])
+        self._closed = False
+        self._inbox_in, self._inbox = trio.open_memory_channel[tuple[bytes, Address]](
+            receive_buffer
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<SimEndpoint {self._host.name} {self._local_address} {state}>"
+
+    @property
+    def local_address(self) -> Address:
+        return self._local_address
+
+    async def send_to(self, data: bytes, address: Address) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("endpoint is closed")
+        check_datagram_size(data)
+        destination = destination_address(address)
+        if ip_version(destination[0]) != self._version:
+            raise ValueError(f"{self._local_address} cannot send to {destination}")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._host._send(self._local_address, bytes(data), destination)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def receive_from(self) -> tuple[bytes, Address]:
+        if self._closed:
+            raise trio.ClosedResourceError("endpoint is closed")
+        return await self._inbox.receive()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._host._unbind(self._local_address)
+        self._inbox.close()  # first: a blocked receive_from must see Closed, not EndOfChannel
+        self._inbox_in.close()
+
+    def _deliver(self, payload: bytes, source: Address) -> bool:
+        """Queue an arrived datagram; False if the receive buffer is full."""
+        try:
+            self._inbox_in.send_nowait((payload, source))
+        except trio.WouldBlock:
+            return False
+        return True

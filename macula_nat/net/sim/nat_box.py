@@ -1,0 +1,158 @@
+"""A NAT box: the shell that moves datagrams between two networks through a :class:`NatTable`."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from macula_nat.net.sim.datagram import Datagram
+from macula_nat.net.sim.host import DEFAULT_RECEIVE_BUFFER, SimHost
+from macula_nat.net.sim.interface import Interface
+from macula_nat.net.sim.link import LinkProfile
+from macula_nat.net.sim.nat_behavior import NatBehavior
+from macula_nat.net.sim.nat_table import NatMapping, NatStatistics, NatTable
+
+if TYPE_CHECKING:
+    from macula_nat.net.sim.internet import Internet
+    from macula_nat.net.sim.network import Network
+
+logger = logging.getLogger(__name__)
+
+
+class NatBox:
+    """A NAT with public addresses on one network (``wan``) and a private network behind it.
+
+    Datagrams addressed to the box itself, public or private side, find nothing listening and
+    are dropped, as on a router that accepts no unsolicited traffic. Each traversal costs one
+    from the datagram's TTL. Create boxes with :meth:`Network.add_nat
+    <macula_nat.net.sim.network.Network.add_nat>`.
+    """
+
+    def __init__(
+        self,
+        *,
+        internet: Internet,
+        name: str,
+        behavior: NatBehavior,
+        rng: random.Random,
+        wan: Network,
+        wan_addresses: Sequence[str | None],
+        wan_link: LinkProfile,
+        lan: Network,
+        lan_link: LinkProfile,
+    ) -> None:
+        self._internet = internet
+        self._name = name
+        self._wan = wan
+        self._lan = lan
+        self._wan_interfaces = {
+            interface.address: interface
+            for interface in (wan._attach(self, address, wan_link) for address in wan_addresses)
+        }
+        self._lan_interface = lan._attach(self, None, lan_link)
+        self._table = NatTable(behavior, tuple(self._wan_interfaces), rng)
+
+    def __repr__(self) -> str:
+        return f"<NatBox {self._name} {list(self._wan_interfaces)} -> {self._lan.subnet}>"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def behavior(self) -> NatBehavior:
+        return self._table.behavior
+
+    @property
+    def public_addresses(self) -> tuple[str, ...]:
+        """Its addresses on the outer network (public IPs, or CGNAT-side ones when nested)."""
+        return tuple(self._wan_interfaces)
+
+    @property
+    def lan_address(self) -> str:
+        """Its own address on the private network."""
+        return self._lan_interface.address
+
+    @property
+    def network(self) -> Network:
+        """The private network behind this box."""
+        return self._lan
+
+    def add_host(
+        self,
+        addresses: Sequence[str] | int = 1,
+        *,
+        name: str | None = None,
+        link: LinkProfile | None = None,
+        receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
+    ) -> SimHost:
+        """A new host on the private network (see ``Network.add_host``)."""
+        return self._lan.add_host(addresses, name=name, link=link, receive_buffer=receive_buffer)
+
+    def add_nat(
+        self,
+        behavior: NatBehavior,
+        *,
+        public_addresses: Sequence[str] | int = 1,
+        name: str | None = None,
+        link: LinkProfile | None = None,
+        lan_link: LinkProfile | None = None,
+        subnet: str | None = None,
+    ) -> NatBox:
+        """A NAT box nested behind this one (see ``Network.add_nat``)."""
+        return self._lan.add_nat(
+            behavior,
+            public_addresses=public_addresses,
+            name=name,
+            link=link,
+            lan_link=lan_link,
+            subnet=subnet,
+        )
+
+    def mappings(self) -> list[NatMapping]:
+        """The live mappings, least recently refreshed first."""
+        self._table.expire(trio.current_time())
+        return self._table.mappings()
+
+    def statistics(self) -> NatStatistics:
+        self._table.expire(trio.current_time())
+        return self._table.statistics()
+
+    def _packet_arrived(self, interface: Interface, packet: Datagram) -> None:
+        if packet.ttl <= 1:
+            self._internet._count_unroutable()
+            logger.debug("%s: TTL exceeded for %s", self._name, packet)
+            return
+        packet = attrs.evolve(packet, ttl=packet.ttl - 1)
+        now = trio.current_time()
+        if interface is self._lan_interface:
+            self._from_inside(packet, now)
+        else:
+            self._from_outside(packet, now)
+
+    def _from_inside(self, packet: Datagram, now: float) -> None:
+        destination_ip = packet.destination[0]
+        if destination_ip == self._lan_interface.address:
+            self._internet._count_no_listener()
+            return
+        if destination_ip in self._wan_interfaces:
+            routed = self._table.hairpin(packet.source, packet.destination, now)
+            if routed is not None:
+                source, destination = routed
+                turned = attrs.evolve(packet, source=source, destination=destination)
+                self._lan._transmit(turned, self._lan_interface)
+            return
+        external = self._table.outbound(packet.source, packet.destination, now)
+        if external is not None:
+            outgoing = attrs.evolve(packet, source=external)
+            self._wan._transmit(outgoing, self._wan_interfaces[external[0]])
+
+    def _from_outside(self, packet: Datagram, now: float) -> None:
+        internal = self._table.inbound(packet.source, packet.destination, now)
+        if internal is not None:
+            self._lan._transmit(attrs.evolve(packet, destination=internal), self._lan_interface)

@@ -1,0 +1,304 @@
+"""The NAT core: mapping table, port allocation, filtering decision and expiry, without I/O.
+
+Time is a number passed in by the caller (``trio.current_time()`` in the simulation, anything
+in tests), randomness a ``random.Random`` passed in, so every decision is reproducible.
+
+Model (RFC 4787): a mapping binds an internal endpoint, and under ``hd``/``pd`` mapping also a
+remote IP or remote endpoint, to one external address that no other mapping shares. Each mapping
+remembers the remote endpoints it sent to; filtering admits an inbound datagram to the mapping's
+external address by comparing its source with them. Those permissions live and die with their
+mapping. Several public IPs are pooled "paired" (REQ-2): all mappings of one internal IP use the
+same public IP, assigned round robin on its first mapping.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import attrs
+
+from macula_nat.net.address import Address, normalise_ip
+from macula_nat.net.sim.nat_behavior import (
+    FilteringBehavior,
+    MappingBehavior,
+    NatBehavior,
+    PortAllocation,
+)
+
+logger = logging.getLogger(__name__)
+
+_RANDOM_PORT_TRIES = 32
+"""Random picks before falling back to a scan; the scan keeps allocation bounded when full."""
+
+_MappingKey = tuple[Address, str | None, int | None]
+
+
+@attrs.frozen
+class NatStatistics:
+    """Counters of one NAT since it was created; ``mappings`` is the number alive now."""
+
+    mappings: int
+    mappings_created: int
+    mappings_expired: int
+    outbound_translated: int
+    inbound_translated: int
+    hairpinned: int
+    filtered: int
+    """Inbound datagrams to a live mapping that filtering refused."""
+    unmapped: int
+    """Inbound datagrams to an external address with no live mapping."""
+    exhausted: int
+    """Outbound datagrams dropped because no external port was free."""
+    hairpin_refused: int
+    """Datagrams from inside to a public address of this NAT with hairpinning off."""
+
+    @property
+    def dropped(self) -> int:
+        """All datagrams this NAT dropped, for whatever reason."""
+        return self.filtered + self.unmapped + self.exhausted + self.hairpin_refused
+
+
+@attrs.frozen
+class NatMapping:
+    """A snapshot of one live mapping."""
+
+    internal: Address
+    external: Address
+    remote_ip: str | None
+    """The remote IP the mapping is bound to (``hd`` and ``pd`` mapping), else None."""
+    remote_port: int | None
+    """The remote port the mapping is bound to (``pd`` mapping), else None."""
+    permissions: frozenset[Address]
+    """Remote endpoints this mapping sent to."""
+    expires_at: float
+
+
+@attrs.define(eq=False)
+class _Mapping:
+    key: _MappingKey
+    internal: Address
+    external: Address
+    last_active: float
+    permissions: set[Address] = attrs.Factory(set)
+    permitted_ips: set[str] = attrs.Factory(set)
+
+
+class NatTable:
+    """Translation state of one NAT box.
+
+    ``now`` arguments must never decrease from one call to the next.
+    """
+
+    def __init__(
+        self, behavior: NatBehavior, public_ips: Sequence[str], rng: random.Random
+    ) -> None:
+        if not public_ips:
+            raise ValueError("a NAT needs at least one public IP")
+        self._behavior = behavior
+        self._public_ips = tuple(dict.fromkeys(normalise_ip(ip) for ip in public_ips))
+        self._rng = rng
+        self._now = float("-inf")
+        self._by_key: OrderedDict[_MappingKey, _Mapping] = OrderedDict()
+        """Ordered by last activity, least recent first, so expiry pops from the front."""
+        self._by_external: dict[Address, _Mapping] = {}
+        self._used_ports: dict[str, set[int]] = {ip: set() for ip in self._public_ips}
+        self._last_port: dict[str, int] = {}
+        self._paired_ip: dict[str, str] = {}
+        self._created = 0
+        self._expired = 0
+        self._outbound = 0
+        self._inbound = 0
+        self._hairpinned = 0
+        self._filtered = 0
+        self._unmapped = 0
+        self._exhausted = 0
+        self._hairpin_refused = 0
+
+    @property
+    def behavior(self) -> NatBehavior:
+        return self._behavior
+
+    @property
+    def public_ips(self) -> tuple[str, ...]:
+        return self._public_ips
+
+    def outbound(self, source: Address, destination: Address, now: float) -> Address | None:
+        """Translate an outbound datagram: return its external source, or None if dropped."""
+        self.expire(now)
+        key = self._key(source, destination)
+        mapping = self._by_key.get(key)
+        if mapping is None:
+            external = self._allocate(source)
+            if external is None:
+                self._exhausted += 1
+                logger.debug("no free external port for %s -> %s", source, destination)
+                return None
+            mapping = _Mapping(key=key, internal=source, external=external, last_active=now)
+            self._by_key[key] = mapping
+            self._by_external[external] = mapping
+            self._used_ports[external[0]].add(external[1])
+            self._created += 1
+            logger.debug("new mapping %s -> %s for %s", source, external, destination)
+        mapping.permissions.add(destination)
+        mapping.permitted_ips.add(destination[0])
+        self._refresh(mapping, now)
+        self._outbound += 1
+        return mapping.external
+
+    def inbound(self, source: Address, destination: Address, now: float) -> Address | None:
+        """Translate an inbound datagram: return the internal destination, or None if dropped."""
+        self.expire(now)
+        mapping = self._by_external.get(destination)
+        if mapping is None:
+            self._unmapped += 1
+            logger.debug("inbound %s -> %s: no mapping", source, destination)
+            return None
+        if not self._admits(mapping, source):
+            self._filtered += 1
+            logger.debug("inbound %s -> %s: filtered", source, destination)
+            return None
+        if self._behavior.inbound_refresh:
+            self._refresh(mapping, now)
+        self._inbound += 1
+        return mapping.internal
+
+    def hairpin(
+        self, source: Address, destination: Address, now: float
+    ) -> tuple[Address, Address] | None:
+        """Route a datagram from inside to one of this NAT's public addresses back inside.
+
+        Returns ``(external source, internal destination)``: the receiver sees the sender's
+        external address (RFC 4787 REQ-9), and the destination mapping's filtering applies.
+        """
+        if not self._behavior.hairpinning:
+            self._hairpin_refused += 1
+            logger.debug("hairpin %s -> %s refused", source, destination)
+            return None
+        external_source = self.outbound(source, destination, now)
+        if external_source is None:
+            return None
+        internal_destination = self.inbound(external_source, destination, now)
+        if internal_destination is None:
+            return None
+        self._hairpinned += 1
+        return external_source, internal_destination
+
+    def expire(self, now: float) -> int:
+        """Remove mappings idle for the mapping lifetime; return how many."""
+        if now < self._now:
+            raise ValueError(f"time went backwards: {now} < {self._now}")
+        self._now = now
+        lifetime = self._behavior.mapping_lifetime
+        expired = 0
+        for _ in range(len(self._by_key)):
+            mapping = next(iter(self._by_key.values()))
+            if now - mapping.last_active < lifetime:
+                break
+            del self._by_key[mapping.key]
+            del self._by_external[mapping.external]
+            self._used_ports[mapping.external[0]].discard(mapping.external[1])
+            expired += 1
+            logger.debug("mapping %s -> %s expired", mapping.internal, mapping.external)
+        self._expired += expired
+        return expired
+
+    def mappings(self) -> list[NatMapping]:
+        """Snapshots of the live mappings, least recently refreshed first."""
+        lifetime = self._behavior.mapping_lifetime
+        return [
+            NatMapping(
+                internal=mapping.internal,
+                external=mapping.external,
+                remote_ip=mapping.key[1],
+                remote_port=mapping.key[2],
+                permissions=frozenset(mapping.permissions),
+                expires_at=mapping.last_active + lifetime,
+            )
+            for mapping in self._by_key.values()
+        ]
+
+    def statistics(self) -> NatStatistics:
+        return NatStatistics(
+            mappings=len(self._by_key),
+            mappings_created=self._created,
+            mappings_expired=self._expired,
+            outbound_translated=self._outbound,
+            inbound_translated=self._inbound,
+            hairpinned=self._hairpinned,
+            filtered=self._filtered,
+            unmapped=self._unmapped,
+            exhausted=self._exhausted,
+            hairpin_refused=self._hairpin_refused,
+        )
+
+    def _key(self, source: Address, destination: Address) -> _MappingKey:
+        mapping = self._behavior.mapping
+        if mapping is MappingBehavior.ENDPOINT_INDEPENDENT:
+            return source, None, None
+        if mapping is MappingBehavior.ADDRESS_DEPENDENT:
+            return source, destination[0], None
+        return source, destination[0], destination[1]
+
+    def _admits(self, mapping: _Mapping, source: Address) -> bool:
+        filtering = self._behavior.filtering
+        if filtering is FilteringBehavior.ENDPOINT_INDEPENDENT:
+            return True
+        if filtering is FilteringBehavior.ADDRESS_DEPENDENT:
+            return source[0] in mapping.permitted_ips
+        return source in mapping.permissions
+
+    def _refresh(self, mapping: _Mapping, now: float) -> None:
+        mapping.last_active = now
+        self._by_key.move_to_end(mapping.key)
+
+    def _allocate(self, internal: Address) -> Address | None:
+        ip = self._paired_ip.get(internal[0])
+        if ip is None:
+            ip = self._public_ips[len(self._paired_ip) % len(self._public_ips)]
+            self._paired_ip[internal[0]] = ip
+        used = self._used_ports[ip]
+        allocation = self._behavior.allocation
+        low, high = self._behavior.port_range
+        port: int | None
+        if allocation is PortAllocation.PRESERVATION:
+            wanted = internal[1]
+            port = wanted if low <= wanted <= high and wanted not in used else None
+            if port is None:
+                port = self._random_port(used)
+        elif allocation is PortAllocation.CONTIGUITY:
+            port = self._contiguous_port(ip, used)
+        else:
+            port = self._random_port(used)
+        return None if port is None else (ip, port)
+
+    def _random_port(self, used: set[int]) -> int | None:
+        low, high = self._behavior.port_range
+        for _ in range(_RANDOM_PORT_TRIES):
+            port = self._rng.randint(low, high)
+            if port not in used:
+                return port
+        return self._scan(self._rng.randint(low, high), 1, used)
+
+    def _contiguous_port(self, ip: str, used: set[int]) -> int | None:
+        low, high = self._behavior.port_range
+        last = self._last_port.get(ip)
+        start = self._rng.randint(low, high) if last is None else last + self._behavior.port_delta
+        port = self._scan(start, self._behavior.port_delta, used)
+        if port is None:
+            port = self._scan(start, 1, used)
+        if port is not None:
+            self._last_port[ip] = port
+        return port
+
+    def _scan(self, start: int, step: int, used: set[int]) -> int | None:
+        """First free port of ``start, start + step, ...`` wrapped into the port range."""
+        low, high = self._behavior.port_range
+        size = high - low + 1
+        for index in range(size):
+            port = low + (start - low + index * step) % size
+            if port not in used:
+                return port
+        return None

@@ -1,0 +1,60 @@
+"""Address normalisation: one spelling per address, ValueError for anything else."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from macula_nat.net.address import (
+    address_family,
+    any_address,
+    destination_address,
+    is_unspecified,
+    normalise_address,
+    normalise_ip,
+)
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [("127.0.0.1", "127.0.0.1"), ("::0001", "::1"), ("2001:DB8:0::1", "2001:db8::1")],
+)
+def test_ips_are_made_canonical(given: str, canonical: str) -> None:
+    assert normalise_ip(given) == canonical
+    assert normalise_address((given, 80)) == (canonical, 80)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        ("localhost", 80),
+        ("1.2.3", 80),
+        (b"127.0.0.1", 80),
+        ("127.0.0.1", -1),
+        ("127.0.0.1", 65536),
+        ("127.0.0.1", True),
+        ("127.0.0.1", "80"),
+        ("127.0.0.1",),
+        ["127.0.0.1", 80],
+    ],
+)
+def test_malformed_addresses_raise_value_error(address: object) -> None:
+    with pytest.raises(ValueError):
+        normalise_address(address)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("address", [("127.0.0.1", 0), ("0.0.0.0", 53), ("::", 53)])
+def test_destinations_need_a_concrete_ip_and_port(address: tuple[str, int]) -> None:
+    assert normalise_address(address) == address
+    with pytest.raises(ValueError):
+        destination_address(address)
+
+
+def test_families_and_wildcards() -> None:
+    assert address_family("10.0.0.1") == socket.AF_INET
+    assert address_family("fd00::1") == socket.AF_INET6
+    assert is_unspecified(any_address(4)) and is_unspecified(any_address(6))
+    assert not is_unspecified("10.0.0.1")
+    with pytest.raises(ValueError):
+        any_address(5)
