@@ -35,6 +35,7 @@ from .supervisor import (
     SupervisorRef,
     SupervisorStatistics,
 )
+from .topic import Subscription, Topic, TopicStatistics
 
 __all__ = [
     "BRUTAL_KILL",
@@ -71,9 +72,12 @@ __all__ = [
     "StartFailed",
     "Stop",
     "Strategy",
+    "Subscription",
     "Supervisor",
     "SupervisorRef",
     "SupervisorStatistics",
+    "Topic",
+    "TopicStatistics",
     "UnexpectedMessage",
     "is_normal",
     "open_actor",

@@ -70,7 +70,7 @@ async def run_actor(
     the actor starts a new tree with a registry of its own.
     """
     ref = new_ref(actor, registry if registry is not None else Registry())
-    await ref._run(actor, name, task_status=task_status)
+    await ref._entry(actor)(actor, name, task_status=task_status)
     reason = ref.exit_reason
     if is_normal(reason) or reason is Exit.KILLED:
         return

@@ -14,6 +14,7 @@ Overflow policy (what a user can rely on):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any, Final
 
 import outcome
@@ -81,24 +82,29 @@ class Mailbox:
                 self._room = trio.lowlevel.ParkingLot()
             await self._room.park()
 
-    async def get(self) -> Envelope:
-        """The next envelope, waiting for one; a checkpoint either way."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        queue = self._queue
-        if queue:
-            envelope = queue.popleft()
-            if self._room:
-                self._room.unpark()
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return envelope
+    def get(self) -> Awaitable[Envelope]:
+        """Await the next envelope; a checkpoint either way.
+
+        Synchronous on purpose: an idle reader waits in trio's own frame, with no frame of ours
+        kept alive for it (idle actors are mostly frames).
+        """
+        if self._queue:
+            return self._take()
         self._reader = trio.lowlevel.current_task()
+        return trio.lowlevel.wait_task_rescheduled(self._abort_get)  # noqa: ASYNC105 (awaited by get's caller)
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._reader = None
-            return trio.lowlevel.Abort.SUCCEEDED
+    async def _take(self) -> Envelope:
+        await trio.lowlevel.checkpoint_if_cancelled()  # raises, or returns without yielding
+        assert self._queue
+        envelope = self._queue.popleft()
+        if self._room:
+            self._room.unpark()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return envelope
 
-        delivered: Envelope = await trio.lowlevel.wait_task_rescheduled(abort)
-        return delivered
+    def _abort_get(self, _: object) -> trio.lowlevel.Abort:
+        self._reader = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def close(self) -> list[Envelope]:
         """Refuse further messages; return what was left unread."""

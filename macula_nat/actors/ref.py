@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -13,7 +13,15 @@ import trio
 
 from .actor import NOREPLY, Actor, Fail, Stop
 from .caller import Caller
-from .errors import ActorError, ActorExited, CallTimeout, MailboxFull, NoProc, StartFailed
+from .errors import (
+    ActorError,
+    ActorExited,
+    AlreadyRegistered,
+    CallTimeout,
+    MailboxFull,
+    NoProc,
+    StartFailed,
+)
 from .exit import Exit
 from .mailbox import CALL, CAST, INFO, SYSTEM, Mailbox
 from .monitor import Down, Exited, MonitorRef
@@ -261,6 +269,10 @@ class ActorRef:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
+    def _entry(self, actor: Actor) -> Callable[..., Awaitable[None]]:
+        """The task function that serves ``actor``: shielded for ``shutdown_on_cancel``."""
+        return self._run_shielded if actor.shutdown_on_cancel else self._run
+
     async def _run(
         self,
         actor: Actor,
@@ -272,52 +284,63 @@ class ActorRef:
 
         A failed ``init`` raises :class:`StartFailed` out of ``nursery.start``; after a
         successful start every exit is reported through ``exit_reason``, ``wait_exited``,
-        monitors and the parent supervisor.
+        monitors and the parent supervisor. Kept to one frame around the loop: it is most of
+        what an idle actor costs.
         """
         actor._ref = self
         self._reason = Exit.KILLED
-        start_error: BaseException | None = None
-        try:
-            if name is not None:
+        init_error: Exception | None = None
+        if name is not None:
+            try:
                 self._registry.register(name, self)
-            if actor.shutdown_on_cancel:
-                async with trio.open_nursery() as outer:
-                    outer.start_soon(self._stop_when_cancelled)
-                    with trio.CancelScope(shield=True):
-                        start_error = await self._serve(actor, task_status)
-                    outer.cancel_scope.cancel()
-            else:
-                start_error = await self._serve(actor, task_status)
+            except AlreadyRegistered as exc:
+                self._finish(exc)
+                raise
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await actor.init()
+                except Exception as exc:
+                    init_error = self._reason = exc
+                    nursery.cancel_scope.cancel()
+                else:
+                    task_status.started(self)
+                    del task_status  # it holds the starting nursery; idle actors stay small
+                    try:
+                        reason = await self._loop(actor)
+                    except Exception as exc:
+                        reason = exc
+                        logger.error("%s crashed", self, exc_info=exc)
+                    self._reason = await self._terminate(actor, reason)
+                    nursery.cancel_scope.cancel()
         except Exception as exc:  # a task the actor started crashed (inside an ExceptionGroup)
             self._reason = _unwrap(exc)
             logger.error("%s crashed in a task it started", self, exc_info=exc)
         finally:
             self._finish(self._reason)
-        if start_error is not None:
-            raise StartFailed(f"{self} failed to start: {start_error!r}") from start_error
+        if init_error is not None:
+            raise StartFailed(f"{self} failed to start: {init_error!r}") from init_error
 
-    async def _serve(
-        self, actor: Actor, task_status: trio.TaskStatus[ActorRef]
-    ) -> Exception | None:
-        """init, loop, terminate inside the actor's own nursery; returns an init error."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                await actor.init()
-            except Exception as exc:
-                self._reason = exc
-                nursery.cancel_scope.cancel()
-                return exc
-            task_status.started(self)
-            del task_status  # it holds the starting nursery; idle actors stay small without it
-            try:
-                reason = await self._loop(actor)
-            except Exception as exc:
-                reason = exc
-                logger.error("%s crashed", self, exc_info=exc)
-            self._reason = await self._terminate(actor, reason)
-            nursery.cancel_scope.cancel()
-        return None
+    async def _run_shielded(
+        self,
+        actor: Actor,
+        name: str | None,
+        *,
+        task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """:meth:`_run` out of reach of the host's cancellation, which becomes a stop request."""
+        failed: StartFailed | AlreadyRegistered | None = None
+        async with trio.open_nursery() as outer:
+            outer.start_soon(self._stop_when_cancelled)
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._run(actor, name, task_status=task_status)
+                except (StartFailed, AlreadyRegistered) as exc:
+                    failed = exc  # raised below, outside the nursery: unwrapped, like _run's
+            outer.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
 
     async def _stop_when_cancelled(self) -> None:
         try:
@@ -326,16 +349,14 @@ class ActorRef:
             self._request_stop(Exit.SHUTDOWN)
 
     async def _loop(self, actor: Actor) -> object:
-        get = self._mailbox.get
-        handle_call = actor.handle_call
-        handle_cast = actor.handle_cast
-        handle_info = actor.handle_info
+        # No cached bound methods here: this frame lives as long as the actor, idle or not.
+        mailbox = self._mailbox
         result: Any
         while self._stop_reason is None:
-            kind, message, caller = await get()
+            kind, message, caller = await mailbox.get()
             if kind == CALL:
                 self._current = caller
-                result = await handle_call(message, caller)
+                result = await actor.handle_call(message, caller)
                 if result is NOREPLY:
                     if caller._done is False:
                         if self._deferred is None:
@@ -353,12 +374,12 @@ class ActorRef:
                     caller.reply(result)
                 self._current = None
             elif kind == CAST:
-                result = await handle_cast(message)
+                result = await actor.handle_cast(message)
                 if type(result) is Stop:
                     self._handled += 1
                     return result.reason
             elif kind == INFO:
-                result = await handle_info(message)
+                result = await actor.handle_info(message)
                 if type(result) is Stop:
                     self._handled += 1
                     return result.reason
@@ -452,7 +473,7 @@ async def start_actor(
 ) -> ActorRef:
     """Run an already built actor in ``nursery``; returns once its ``init`` has succeeded."""
     ref = new_ref(actor, registry, parent=parent, restarts=restarts)
-    started: ActorRef = await nursery.start(ref._run, actor, name)
+    started: ActorRef = await nursery.start(ref._entry(actor), actor, name, name=ref._kind)
     return started
 
 

@@ -1,0 +1,19 @@
+"""``make bench``: every benchmark, side by side with its baseline, in one run."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from . import actors
+
+
+async def main() -> None:
+    logging.disable(logging.CRITICAL)  # crash reports of provoked crashes are not figures
+    for module in (actors,):
+        for figure in await module.run():
+            print(figure.render(), flush=True)
+
+
+trio.run(main)

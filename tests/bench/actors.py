@@ -1,0 +1,196 @@
+"""Actor runtime benchmarks, each side by side with the raw Trio primitive it wraps."""
+
+from __future__ import annotations
+
+import resource
+from typing import Any
+
+import trio
+
+from macula_nat.actors import (
+    Actor,
+    ActorExited,
+    Caller,
+    ChildSpec,
+    DynamicSupervisor,
+    MailboxFull,
+    Stop,
+    Supervisor,
+    open_actor,
+)
+
+from .timing import Figure, LiveMemory, best_of, now
+
+CALLS = 20_000
+CASTS = 200_000
+
+
+class Echo(Actor):
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        if message == "crash":
+            raise RuntimeError("benchmark crash")
+        return message
+
+
+class Sink(Actor):
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle_cast(self, message: Any) -> Stop | None:
+        self.count += 1
+        return None
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        return self.count
+
+
+class Idle(Actor):
+    pass
+
+
+async def raw_round_trips(n: int) -> float:
+    """Request/response over two trio memory channels: the floor a call is compared to."""
+    req_send, req_recv = trio.open_memory_channel[int](0)
+    resp_send, resp_recv = trio.open_memory_channel[int](0)
+
+    async def server() -> None:
+        async for request in req_recv:
+            await resp_send.send(request)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        start = now()
+        for i in range(n):
+            await req_send.send(i)
+            await resp_recv.receive()
+        elapsed = now() - start
+        nursery.cancel_scope.cancel()
+    return elapsed / n
+
+
+async def actor_round_trips(n: int) -> float:
+    async with open_actor(Echo()) as ref:
+        start = now()
+        for i in range(n):
+            await ref.call(i)
+        return (now() - start) / n
+
+
+async def raw_throughput(n: int) -> float:
+    """Messages per second through a buffered trio channel, producer never blocking."""
+    send, recv = trio.open_memory_channel[int](1024)
+    done = trio.Event()
+
+    async def consumer() -> None:
+        count = 0
+        async for _ in recv:
+            count += 1
+            if count == n:
+                done.set()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consumer)
+        start = now()
+        i = 0
+        while i < n:
+            try:
+                send.send_nowait(i)
+                i += 1
+            except trio.WouldBlock:
+                await trio.sleep(0)
+        await done.wait()
+        return n / (now() - start)
+
+
+async def actor_throughput(n: int) -> float:
+    sink = Sink()
+    async with open_actor(sink) as ref:
+        start = now()
+        i = 0
+        while i < n:
+            try:
+                ref.cast(i)
+                i += 1
+            except MailboxFull:
+                await trio.sleep(0)
+        while sink.count < n:
+            await trio.sleep(0)
+        return n / (now() - start)
+
+
+async def restart_latency(rounds: int) -> float:
+    """Seconds from a crash until the restarted actor answers a call by name again."""
+    spec = ChildSpec("echo", Echo, name="echo")
+    best = float("inf")
+    async with open_actor(Supervisor([spec], intensity=rounds + 1, period=1e9)) as sup:
+        echo = sup.registry.ref("echo")
+        for _ in range(rounds):
+            start = now()
+            try:
+                await echo.call("crash")
+            except ActorExited:
+                pass
+            while sup.registry.whereis("echo") is None:
+                await trio.sleep(0)
+            await echo.call("ok")
+            best = min(best, now() - start)
+    return best
+
+
+async def memory_per_idle_actor(n: int) -> float:
+    memory = LiveMemory()
+    memory.start()
+    try:
+        async with open_actor(DynamicSupervisor(ChildSpec("idle", Idle))) as sup:
+            for _ in range(n):
+                await sup.start_child()
+            live = memory.measure()
+        return live / n
+    finally:
+        memory.stop()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+async def start_many_children(n: int) -> tuple[float, float, float]:
+    """(seconds to start n children, seconds to shut them down, RSS growth in bytes)."""
+    rss_before = _rss_bytes()
+    async with open_actor(DynamicSupervisor(ChildSpec("idle", Idle))) as sup:
+        start = now()
+        for _ in range(n):
+            await sup.start_child()
+        started = now() - start
+        rss = _rss_bytes() - rss_before
+        stop_start = now()
+    stopped = now() - stop_start
+    return started, stopped, rss
+
+
+async def run() -> list[Figure]:
+    raw_rt = await best_of(5, lambda: raw_round_trips(CALLS))
+    actor_rt = await best_of(5, lambda: actor_round_trips(CALLS))
+    raw_tp = -await best_of(3, lambda: _neg(raw_throughput(CASTS)))
+    actor_tp = -await best_of(3, lambda: _neg(actor_throughput(CASTS)))
+    restart = await restart_latency(50)
+    per_actor = await memory_per_idle_actor(10_000)
+    started, stopped, rss = await start_many_children(100_000)
+    return [
+        Figure("actors: call round trip (us) vs raw channel req/resp", actor_rt * 1e6, "us",
+               raw_rt * 1e6, "<= 1.5x"),
+        Figure("actors: cast throughput (msg/s) vs raw channel", actor_tp, "msg/s", raw_tp,
+               ">= 0.6x"),
+        Figure("actors: restart, crash to serving again", restart * 1e6, "us"),
+        Figure("actors: memory per idle actor (10,000 under a dynamic sup)", per_actor / 1024,
+               "KiB", None, "<= 4 KiB"),
+        Figure("actors: start 100,000 children (dynamic supervisor)", started, "s"),
+        Figure("actors: shut down 100,000 children", stopped, "s"),
+        Figure("actors: RSS growth with 100,000 children", rss / 2**20, "MiB"),
+    ]
+
+
+async def _neg(value: Any) -> float:
+    return -float(await value)
