@@ -52,7 +52,9 @@ async def test_call_to_a_stopped_actor_fails_at_once_with_noproc(autojump_clock:
         assert trio.current_time() == start
 
 
-async def test_a_crash_in_handle_call_reaches_the_caller_and_ends_the_actor(autojump_clock: MockClock) -> None:
+async def test_a_crash_in_handle_call_reaches_the_caller_and_ends_the_actor(
+    autojump_clock: MockClock,
+) -> None:
     log: list[Any] = []
     with pytest.RaisesGroup(Boom):
         async with open_actor(Worker(log)) as ref:
@@ -65,7 +67,9 @@ async def test_a_crash_in_handle_call_reaches_the_caller_and_ends_the_actor(auto
     assert log[-1][:2] == ("terminate", "w")
 
 
-async def test_callers_waiting_on_a_dying_actor_fail_at_once_not_at_timeout(autojump_clock: MockClock) -> None:
+async def test_callers_waiting_on_a_dying_actor_fail_at_once_not_at_timeout(
+    autojump_clock: MockClock,
+) -> None:
     async with open_actor(Worker()) as ref:
         outcomes: list[str] = []
 
@@ -84,11 +88,18 @@ async def test_callers_waiting_on_a_dying_actor_fail_at_once_not_at_timeout(auto
                 nursery.start_soon(waiting_call)  # queued behind it
             await trio.testing.wait_all_tasks_blocked()
             await ref.stop(Exit.SHUTDOWN)
-        assert outcomes == ["replied", "exited <Exit.SHUTDOWN: 'shutdown'>", "exited <Exit.SHUTDOWN: 'shutdown'>", "exited <Exit.SHUTDOWN: 'shutdown'>"]
+        assert outcomes == [
+            "replied",
+            "exited <Exit.SHUTDOWN: 'shutdown'>",
+            "exited <Exit.SHUTDOWN: 'shutdown'>",
+            "exited <Exit.SHUTDOWN: 'shutdown'>",
+        ]
         assert trio.current_time() - start == pytest.approx(1)
 
 
-async def test_deferred_reply_from_another_task_and_failure_on_exit(autojump_clock: MockClock) -> None:
+async def test_deferred_reply_from_another_task_and_failure_on_exit(
+    autojump_clock: MockClock,
+) -> None:
     worker = Worker()
     async with open_actor(worker) as ref:
         async with trio.open_nursery() as nursery:
@@ -140,7 +151,9 @@ async def test_default_timeout_is_five_seconds(autojump_clock: MockClock) -> Non
         assert trio.current_time() - start == pytest.approx(5.0)
 
 
-async def test_fail_raises_in_the_caller_and_the_actor_keeps_serving(autojump_clock: MockClock) -> None:
+async def test_fail_raises_in_the_caller_and_the_actor_keeps_serving(
+    autojump_clock: MockClock,
+) -> None:
     async with open_actor(Worker()) as ref:
         with pytest.raises(KeyError):
             await ref.call(("fail", KeyError("missing")))
@@ -180,7 +193,9 @@ class Slow(Actor):
         return list(self.seen)
 
 
-async def test_cast_to_a_full_mailbox_raises_and_keeps_the_message_with_the_sender(autojump_clock: MockClock) -> None:
+async def test_cast_to_a_full_mailbox_raises_and_keeps_the_message_with_the_sender(
+    autojump_clock: MockClock,
+) -> None:
     actor = Slow()
     async with open_actor(actor) as ref:
         ref.cast(0)  # handed straight to the idle actor
