@@ -14,17 +14,14 @@ from macula_nat.lab.availability import lab_available, netem_available
 from macula_nat.lab.commands import LabError
 from macula_nat.lab.lab import open_lab, remove_leftovers
 from macula_nat.lab.nodes import Host, Lab, Node, Router, Server, Site
-from macula_nat.lab.presets import Allocation, Filtering, Mapping, NatClassification, NatPreset
+from macula_nat.lab.presets import NatClassification, NatPreset
 from macula_nat.lab.topology import SERVER_IPS, SiteConfig
 
 __all__ = [
     "SERVER_IPS",
-    "Allocation",
-    "Filtering",
     "Host",
     "Lab",
     "LabError",
-    "Mapping",
     "NatClassification",
     "NatPreset",
     "Node",

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import enum
-from typing import Literal
 
 import attrs
 
-Mapping = Literal["ei", "hd", "pd"]
-"""Mapping behaviour: endpoint-independent, address-dependent, address-and-port dependent."""
-
-Filtering = Literal["ei", "hd", "pd"]
-"""Filtering behaviour: endpoint-independent, address-dependent, address-and-port dependent."""
-
-Allocation = Literal["pp", "pc", "rd"]
-"""Port allocation: port preservation, port contiguity (sequential), random."""
+from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
 
 
 @attrs.frozen
@@ -22,9 +14,9 @@ class NatClassification:
     """The RFC 4787 classification a detector should report for a site."""
 
     nat: bool
-    mapping: Mapping
-    filtering: Filtering
-    allocation: Allocation
+    mapping: MappingBehavior = attrs.field(converter=MappingBehavior)
+    filtering: FilteringBehavior = attrs.field(converter=FilteringBehavior)
+    allocation: PortAllocation = attrs.field(converter=PortAllocation)
 
 
 class NatPreset(enum.Enum):

@@ -3,16 +3,12 @@
 Build it inside ``open_internet``; every host is a :class:`~macula_nat.net.UdpStack`.
 """
 
+from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
 from macula_nat.net.sim.endpoint import SimEndpoint
 from macula_nat.net.sim.host import SimHost
 from macula_nat.net.sim.internet import Internet, InternetStatistics, open_internet
 from macula_nat.net.sim.link import LinkProfile
-from macula_nat.net.sim.nat_behavior import (
-    FilteringBehavior,
-    MappingBehavior,
-    NatBehavior,
-    PortAllocation,
-)
+from macula_nat.net.sim.nat_behavior import NatBehavior
 from macula_nat.net.sim.nat_box import NatBox
 from macula_nat.net.sim.nat_table import NatMapping, NatStatistics, NatTable
 from macula_nat.net.sim.network import Network

@@ -20,13 +20,9 @@ from collections.abc import Sequence
 
 import attrs
 
+from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
 from macula_nat.net.address import Address, normalise_ip
-from macula_nat.net.sim.nat_behavior import (
-    FilteringBehavior,
-    MappingBehavior,
-    NatBehavior,
-    PortAllocation,
-)
+from macula_nat.net.sim.nat_behavior import NatBehavior
 
 logger = logging.getLogger(__name__)
 

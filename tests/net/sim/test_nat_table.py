@@ -11,13 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
 from macula_nat.net.address import Address
-from macula_nat.net.sim.nat_behavior import (
-    FilteringBehavior,
-    MappingBehavior,
-    NatBehavior,
-    PortAllocation,
-)
+from macula_nat.net.sim.nat_behavior import NatBehavior
 from macula_nat.net.sim.nat_table import NatTable
 
 PUBLIC = "192.0.2.1"
