@@ -125,7 +125,7 @@ class DynamicSupervisor(Actor):
                 children=len(self._children),
                 active=len(self._children),
                 restarts=self._restarts,
-                restarts_in_period=len(self._intensity.history),
+                restarts_in_period=len(self._intensity.history(trio.current_time())),
             )
         return await super().handle_call(message, caller)
 
@@ -156,10 +156,12 @@ class DynamicSupervisor(Actor):
             return None
         restarts = ref.statistics().restarts
         while True:
-            if not self._intensity.record(trio.current_time(), ref, reason):
+            now = trio.current_time()
+            if not self._intensity.record(now, ref, reason):
                 logger.error("%s: restart intensity exceeded, giving up", self.ref)
+                history = self._intensity.history(now)
                 await self._terminate_all()
-                return Stop(RestartIntensityExceeded(repr(self.ref), self._intensity.history))
+                return Stop(RestartIntensityExceeded(repr(self.ref), history))
             self._restarts += 1
             restarts += 1
             try:

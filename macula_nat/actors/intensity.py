@@ -20,13 +20,12 @@ class RestartIntensity:
 
     def record(self, now: float, child: object, reason: object) -> bool:
         """Count a restart of ``child`` after ``reason``; False once the limit is exceeded."""
+        self._history.append((now, child, reason))
+        return len(self.history(now)) <= self.intensity
+
+    def history(self, now: float) -> tuple[tuple[float, object, object], ...]:
+        """The restarts still counted at ``now``, oldest first, as ``(time, child, reason)``."""
         history = self._history
-        history.append((now, child, reason))
         while history and now - history[0][0] >= self.period:
             history.popleft()
-        return len(history) <= self.intensity
-
-    @property
-    def history(self) -> tuple[tuple[float, object, object], ...]:
-        """The restarts still counted, oldest first, as ``(time, child, reason)``."""
-        return tuple(self._history)
+        return tuple(history)

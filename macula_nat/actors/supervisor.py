@@ -187,7 +187,7 @@ class Supervisor(Actor):
                 children=len(self._children),
                 active=sum(c.ref is not None for c in self._children),
                 restarts=self._restarts,
-                restarts_in_period=len(self._intensity.history),
+                restarts_in_period=len(self._intensity.history(trio.current_time())),
             )
         return await super().handle_call(message, caller)
 
@@ -247,10 +247,11 @@ class Supervisor(Actor):
         logger.warning("%s: child %r exited (%r), restarting", self.ref, child.spec.id, reason)
         failed: _Child | None = child
         while failed is not None:
-            if not self._intensity.record(trio.current_time(), failed.spec.id, reason):
+            now = trio.current_time()
+            if not self._intensity.record(now, failed.spec.id, reason):
                 logger.error("%s: restart intensity exceeded, giving up", self.ref)
+                history = self._intensity.history(now)
                 await self._terminate_all()
-                history = self._intensity.history
                 return Stop(RestartIntensityExceeded(repr(self.ref), history))
             self._restarts += 1
             failed, error = await self._restart_by_strategy(failed)

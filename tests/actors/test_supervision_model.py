@@ -2,16 +2,20 @@
 
 Hypothesis draws a tree (a root supervisor over workers and child supervisors, every strategy,
 restart type, intensity and period drawn) and a list of operations: crash a worker, stop it
-normally or with ``shutdown``, make its next starts fail, stop a child supervisor, advance the
-clock, and ``start_child`` / ``terminate_child`` / ``restart_child`` / ``delete_child``. They are
-replayed in one ``trio.run`` under a ``MockClock``; after each one the live tree is compared with
-``Model``: a small, independent statement of the OTP supervisor rules (pure Python, no Trio, none
-of the library's supervisor code).
+normally or with ``shutdown``, leave a call to it unanswered, make its next starts fail, stop a
+child supervisor (normal, shutdown or abnormal reason), advance the clock, and ``start_child`` /
+``terminate_child`` / ``restart_child`` / ``delete_child``. They are replayed in one
+``trio.run`` under a ``MockClock``; after each one the live tree is compared with ``Model``: a
+small, independent statement of the OTP supervisor rules (pure Python, no Trio, none of the
+library's supervisor code).
 
 Every actor writes to a shared log when it starts (``start``), fails to start (``fail``) and goes
 down (``down``, however it went: crash, stop, ``shutdown``, brutal kill), so the model checks the
 exact sequence of starts and stops, which pins down restart order (start order) and termination
-order (reverse start order), not only the final state.
+order (reverse start order), not only the final state. The tree's own reports (which_children,
+count_children, statistics) must agree, calls to dead actors must fail at once with NoProc,
+unanswered calls must end with ActorExited when their actor dies, and nothing may outlive the
+tree, whether it was shut down or gave up with RestartIntensityExceeded.
 """
 
 from __future__ import annotations
@@ -160,7 +164,7 @@ class Model:
       and exit abnormally, which the parent treats as a crash of that child (escalation);
     * terminate_child keeps the spec (a temporary child's is deleted), restart_child and
       delete_child need a stopped child, start_child discards a spec whose start fails,
-      manual restarts do not count against the intensity.
+      manual restarts do not count against the intensity (nor in a child's restart count).
     """
 
     def __init__(self, root: SupDef) -> None:

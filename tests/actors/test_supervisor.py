@@ -294,3 +294,18 @@ async def test_keyboard_interrupt_in_an_actor_propagates_and_ends_the_tree(
             sup.registry.ref("k").cast("now")
             await trio.sleep(math.inf)
     assert all(ref is not None and not ref.alive for ref in refs)
+
+
+async def test_restarts_in_period_forgets_restarts_older_than_the_period(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_actor(Supervisor([ChildSpec("a", Worker)], intensity=5, period=1.0)) as sup:
+        [child] = await sup.which_children()
+        assert child.ref is not None
+        with pytest.raises(ActorExited):
+            await child.ref.call("crash")
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await sup.supervisor_statistics()).restarts_in_period == 1
+        await trio.sleep(1.0)
+        stats = await sup.supervisor_statistics()
+        assert (stats.restarts, stats.restarts_in_period) == (1, 0)
