@@ -1,0 +1,43 @@
+"""``macula-nat``: the command line. Each subcommand is a thin shell over the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from macula_nat import runtime_demo
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="macula-nat", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the demonstration (what `make run` runs)")
+    demo.add_argument("--seconds", type=float, default=3.0, help="how long to run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO
+    if args.verbose > 1:
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "demo":
+        if args.verbose == 0:
+            # The demo provokes crashes on purpose; their reports would drown its story.
+            logging.getLogger("macula_nat.actors").setLevel(logging.CRITICAL)
+        trio.run(runtime_demo.run, _print, args.seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
