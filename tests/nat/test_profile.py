@@ -1,0 +1,60 @@
+"""NatProfile: validation, JSON round trips, change detection and the classic type names."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
+from macula_nat.nat.profile import Confidence, NatProfile
+
+addresses = st.tuples(st.ip_addresses(v=4).map(str), st.integers(min_value=1, max_value=65535))
+profiles = st.builds(
+    NatProfile,
+    mapping=st.sampled_from(MappingBehavior),
+    filtering=st.sampled_from(FilteringBehavior),
+    allocation=st.sampled_from(PortAllocation),
+    public_ip=st.ip_addresses().map(str),
+    public_port=st.integers(min_value=0, max_value=65535),
+    detected_at=st.floats(min_value=0, max_value=4e9),
+    confidence=st.sampled_from(Confidence),
+    nat_present=st.booleans(),
+    local_address=st.none() | addresses,
+    hairpinning=st.none() | st.booleans(),
+    port_delta=st.none() | st.integers(min_value=-100, max_value=100),
+    observers=st.lists(addresses, max_size=3).map(tuple),
+)
+
+
+@given(profiles)
+def test_json_round_trip(profile: NatProfile) -> None:
+    assert NatProfile.from_json(json.loads(json.dumps(profile.to_json()))) == profile
+
+
+def test_the_erlang_codes_are_accepted_and_compare_equal() -> None:
+    profile = NatProfile("ei", "pd", "pp", "203.0.113.5", 4000, 0.0, "high")
+    assert profile.classification == ("ei", "pd", "pp")
+    assert profile.nat_type == "port-restricted cone"
+    assert attrs.evolve(profile, mapping="pd").nat_type == "symmetric"
+    assert attrs.evolve(profile, filtering="ei").nat_type == "full cone"
+
+
+def test_bad_input_is_refused_with_the_field_named() -> None:
+    with pytest.raises(ValueError, match="public_port"):
+        NatProfile("ei", "pd", "pp", "203.0.113.5", 70000, 0.0, "high")
+    with pytest.raises(ValueError):
+        NatProfile("xx", "pd", "pp", "203.0.113.5", 4000, 0.0, "high")
+    with pytest.raises(ValueError, match="not a NAT profile"):
+        NatProfile.from_json({"mapping": "ei"})
+
+
+def test_a_change_is_the_behaviour_or_the_public_address() -> None:
+    profile = NatProfile("ei", "pd", "pp", "203.0.113.5", 4000, 0.0, "high")
+    assert profile.changed_from(None)
+    assert not profile.changed_from(attrs.evolve(profile, detected_at=99.0, confidence="low"))
+    assert profile.changed_from(attrs.evolve(profile, public_port=4001))
+    assert profile.changed_from(attrs.evolve(profile, filtering="hd"))
