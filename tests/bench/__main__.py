@@ -6,12 +6,12 @@ import logging
 
 import trio
 
-from . import actors
+from . import actors, cache
 
 
 async def main() -> None:
     logging.disable(logging.CRITICAL)  # crash reports of provoked crashes are not figures
-    for module in (actors,):
+    for module in (actors, cache):
         for figure in await module.run():
             print(figure.render(), flush=True)
 

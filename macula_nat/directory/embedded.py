@@ -1,0 +1,86 @@
+"""EmbeddedDirectory: the in-process backend, a dict with expiry by Trio time; zero setup.
+
+For one program, a demo, or many simulated nodes in one process sharing one instance. Expired
+records vanish on read and in an amortised sweep on publish, so memory follows the live records.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import trio
+
+from macula_nat.nat.profile import NatProfile
+
+from .directory import Directory
+
+logger = logging.getLogger(__name__)
+
+_MIN_SWEEP = 64
+
+
+@attrs.frozen
+class DirectoryStatistics:
+    records: int
+    """Live records (expired ones are dropped when this snapshot is taken)."""
+    publishes: int
+    resolves: int
+    found: int
+    """Resolves that returned a record."""
+    expired: int
+    """Records dropped because their TTL ran out."""
+
+
+class EmbeddedDirectory(Directory):
+    """Records in a dict, each until ``trio.current_time() + ttl``; never unreachable."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, tuple[NatProfile, float]] = {}
+        self._sweep_at = _MIN_SWEEP
+        self._publishes = 0
+        self._resolves = 0
+        self._found = 0
+        self._expired = 0
+
+    async def publish_profile(self, node_id: str, profile: NatProfile, ttl: float) -> None:
+        if not ttl > 0:
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        self._records[node_id] = (profile, now + ttl)
+        self._publishes += 1
+        if len(self._records) >= self._sweep_at:
+            self._sweep(now)
+            self._sweep_at = max(_MIN_SWEEP, 2 * len(self._records))
+        logger.debug("published the profile of %s for %.1f s", node_id, ttl)
+
+    async def resolve_profile(self, node_id: str) -> NatProfile | None:
+        await trio.lowlevel.checkpoint()
+        self._resolves += 1
+        record = self._records.get(node_id)
+        if record is None:
+            return None
+        profile, expires_at = record
+        if trio.current_time() >= expires_at:
+            del self._records[node_id]
+            self._expired += 1
+            return None
+        self._found += 1
+        return profile
+
+    def statistics(self) -> DirectoryStatistics:
+        self._sweep(trio.current_time())
+        return DirectoryStatistics(
+            records=len(self._records),
+            publishes=self._publishes,
+            resolves=self._resolves,
+            found=self._found,
+            expired=self._expired,
+        )
+
+    def _sweep(self, now: float) -> None:
+        dead = [node_id for node_id, (_, expires_at) in self._records.items() if now >= expires_at]
+        for node_id in dead:
+            del self._records[node_id]
+        self._expired += len(dead)

@@ -1,0 +1,84 @@
+"""EmbeddedDirectory: publish and resolve by node id, expiry by Trio time, bounded memory."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+from macula_nat.directory import Directory, EmbeddedDirectory
+from macula_nat.nat.profile import NatProfile
+
+
+def profile(port: int) -> NatProfile:
+    return NatProfile("ei", "pd", "pp", "203.0.113.5", port, 0.0, "high")
+
+
+async def test_a_published_profile_resolves_until_its_ttl_runs_out(
+    autojump_clock: MockClock,
+) -> None:
+    directory: Directory = EmbeddedDirectory()
+    await directory.publish_profile("alice", profile(4000), ttl=30.0)
+    await trio.sleep(29.9)
+    assert await directory.resolve_profile("alice") == profile(4000)
+    assert await directory.resolve_profile("bob") is None
+    await trio.sleep(0.1)
+    assert await directory.resolve_profile("alice") is None
+
+
+async def test_publishing_again_replaces_the_record_and_its_expiry(
+    autojump_clock: MockClock,
+) -> None:
+    directory = EmbeddedDirectory()
+    await directory.publish_profile("alice", profile(4000), ttl=10.0)
+    await trio.sleep(5.0)
+    await directory.publish_profile("alice", profile(4001), ttl=10.0)
+    await trio.sleep(9.0)
+    assert await directory.resolve_profile("alice") == profile(4001)
+
+
+async def test_statistics_count_publishes_resolves_hits_and_expiries(
+    autojump_clock: MockClock,
+) -> None:
+    directory = EmbeddedDirectory()
+    await directory.publish_profile("alice", profile(4000), ttl=10.0)
+    await directory.publish_profile("bob", profile(4001), ttl=100.0)
+    await directory.resolve_profile("alice")
+    await directory.resolve_profile("carol")
+    await trio.sleep(10.0)
+    await directory.resolve_profile("alice")
+    stats = directory.statistics()
+    assert (stats.records, stats.publishes, stats.resolves, stats.found, stats.expired) == (
+        1,
+        2,
+        3,
+        1,
+        1,
+    )
+
+
+async def test_expired_records_are_swept_on_publish_even_if_never_read(
+    autojump_clock: MockClock,
+) -> None:
+    directory = EmbeddedDirectory()
+    for i in range(1000):
+        await directory.publish_profile(f"short-{i}", profile(4000), ttl=1.0)
+    await trio.sleep(2.0)
+    for i in range(1000):
+        await directory.publish_profile(f"next-{i}", profile(4000), ttl=1.0)
+        assert len(directory._records) <= 1000 + 64
+    assert directory.statistics().expired == 1000
+
+
+async def test_every_method_is_a_checkpoint_and_a_bad_ttl_is_refused(
+    autojump_clock: MockClock,
+) -> None:
+    directory = EmbeddedDirectory()
+    with trio.testing.assert_checkpoints():
+        await directory.publish_profile("alice", profile(4000), ttl=1.0)
+    with trio.testing.assert_checkpoints():
+        await directory.resolve_profile("alice")
+    for ttl in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="ttl"):
+            await directory.publish_profile("alice", profile(4000), ttl=ttl)
