@@ -10,10 +10,20 @@ from collections.abc import Sequence
 import trio
 
 from macula_nat import runtime_demo
+from macula_nat.nat.detect_command import add_detect_parser
+from macula_nat.nat.observe_command import add_observe_parser
 
 
 def _print(line: str) -> None:
     print(line, flush=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    if args.verbose == 0:
+        # The demo provokes crashes on purpose; their reports would drown its story.
+        logging.getLogger("macula_nat.actors").setLevel(logging.CRITICAL)
+    trio.run(runtime_demo.run, _print, args.seconds)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,21 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the demonstration (what `make run` runs)")
     demo.add_argument("--seconds", type=float, default=3.0, help="how long to run")
+    demo.set_defaults(handler=run_demo)
+    add_detect_parser(commands)
+    add_observe_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO
-    if args.verbose > 1:
-        level = logging.DEBUG
+    # A server says where it listens; a one-shot command stays quiet unless asked.
+    quiet = logging.INFO if args.command == "observe" else logging.WARNING
+    level = quiet if args.verbose == 0 else (logging.INFO if args.verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "demo":
-        if args.verbose == 0:
-            # The demo provokes crashes on purpose; their reports would drown its story.
-            logging.getLogger("macula_nat.actors").setLevel(logging.CRITICAL)
-        trio.run(runtime_demo.run, _print, args.seconds)
-    return 0
+    status: int = args.handler(args)
+    return status
 
 
 if __name__ == "__main__":

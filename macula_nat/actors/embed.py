@@ -37,8 +37,9 @@ def open_actor(
     Yields its reference once ``init`` has succeeded (for a tree: once every child started).
     Leaving the block stops it with ``shutdown``; a supervisor stops its children in reverse
     order. If it exits abnormally while the block runs, the block is cancelled and the exit
-    reason is raised out of the ``async with`` (inside an ExceptionGroup, as Trio nurseries do):
-    a tree that exceeds its restart intensity raises :class:`RestartIntensityExceeded`.
+    reason is raised out of the ``async with``: a tree that exceeds its restart intensity raises
+    :class:`RestartIntensityExceeded`. A single failure (the block's own exception or the
+    actor's) is raised as itself; simultaneous failures come out as an ExceptionGroup.
     """
     return _open_actor(actor, name, registry)
 
@@ -47,12 +48,20 @@ def open_actor(
 async def _open_actor(
     actor: Actor, name: str | None, registry: Registry | None
 ) -> AsyncIterator[ActorRef]:
-    async with trio.open_nursery() as nursery:
-        ref: ActorRef = await nursery.start(run_actor, actor, name, registry)
-        try:
-            yield ref
-        finally:
-            ref._request_stop(Exit.SHUTDOWN)
+    try:
+        async with trio.open_nursery() as nursery:
+            ref: ActorRef = await nursery.start(run_actor, actor, name, registry)
+            try:
+                yield ref
+            finally:
+                ref._request_stop(Exit.SHUTDOWN)
+    except BaseExceptionGroup as group:
+        # One failure (the body's, or the actor's abnormal exit) comes out as itself, as it
+        # would from any context manager; only simultaneous failures stay grouped.
+        if len(group.exceptions) != 1 or isinstance(group.exceptions[0], BaseExceptionGroup):
+            raise
+        error = group.exceptions[0]
+        raise error from error.__cause__
 
 
 async def run_actor(

@@ -28,7 +28,7 @@ async def test_names_are_unique_and_released_when_the_actor_exits(
         assert registry.whereis("svc") is ref
         assert ref.name == "svc"
         assert registry.registered() == ("svc",)
-        with pytest.RaisesGroup(AlreadyRegistered):
+        with pytest.raises(AlreadyRegistered):
             async with open_actor(Worker(), "svc", registry):
                 pass  # pragma: no cover
         await ref.stop()

@@ -6,12 +6,12 @@ import logging
 
 import trio
 
-from . import actors, cache
+from . import actors, cache, observer
 
 
 async def main() -> None:
     logging.disable(logging.CRITICAL)  # crash reports of provoked crashes are not figures
-    for module in (actors, cache):
+    for module in (actors, cache, observer):
         for figure in await module.run():
             print(figure.render(), flush=True)
 

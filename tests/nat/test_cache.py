@@ -338,7 +338,7 @@ async def test_one_table_has_one_server_and_writes_need_it(autojump_clock: MockC
     with pytest.raises(NoProc):
         await cache.put("alice", profile(4000))
     async with serving(cache):
-        with pytest.RaisesGroup(pytest.RaisesExc(StartFailed, match="already served")):
+        with pytest.raises(StartFailed, match="already served"):
             async with open_actor(ProfileCacheServer(cache)):
                 pass  # pragma: no cover
     with pytest.raises(NoProc):

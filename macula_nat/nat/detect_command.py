@@ -1,0 +1,99 @@
+"""``macula-nat detect [--observer IP:PORT ...] [--json]``: classify this host's NAT once."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+import trio
+
+from macula_nat.actors import open_actor
+from macula_nat.nat.detector import NatDetector, NatDetectorServer
+from macula_nat.nat.errors import DetectionError
+from macula_nat.nat.observe_command import address_argument
+from macula_nat.nat.profile import NatProfile
+from macula_nat.net.address import Address
+from macula_nat.net.endpoint import UdpStack
+from macula_nat.net.real import RealUdpStack
+
+_DESCRIPTION = """\
+Classify the NAT in front of this host (RFC 4787 mapping, filtering and port allocation) by
+probing STUN observers: an RFC 5780 observer (one run with --alt, e.g. `macula-nat observe`, or
+coturn's turnserver with two addresses) gives the full picture; several single-address observers
+give the mapping. Prints the profile for a person, or as JSON with --json."""
+
+
+def add_detect_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add ``detect`` to ``subparsers``; parsed arguments carry ``handler=run_detect``."""
+    parser = subparsers.add_parser(
+        "detect", help="classify this host's NAT", description=_DESCRIPTION
+    )
+    parser.add_argument(
+        "--observer",
+        dest="observers",
+        action="append",
+        default=[],
+        type=address_argument,
+        metavar="IP:PORT",
+        help="a STUN observer to probe (repeat for several)",
+    )
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per probe (5)")
+    parser.add_argument("--json", action="store_true", help="print the profile as JSON")
+    parser.set_defaults(handler=run_detect)
+    return parser
+
+
+def run_detect(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
+    """Detect once and print; exit status 0, or 1 with the error's message on stderr."""
+    detection = functools.partial(detect_once, tuple(args.observers), args.timeout)
+    try:
+        profile = trio.run(detection)
+    except DetectionError as exc:
+        print(f"macula-nat detect: {exc}", file=sys.stderr)
+        return 1
+    out(json.dumps(profile.to_json(), indent=2) if args.json else describe(profile))
+    return 0
+
+
+async def detect_once(
+    observers: Sequence[Address], timeout: float, stack: UdpStack | None = None
+) -> NatProfile:
+    """Run a detector just long enough for one detection, on real sockets by default."""
+    detector = NatDetector(
+        stack or RealUdpStack(), tuple(observers), timeout=timeout, refresh_interval=None
+    )
+    async with open_actor(NatDetectorServer(detector)):
+        return await detector.detect()
+
+
+def describe(profile: NatProfile) -> str:
+    """The profile for a person: the classic name first, then the RFC 4787 details."""
+    lines = [
+        f"NAT type:    {profile.nat_type}" + ("" if profile.nat_present else " (no NAT)"),
+        f"public:      {profile.public_ip}:{profile.public_port}",
+        f"mapping:     {profile.mapping} ({_MAPPING[profile.mapping]})",
+        f"filtering:   {profile.filtering} ({_MAPPING[profile.filtering]})",
+        f"allocation:  {profile.allocation} ({_ALLOCATION[profile.allocation]})"
+        + (f", delta {profile.port_delta}" if profile.port_delta is not None else ""),
+        f"hairpinning: {_yes_no(profile.hairpinning)}",
+        f"confidence:  {profile.confidence}",
+        "observers:   " + ", ".join(f"{ip}:{port}" for ip, port in profile.observers),
+    ]
+    return "\n".join(lines)
+
+
+_MAPPING = {
+    "ei": "endpoint-independent",
+    "hd": "address-dependent",
+    "pd": "address and port-dependent",
+}
+_ALLOCATION = {"pp": "port preservation", "pc": "port contiguity", "rd": "random"}
+
+
+def _yes_no(value: bool | None) -> str:
+    return "not measured" if value is None else ("yes" if value else "no")

@@ -1,0 +1,391 @@
+"""NatDetector: classifies the local NAT and tells subscribers when that changes.
+
+The Python mirror of the Erlang ``macula_nat_detector``. The :class:`NatDetector` handle owns
+what must outlive a crash: the current profile (a trio-util ``AsyncValue``), the evidence behind
+it, the ``nat_profile_changed`` topic and its subscriptions. It hands itself to each incarnation
+of its :class:`NatDetectorServer` actor, which runs the probes (:mod:`.probe`) and classifies
+them (:mod:`.classify`). A restart therefore keeps the profile and every subscription.
+
+Users may call the handle's methods or send the documented messages (:class:`Detect`,
+:class:`GetLocalProfile`, :class:`AddObservation`, :class:`Refresh`, :class:`Subscribe`,
+:class:`Unsubscribe`) straight to the server's mailbox; both are the same API.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+from trio_util import AsyncValue
+
+from macula_nat.actors import (
+    NOREPLY,
+    Actor,
+    ActorRef,
+    Caller,
+    ChildSpec,
+    Fail,
+    NoProc,
+    Restart,
+    Stop,
+    Topic,
+)
+from macula_nat.net import Address, UdpStack, normalise_address, normalise_ip
+
+from .classify import classify, contradicts
+from .errors import DetectionError, NoObservers, NotDetected
+from .evidence import Evidence
+from .probe import ProbeSettings, run_probes
+from .profile import NatProfile
+
+logger = logging.getLogger(__name__)
+
+_CALL_MARGIN: Final = 5.0
+"""Extra call time on top of a detection's own bound (probes take at most 1.5 x timeout)."""
+
+
+# -- the documented messages -------------------------------------------------------------------
+
+
+def _observers(value: Any) -> tuple[Address, ...] | None:
+    return None if value is None else tuple(normalise_address(tuple(a)) for a in value)
+
+
+def _timeout(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is not None and not 0 < value < math.inf:
+        raise ValueError(f"{attribute.name} must be a positive number of seconds, not {value!r}")
+
+
+@attrs.frozen
+class Detect:
+    """Call: classify the NAT and reply with the :class:`NatProfile`.
+
+    Without ``force`` a known profile is returned at once. Concurrent detections share one probe
+    run. ``timeout`` bounds each probe (default: the detector's); ``observers`` replaces the
+    configured observers for this run.
+    """
+
+    force: bool = False
+    timeout: float | None = attrs.field(default=None, validator=_timeout)
+    observers: tuple[Address, ...] | None = attrs.field(default=None, converter=_observers)
+
+
+@attrs.frozen
+class GetLocalProfile:
+    """Call: the current profile, or :class:`NotDetected` raised in the caller."""
+
+
+@attrs.frozen
+class AddObservation:
+    """Cast: a peer saw this node's traffic come from ``ip:port`` (its reflexive address).
+
+    Agreeing reports raise the profile's confidence; a report that contradicts it (another
+    public IP, or another port behind an endpoint-independent mapping) starts a fresh detection.
+    """
+
+    ip: str = attrs.field(converter=normalise_ip)
+    port: int = attrs.field(validator=[attrs.validators.ge(1), attrs.validators.le(65535)])
+
+
+@attrs.frozen
+class Refresh:
+    """Cast: start a detection in the background (if none is running)."""
+
+
+@attrs.frozen
+class Subscribe:
+    """Call: deliver :class:`NatProfileChanged` to ``ref``'s mailbox from now on."""
+
+    ref: ActorRef
+
+
+@attrs.frozen
+class Unsubscribe:
+    """Call: stop delivering to ``ref``."""
+
+    ref: ActorRef
+
+
+@attrs.frozen
+class NatProfileChanged:
+    """Info message to subscribers: the classification or public address changed.
+
+    ``old`` is None on the first detection.
+    """
+
+    old: NatProfile | None
+    new: NatProfile
+
+
+@attrs.frozen
+class DetectorStatistics:
+    runs: int
+    """Probe runs started (shared by every detect call that joined them)."""
+    failures: int
+    observations: int
+    """Reflexive addresses reported by peers."""
+    contradictions: int
+    """Reports that contradicted the profile and triggered a fresh detection."""
+    changes: int
+    """``nat_profile_changed`` events published."""
+    running: bool
+
+
+class _Tick:
+    """The periodic refresh timer."""
+
+
+_TICK: Final = _Tick()
+
+
+# -- the handle ---------------------------------------------------------------------------------
+
+
+class NatDetector:
+    """The local NAT's profile, kept current by its server actor.
+
+    ``observers`` are the STUN observers to probe (gateways run them); ``timeout`` bounds each
+    probe of a detection; a detection runs every ``refresh_interval`` seconds (None: only on
+    request) and once at start when ``detect_on_start``. ``wall_clock`` stamps
+    ``detected_at`` (UNIX seconds).
+    """
+
+    def __init__(
+        self,
+        stack: UdpStack,
+        observers: tuple[Address, ...] = (),
+        *,
+        timeout: float = 5.0,
+        refresh_interval: float | None = 300.0,
+        detect_on_start: bool = False,
+        probe_settings: ProbeSettings | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        _timeout(None, attrs.fields(Detect).timeout, timeout)
+        if refresh_interval is not None and not refresh_interval > 0:
+            raise ValueError(f"refresh_interval must be positive, not {refresh_interval!r}")
+        self.stack = stack
+        self.observers = _observers(observers) or ()
+        self.timeout = timeout
+        self.refresh_interval = refresh_interval
+        self.detect_on_start = detect_on_start
+        self.probe_settings = probe_settings or ProbeSettings()
+        self.wall_clock = wall_clock
+        self.profile: AsyncValue[NatProfile | None] = AsyncValue(None)
+        """The current profile, for tasks: ``await detector.profile.wait_value(...)``."""
+        self.changes: Topic[NatProfileChanged] = Topic("nat_profile_changed")
+        """Every change, for actors (:meth:`subscribe`) and tasks (``changes.subscription()``)."""
+        self._evidence: Evidence | None = None
+        self._server: ActorRef | None = None
+        self._running = False
+        self._runs = 0
+        self._failures = 0
+        self._observations = 0
+        self._contradictions = 0
+        self._changes = 0
+
+    def __repr__(self) -> str:
+        profile = self.profile.value
+        return f"<NatDetector {profile.nat_type if profile else 'undetected'}>"
+
+    @property
+    def server(self) -> ActorRef | None:
+        """The server's latest incarnation (None before the first start)."""
+        return self._server
+
+    def child_spec(
+        self,
+        id: str = "nat_detector",
+        *,
+        name: str | None = None,
+        restart: Restart = Restart.PERMANENT,
+    ) -> ChildSpec:
+        """A supervisor child serving this detector; every restart keeps its state."""
+        return ChildSpec(id, NatDetectorServer, (self,), restart=restart, name=name)
+
+    async def detect(
+        self,
+        force: bool = False,
+        timeout: float | None = None,
+        observers: tuple[Address, ...] | None = None,
+    ) -> NatProfile:
+        """Classify the NAT (see :class:`Detect`). Raises :class:`NoObservers` without
+        observers and :class:`DetectionTimeout` when none answers."""
+        request = Detect(force, timeout, observers)
+        bound = 1.5 * (request.timeout or self.timeout) + _CALL_MARGIN
+        profile: NatProfile = await self._server_or_raise().call(request, bound)
+        return profile
+
+    def get_local_profile(self) -> NatProfile:
+        """The current profile at once (no mailbox); :class:`NotDetected` before the first."""
+        profile: NatProfile | None = self.profile.value
+        if profile is None:
+            raise NotDetected("the NAT has not been detected yet: call detect() first")
+        return profile
+
+    def add_observation(self, ip: str, port: int) -> None:
+        """Report a peer-observed reflexive address (see :class:`AddObservation`)."""
+        self._server_or_raise().cast(AddObservation(ip, port))
+
+    def refresh(self) -> None:
+        """Start a background detection (see :class:`Refresh`)."""
+        self._server_or_raise().cast(Refresh())
+
+    def subscribe(self, ref: ActorRef) -> None:
+        """Deliver :class:`NatProfileChanged` to ``ref`` until it unsubscribes or exits."""
+        self.changes.subscribe(ref)
+
+    def unsubscribe(self, ref: ActorRef) -> None:
+        self.changes.unsubscribe(ref)
+
+    def statistics(self) -> DetectorStatistics:
+        return DetectorStatistics(
+            runs=self._runs,
+            failures=self._failures,
+            observations=self._observations,
+            contradictions=self._contradictions,
+            changes=self._changes,
+            running=self._running,
+        )
+
+    def _server_or_raise(self) -> ActorRef:
+        if self._server is None or not self._server.alive:
+            raise NoProc(f"{self} has no server running")
+        return self._server
+
+    def _attach(self, server: ActorRef) -> None:
+        current = self._server
+        if current is not None and current.alive:
+            raise RuntimeError(f"{self} is already served by {current}")
+        self._server = server
+        self._running = False  # a run of a dead incarnation died with it
+
+    def _apply(self, profile: NatProfile, evidence: Evidence | None) -> None:
+        """Make ``profile`` current; publish a change if the behaviour or address moved."""
+        old = self.profile.value
+        if evidence is not None:
+            self._evidence = evidence
+        self.profile.value = profile
+        if profile.changed_from(old):
+            self._changes += 1
+            logger.info("NAT profile changed: %s -> %s", old and old.nat_type, profile.nat_type)
+            self.changes.publish(NatProfileChanged(old, profile))
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+class NatDetectorServer(Actor):
+    """The actor behind a :class:`NatDetector`: runs one probe run at a time, shared by callers."""
+
+    def __init__(self, detector: NatDetector) -> None:
+        self.detector = detector
+        self._waiting: list[Caller] = []
+
+    async def init(self) -> None:
+        self.detector._attach(self.ref)
+        if self.detector.refresh_interval is not None:
+            self.send_after(self.detector.refresh_interval, _TICK)
+        if self.detector.detect_on_start and self.detector.observers:
+            self._start_run(self.detector.observers, self.detector.timeout)
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        detector = self.detector
+        if isinstance(message, Detect):
+            current = detector.profile.value
+            if current is not None and not message.force:
+                return current
+            observers = message.observers or detector.observers
+            if not observers:
+                return Fail(NoObservers())
+            self._waiting.append(caller)
+            self._start_run(observers, message.timeout or detector.timeout)
+            return NOREPLY
+        if isinstance(message, GetLocalProfile):
+            try:
+                return detector.get_local_profile()
+            except NotDetected as exc:
+                return Fail(exc)
+        if isinstance(message, Subscribe):
+            detector.subscribe(message.ref)
+            return None
+        if isinstance(message, Unsubscribe):
+            detector.unsubscribe(message.ref)
+            return None
+        return await super().handle_call(message, caller)
+
+    async def handle_cast(self, message: Any) -> Stop | None:
+        if isinstance(message, AddObservation):
+            self._observe(message.ip, message.port)
+            return None
+        if isinstance(message, Refresh):
+            if self.detector.observers:
+                self._start_run(self.detector.observers, self.detector.timeout)
+            return None
+        return await super().handle_cast(message)
+
+    async def handle_info(self, message: Any) -> Stop | None:
+        if message is _TICK:
+            if self.detector.observers:
+                self._start_run(self.detector.observers, self.detector.timeout)
+            assert self.detector.refresh_interval is not None
+            self.send_after(self.detector.refresh_interval, _TICK)
+            return None
+        return await super().handle_info(message)
+
+    def _start_run(self, observers: tuple[Address, ...], timeout: float) -> None:
+        if self.detector._running:
+            return  # callers that arrive now share the run in flight
+        self.detector._running = True
+        self.detector._runs += 1
+        self.start_soon(self._run, observers, timeout)
+
+    async def _run(self, observers: tuple[Address, ...], timeout: float) -> None:
+        detector = self.detector
+        evidence: Evidence | None = None
+        result: NatProfile | DetectionError
+        try:
+            evidence = await run_probes(
+                detector.stack, observers, timeout, settings=detector.probe_settings
+            )
+            result = classify(evidence).to_profile(detector.wall_clock())
+        except DetectionError as exc:
+            result = exc
+        self._finish_run(result, evidence)
+
+    def _finish_run(self, result: NatProfile | DetectionError, evidence: Evidence | None) -> None:
+        """Runs in the probe task, synchronously: serialised with the handlers all the same."""
+        self.detector._running = False
+        waiting, self._waiting = self._waiting, []
+        if isinstance(result, DetectionError):
+            self.detector._failures += 1
+            logger.warning("NAT detection failed: %s", result)
+            for caller in waiting:
+                caller.fail(type(result)(*result.args))  # one exception object per caller
+            return
+        self.detector._apply(result, evidence)
+        for caller in waiting:
+            caller.reply(result)
+
+    def _observe(self, ip: str, port: int) -> None:
+        detector = self.detector
+        detector._observations += 1
+        evidence = detector._evidence
+        if evidence is None:
+            return  # nothing to refine yet; the first detection will see for itself
+        evidence = evidence.with_peer_observation(ip, port)
+        result = classify(evidence)
+        if contradicts(evidence, result, ip, port):
+            detector._contradictions += 1
+            logger.info(
+                "a peer saw us at %s:%d: the NAT mapping changed; detecting again", ip, port
+            )
+            detector._evidence = evidence
+            if detector.observers:
+                self._start_run(detector.observers, detector.timeout)
+            return
+        detector._apply(result.to_profile(detector.wall_clock()), evidence)

@@ -1,0 +1,186 @@
+"""The detector actor: shared runs, errors, subscriptions across restarts, peer observations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from macula_nat.actors import (
+    Actor,
+    ActorExited,
+    Stop,
+    Supervisor,
+    open_actor,
+)
+from macula_nat.nat.detector import (
+    AddObservation,
+    Detect,
+    GetLocalProfile,
+    NatDetector,
+    NatDetectorServer,
+    NatProfileChanged,
+    Subscribe,
+)
+from macula_nat.nat.errors import DetectionTimeout, NoObservers, NotDetected
+from macula_nat.nat.observer import Observer, open_observer
+from macula_nat.nat.profile import Confidence, NatProfile
+from macula_nat.net import Address
+from macula_nat.net.sim import Internet, LinkProfile, Preset, SimHost, add_site, open_internet
+
+PRIMARY: Address = ("198.51.100.10", 3478)
+ALTERNATE: Address = ("198.51.100.11", 3479)
+SINGLE: Address = ("198.51.100.20", 3478)
+SILENT: Address = ("198.51.100.99", 3478)
+LINK = LinkProfile(latency=0.01)
+
+
+@asynccontextmanager
+async def world(preset: Preset, seed: int = 1) -> AsyncIterator[tuple[Internet, SimHost]]:
+    """A host behind ``preset`` and two observers: RFC 5780 (two addresses) and single."""
+    async with open_internet(seed=seed) as internet:
+        rfc5780 = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LINK)
+        single = internet.add_host([SINGLE[0]], link=LINK)
+        async with (
+            open_observer(Observer(rfc5780, PRIMARY, ALTERNATE)),
+            open_observer(Observer(single, SINGLE)),
+        ):
+            yield internet, add_site(internet.public, preset, link=LINK).host
+
+
+class Listener(Actor):
+    """Collects NatProfileChanged messages."""
+
+    def __init__(self) -> None:
+        self.changes: list[NatProfileChanged] = []
+
+    async def handle_info(self, message: Any) -> Stop | None:
+        self.changes.append(message)
+        return None
+
+    async def handle_call(self, message: Any, caller: object) -> Any:
+        return list(self.changes)
+
+
+async def test_detect_classifies_and_the_profile_is_then_read_without_a_mailbox(
+    autojump_clock: MockClock,
+) -> None:
+    async with world(Preset.PORT_RESTRICTED_CONE) as (_, host):
+        detector = NatDetector(host, (PRIMARY,), timeout=2.0, wall_clock=lambda: 1234.0)
+        async with open_actor(NatDetectorServer(detector)) as server:
+            with pytest.raises(NotDetected):
+                detector.get_local_profile()
+            profile = await detector.detect()
+            assert profile.classification == ("ei", "pd", "pp")
+            assert profile.nat_type == "port-restricted cone"
+            assert profile.detected_at == 1234.0
+            handled = server.statistics().handled
+            assert detector.get_local_profile() is profile
+            assert await detector.detect() is profile  # known: no new run
+            assert server.statistics().handled == handled + 1
+            assert detector.statistics().runs == 1
+
+
+async def test_concurrent_detections_share_one_probe_run(autojump_clock: MockClock) -> None:
+    async with world(Preset.FULL_CONE) as (_, host):
+        detector = NatDetector(host, (PRIMARY,), timeout=2.0)
+        results: list[NatProfile] = []
+        async with open_actor(NatDetectorServer(detector)), trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(lambda: _append(results, detector.detect(force=True)))
+        assert len(results) == 10 and len({id(p) for p in results}) == 1
+        assert detector.statistics().runs == 1
+
+
+async def _append(results: list[NatProfile], detection: Any) -> None:
+    results.append(await detection)
+
+
+async def test_clear_errors_without_observers_and_when_none_answers(
+    autojump_clock: MockClock,
+) -> None:
+    async with world(Preset.FULL_CONE) as (_, host):
+        detector = NatDetector(host, (), timeout=1.0)
+        async with open_actor(NatDetectorServer(detector)):
+            with pytest.raises(NoObservers, match="connect to a gateway first"):
+                await detector.detect()
+            start = trio.current_time()
+            with pytest.raises(DetectionTimeout):
+                await detector.detect(observers=(SILENT,))
+            assert trio.current_time() - start <= 1.5
+            assert detector.statistics().failures == 1
+
+
+async def test_subscribers_hear_of_changes_and_keep_hearing_after_a_restart(
+    autojump_clock: MockClock,
+) -> None:
+    async with world(Preset.FULL_CONE) as (_, host):
+        detector = NatDetector(host, (PRIMARY,), timeout=2.0)
+        tree = Supervisor([detector.child_spec(name="nat_detector")], intensity=3)
+        async with open_actor(tree) as sup, open_actor(Listener()) as listener:
+            first_server = detector.server
+            assert first_server is not None
+            await first_server.call(Subscribe(listener))  # the documented message, by mailbox
+            async with detector.changes.subscription() as task_events:
+                first = await detector.detect()
+                assert first.filtering == "ei" and first.confidence is not Confidence.LOW
+                # the server crashes; its supervisor restarts it with the same handle
+                with pytest.raises(ActorExited):
+                    await first_server.call("no such request")
+                await trio.testing.wait_all_tasks_blocked()
+                assert detector.server is not first_server and detector.server is not None
+                assert detector.get_local_profile() is first  # the profile survived
+                # single-address observers cannot measure filtering: the profile changes
+                second = await detector.detect(force=True, observers=(SINGLE,))
+                assert second.filtering == "pd"
+                assert [e.new for e in await listener.call("changes")] == [first, second]
+                assert task_events.receive_nowait() == NatProfileChanged(None, first)
+                assert task_events.receive_nowait() == NatProfileChanged(first, second)
+            assert (await sup.supervisor_statistics()).restarts == 1
+
+
+async def test_documented_messages_work_straight_through_the_mailbox(
+    autojump_clock: MockClock,
+) -> None:
+    async with world(Preset.RESTRICTED_CONE) as (_, host):
+        detector = NatDetector(host, (PRIMARY,), timeout=2.0)
+        async with open_actor(NatDetectorServer(detector)) as server:
+            with pytest.raises(NotDetected):
+                await server.call(GetLocalProfile())
+            profile = await server.call(Detect(timeout=2.0), 10)
+            assert profile.classification == ("ei", "hd", "pp")
+            assert await server.call(GetLocalProfile()) is profile
+            with pytest.raises(ValueError):
+                AddObservation("not an ip", 5)
+
+
+async def test_peer_observations_refine_or_trigger_a_fresh_detection(
+    autojump_clock: MockClock,
+) -> None:
+    async with world(Preset.PORT_RESTRICTED_CONE) as (_, host):
+        detector = NatDetector(host, (PRIMARY,), timeout=2.0)
+        async with open_actor(NatDetectorServer(detector)) as server:
+            profile = await detector.detect()
+            detector.add_observation(profile.public_ip, profile.public_port)
+            await trio.testing.wait_all_tasks_blocked()
+            assert detector.statistics().runs == 1  # agreeing: no new run
+            server.cast(AddObservation("203.0.113.250", profile.public_port))
+            await trio.testing.wait_all_tasks_blocked()
+            stats = detector.statistics()
+            assert (stats.observations, stats.contradictions, stats.runs) == (2, 1, 2)
+
+
+async def test_periodic_refresh(autojump_clock: MockClock) -> None:
+    async with world(Preset.FULL_CONE) as (_, host):
+        detector = NatDetector(
+            host, (PRIMARY,), timeout=1.0, refresh_interval=300.0, detect_on_start=True
+        )
+        async with open_actor(NatDetectorServer(detector)):
+            await trio.sleep(10)
+            assert detector.statistics().runs == 1 and detector.profile.value is not None
+            await trio.sleep(600)
+            assert detector.statistics().runs == 3
