@@ -1,4 +1,8 @@
-"""The examples in README.md and supervision.md run as written."""
+"""The examples in README.md and supervision.md run as written.
+
+Blocks fenced as ``python network`` need a real gateway and are not run here (the tests send
+nothing beyond loopback); what they show is tested on the simulated internet.
+"""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ from typing import Final
 
 import attrs
 
-from macula_nat.net.address import Address, normalise_address
+from macula_nat.net.address import Address, normalise_address, optional_address
 from macula_nat.wire import stun
 
 __all__ = [
@@ -131,10 +131,6 @@ class Answer:
     """Attribute types left out of the response to keep within the amplification bound."""
 
 
-def _optional_address(value: Address | None) -> Address | None:
-    return None if value is None else normalise_address(value)
-
-
 @attrs.frozen
 class ObserverAddresses:
     """The addresses an observer's sockets are bound to: one, or RFC 5780's two IPs x two ports.
@@ -145,7 +141,7 @@ class ObserverAddresses:
     """
 
     primary: Address = attrs.field(converter=normalise_address)
-    alternate: Address | None = attrs.field(default=None, converter=_optional_address)
+    alternate: Address | None = attrs.field(default=None, converter=optional_address)
 
     @primary.validator
     def _check_primary(self, _: attrs.Attribute[Address], value: Address) -> None:

@@ -34,7 +34,8 @@ from macula_nat.actors import (
     Stop,
     Topic,
 )
-from macula_nat.net import Address, UdpStack, normalise_address, normalise_ip
+from macula_nat.net import Address, UdpStack, normalise_ip
+from macula_nat.net.address import normalise_addresses
 
 from .classify import classify, contradicts
 from .errors import DetectionError, NoObservers, NotDetected
@@ -52,7 +53,7 @@ _CALL_MARGIN: Final = 5.0
 
 
 def _observers(value: Any) -> tuple[Address, ...] | None:
-    return None if value is None else tuple(normalise_address(tuple(a)) for a in value)
+    return None if value is None else normalise_addresses(value)
 
 
 def _timeout(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
@@ -169,7 +170,7 @@ class NatDetector:
         if refresh_interval is not None and not refresh_interval > 0:
             raise ValueError(f"refresh_interval must be positive, not {refresh_interval!r}")
         self.stack = stack
-        self.observers = _observers(observers) or ()
+        self.observers = normalise_addresses(observers)
         self.timeout = timeout
         self.refresh_interval = refresh_interval
         self.detect_on_start = detect_on_start

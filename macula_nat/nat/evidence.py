@@ -12,7 +12,13 @@ from typing import Any
 
 import attrs
 
-from macula_nat.net.address import Address, normalise_address, normalise_ip
+from macula_nat.net.address import (
+    Address,
+    normalise_address,
+    normalise_addresses,
+    normalise_ip,
+    optional_address,
+)
 
 __all__ = [
     "AllocationSample",
@@ -21,14 +27,6 @@ __all__ = [
     "FilteringObservation",
     "HairpinObservation",
 ]
-
-
-def _optional_address(value: Any) -> Address | None:
-    return None if value is None else normalise_address(value)
-
-
-def _addresses(value: Any) -> tuple[Address, ...]:
-    return tuple(normalise_address(address) for address in value)
 
 
 def _ips(value: Any) -> tuple[str, ...]:
@@ -56,10 +54,10 @@ class BindingObservation:
     """
 
     destination: Address = attrs.field(converter=normalise_address)
-    mapped: Address | None = attrs.field(default=None, converter=_optional_address)
-    other_address: Address | None = attrs.field(default=None, converter=_optional_address)
+    mapped: Address | None = attrs.field(default=None, converter=optional_address)
+    other_address: Address | None = attrs.field(default=None, converter=optional_address)
     """The response's OTHER-ADDRESS: the observer's alternate IP and port (RFC 5780)."""
-    source: Address | None = attrs.field(default=None, converter=_optional_address)
+    source: Address | None = attrs.field(default=None, converter=optional_address)
     """Where the response came from."""
     error: int | None = None
     """The STUN error code, if the observer answered with an error."""
@@ -91,7 +89,7 @@ class FilteringObservation:
     observer: Address = attrs.field(converter=normalise_address)
     change_ip: bool
     change_port: bool
-    answered_from: Address | None = attrs.field(default=None, converter=_optional_address)
+    answered_from: Address | None = attrs.field(default=None, converter=optional_address)
     """Where the success response came from; None if none arrived."""
     error: int | None = None
     """The STUN error code, if the observer refused (420: it cannot change its address)."""
@@ -102,7 +100,7 @@ class AllocationSample:
     """A fresh socket's first mapping, seen by an observer; samples are kept in send order."""
 
     local_port: int
-    mapped: Address | None = attrs.field(default=None, converter=_optional_address)
+    mapped: Address | None = attrs.field(default=None, converter=optional_address)
 
 
 @attrs.frozen
@@ -111,7 +109,7 @@ class HairpinObservation:
 
     received: bool
     """Whether either probe arrived."""
-    source: Address | None = attrs.field(default=None, converter=_optional_address)
+    source: Address | None = attrs.field(default=None, converter=optional_address)
     """Where the first arriving probe seemed to come from (REQ-9: the sender's mapped
     address)."""
 
@@ -127,7 +125,7 @@ class Evidence:
     added after the run with `with_peer_observation`.
     """
 
-    observers: tuple[Address, ...] = attrs.field(converter=_addresses)
+    observers: tuple[Address, ...] = attrs.field(converter=normalise_addresses)
     local_ips: tuple[str, ...] = attrs.field(converter=_ips)
     local_port: int
     """The mapping socket's local port."""
@@ -136,7 +134,7 @@ class Evidence:
     filtering: tuple[FilteringObservation, ...] = attrs.field(default=(), converter=_filtering)
     allocation: tuple[AllocationSample, ...] = attrs.field(default=(), converter=_samples)
     hairpin: HairpinObservation | None = None
-    peer_observations: tuple[Address, ...] = attrs.field(default=(), converter=_addresses)
+    peer_observations: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
 
     @property
     def answered(self) -> bool:

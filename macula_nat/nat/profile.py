@@ -8,7 +8,12 @@ from typing import Any
 import attrs
 
 from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
-from macula_nat.net.address import Address, normalise_address, normalise_ip
+from macula_nat.net.address import (
+    Address,
+    normalise_addresses,
+    normalise_ip,
+    optional_address,
+)
 
 
 class Confidence(enum.StrEnum):
@@ -30,19 +35,6 @@ def _port(_: object, attribute: attrs.Attribute[int], value: int) -> None:
         raise ValueError(f"{attribute.name} must be a port number (0-65535), not {value!r}")
 
 
-def _address(value: Any) -> Address:
-    ip, port = value  # JSON gives lists
-    return normalise_address((ip, port))
-
-
-def _optional_address(value: Any) -> Address | None:
-    return None if value is None else _address(value)
-
-
-def _observers(value: Any) -> tuple[Address, ...]:
-    return tuple(_address(a) for a in value)
-
-
 @attrs.frozen
 class NatProfile:
     """The detector's classification, in RFC 4787 terms, with the evidence behind it.
@@ -61,12 +53,12 @@ class NatProfile:
     confidence: Confidence = attrs.field(converter=Confidence)
     nat_present: bool = True
     """False when the observed public address is the node's own local address."""
-    local_address: Address | None = attrs.field(default=None, converter=_optional_address)
+    local_address: Address | None = attrs.field(default=None, converter=optional_address)
     hairpinning: bool | None = None
     """Whether the NAT loops back packets sent to its own public address; None: not measured."""
     port_delta: int | None = None
     """For ``pc`` allocation: the step between consecutive mappings (feeds port prediction)."""
-    observers: tuple[Address, ...] = attrs.field(default=(), converter=_observers)
+    observers: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
     """The observers whose answers this profile rests on."""
 
     @property

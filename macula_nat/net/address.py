@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
+from typing import Any
 
 Address = tuple[str, int]
 """An IP literal (IPv4 or IPv6, canonical form) and a UDP port."""
@@ -24,17 +26,28 @@ def normalise_ip(ip: str) -> str:
     return str(ipaddress.ip_address(ip))
 
 
-def normalise_address(address: Address) -> Address:
+def normalise_address(address: Address | list[Any]) -> Address:
     """Return ``(canonical ip, port)``; raise ValueError for a malformed address.
 
-    Port 0 is accepted (it means "any port" when binding); see :func:`destination_address`.
+    A two-item list is accepted too (JSON has no tuples). Port 0 is accepted (it means "any
+    port" when binding); see :func:`destination_address`.
     """
-    if not isinstance(address, tuple) or len(address) != 2:
+    if not isinstance(address, tuple | list) or len(address) != 2:
         raise ValueError(f"address must be an (ip, port) tuple, not {address!r}")
     ip, port = address
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int in 0..65535, not {port!r}")
     return normalise_ip(ip), port
+
+
+def optional_address(address: Address | list[Any] | None) -> Address | None:
+    """:func:`normalise_address`, letting None through (an attrs converter)."""
+    return None if address is None else normalise_address(address)
+
+
+def normalise_addresses(addresses: Iterable[Address | list[Any]]) -> tuple[Address, ...]:
+    """:func:`normalise_address` over a sequence, as a tuple (an attrs converter)."""
+    return tuple(normalise_address(address) for address in addresses)
 
 
 def destination_address(address: Address) -> Address:

@@ -1,0 +1,188 @@
+"""The NAT system: one supervision tree holding the observer, the profile cache and the detector.
+
+``async with open_nat_system(NatConfig(...)) as nat:`` (or ``await nursery.start(run_nat_system,
+config)``) starts it inside the caller's nursery; ``supervision.md`` draws the tree. While it
+runs, the module-level calls of :mod:`macula_nat.nat_detector` and :mod:`macula_nat.nat_cache`
+(the Erlang modules' API) find it through :func:`current_system`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from macula_nat.actors import (
+    ActorError,
+    ChildSpec,
+    Registry,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorRef,
+    open_actor,
+)
+from macula_nat.directory import Directory, EmbeddedDirectory
+from macula_nat.nat.cache import ProfileCache
+from macula_nat.nat.detector import NatDetector
+from macula_nat.nat.observer import Observer, ObserverRef
+from macula_nat.net import Address, RealUdpStack, UdpStack
+from macula_nat.net.address import normalise_addresses, optional_address
+
+logger = logging.getLogger(__name__)
+
+OBSERVER: str = "nat_observer"
+CACHE: str = "nat_cache"
+DETECTOR: str = "nat_detector"
+
+
+@attrs.frozen
+class NatConfig:
+    """What the NAT system runs with; every timeout and period is here so tests can shrink them.
+
+    ``stack`` is where sockets come from (None: the host's real UDP stack). ``observers`` are
+    the STUN observers the detector probes (gateways run them). ``observe`` (and
+    ``observe_alternate``, for a full RFC 5780 server) makes this node an observer itself, as
+    public gateway nodes are. ``directory`` is where peers' profiles are resolved (None: an
+    embedded, in-process directory).
+    """
+
+    stack: UdpStack | None = None
+    observers: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
+    detect_timeout: float = 5.0
+    refresh_interval: float | None = 300.0
+    detect_on_start: bool = True
+    observe: Address | None = attrs.field(default=None, converter=optional_address)
+    observe_alternate: Address | None = attrs.field(default=None, converter=optional_address)
+    directory: Directory | None = None
+    cache_size: int = 10_000
+    cache_ttl: float = 300.0
+    intensity: int = 3
+    period: float = 5.0
+    wall_clock: Callable[[], float] = time.time
+
+    def __attrs_post_init__(self) -> None:
+        if self.observe_alternate is not None and self.observe is None:
+            raise ValueError("observe_alternate needs observe (the primary address) too")
+
+
+@attrs.frozen(eq=False)
+class NatSystem:
+    """Handles to a running NAT system.
+
+    ``detector`` and ``cache`` are the component handles (their state survives restarts of
+    their actors); ``supervisor`` is the tree's root; ``registry`` finds each actor by name
+    (``nat_observer``, ``nat_cache``, ``nat_detector``).
+    """
+
+    config: NatConfig
+    detector: NatDetector
+    cache: ProfileCache
+    directory: Directory
+    supervisor: SupervisorRef
+    registry: Registry
+
+    @property
+    def observer(self) -> ObserverRef | None:
+        """The observer's current incarnation, if this node runs one."""
+        ref = self.registry.whereis(OBSERVER)
+        return ref if isinstance(ref, ObserverRef) else None
+
+
+class NoNatSystem(ActorError):
+    """A module-level call found no NAT system to act on."""
+
+
+_current: contextvars.ContextVar[NatSystem | None] = contextvars.ContextVar(
+    "macula_nat_system", default=None
+)
+_running: list[NatSystem] = []
+
+
+def current_system() -> NatSystem:
+    """The NAT system the module-level calls act on.
+
+    Inside an ``open_nat_system`` block (and tasks started from it) that is its system;
+    elsewhere, the one system running in this process. Raises :class:`NoNatSystem` when there
+    is none, or several and the context does not say which.
+    """
+    system = _current.get()
+    if system is not None:
+        return system
+    if len(_running) == 1:
+        return _running[0]
+    if not _running:
+        raise NoNatSystem("no NAT system is running: start one with open_nat_system()")
+    raise NoNatSystem(
+        f"{len(_running)} NAT systems run in this process: call the one you mean "
+        "(its handles: system.detector, system.cache)"
+    )
+
+
+def _build(config: NatConfig) -> tuple[Supervisor, NatDetector, ProfileCache, Directory]:
+    stack = config.stack if config.stack is not None else RealUdpStack()
+    directory = config.directory if config.directory is not None else EmbeddedDirectory()
+    cache = ProfileCache(directory, max_entries=config.cache_size, default_ttl=config.cache_ttl)
+    detector = NatDetector(
+        stack,
+        config.observers,
+        timeout=config.detect_timeout,
+        refresh_interval=config.refresh_interval,
+        detect_on_start=config.detect_on_start,
+        wall_clock=config.wall_clock,
+    )
+    children: list[ChildSpec] = []
+    if config.observe is not None:
+        children.append(
+            ChildSpec(
+                OBSERVER,
+                Observer,
+                (stack, config.observe, config.observe_alternate),
+                name=OBSERVER,
+                restart=Restart.PERMANENT,
+            )
+        )
+    children.append(cache.child_spec(CACHE, name=CACHE))
+    children.append(detector.child_spec(DETECTOR, name=DETECTOR))
+    tree = Supervisor(
+        children,
+        strategy=Strategy.ONE_FOR_ONE,
+        intensity=config.intensity,
+        period=config.period,
+    )
+    return tree, detector, cache, directory
+
+
+@asynccontextmanager
+async def open_nat_system(config: NatConfig | None = None) -> AsyncIterator[NatSystem]:
+    """Run the NAT system for the ``async with`` block; it stops in reverse order after it."""
+    config = config or NatConfig()
+    tree, detector, cache, directory = _build(config)
+    async with open_actor(tree) as supervisor:
+        system = NatSystem(config, detector, cache, directory, supervisor, supervisor.registry)
+        token = _current.set(system)
+        _running.append(system)
+        try:
+            yield system
+        finally:
+            _running.remove(system)
+            _current.reset(token)
+
+
+async def run_nat_system(
+    config: NatConfig | None = None,
+    *,
+    task_status: trio.TaskStatus[NatSystem] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The ``nursery.start`` form: ``nat = await nursery.start(run_nat_system, config)``.
+
+    Runs until the host nursery is cancelled (then stops the tree in reverse order).
+    """
+    async with open_nat_system(config) as system:
+        task_status.started(system)
+        await trio.sleep_forever()

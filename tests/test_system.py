@@ -1,0 +1,85 @@
+"""The NAT system's tree, its handles, and the Erlang-style module-level calls."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from macula_nat import nat_cache, nat_detector
+from macula_nat.nat.errors import NotDetected
+from macula_nat.net.sim import Preset, add_site, open_internet
+from macula_nat.system import (
+    NatConfig,
+    NoNatSystem,
+    current_system,
+    open_nat_system,
+    run_nat_system,
+)
+
+PRIMARY = ("198.51.100.10", 3478)
+ALTERNATE = ("198.51.100.11", 3479)
+
+
+async def test_a_gateway_and_a_node_behind_a_nat(autojump_clock: MockClock) -> None:
+    async with open_internet(seed=5) as internet:
+        gateway_host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
+        node_host = add_site(internet.public, Preset.RESTRICTED_CONE).host
+        gateway_config = NatConfig(
+            stack=gateway_host,
+            observe=PRIMARY,
+            observe_alternate=ALTERNATE,
+            detect_on_start=False,
+        )
+        async with open_nat_system(gateway_config) as gateway:
+            assert [c.id for c in await gateway.supervisor.which_children()] == [
+                "nat_observer",
+                "nat_cache",
+                "nat_detector",
+            ]
+            assert gateway.observer is not None
+            node_config = NatConfig(stack=node_host, observers=(PRIMARY,), detect_timeout=2.0)
+            async with open_nat_system(node_config) as node:
+                assert current_system() is node  # the innermost block's system
+                profile = await node.detector.profile.wait_value(lambda p: p is not None)
+                assert profile.classification == ("ei", "hd", "pp")
+                # the module-level calls of the Erlang API act on the current system
+                assert nat_detector.get_local_profile() is profile
+                assert await nat_detector.detect() is profile
+                await nat_cache.put("peer-1", profile)
+                assert nat_cache.get("peer-1").value == profile
+                assert nat_cache.stats().size == 1
+                assert await nat_cache.get_from_dht("nobody") is None
+            assert current_system() is gateway
+            with pytest.raises(NotDetected):
+                nat_detector.get_local_profile()  # the gateway was never asked to detect
+
+
+async def test_module_level_calls_without_a_system_say_what_to_do(
+    autojump_clock: MockClock,
+) -> None:
+    with pytest.raises(NoNatSystem, match="open_nat_system"):
+        nat_detector.get_local_profile()
+
+
+async def test_the_nursery_start_form_and_the_one_running_system(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_internet(seed=6) as internet:
+        host = internet.add_host(["198.51.100.50"])
+        config = NatConfig(stack=host, detect_on_start=False)
+        async with trio.open_nursery() as nursery:
+            system = await nursery.start(run_nat_system, config)
+            assert current_system() is system  # not in its block, but the only one running
+            second = await nursery.start(run_nat_system, config)
+            with pytest.raises(NoNatSystem, match="2 NAT systems"):
+                current_system()
+            assert second is not system
+            nursery.cancel_scope.cancel()
+        with pytest.raises(NoNatSystem):
+            current_system()
+
+
+def test_config_refuses_an_alternate_without_a_primary() -> None:
+    with pytest.raises(ValueError, match="observe_alternate"):
+        NatConfig(observe_alternate=ALTERNATE)
