@@ -36,7 +36,8 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check macula_nat tests bench
+	$(VENV)/bin/ruff check macula_nat tests
+	$(VENV)/bin/ruff format --check macula_nat tests
 	$(VENV)/bin/mypy
 
 clean:
