@@ -33,7 +33,7 @@ test: $(STAMP) lab-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m tests.bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check macula_nat tests
