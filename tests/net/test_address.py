@@ -36,12 +36,16 @@ def test_ips_are_made_canonical(given: str, canonical: str) -> None:
         ("127.0.0.1", True),
         ("127.0.0.1", "80"),
         ("127.0.0.1",),
-        ["127.0.0.1", 80],
+        ("127.0.0.1", 80, 0),
     ],
 )
 def test_malformed_addresses_raise_value_error(address: object) -> None:
     with pytest.raises(ValueError):
         normalise_address(address)  # type: ignore[arg-type]
+
+
+def test_a_json_pair_becomes_an_address() -> None:
+    assert normalise_address(["::0001", 80]) == ("::1", 80)
 
 
 @pytest.mark.parametrize("address", [("127.0.0.1", 0), ("0.0.0.0", 53), ("::", 53)])
