@@ -223,7 +223,7 @@ class ActorRef:
             self._stop_reason = reason
             self._put_unbounded(SYSTEM, None)
 
-    def _registered_as(self, name: str | None, registry: Registry | None) -> None:
+    def _registered_as(self, name: str | None) -> None:
         self._name = name
 
     def _nursery_or_raise(self) -> trio.Nursery:
@@ -288,7 +288,7 @@ class ActorRef:
         what an idle actor costs.
         """
         actor._ref = self
-        self._reason = Exit.KILLED
+        reason: object = Exit.KILLED  # unless the loop ends by itself or something crashes
         init_error: Exception | None = None
         if name is not None:
             try:
@@ -302,7 +302,7 @@ class ActorRef:
                 try:
                     await actor.init()
                 except Exception as exc:
-                    init_error = self._reason = exc
+                    init_error = reason = exc
                     nursery.cancel_scope.cancel()
                 else:
                     task_status.started(self)
@@ -312,13 +312,13 @@ class ActorRef:
                     except Exception as exc:
                         reason = exc
                         logger.error("%s crashed", self, exc_info=exc)
-                    self._reason = await self._terminate(actor, reason)
+                    reason = await self._terminate(actor, reason)
                     nursery.cancel_scope.cancel()
         except Exception as exc:  # a task the actor started crashed (inside an ExceptionGroup)
-            self._reason = _unwrap(exc)
+            reason = _unwrap(exc)
             logger.error("%s crashed in a task it started", self, exc_info=exc)
         finally:
-            self._finish(self._reason)
+            self._finish(reason)
         if init_error is not None:
             raise StartFailed(f"{self} failed to start: {init_error!r}") from init_error
 

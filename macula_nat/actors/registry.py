@@ -28,12 +28,12 @@ class Registry:
         if holder is not None:
             raise AlreadyRegistered(f"name {name!r} is already registered to {holder}")
         self._names[name] = ref
-        ref._registered_as(name, self)
+        ref._registered_as(name)
 
     def unregister(self, name: str) -> None:
         """Release the name; the actor keeps running. Raises KeyError if it is not registered."""
         ref = self._names.pop(name)
-        ref._registered_as(None, None)
+        ref._registered_as(None)
 
     def _release(self, name: str, ref: ActorRef) -> None:
         if self._names.get(name) is ref:

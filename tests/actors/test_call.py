@@ -284,3 +284,10 @@ async def test_stop_timeout_raises_call_timeout(autojump_clock: MockClock) -> No
         with pytest.raises(CallTimeout):
             await ref.stop(timeout=1)
         assert ref.alive
+
+
+async def test_exit_reason_is_none_while_alive(autojump_clock: MockClock) -> None:
+    async with open_actor(Worker()) as ref:
+        assert ref.alive and ref.exit_reason is None
+        await ref.stop(Exit.SHUTDOWN)
+        assert not ref.alive and ref.exit_reason is Exit.SHUTDOWN

@@ -647,7 +647,7 @@ async def perform(
         return
     if kind == "normal":
         assert await ref.call("normal") == "bye"
-        assert ref.exit_reason is Exit.NORMAL
+        assert await ref.wait_exited() is Exit.NORMAL  # the reply comes first, then the exit
         return
     if kind == "shutdown":
         await ref.stop(Exit.SHUTDOWN)
