@@ -3,7 +3,8 @@
 Some kernels ship without ``sch_netem``. This program attaches to a persistent TAP device in its
 own namespace and to one in another namespace, and copies Ethernet frames both ways, each frame
 delayed by a fixed time and dropped with a fixed probability (tail-dropped beyond a queue limit,
-like netem's ``limit``). Run it inside the first namespace::
+like netem's ``limit``). Only IP frames are dropped: losing ARP stalls the first packets to an
+address for a second, which tests the kernel's neighbour cache rather than our protocols. Run it inside the first namespace::
 
     python -m macula_nat.lab.wire TAP PEER_NETNS PEER_TAP --delay-ms 20 --loss 0.05
 
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 _TUNSETIFF = 0x400454CA
 _IFF_TAP = 0x0002
 _IFF_NO_PI = 0x1000
+_IP_ETHERTYPES = (b"\x08\x00", b"\x86\xdd")
+"""IPv4 and IPv6: the frames loss applies to (bytes 12-13 of an Ethernet frame)."""
 _CLONE_NEWNET = 0x40000000
 _PR_SET_PDEATHSIG = 1
 _MAX_FRAME = 65536
@@ -130,7 +133,7 @@ async def _direction(
                         frame = os.read(src, _MAX_FRAME)
                     except BlockingIOError:
                         break
-                    if loss > 0 and rng.random() < loss:
+                    if loss > 0 and frame[12:14] in _IP_ETHERTYPES and rng.random() < loss:
                         counters.lost += 1
                         continue
                     try:

@@ -24,6 +24,7 @@ from macula_nat.nat.profile import Confidence
 from macula_nat.nat.stun_client import open_stun_client
 from macula_nat.net import Address
 from macula_nat.net.sim import (
+    FULL_CONE,
     PORT_RESTRICTED_CONE,
     SYMMETRIC_SEQUENTIAL,
     Internet,
@@ -229,6 +230,18 @@ async def test_a_nat_that_does_not_hairpin_is_reported(
         result, _ = await detect(host, [RFC5780_PRIMARY])
     assert result.hairpinning is False
     assert Measurement.HAIRPINNING in result.measured
+
+
+async def test_a_full_cone_that_does_not_hairpin_is_classified_in_round_trips_not_a_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    behavior: NatBehavior = attrs.evolve(FULL_CONE, hairpinning=False)
+    link = LinkProfile(latency=LATENCY)
+    async with open_internet(seed=8) as internet, observers_running(internet, link):
+        host = internet.add_nat(behavior, link=link).add_host()
+        result, took = await detect(host, [RFC5780_PRIMARY])
+    assert (result.filtering, result.hairpinning) == ("ei", False)
+    assert took <= 10 * RTT < TIMEOUT
 
 
 async def test_the_node_socket_can_carry_the_mapping_tests(

@@ -1,0 +1,221 @@
+"""Detection wall time per lab preset: our detector side by side with coturn's natdiscovery.
+
+Both clients run behind the same NAT, one lab site per preset, against the same server: coturn's
+``turnserver`` as an RFC 5780 server, neutral ground and the server natdiscovery is made for (see
+``NATDISCOVERY_MAPPING_UNSOUND`` in ``tests/lab/test_detection.py``). NAT state is reset before
+every run. Each figure is natdiscovery's seconds ("nd") with ours as the baseline, so the ratio
+is natdiscovery / ours (goal: at least 5x). natdiscovery is always its whole command,
+``turnutils_natdiscovery -m -f`` started inside the host's namespace; ours is measured as
+
+- ``whole``: ``python -m macula_nat detect --json`` started the same way, paying Python's
+  start-up and imports;
+- ``in-proc``: ``detector.detect()`` alone, timed inside the Python process;
+- ``in-proc no hairpin``: the same without the hairpinning test, which natdiscovery's ``-m -f``
+  does not run either (the lab's NATs do not hairpin, so the test waits a whole timeout).
+
+Our ``--timeout`` is 1 s per probe, and the probes run concurrently: a detection takes about
+one timeout when some test goes unanswered (a filtering NAT; a NAT without hairpinning), a few
+round trips otherwise. natdiscovery waits a fixed 3 s for each unanswered test, one test after
+another. Both must agree on NAT presence, mapping and filtering (natdiscovery does not classify
+allocation); a disagreement is flagged in the figure and printed.
+
+Needs the real-NAT lab (root) and coturn; without them ``run`` prints why and returns nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from macula_nat.lab import Host, Lab, LabError, NatPreset, lab_available, open_lab
+from tests.lab.detection_support import (
+    RUN_MARGIN_S,
+    coturn_missing,
+    run_detector,
+    run_natdiscovery,
+    start_coturn,
+)
+
+from .timing import Figure, now
+
+TIMEOUT_S = 1.0
+"""Our detector's timeout: the lab's round trips are well under a millisecond."""
+ROUNDS = 2
+"""Runs per preset of each whole command; the fastest counts. In-process times, free of
+start-up noise, are taken once (keeping the benchmark under a minute)."""
+
+_IN_PROCESS = """\
+import json, sys, time
+import trio
+from macula_nat.actors import open_actor
+from macula_nat.nat.detector import NatDetector, NatDetectorServer
+from macula_nat.nat.observe_command import parse_address
+from macula_nat.nat.probe import ProbeSettings
+from macula_nat.net.real import RealUdpStack
+
+async def main(observer, timeout, hairpinning):
+    detector = NatDetector(
+        RealUdpStack(), (observer,), timeout=timeout, refresh_interval=None,
+        probe_settings=ProbeSettings(hairpinning=hairpinning),
+    )
+    async with open_actor(NatDetectorServer(detector)):
+        start = time.perf_counter()
+        profile = await detector.detect()
+        return time.perf_counter() - start, profile
+
+observer, timeout, hairpinning = parse_address(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "1"
+seconds, profile = trio.run(main, observer, timeout, hairpinning)
+print(json.dumps({"seconds": seconds, "profile": profile.to_json()}))
+"""
+"""Our detection timed inside the process: ``detector.detect()`` alone, as the CLI runs it."""
+
+Verdict = dict[str, object] | str
+"""NAT presence, mapping and filtering, or why there is none."""
+
+
+def _our_verdict(profile: Any) -> Verdict:
+    if not isinstance(profile, dict):
+        return str(profile)
+    return {
+        "nat": profile["nat_present"],
+        "mapping": profile["mapping"],
+        "filtering": profile["filtering"],
+    }
+
+
+async def _reset(host: Host, lab: Lab) -> None:
+    for site in lab.sites:
+        if site.index == host.site_index and site.router is not None:
+            await site.router.reset_nat_state()
+
+
+async def _natdiscovery(host: Host, observer: str) -> tuple[float, Verdict]:
+    start = now()
+    verdict = await run_natdiscovery(host, observer)
+    return now() - start, verdict
+
+
+async def _ours_whole(host: Host, observer: str) -> tuple[float, Verdict]:
+    start = now()
+    profile = await run_detector(host, observer, TIMEOUT_S)
+    return now() - start, _our_verdict(profile)
+
+
+async def _in_process(
+    host: Host, observer: str, *, hairpinning: bool = True
+) -> tuple[float, Verdict]:
+    args = ["-c", _IN_PROCESS, observer, f"{TIMEOUT_S:g}", "1" if hairpinning else "0"]
+    with trio.fail_after(1.5 * TIMEOUT_S + RUN_MARGIN_S):
+        done = await host.run_python(args, check=False)
+    if done.returncode != 0:
+        return float("nan"), f"detection failed: {done.stderr.decode().strip()}"
+    result = json.loads(done.stdout)
+    return float(result["seconds"]), _our_verdict(result["profile"])
+
+
+async def _in_process_without_hairpin(host: Host, observer: str) -> tuple[float, Verdict]:
+    return await _in_process(host, observer, hairpinning=False)
+
+
+Runner = Callable[[Host, str], Awaitable[tuple[float, Verdict]]]
+
+
+async def _fastest(
+    lab: Lab, observer: str, run: Runner, *, rounds: int, concurrently: bool = False
+) -> dict[NatPreset, tuple[float, Verdict]]:
+    """The fastest of ``rounds`` runs per preset and its verdict (marked unstable if the rounds
+    disagree), NAT state reset before each; presets one after another unless ``concurrently``."""
+    best: dict[NatPreset, tuple[float, Verdict]] = {}
+
+    async def one(host: Host) -> None:
+        await _reset(host, lab)
+        seconds, verdict = await run(host, observer)
+        previous = best.get(host.preset)
+        if previous is not None:
+            if previous[1] != verdict:
+                verdict = f"unstable: {previous[1]}, then {verdict}"
+            seconds = min(seconds, previous[0])
+        best[host.preset] = (seconds, verdict)
+
+    for _ in range(rounds):
+        if concurrently:
+            async with trio.open_nursery() as nursery:
+                for host in lab.hosts:
+                    nursery.start_soon(one, host)
+        else:
+            for host in lab.hosts:
+                await one(host)
+    return best
+
+
+_LABELS = ("whole", "in-proc", "in-proc no hairpin")
+
+
+def _figures(
+    theirs: dict[NatPreset, tuple[float, Verdict]],
+    ours: tuple[dict[NatPreset, tuple[float, Verdict]], ...],
+) -> list[Figure]:
+    figures = []
+    for preset in NatPreset:
+        seconds, verdict = theirs[preset]
+        for label, measured in zip(_LABELS, ours, strict=True):
+            our_seconds, our_verdict = measured[preset]
+            goal = ">= 5x, same answer"
+            if our_verdict != verdict:
+                goal = f">= 5x; ANSWERS DIFFER: ours {our_verdict}, natdiscovery {verdict}"
+                print(f"detection {preset.value} ({label}): {goal}", flush=True)
+            figures.append(
+                Figure(
+                    f"detect {preset.value:<20} nd vs ours, {label}",
+                    seconds,
+                    "s",
+                    our_seconds,
+                    goal,
+                )
+            )
+    return figures
+
+
+async def _measure(lab: Lab, workdir: Path) -> list[Figure]:
+    observer = await start_coturn(lab, workdir)
+    # natdiscovery spends its time waiting for answers that never come: the presets can share
+    # the machine. Ours is timed one preset at a time, so that Python start-ups do not compete.
+    theirs = await _fastest(lab, observer, _natdiscovery, rounds=ROUNDS, concurrently=True)
+    whole = await _fastest(lab, observer, _ours_whole, rounds=ROUNDS)
+    in_process = await _fastest(lab, observer, _in_process, rounds=1)
+    same_tests = await _fastest(lab, observer, _in_process_without_hairpin, rounds=1)
+    return _figures(theirs, (whole, in_process, same_tests))
+
+
+async def run() -> list[Figure]:
+    ok, reason = await trio.to_thread.run_sync(lab_available)
+    missing = coturn_missing()
+    if not ok or missing:
+        print(f"detection benchmark skipped: {reason or missing}", flush=True)
+        return []
+    print(
+        f"detection: server coturn turnserver (RFC 5780, two IPs); ours --timeout {TIMEOUT_S:g} s;"
+        " whole command includes Python start-up for ours",
+        flush=True,
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="macula-bench-") as workdir:
+            async with open_lab(list(NatPreset)) as lab:
+                return await _measure(lab, Path(workdir))
+    except LabError as exc:
+        print(f"detection benchmark skipped: {exc}", flush=True)
+        return []
+
+
+if __name__ == "__main__":
+
+    async def _main() -> None:
+        for figure in await run():
+            print(figure.render(), flush=True)
+
+    trio.run(_main)
