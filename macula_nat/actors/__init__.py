@@ -27,6 +27,7 @@ from .exit import Exit, is_normal
 from .monitor import Down, Exited, MonitorRef
 from .ref import ActorRef, ActorStatistics
 from .registry import NamedRef, Registry
+from .served import Served
 from .supervisor import (
     ChildCounts,
     ChildInfo,
@@ -69,6 +70,7 @@ __all__ = [
     "Registry",
     "Restart",
     "RestartIntensityExceeded",
+    "Served",
     "StartFailed",
     "Stop",
     "Strategy",

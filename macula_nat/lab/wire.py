@@ -4,7 +4,8 @@ Some kernels ship without ``sch_netem``. This program attaches to a persistent T
 own namespace and to one in another namespace, and copies Ethernet frames both ways, each frame
 delayed by a fixed time and dropped with a fixed probability (tail-dropped beyond a queue limit,
 like netem's ``limit``). Only IP frames are dropped: losing ARP stalls the first packets to an
-address for a second, which tests the kernel's neighbour cache rather than our protocols. Run it inside the first namespace::
+address for a second, which tests the kernel's neighbour cache rather than our protocols. Run it
+inside the first namespace::
 
     python -m macula_nat.lab.wire TAP PEER_NETNS PEER_TAP --delay-ms 20 --loss 0.05
 

@@ -29,11 +29,10 @@ from macula_nat.actors import (
     Actor,
     ActorRef,
     Caller,
-    ChildSpec,
     Fail,
     MailboxFull,
     NoProc,
-    Restart,
+    Served,
     Stop,
 )
 from macula_nat.directory import Directory, DirectoryError
@@ -114,7 +113,7 @@ class _Op(enum.Enum):
     SWEEP = "sweep"
 
 
-class ProfileCache:
+class ProfileCache(Served):
     """Node id -> :class:`NatProfile`, read directly, written through its server actor.
 
     Run the server under a supervisor with :meth:`child_spec`, or alone with
@@ -123,6 +122,8 @@ class ProfileCache:
     directory lookups run at once, each bounded by ``lookup_timeout`` seconds; expired entries
     are swept every ``sweep_interval`` seconds (None: only when read or evicted).
     """
+
+    default_id = "nat_cache"
 
     def __init__(
         self,
@@ -135,6 +136,7 @@ class ProfileCache:
         max_lookups: int = 32,
         sweep_interval: float | None = 60.0,
     ) -> None:
+        super().__init__()
         for name, value in [
             ("default_ttl", default_ttl),
             ("lookup_timeout", lookup_timeout),
@@ -153,7 +155,6 @@ class ProfileCache:
         self.sweep_interval = sweep_interval
         self._table: SwrLru[str, NatProfile] = SwrLru(max_entries)
         self._pending: set[str] = set()
-        self._server: ActorRef | None = None
         self._refreshes = 0
         self._refresh_failures = 0
 
@@ -163,21 +164,6 @@ class ProfileCache:
     @property
     def max_entries(self) -> int:
         return self._table.max_entries
-
-    @property
-    def server(self) -> ActorRef | None:
-        """The server's latest incarnation (None before the first start)."""
-        return self._server
-
-    def child_spec(
-        self,
-        id: str = "nat_cache",
-        *,
-        name: str | None = None,
-        restart: Restart = Restart.PERMANENT,
-    ) -> ChildSpec:
-        """A supervisor child that serves this cache; every restart serves the same table."""
-        return ChildSpec(id, ProfileCacheServer, (self,), restart=restart, name=name)
 
     # -- reads: no mailbox ---------------------------------------------------------------------
 
@@ -261,11 +247,6 @@ class ProfileCache:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _server_or_raise(self) -> ActorRef:
-        if self._server is None:
-            raise NoProc(f"{self} has no server running")
-        return self._server
-
     async def _resolve(self, node_id: str) -> NatProfile | None:
         timeout = self.lookup_timeout + _CALL_TIMEOUT  # the server bounds the lookup itself
         profile: NatProfile | None = await self._server_or_raise().call(_Resolve(node_id), timeout)
@@ -283,10 +264,7 @@ class ProfileCache:
         self._pending.add(node_id)
 
     def _attach(self, server: ActorRef) -> None:
-        current = self._server
-        if current is not None and current.alive:
-            raise RuntimeError(f"{self} is already served by {current}")
-        self._server = server
+        super()._attach(server)
         self._pending.clear()  # the lookups of a dead incarnation died with it
 
     def _store(self, node_id: str, profile: NatProfile, ttl: float) -> None:
@@ -406,3 +384,6 @@ class ProfileCacheServer(Actor):
                 cache._store(node_id, profile, cache.default_ttl)
         for caller in in_flight.waiters:
             caller.reply(profile)
+
+
+ProfileCache.server_class = ProfileCacheServer  # defined after the handle it serves

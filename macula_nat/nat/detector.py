@@ -27,10 +27,8 @@ from macula_nat.actors import (
     Actor,
     ActorRef,
     Caller,
-    ChildSpec,
     Fail,
-    NoProc,
-    Restart,
+    Served,
     Stop,
     Topic,
 )
@@ -146,7 +144,7 @@ _TICK: Final = _Tick()
 # -- the handle ---------------------------------------------------------------------------------
 
 
-class NatDetector:
+class NatDetector(Served):
     """The local NAT's profile, kept current by its server actor.
 
     ``observers`` are the STUN observers to probe (gateways run them); ``timeout`` bounds each
@@ -154,6 +152,8 @@ class NatDetector:
     request) and once at start when ``detect_on_start``. ``wall_clock`` stamps
     ``detected_at`` (UNIX seconds).
     """
+
+    default_id = "nat_detector"
 
     def __init__(
         self,
@@ -166,6 +166,7 @@ class NatDetector:
         probe_settings: ProbeSettings | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         _timeout(None, attrs.fields(Detect).timeout, timeout)
         if refresh_interval is not None and not refresh_interval > 0:
             raise ValueError(f"refresh_interval must be positive, not {refresh_interval!r}")
@@ -181,7 +182,6 @@ class NatDetector:
         self.changes: Topic[NatProfileChanged] = Topic("nat_profile_changed")
         """Every change, for actors (:meth:`subscribe`) and tasks (``changes.subscription()``)."""
         self._evidence: Evidence | None = None
-        self._server: ActorRef | None = None
         self._running = False
         self._runs = 0
         self._failures = 0
@@ -192,21 +192,6 @@ class NatDetector:
     def __repr__(self) -> str:
         profile = self.profile.value
         return f"<NatDetector {profile.nat_type if profile else 'undetected'}>"
-
-    @property
-    def server(self) -> ActorRef | None:
-        """The server's latest incarnation (None before the first start)."""
-        return self._server
-
-    def child_spec(
-        self,
-        id: str = "nat_detector",
-        *,
-        name: str | None = None,
-        restart: Restart = Restart.PERMANENT,
-    ) -> ChildSpec:
-        """A supervisor child serving this detector; every restart keeps its state."""
-        return ChildSpec(id, NatDetectorServer, (self,), restart=restart, name=name)
 
     async def detect(
         self,
@@ -253,16 +238,8 @@ class NatDetector:
             running=self._running,
         )
 
-    def _server_or_raise(self) -> ActorRef:
-        if self._server is None or not self._server.alive:
-            raise NoProc(f"{self} has no server running")
-        return self._server
-
     def _attach(self, server: ActorRef) -> None:
-        current = self._server
-        if current is not None and current.alive:
-            raise RuntimeError(f"{self} is already served by {current}")
-        self._server = server
+        super()._attach(server)
         self._running = False  # a run of a dead incarnation died with it
 
     def _apply(self, profile: NatProfile, evidence: Evidence | None) -> None:
@@ -390,3 +367,6 @@ class NatDetectorServer(Actor):
                 self._start_run(detector.observers, detector.timeout)
             return
         detector._apply(result.to_profile(detector.wall_clock()), evidence)
+
+
+NatDetector.server_class = NatDetectorServer  # defined after the handle it serves
