@@ -29,7 +29,7 @@ lab-deps:
 run: $(STAMP)
 	$(VENV)/bin/macula-nat demo
 
-test: $(STAMP) lab-deps
+test: $(STAMP) lab-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
