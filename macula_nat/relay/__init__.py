@@ -1,0 +1,51 @@
+"""Relays: the node that forwards opaque datagrams between authenticated node sessions, and the
+client a node registers with it through.
+
+See :mod:`.frames` for the wire format, :mod:`.link` and :mod:`.handshake` for authentication,
+:mod:`.core` for the relay's rules, :mod:`.node` for its actor tree and :mod:`.client` for the
+node's side.
+"""
+
+from .client import (
+    ClientConfig,
+    ClientStatistics,
+    RelayClient,
+    RelayClientServer,
+    RelayRegistration,
+    open_relay_client,
+)
+from .client_session import RelaySession, SessionStatistics
+from .errors import RegistrationFailed, RelayError, RelayRefused, RelayTimeout, SessionClosed
+from .frames import MAX_PAYLOAD, FrameError, Reason, is_relay_frame
+from .node import RelayNode, SessionInfo, open_relay
+from .settings import MIB, RelayConfig, RelaySettings
+from .statistics import DropStatistics, RefusalStatistics, RelayStatistics
+
+__all__ = [
+    "MAX_PAYLOAD",
+    "MIB",
+    "ClientConfig",
+    "ClientStatistics",
+    "DropStatistics",
+    "FrameError",
+    "Reason",
+    "RefusalStatistics",
+    "RegistrationFailed",
+    "RelayClient",
+    "RelayClientServer",
+    "RelayConfig",
+    "RelayError",
+    "RelayNode",
+    "RelayRefused",
+    "RelayRegistration",
+    "RelaySession",
+    "RelaySettings",
+    "RelayStatistics",
+    "RelayTimeout",
+    "SessionClosed",
+    "SessionInfo",
+    "SessionStatistics",
+    "is_relay_frame",
+    "open_relay",
+    "open_relay_client",
+]

@@ -1,0 +1,478 @@
+"""RelayNode: the Python mirror of the Erlang ``macula_relay_node``, as a small actor tree.
+
+::
+
+    relay (Supervisor, one_for_one)
+      relay_server    RelayServer: the UDP socket; relay frames and STUN (it is an observer)
+      relay_sessions  SessionSupervisor (DynamicSupervisor): one SessionActor per session
+
+The :class:`RelayNode` handle owns what must outlive a crash: the :class:`~.core.RelayCore`
+(registrations, sessions, counters), the settings and the callbacks. It hands itself to each
+incarnation of its actors, so a crashed server comes back on the same address with every
+registration and session intact, and a crashed session actor costs only its session.
+
+The server's socket task moves datagrams straight through the core (no mailbox on the
+forwarding path); the server's mailbox starts session actors and runs the expiry sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import attrs
+import trio
+
+from macula_nat.actors import (
+    Actor,
+    ActorError,
+    ActorRef,
+    ChildSpec,
+    ChildType,
+    DynamicSupervisor,
+    DynamicSupervisorRef,
+    Exit,
+    Exited,
+    MailboxFull,
+    NoProc,
+    Registry,
+    Restart,
+    Stop,
+    Supervisor,
+    is_normal,
+    open_actor,
+)
+from macula_nat.identity import NodeId, NodeKey
+from macula_nat.nat.binding import ObserverAddresses
+from macula_nat.net.address import Address, normalise_address
+from macula_nat.net.endpoint import UdpEndpoint, UdpStack
+
+from .core import RelayCore, SessionEnded, SessionOpened
+from .frames import Reason
+from .session import SESSION_OVER, SessionActor
+from .settings import MIB, RelayConfig, RelaySettings
+from .statistics import RelayStatistics
+from .timers import Timers
+
+__all__ = [
+    "RelayNode",
+    "RelayServer",
+    "SessionEndCallback",
+    "SessionInfo",
+    "SessionStartCallback",
+    "SessionSupervisor",
+    "open_relay",
+]
+
+logger = logging.getLogger(__name__)
+
+SessionStartCallback = Callable[[NodeId, NodeId], object]
+"""``on_session_start(peer_a, peer_b)``: ``peer_a`` asked for the session, ``peer_b`` is its
+target."""
+SessionEndCallback = Callable[[NodeId, NodeId, int], object]
+"""``on_session_end(peer_a, peer_b, bytes_transferred)`` (payload bytes, both directions)."""
+
+_EFFECT_ROUNDS: Final = 3
+"""Opened -> (spawn failed) ended -> nothing: effects never chain further."""
+_STOP_GRACE: Final = 5.0
+
+
+@attrs.frozen
+class SessionInfo:
+    """A snapshot of one relayed session."""
+
+    id: int
+    peer_a: NodeId
+    peer_b: NodeId
+    started_at: float
+    bytes_transferred: int
+    datagrams: int
+    actor: ActorRef | None
+
+
+class _Sweep:
+    def __repr__(self) -> str:
+        return "SWEEP"
+
+
+class _StartSessions:
+    def __repr__(self) -> str:
+        return "START_SESSIONS"
+
+
+_SWEEP: Final = _Sweep()
+_START_SESSIONS: Final = _StartSessions()
+"""Cast to the server when sessions wait for actors: one message however many wait, so a burst
+of requests cannot fill its mailbox."""
+
+
+class RelayNode:
+    """A relay on ``stack`` at ``listen``, identified by ``key``; see the module docstring.
+
+    Run it with :func:`open_relay` or put :meth:`child_spec` in a tree; it relays once
+    :meth:`enable` is called and answers STUN from the start.
+    """
+
+    def __init__(
+        self,
+        stack: UdpStack,
+        listen: Address,
+        key: NodeKey,
+        config: RelayConfig | None = None,
+    ) -> None:
+        self.stack = stack
+        self.listen = normalise_address(listen)
+        self.key = key
+        self._core = RelayCore(key, config)
+        self._endpoint: UdpEndpoint | None = None
+        self._address: Address | None = None
+        self._server: ActorRef | None = None
+        self._sessions: DynamicSupervisorRef | None = None
+        self._actors: dict[ActorRef, int] = {}
+        """Running session actors and their sessions."""
+        self._timers = Timers()
+        """The session actors' deadlines, served by the server."""
+        self._to_start: deque[int] = deque()
+        """Sessions waiting for their actor (at most ``max_sessions``)."""
+        self._start_requested = False
+        self._on_session_start: SessionStartCallback | None = None
+        self._on_session_end: SessionEndCallback | None = None
+
+    def __repr__(self) -> str:
+        where = self._address or self.listen
+        return f"<RelayNode {self.node_id.short()} {where[0]}:{where[1]}>"
+
+    # -- the API ---------------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.key.node_id
+
+    @property
+    def address(self) -> Address:
+        """The bound address (ports resolved); RuntimeError before the server first started."""
+        if self._address is None:
+            raise RuntimeError(f"{self} has not bound its socket yet")
+        return self._address
+
+    @property
+    def config(self) -> RelayConfig:
+        return self._core.config
+
+    @property
+    def settings(self) -> RelaySettings | None:
+        """The current limits; None while disabled."""
+        return self._core.settings
+
+    @property
+    def enabled(self) -> bool:
+        return self._core.enabled
+
+    async def enable(
+        self,
+        max_sessions: int = 100,
+        bandwidth_limit: float = float(MIB),
+        session_timeout: float = 1800.0,
+        on_session_start: SessionStartCallback | None = None,
+        on_session_end: SessionEndCallback | None = None,
+        *,
+        idle_timeout: float = 300.0,
+        max_sessions_per_node: int = 16,
+        bandwidth_burst: float | None = None,
+    ) -> None:
+        """Accept registrations and relay sessions within these limits (see
+        :class:`RelaySettings`); calling it again changes the limits of later sessions."""
+        self._core.enable(
+            RelaySettings(
+                max_sessions=max_sessions,
+                bandwidth_limit=bandwidth_limit,
+                session_timeout=session_timeout,
+                idle_timeout=idle_timeout,
+                max_sessions_per_node=max_sessions_per_node,
+                bandwidth_burst=bandwidth_burst,
+            )
+        )
+        self._on_session_start = on_session_start
+        self._on_session_end = on_session_end
+        logger.info("%s relaying: at most %d sessions", self, max_sessions)
+        await trio.lowlevel.checkpoint()
+
+    async def disable(self) -> None:
+        """Stop relaying, gracefully: every session ends (``on_session_end`` runs for each
+        before this returns), every node is told ``relay_disabled``, and new requests are
+        refused. STUN is still answered."""
+        await self._flush(self._core.disable())
+        actors = list(self._actors)
+        with trio.move_on_after(_STOP_GRACE):
+            for ref in actors:
+                await ref.wait_exited()
+        logger.info("%s disabled", self)
+
+    def statistics(self) -> RelayStatistics:
+        return attrs.evolve(self._core.statistics(), session_actors=len(self._actors))
+
+    def sessions(self) -> list[SessionInfo]:
+        return [
+            SessionInfo(s.id, s.a, s.b, s.started_at, s.bytes_transferred, s.datagrams, s.actor)
+            for s in self._core.sessions()
+        ]
+
+    def child_spec(self, id: str = "relay", *, name: str | None = None) -> ChildSpec:
+        """The relay's subtree, for a supervisor; every restart serves the same state."""
+        return ChildSpec(id, _relay_tree, (self,), type=ChildType.SUPERVISOR, name=name)
+
+    # -- for the actors --------------------------------------------------------------------------
+
+    def _bind_address(self) -> Address:
+        """The listen address, or the address first bound (a restart keeps the port)."""
+        return self._address if self._address is not None else self.listen
+
+    def _attach_server(self, server: ActorRef, endpoint: UdpEndpoint) -> None:
+        self._server = server
+        self._endpoint = endpoint
+        self._address = endpoint.local_address
+        self._core.addresses = ObserverAddresses(endpoint.local_address)
+
+    def _detach_server(self, server: ActorRef) -> None:
+        if self._server is server:
+            self._server = None
+            self._endpoint = None
+
+    def _attach_sessions(self, supervisor: DynamicSupervisorRef) -> None:
+        self._sessions = supervisor
+
+    async def _send(self, data: bytes, address: Address) -> None:
+        endpoint = self._endpoint
+        if endpoint is None:
+            self._core.count_send_failure()
+            return
+        try:
+            await endpoint.send_to(data, address)
+        except (OSError, ValueError, trio.ClosedResourceError) as exc:
+            self._core.count_send_failure()
+            logger.debug("%s: nothing sent to %s: %s", self, address, exc)
+
+    async def _flush(self, sends: list[tuple[bytes, Address]]) -> None:
+        """Send what the core decided, then carry out its effects."""
+        for data, address in sends:
+            await self._send(data, address)
+        if self._core.effects:
+            await self._apply_effects()
+
+    async def _apply_effects(self) -> None:
+        core = self._core
+        for _ in range(_EFFECT_ROUNDS):
+            effects = core.take_effects()
+            if not effects:
+                return
+            sends: list[tuple[bytes, Address]] = []
+            for effect in effects:
+                session = effect.session
+                if isinstance(effect, SessionOpened):
+                    _run_callback(self._on_session_start, session.a, session.b)
+                    if not self._request_actor(session.id):
+                        sends += core.end_session(session.id, Reason.SESSION_FAILED)
+                elif isinstance(effect, SessionEnded):
+                    _run_callback(
+                        self._on_session_end, session.a, session.b, session.bytes_transferred
+                    )
+                    if session.actor is not None and session.actor.alive:
+                        try:
+                            session.actor.cast(SESSION_OVER)
+                        except (NoProc, MailboxFull):
+                            logger.debug("%s: session actor %s already gone", self, session.actor)
+            for data, address in sends:
+                await self._send(data, address)
+
+    def _request_actor(self, session_id: int) -> bool:
+        """Queue the session for an actor; False if no server runs to start one."""
+        server = self._server
+        if server is None or not server.alive:
+            return False
+        self._to_start.append(session_id)
+        self._kick(server)
+        return True
+
+    def _kick(self, server: ActorRef) -> None:
+        if self._start_requested or not self._to_start:
+            return
+        try:
+            server.cast(_START_SESSIONS)
+        except (NoProc, MailboxFull) as exc:  # the sweep or the next request kicks again
+            logger.debug("%s: actor starts wait: %s", self, exc)
+        else:
+            self._start_requested = True
+
+    async def _start_session_actors(self) -> None:
+        """Start an actor for every session waiting for one (the server's job)."""
+        self._start_requested = False
+        for _ in range(len(self._to_start)):
+            await self._start_session_actor(self._to_start.popleft())
+
+    async def _start_session_actor(self, session_id: int) -> None:
+        if self._core.session(session_id) is None:
+            return  # ended already (a CLOSE overtook the start)
+        supervisor = self._sessions
+        try:
+            if supervisor is None:
+                raise NoProc("no session supervisor is running")
+            await supervisor.start_child(session_id)
+        except ActorError as exc:
+            logger.warning("%s: session %d has no actor: %s", self, session_id, exc)
+            await self._end_session(session_id, Reason.SESSION_FAILED)
+
+    async def _end_session(self, session_id: int, reason: Reason) -> None:
+        await self._flush(self._core.end_session(session_id, reason))
+
+    async def _session_actor_exited(self, ref: ActorRef, reason: object) -> None:
+        """A session actor exited: if its session still runs, end it (crash: ``session_failed``)."""
+        session_id = self._actors.pop(ref, None)
+        if session_id is None:
+            return
+        session = self._core.session(session_id)
+        if session is None or session.actor is not ref:
+            return
+        if isinstance(reason, BaseException) or reason is Exit.KILLED:
+            logger.warning("relay session %d lost its actor (%r)", session_id, reason)
+            await self._end_session(session_id, Reason.SESSION_FAILED)
+        else:
+            await self._end_session(session_id, Reason.RELAY_SHUTDOWN)
+
+    async def _sweep(self) -> None:
+        await self._flush(self._core.sweep(trio.current_time()))
+
+
+def _run_callback(callback: Callable[..., object] | None, *args: object) -> None:
+    """Run a user callback; its exception is logged, never raised into the relay."""
+    if callback is None:
+        return
+    try:
+        callback(*args)
+    except Exception:
+        logger.exception("relay callback %r raised", callback)
+
+
+def _relay_tree(relay: RelayNode) -> Supervisor:
+    return Supervisor(
+        [
+            ChildSpec("relay_server", RelayServer, (relay,)),
+            ChildSpec(
+                "relay_sessions",
+                SessionSupervisor,
+                (relay,),
+                type=ChildType.SUPERVISOR,
+            ),
+        ],
+        intensity=3,
+        period=5.0,
+    )
+
+
+class RelayServer(Actor):
+    """The relay's socket: every datagram through the core, answers sent, effects carried out."""
+
+    def __init__(self, relay: RelayNode) -> None:
+        self._relay = relay
+
+    async def init(self) -> None:
+        relay = self._relay
+        endpoint = await relay.stack.bind(relay._bind_address())
+        self.start_soon(_close_on_exit, endpoint)
+        relay._attach_server(self.ref, endpoint)
+        self.start_soon(self._serve, endpoint)
+        self.start_soon(relay._timers.run)
+        relay._start_requested = False  # an earlier incarnation's kick died with its mailbox
+        relay._kick(self.ref)
+        self.send_after(relay.config.sweep_interval, _SWEEP)
+        address = endpoint.local_address
+        logger.info("relay %s on %s:%d", relay.node_id.short(), address[0], address[1])
+
+    async def handle_cast(self, message: Any) -> Stop | None:
+        if message is _START_SESSIONS:
+            await self._relay._start_session_actors()
+            return None
+        return await super().handle_cast(message)
+
+    async def handle_info(self, message: Any) -> Stop | None:
+        if message is _SWEEP:
+            relay = self._relay
+            await relay._sweep()
+            relay._start_requested = False  # a kick lost to a full mailbox, or to a crash
+            relay._kick(self.ref)
+            self.send_after(relay.config.sweep_interval, _SWEEP)
+            return None
+        return await super().handle_info(message)
+
+    async def terminate(self, reason: object) -> None:
+        relay = self._relay
+        if is_normal(reason):  # a graceful stop: tell every node to go elsewhere
+            await relay._flush(relay._core.end_all(Reason.RELAY_SHUTDOWN))
+        relay._detach_server(self.ref)
+
+    async def _serve(self, endpoint: UdpEndpoint) -> None:
+        relay = self._relay
+        core = relay._core
+        receive = core.receive
+        send_to = endpoint.send_to
+        now = trio.current_time
+        try:
+            while True:
+                data, source = await endpoint.receive_from()
+                for out, address in receive(data, source, now()):
+                    try:
+                        await send_to(out, address)
+                    except (OSError, ValueError):
+                        core.count_send_failure()
+                if core.effects:
+                    await relay._apply_effects()
+        except trio.ClosedResourceError:
+            return  # the server is stopping
+
+
+async def _close_on_exit(endpoint: UdpEndpoint) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        endpoint.close()
+
+
+class SessionSupervisor(DynamicSupervisor):
+    """The relay's session actors: temporary children, never restarted."""
+
+    def __init__(self, relay: RelayNode) -> None:
+        super().__init__(
+            ChildSpec(
+                "relay_session",
+                SessionActor,
+                (relay,),
+                restart=Restart.TEMPORARY,
+                shutdown=_STOP_GRACE,
+            )
+        )
+        self._relay = relay
+
+    async def init(self) -> None:
+        await super().init()
+        relay = self._relay
+        assert isinstance(self.ref, DynamicSupervisorRef)
+        relay._attach_sessions(self.ref)
+        for session in relay._core.sessions():  # orphans of an earlier incarnation
+            if session.actor is not None and not session.actor.alive:
+                await relay._end_session(session.id, Reason.SESSION_FAILED)
+
+    async def handle_info(self, message: Any) -> Stop | None:
+        if isinstance(message, Exited):  # covers a child killed before its terminate ran
+            await self._relay._session_actor_exited(message.ref, message.reason)
+        return await super().handle_info(message)
+
+
+@asynccontextmanager
+async def open_relay(
+    relay: RelayNode, name: str | None = None, registry: Registry | None = None
+) -> AsyncIterator[RelayNode]:
+    """Run ``relay``'s tree for the ``async with`` block; yields the relay once it is bound."""
+    async with open_actor(_relay_tree(relay), name, registry):
+        yield relay

@@ -1,0 +1,86 @@
+"""What a relay runs with: its session limits (set by ``enable``) and its fixed configuration."""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import attrs
+
+__all__ = ["MIB", "RelayConfig", "RelaySettings"]
+
+MIB: Final = 1024 * 1024
+_MIN_BURST: Final = 65536.0
+"""A burst must hold the largest datagram, or that datagram could never pass."""
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a positive finite number, not {value!r}")
+
+
+def _optional_positive(
+    _: object, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a positive finite number, not {value!r}")
+
+
+def _count(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{attribute.name} must be an int >= 0, not {value!r}")
+
+
+@attrs.frozen
+class RelaySettings:
+    """Limits on relayed sessions, as ``RelayNode.enable`` sets them.
+
+    ``bandwidth_limit`` is the token-bucket rate of each session in payload bytes a second, both
+    directions together; ``bandwidth_burst`` is the bucket's size (None: a tenth of a second at
+    the limit, at least 64 KiB). A session ends after ``session_timeout`` seconds whatever it
+    does, and after ``idle_timeout`` seconds without a forwarded datagram. A node takes part in
+    at most ``max_sessions_per_node`` sessions at once (libp2p allows 16 circuits per peer).
+    Settings apply to sessions opened after they are set.
+    """
+
+    max_sessions: int = attrs.field(default=100, validator=_count)
+    bandwidth_limit: float = attrs.field(default=float(MIB), validator=_positive)
+    session_timeout: float = attrs.field(default=1800.0, validator=_positive)
+    idle_timeout: float = attrs.field(default=300.0, validator=_positive)
+    max_sessions_per_node: int = attrs.field(default=16, validator=_count)
+    bandwidth_burst: float | None = attrs.field(default=None, validator=_optional_positive)
+
+    @property
+    def burst(self) -> float:
+        """The bucket size in bytes."""
+        if self.bandwidth_burst is not None:
+            return self.bandwidth_burst
+        return max(_MIN_BURST, self.bandwidth_limit / 10)
+
+
+@attrs.frozen
+class RelayConfig:
+    """A relay's fixed configuration (every period here, so simulated tests can shrink them).
+
+    Registrations (libp2p's reservations) last ``registration_ttl`` seconds (nodes register
+    again before that) and end sooner when nothing authentic was heard from the node for
+    ``liveness_timeout`` seconds. At most ``max_registrations`` nodes are registered at once.
+    Challenge cookies live ``challenge_lifetime`` seconds. Each source IP (IPv6: each /64) may
+    send ``handshake_rate`` handshake and STUN datagrams a second (bursts of
+    ``handshake_burst``); each registration ``control_rate`` control frames a second (bursts of
+    ``control_burst``). Expiry is checked every ``sweep_interval`` seconds.
+    """
+
+    registration_ttl: float = attrs.field(default=3600.0, validator=_positive)
+    liveness_timeout: float = attrs.field(default=60.0, validator=_positive)
+    max_registrations: int = attrs.field(default=10_000, validator=_count)
+    challenge_lifetime: float = attrs.field(default=30.0, validator=_positive)
+    handshake_rate: float = attrs.field(default=20.0, validator=_positive)
+    handshake_burst: float = attrs.field(default=60.0, validator=_positive)
+    control_rate: float = attrs.field(default=50.0, validator=_positive)
+    control_burst: float = attrs.field(default=100.0, validator=_positive)
+    max_sources: int = attrs.field(default=16_384, validator=_count)
+    sweep_interval: float = attrs.field(default=5.0, validator=_positive)
+    notice_interval: float = attrs.field(default=1.0, validator=_positive)
+    """How often a session's target is told of it again until it acknowledges."""
+    notice_attempts: int = attrs.field(default=5, validator=_count)

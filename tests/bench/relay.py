@@ -1,0 +1,335 @@
+"""Relay benchmarks: forwarding rate against a bare trio UDP forwarder, and memory per session.
+
+Forwarding: the forwarder under test (the relay, or a bare ``trio.socket`` loop that sends each
+datagram it receives to a fixed receiver) runs in this process on 127.0.0.1; a load generator
+runs in a child process, on the other core, with plain blocking sockets: it keeps ``WINDOW``
+datagrams in flight from its sender socket, through the forwarder, to its receiver socket, for
+``ROUND`` seconds. The generator does the same work for both forwarders (it seals every frame as
+a registered node does, and the bare forwarder ignores that), so the forwarder is the
+bottleneck and the ratio is what the relay's work (authenticate, look up, meter, re-seal) costs
+against moving the datagram alone. Rounds are interleaved and the best of each is kept. On a
+shared machine the rate swings with other load, so each round also divides the datagrams by the
+CPU seconds this process spent: datagrams per CPU second, the rate on a core of its own.
+
+Memory: one node asks the relay for 10,000 sessions to another; live memory (tracemalloc) grows
+by what the relay keeps per session: its state in the core and its actor.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import resource
+import socket
+import time
+from typing import Final
+
+import attrs
+import trio
+
+from macula_nat.identity import NodeId, NodeKey
+from macula_nat.net import Address, RealUdpStack
+from macula_nat.relay import RelayConfig, RelayNode, frames, open_relay
+from macula_nat.relay.handshake import ClientHandshake
+from macula_nat.relay.link import Link, Verdict
+
+from .timing import Figure, LiveMemory
+
+LOOPBACK: Final = "127.0.0.1"
+ROUND: Final = 0.6
+ROUNDS: Final = 8
+WINDOW: Final = 64
+SMALL: Final = 64
+LARGE: Final = 1200
+SESSIONS: Final = 10_000
+UNLIMITED: Final = 1e12
+CONFIG: Final = RelayConfig(
+    handshake_rate=UNLIMITED,
+    handshake_burst=UNLIMITED,
+    control_rate=UNLIMITED,
+    control_burst=UNLIMITED,
+    max_registrations=100_000,
+)
+
+
+# -- a node's side, with plain blocking sockets (also used in the load generator) ----------------
+
+
+def _register(sock: socket.socket, relay: Address, key: NodeKey, relay_id: NodeId) -> Link:
+    """Register ``key`` through ``sock`` (blocking); the node's link."""
+    handshake = ClientHandshake(key, relay_id)
+    sock.sendto(frames.encode(handshake.hello()), relay)
+    challenge = frames.decode(sock.recv(2048))
+    assert isinstance(challenge, frames.Challenge)
+    register = handshake.on_challenge(challenge)
+    assert register is not None
+    sock.sendto(frames.encode(register), relay)
+    registered = frames.decode(sock.recv(2048))
+    assert isinstance(registered, frames.Registered)
+    link = handshake.on_registered(registered)
+    assert link is not None
+    return link
+
+
+def _receive_sealed(sock: socket.socket, link: Link) -> frames.SessionFrame:
+    for _ in range(100):
+        frame = link.open(sock.recv(65536))
+        if not isinstance(frame, Verdict):
+            return frame
+    raise AssertionError("no authentic frame in 100 datagrams")
+
+
+def _relayed_pair(
+    sender: socket.socket, receiver: socket.socket, relay: Address, relay_id: NodeId
+) -> tuple[Link, int]:
+    """Register both sockets as fresh nodes and open a session between them."""
+    a, b = NodeKey.generate(), NodeKey.generate()
+    link_a = _register(sender, relay, a, relay_id)
+    link_b = _register(receiver, relay, b, relay_id)
+    sender.sendto(link_a.seal(frames.RelayRequest(1, b.node_id)), relay)
+    accepted = _receive_sealed(sender, link_a)
+    assert isinstance(accepted, frames.RelayAccepted), accepted
+    notice = _receive_sealed(receiver, link_b)
+    assert isinstance(notice, frames.RelayAccepted), notice
+    receiver.sendto(link_b.seal(frames.SessionAck(accepted.session)), relay)
+    return link_a, accepted.session
+
+
+def _generate_load(
+    forwarder: Address,
+    relay_id: bytes | None,
+    payload_size: int,
+    duration: float,
+    window: int,
+    results: multiprocessing.connection.Connection,
+) -> None:
+    """Child process: datagrams through ``forwarder``, ``window`` in flight, for ``duration``
+    seconds; sends back (datagrams received, payload bytes received, seconds)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+    ):
+        sender.bind((LOOPBACK, 0))
+        receiver.bind((LOOPBACK, 0))
+        sender.settimeout(2.0)
+        receiver.settimeout(2.0)
+        if relay_id is not None:
+            link, session = _relayed_pair(sender, receiver, forwarder, NodeId(relay_id))
+        else:
+            receiver.sendto(b"receiver", forwarder)  # the bare forwarder sends everything here
+            link, session = Link(1, bytes(32), bytes(32)), 1
+        receiver.settimeout(0.2)
+        payload = bytes(payload_size)
+        seal = link.seal_data
+        received = in_flight = 0
+        start = time.perf_counter()
+        deadline = start + duration
+        while time.perf_counter() < deadline:
+            while in_flight < window:
+                sender.sendto(seal(session, payload), forwarder)
+                in_flight += 1
+            try:
+                receiver.recv(65536)
+            except TimeoutError:
+                in_flight = 0  # lost in flight: start the window over
+                continue
+            received += 1
+            in_flight -= 1
+        elapsed = time.perf_counter() - start
+    results.send((received, received * payload_size, elapsed))
+
+
+@attrs.frozen
+class _Rates:
+    wall: float
+    """Datagrams a second."""
+    cpu: float
+    """Datagrams per CPU second of this process (the forwarder's)."""
+
+    def best(self, other: _Rates) -> _Rates:
+        return _Rates(max(self.wall, other.wall), max(self.cpu, other.cpu))
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _load(forwarder: Address, relay_id: NodeId | None, payload_size: int) -> _Rates:
+    """What the forwarder moved for the load generator."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe(duplex=False)
+    raw_id = None if relay_id is None else relay_id.raw
+    process = context.Process(
+        target=_generate_load,
+        args=(forwarder, raw_id, payload_size, ROUND, WINDOW, theirs),
+        daemon=True,
+    )
+    cpu = _cpu_seconds()
+    process.start()
+    theirs.close()
+    received, _, elapsed = await trio.to_thread.run_sync(ours.recv)
+    cpu = _cpu_seconds() - cpu
+    await trio.to_thread.run_sync(process.join)
+    return _Rates(received / elapsed, received / cpu)
+
+
+async def _bare_forwarder(
+    sock: trio.socket.SocketType, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    task_status.started()
+    _, receiver = await sock.recvfrom(2048)
+    while True:
+        data, _ = await sock.recvfrom(65536)
+        await sock.sendto(data, receiver)
+
+
+async def _with_bare(payload_size: int) -> _Rates:
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind((LOOPBACK, 0))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_bare_forwarder, sock)
+            rate = await _load(sock.getsockname(), None, payload_size)
+            nursery.cancel_scope.cancel()
+    return rate
+
+
+async def _with_relay(relay: RelayNode, payload_size: int) -> _Rates:
+    return await _load(relay.address, relay.node_id, payload_size)
+
+
+async def _forwarding(payload_size: int) -> tuple[_Rates, _Rates]:
+    """Best rates of the relay and of the bare forwarder, rounds interleaved."""
+    relay = RelayNode(RealUdpStack([LOOPBACK]), (LOOPBACK, 0), NodeKey.generate(), CONFIG)
+    best_relay = best_bare = _Rates(0.0, 0.0)
+    async with open_relay(relay):
+        await relay.enable(max_sessions=100, bandwidth_limit=UNLIMITED)
+        for _ in range(ROUNDS):
+            best_relay = best_relay.best(await _with_relay(relay, payload_size))
+            best_bare = best_bare.best(await _with_bare(payload_size))
+        assert relay.statistics().drops.total == 0, relay.statistics().drops
+    return best_relay, best_bare
+
+
+async def _memory_per_session(n: int) -> tuple[float, float]:
+    """Bytes of live memory per relayed session with ``n`` open, and sessions opened a second."""
+    memory = LiveMemory()
+    relay = RelayNode(RealUdpStack([LOOPBACK]), (LOOPBACK, 0), NodeKey.generate(), CONFIG)
+    async with open_relay(relay):
+        await relay.enable(max_sessions=n, max_sessions_per_node=n, idle_timeout=3600.0)
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+        ):
+            a.bind((LOOPBACK, 0))
+            b.bind((LOOPBACK, 0))
+            a.settimeout(5.0)
+            b.settimeout(5.0)
+            links = await trio.to_thread.run_sync(_register_two, a, b, relay.address, relay.node_id)
+            memory.start()
+            started = time.perf_counter()
+            await trio.to_thread.run_sync(_open_sessions, a, b, links, relay.address, n)
+            await _wait_for_actors(relay, n)
+            elapsed = time.perf_counter() - started
+            live = memory.measure()
+            memory.stop()
+            assert relay.statistics().sessions == n
+    return live / n, n / elapsed
+
+
+def _register_two(
+    a: socket.socket, b: socket.socket, relay: Address, relay_id: NodeId
+) -> tuple[Link, Link, NodeId]:
+    key_b = NodeKey.generate()
+    return (
+        _register(a, relay, NodeKey.generate(), relay_id),
+        _register(b, relay, key_b, relay_id),
+        key_b.node_id,
+    )
+
+
+def _open_sessions(
+    a: socket.socket, b: socket.socket, links: tuple[Link, Link, NodeId], relay: Address, n: int
+) -> None:
+    """``n`` sessions from a to b, requested in batches of 64; b acknowledges each notice."""
+    link_a, link_b, target = links
+    batch = 64
+    for first in range(1, n + 1, batch):
+        count = min(batch, n + 1 - first)
+        for request in range(first, first + count):
+            a.sendto(link_a.seal(frames.RelayRequest(request, target)), relay)
+        for _ in range(count):
+            accepted = _receive_sealed(a, link_a)
+            assert isinstance(accepted, frames.RelayAccepted), accepted
+            notice = _receive_sealed(b, link_b)
+            assert isinstance(notice, frames.RelayAccepted), notice
+            b.sendto(link_b.seal(frames.SessionAck(notice.session)), relay)
+
+
+async def _wait_for_actors(relay: RelayNode, n: int) -> None:
+    for _ in range(6000):
+        if relay.statistics().session_actors >= n:
+            return
+        await trio.sleep(0.01)
+    raise TimeoutError(f"{n} session actors did not start within a minute")
+
+
+async def run() -> list[Figure]:
+    small_relay, small_bare = await _forwarding(SMALL)
+    large_relay, large_bare = await _forwarding(LARGE)
+    per_session, setup_rate = await _memory_per_session(SESSIONS)
+    mb = LARGE / 1e6
+    return [
+        Figure(
+            f"relay: {SMALL} B datagrams/s forwarded, vs bare trio forwarder",
+            small_relay.wall,
+            "dgram/s",
+            small_bare.wall,
+            ">= 0.7x",
+        ),
+        Figure(
+            f"relay: {SMALL} B datagrams per CPU second, vs bare trio forwarder",
+            small_relay.cpu,
+            "dgram/s",
+            small_bare.cpu,
+            ">= 0.7x",
+        ),
+        Figure(
+            f"relay: {LARGE} B datagrams/s forwarded, vs bare trio forwarder",
+            large_relay.wall,
+            "dgram/s",
+            large_bare.wall,
+            ">= 0.7x",
+        ),
+        Figure(
+            f"relay: {LARGE} B datagrams per CPU second, vs bare trio forwarder",
+            large_relay.cpu,
+            "dgram/s",
+            large_bare.cpu,
+            ">= 0.7x",
+        ),
+        Figure(
+            f"relay: MB/s of payload ({LARGE} B), vs bare trio forwarder",
+            large_relay.wall * mb,
+            "MB/s",
+            large_bare.wall * mb,
+            ">= 0.7x",
+        ),
+        Figure(
+            f"relay: memory per session ({SESSIONS:,} sessions, state and actor)",
+            per_session / 1024,
+            "KiB",
+        ),
+        Figure(
+            f"relay: sessions opened a second ({SESSIONS:,}, tracemalloc on)", setup_rate, "sess/s"
+        ),
+    ]
+
+
+if __name__ == "__main__":
+
+    async def _main() -> None:
+        for figure in await run():
+            print(figure.render(), flush=True)
+
+    trio.run(_main)
