@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sys
 from collections.abc import Callable, Sequence
 
 import trio
@@ -49,13 +48,12 @@ def add_detect_parser(
 
 
 def run_detect(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
-    """Detect once and print; exit status 0, or 1 with the error's message on stderr."""
+    """Detect once and print; a failure exits with status 1 and its message on stderr."""
     detection = functools.partial(detect_once, tuple(args.observers), args.timeout)
     try:
         profile = trio.run(detection)
     except DetectionError as exc:
-        print(f"macula-nat detect: {exc}", file=sys.stderr)
-        return 1
+        raise SystemExit(f"macula-nat detect: {exc}") from None
     out(json.dumps(profile.to_json(), indent=2) if args.json else describe(profile))
     return 0
 
