@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from typing import Any
@@ -18,7 +17,7 @@ from .exit import Exit
 from .intensity import RestartIntensity
 from .monitor import Exited
 from .ref import ActorRef, shut_down, spawn
-from .supervisor import ChildCounts, SupervisorStatistics
+from .supervisor import ChildCounts, SupervisorStatistics, _Query, _SupervisorQueries
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +32,7 @@ class _TerminateChild:
     ref: ActorRef
 
 
-class _Query(enum.Enum):
-    WHICH = "which_children"
-    COUNT = "count_children"
-    STATISTICS = "statistics"
-
-
-class DynamicSupervisorRef(ActorRef):
+class DynamicSupervisorRef(_SupervisorQueries):
     """An :class:`ActorRef` to a dynamic supervisor, with its operations as methods."""
 
     __slots__ = ()
@@ -59,14 +52,6 @@ class DynamicSupervisorRef(ActorRef):
     async def which_children(self) -> list[ActorRef]:
         children: list[ActorRef] = await self.call(_Query.WHICH)
         return children
-
-    async def count_children(self) -> ChildCounts:
-        counts: ChildCounts = await self.call(_Query.COUNT)
-        return counts
-
-    async def supervisor_statistics(self) -> SupervisorStatistics:
-        stats: SupervisorStatistics = await self.call(_Query.STATISTICS)
-        return stats
 
 
 class DynamicSupervisor(Actor):

@@ -92,7 +92,21 @@ def _check_unique(specs: Sequence[ChildSpec]) -> None:
         seen.add(spec.id)
 
 
-class SupervisorRef(ActorRef):
+class _SupervisorQueries(ActorRef):
+    """What every supervisor answers, static or dynamic."""
+
+    __slots__ = ()
+
+    async def count_children(self) -> ChildCounts:
+        counts: ChildCounts = await self.call(_Query.COUNT)
+        return counts
+
+    async def supervisor_statistics(self) -> SupervisorStatistics:
+        stats: SupervisorStatistics = await self.call(_Query.STATISTICS)
+        return stats
+
+
+class SupervisorRef(_SupervisorQueries):
     """An :class:`ActorRef` to a supervisor, with OTP's ``supervisor`` module as methods."""
 
     __slots__ = ()
@@ -118,14 +132,6 @@ class SupervisorRef(ActorRef):
     async def which_children(self) -> list[ChildInfo]:
         children: list[ChildInfo] = await self.call(_Query.WHICH)
         return children
-
-    async def count_children(self) -> ChildCounts:
-        counts: ChildCounts = await self.call(_Query.COUNT)
-        return counts
-
-    async def supervisor_statistics(self) -> SupervisorStatistics:
-        stats: SupervisorStatistics = await self.call(_Query.STATISTICS)
-        return stats
 
 
 class Supervisor(Actor):
