@@ -1,0 +1,65 @@
+"""How a DHT node behaves: its address, bootstrap contacts, timeouts, periods and limits.
+
+Every period and timeout is a number here, so simulated tests run the node under
+``trio.testing.MockClock`` with the protocol's real values (BEP 5: 15 min refresh; BEP 44: 2 h
+item lifetime) and still finish in milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from macula_nat.net.address import ANY_IPV4, Address, normalise_address, normalise_addresses
+
+from .item_store import ITEM_LIFETIME
+from .lookup import ALPHA
+from .routing_table import K
+
+__all__ = ["DhtConfig"]
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class DhtConfig:
+    """A DHT node's settings; the defaults are the BEPs' and libtorrent's where they exist."""
+
+    listen: Address = attrs.field(default=(ANY_IPV4, 0), converter=normalise_address)
+    """Where the node's own UDP socket binds; port 0 picks one, which a restart keeps."""
+    bootstrap: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
+    """Nodes to join through (for the public DHT: its routers; in tests: our own nodes)."""
+    read_only: bool = False
+    """BEP 43: send ``ro=1``, answer no query and stay out of other nodes' tables (behind NAT)."""
+    k: int = attrs.field(default=K, validator=_positive)
+    alpha: int = attrs.field(default=ALPHA, validator=_positive)
+    query_timeout: float = attrs.field(default=2.0, validator=_positive)
+    """Seconds one query may go unanswered before it counts as failed."""
+    operation_timeout: float = attrs.field(default=30.0, validator=_positive)
+    """Seconds a whole lookup (and the stores that follow it) may take."""
+    max_lookup_queries: int = attrs.field(default=200, validator=_positive)
+    """Queries one lookup may send at most: every lookup loop is bounded."""
+    max_outstanding: int = attrs.field(default=1024, validator=_positive)
+    """Queries in flight at once, over all operations; beyond it a query fails at once."""
+    maintenance_interval: float = attrs.field(default=60.0, validator=_positive)
+    """Seconds between maintenance rounds: pings, bucket refresh, expiry, republish."""
+    pings_per_round: int = attrs.field(default=8, validator=_positive)
+    refresh_interval: float = attrs.field(default=15 * 60.0, validator=_positive)
+    item_lifetime: float = attrs.field(default=ITEM_LIFETIME, validator=_positive)
+    """How long this node keeps others' items (BEP 44: 2 hours)."""
+    republish_interval: float = attrs.field(default=ITEM_LIFETIME / 2, validator=_positive)
+    """How often our own items are put again: well before other nodes let them expire."""
+    peer_lifetime: float = attrs.field(default=30 * 60.0, validator=_positive)
+    query_rate: float = attrs.field(default=50.0, validator=_positive)
+    """Datagrams a second accepted from one source IP (a token bucket per IP)."""
+    query_burst: float = attrs.field(default=100.0, validator=_positive)
+    rate_limit_sources: int = attrs.field(default=4096, validator=_positive)
+    """Source IPs the rate limiter remembers (bounded memory under spoofed floods)."""
+    max_items: int = attrs.field(default=4096, validator=_positive)
+    max_info_hashes: int = attrs.field(default=4096, validator=_positive)
+    version: bytes = b"MN\x00\x01"
+    """The ``v`` client version sent with every message (BEP 5 convention: 2 + 2 bytes)."""

@@ -1,0 +1,169 @@
+"""Answers to incoming queries (BEP 5, BEP 44), sans-IO: state in, reply out, ``now`` passed.
+
+Writes need a token this node issued to the writer's IP for that target (announce_peer: the
+info-hash; put: the item's target). Puts go through `ItemStore`, so bad signatures, stale
+``seq`` and ``cas`` mismatches are refused with their BEP 44 codes, and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .compact import Address, NodeInfo, is_ipv6
+from .error_code import ErrorCode
+from .item_store import ItemStore, PutRejected
+from .krpc import (
+    AnnouncePeer,
+    Error,
+    FindNode,
+    Get,
+    GetPeers,
+    Ping,
+    Put,
+    Query,
+    Response,
+)
+from .mutable_item import Item, MutableItem
+from .node_id import NodeId
+from .peer_store import PeerStore
+from .routing_table import RoutingTable
+from .statistics import Counters
+from .tokens import WriteTokens
+
+__all__ = ["Responder"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_PEERS = 50
+"""Peers per get_peers answer: 50 compact IPv4 peers keep it well under a UDP datagram."""
+
+
+class Responder:
+    """Answers queries from one node's routing table and stores."""
+
+    def __init__(
+        self,
+        *,
+        table: RoutingTable,
+        items: ItemStore,
+        peers: PeerStore,
+        tokens: WriteTokens,
+        counters: Counters,
+        version: bytes | None,
+    ) -> None:
+        self.table = table
+        self.items = items
+        self.peers = peers
+        self.tokens = tokens
+        self._counters = counters
+        self._version = version
+
+    @property
+    def own_id(self) -> NodeId:
+        return self.table.own_id
+
+    def answer(self, query: Query, source: Address, now: float) -> Response | Error:
+        """The reply to ``query`` from ``source``; stores what a valid write carries."""
+        if isinstance(query, Ping):
+            return self._response(query, source)
+        if isinstance(query, FindNode):
+            return self._response(query, source, nodes=self._nodes(query.target, source, now))
+        if isinstance(query, GetPeers):
+            return self._get_peers(query, source, now)
+        if isinstance(query, AnnouncePeer):
+            return self._announce(query, source, now)
+        if isinstance(query, Get):
+            return self._get(query, source, now)
+        if isinstance(query, Put):
+            return self._put(query, source, now)
+        return self._error(query, ErrorCode.METHOD_UNKNOWN)
+
+    def _nodes(self, target: NodeId, source: Address, now: float) -> tuple[NodeInfo, ...]:
+        ipv6 = is_ipv6(source)
+        return tuple(n for n in self.table.closest_good(target, now) if n.is_ipv6 == ipv6)
+
+    def _response(
+        self,
+        query: Query,
+        source: Address,
+        *,
+        nodes: tuple[NodeInfo, ...] = (),
+        token: bytes | None = None,
+        peers: tuple[Address, ...] = (),
+        item: Item | None = None,
+        seq: int | None = None,
+    ) -> Response:
+        ipv6 = is_ipv6(source)
+        mutable = item if isinstance(item, MutableItem) else None
+        return Response(
+            transaction_id=query.transaction_id,
+            sender=self.own_id,
+            version=self._version,
+            requester=source,
+            nodes=() if ipv6 else nodes,
+            nodes6=nodes if ipv6 else (),
+            token=token,
+            peers=peers,
+            value=None if item is None else item.value,
+            key=None if mutable is None else mutable.public_key,
+            signature=None if mutable is None else mutable.signature,
+            seq=seq if mutable is None else mutable.seq,
+        )
+
+    def _error(self, query: Query, code: ErrorCode, message: str | None = None) -> Error:
+        return Error(
+            transaction_id=query.transaction_id,
+            code=int(code),
+            message=code.phrase if message is None else message,
+            version=self._version,
+        )
+
+    def _get_peers(self, query: GetPeers, source: Address, now: float) -> Response:
+        ipv6 = is_ipv6(source)
+        peers = [
+            p for p in self.peers.peers(query.info_hash, now, _MAX_PEERS) if is_ipv6(p) is ipv6
+        ]
+        return self._response(
+            query,
+            source,
+            nodes=self._nodes(query.info_hash, source, now),
+            token=self.tokens.issue(source[0], query.info_hash, now),
+            peers=tuple(peers),
+        )
+
+    def _announce(self, query: AnnouncePeer, source: Address, now: float) -> Response | Error:
+        if not self.tokens.verify(query.token, source[0], query.info_hash, now):
+            self._counters.bad_tokens += 1
+            return self._error(query, ErrorCode.PROTOCOL, "bad token")
+        port = source[1] if query.implied_port else query.port
+        if port == 0:
+            return self._error(query, ErrorCode.PROTOCOL, "port 0")
+        self.peers.announce(query.info_hash, (source[0], port), now)
+        return self._response(query, source)
+
+    def _get(self, query: Get, source: Address, now: float) -> Response:
+        nodes = self._nodes(query.target, source, now)
+        token = self.tokens.issue(source[0], query.target, now)
+        item = self.items.get(query.target, now)
+        if isinstance(item, MutableItem) and query.seq is not None and item.seq <= query.seq:
+            # BEP 44: nothing newer than what the reader has; say which seq we hold.
+            return self._response(query, source, nodes=nodes, token=token, seq=item.seq)
+        return self._response(query, source, nodes=nodes, token=token, item=item)
+
+    def _put(self, query: Put, source: Address, now: float) -> Response | Error:
+        target = query.item.target
+        if not self.tokens.verify(query.token, source[0], target, now):
+            self._counters.bad_tokens += 1
+            return self._error(query, ErrorCode.PROTOCOL, "bad token")
+        try:
+            self.items.put(query.item, now, cas=query.cas)
+        except PutRejected as rejected:
+            if rejected.code is ErrorCode.INVALID_SIGNATURE:
+                self._counters.bad_signatures += 1
+            elif rejected.code is ErrorCode.SEQUENCE_TOO_OLD:
+                self._counters.stale_seqs += 1
+            elif rejected.code is ErrorCode.CAS_MISMATCH:
+                self._counters.cas_mismatches += 1
+            logger.debug("refused a put to %s from %s: %s", target, source, rejected)
+            return self._error(query, rejected.code, rejected.message)
+        return self._response(query, source)

@@ -1,0 +1,79 @@
+"""What a DHT node has done: a frozen snapshot (`DhtStatistics`) and the counters behind it."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["Counters", "DhtStatistics"]
+
+
+@attrs.define
+class Counters:
+    """Cumulative counters, kept by the node handle across restarts of its server."""
+
+    queries_sent: int = 0
+    responses_received: int = 0
+    errors_received: int = 0
+    timeouts: int = 0
+    queries_received: int = 0
+    responses_sent: int = 0
+    errors_sent: int = 0
+    malformed: int = 0
+    oversized: int = 0
+    bad_signatures: int = 0
+    stale_seqs: int = 0
+    cas_mismatches: int = 0
+    bad_tokens: int = 0
+    unsolicited: int = 0
+    rate_limited: int = 0
+    ignored_read_only: int = 0
+    overloaded: int = 0
+    send_failures: int = 0
+    lookups: int = 0
+    republished: int = 0
+
+
+@attrs.frozen
+class DhtStatistics:
+    """A snapshot of one DHT node. Every rejected input is counted under its reason."""
+
+    nodes: int
+    """Nodes in the routing table."""
+    items: int
+    """BEP 44 items stored for others (live)."""
+    info_hashes: int
+    """Info-hashes with announced peers."""
+    own_items: int
+    """Our own items, republished before they expire."""
+    in_flight: int
+    """Our queries awaiting an answer."""
+    queries_sent: int
+    responses_received: int
+    errors_received: int
+    timeouts: int
+    queries_received: int
+    responses_sent: int
+    errors_sent: int
+    malformed: int
+    """Datagrams that are not KRPC this node accepts (including oversized values)."""
+    oversized: int
+    """Of those, puts or responses whose value exceeds 1000 bytes (BEP 44 error 205)."""
+    bad_signatures: int
+    """Puts and get answers whose BEP 44 signature fails (or whose key is not the target's)."""
+    stale_seqs: int
+    """Puts refused with 302 (seq not newer) and get answers older than one already seen."""
+    cas_mismatches: int
+    bad_tokens: int
+    """announce_peer or put with a token this node did not issue to that IP for that target."""
+    unsolicited: int
+    """Responses and errors matching no query of ours (by transaction id and source address)."""
+    rate_limited: int
+    """Datagrams dropped by the per-source-IP rate limit."""
+    ignored_read_only: int
+    """Queries left unanswered because this node is read-only (BEP 43)."""
+    overloaded: int
+    """Queries not sent because ``max_outstanding`` were already in flight."""
+    send_failures: int
+    lookups: int
+    republished: int
+    """Puts of our own items made by the republish timer."""

@@ -1,0 +1,83 @@
+"""A node's directory record: what peers need to reach it, as a compact bencoded value.
+
+The record is the ``v`` of a BEP 44 mutable item under the node's own ed25519 key, so the
+item's signature and sequence number authenticate and order it; the value itself carries the
+NAT profile (compact JSON), the home relay, candidate addresses and an expiry (UNIX seconds).
+Keys are one letter to keep a realistic record well inside BEP 44's 1000 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import attrs
+
+from macula_nat.dht import bencoding
+from macula_nat.dht.compact import Address, decode_peer, encode_peer
+from macula_nat.nat.profile import NatProfile
+from macula_nat.net.address import normalise_addresses, optional_address
+
+__all__ = ["MAX_CANDIDATES", "NodeRecord", "RecordError"]
+
+MAX_CANDIDATES: Final = 16
+
+
+class RecordError(ValueError):
+    """Bytes that are not a node record."""
+
+
+@attrs.frozen(kw_only=True)
+class NodeRecord:
+    """What a node publishes about itself; ``seq`` is the BEP 44 item's sequence number."""
+
+    profile: NatProfile | None
+    home_relay: Address | None = attrs.field(default=None, converter=optional_address)
+    candidates: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
+    expires_at: int = attrs.field(converter=int)
+    """UNIX time (whole seconds) after which the record is no longer valid."""
+    seq: int = 0
+
+    @candidates.validator
+    def _check_candidates(self, _: attrs.Attribute[Any], value: tuple[Address, ...]) -> None:
+        if len(value) > MAX_CANDIDATES:
+            raise ValueError(f"at most {MAX_CANDIDATES} candidate addresses, not {len(value)}")
+
+    def encode(self) -> bytes:
+        """The bencoded value (without ``seq``, which the item carries)."""
+        value: dict[bytes, Any] = {
+            b"c": [encode_peer(address) for address in self.candidates],
+            b"e": self.expires_at,
+        }
+        if self.profile is not None:
+            profile = self.profile.to_json()
+            profile.pop("nat_type", None)  # derived; from_json ignores it
+            value[b"p"] = json.dumps(profile, separators=(",", ":")).encode()
+        if self.home_relay is not None:
+            value[b"r"] = encode_peer(self.home_relay)
+        return bencoding.encode(value)
+
+    @classmethod
+    def decode(cls, data: bytes, seq: int) -> NodeRecord:
+        """The record in ``data`` (an item's value) at ``seq``; RecordError for anything else."""
+        try:
+            value = bencoding.decode(data)
+            if not isinstance(value, dict):
+                raise RecordError("a record is a dictionary")
+            candidates = value.get(b"c", [])
+            expires_at = value[b"e"]
+            if not isinstance(candidates, list) or not isinstance(expires_at, int):
+                raise RecordError("'c' must be a list and 'e' an integer")
+            profile = value.get(b"p")
+            relay = value.get(b"r")
+            return cls(
+                profile=None if profile is None else NatProfile.from_json(json.loads(profile)),
+                home_relay=None if relay is None else decode_peer(relay),
+                candidates=tuple(decode_peer(c) for c in candidates),
+                expires_at=expires_at,
+                seq=seq,
+            )
+        except RecordError:
+            raise
+        except Exception as exc:  # bencoding, JSON, profile and address errors alike
+            raise RecordError(f"not a node record: {exc}") from None
