@@ -1,16 +1,20 @@
 """The directory interface: where nodes publish their NAT profile and find each other's.
 
-Two backends sit behind it: the embedded, in-process one (:mod:`.embedded`) and, later, the
-Mainline DHT, whose records are signed BEP 44 items under each node's own key. The method names
-follow that model: a node *publishes* its record and *resolves* another node's. Node ids are
-strings for now.
+Two backends sit behind it: the embedded, in-process one (:mod:`.embedded`) and the Mainline
+DHT (:mod:`.mainline`), whose records are signed BEP 44 items under each node's own key. The
+method names follow that model: a node *publishes* its record and *resolves* another node's.
+Node ids are their text form (:meth:`macula_nat.identity.NodeId.text`).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 
 from macula_nat.nat.profile import NatProfile
+from macula_nat.net.address import Address
+
+from .record import NodeRecord
 
 
 class DirectoryError(Exception):
@@ -21,21 +25,44 @@ class DirectoryError(Exception):
 
 
 class Directory(abc.ABC):
-    """Publish and resolve NAT profiles by node id. Every method is a Trio checkpoint."""
+    """Where a node publishes its record and finds other nodes' records and the relays.
+
+    Every method is a Trio checkpoint and raises :class:`DirectoryError` when the directory
+    cannot be reached. Backends that sign records (the Mainline DHT) accept only the records of
+    the key they hold and never return a record that fails verification or replays an older one.
+    """
 
     @abc.abstractmethod
+    async def publish_record(
+        self,
+        node_id: str,
+        profile: NatProfile | None,
+        ttl: float,
+        *,
+        home_relay: Address | None = None,
+        candidates: Iterable[Address] = (),
+    ) -> NodeRecord:
+        """Make ``node_id``'s record (its NAT profile, home relay and candidate addresses)
+        resolvable for ``ttl`` seconds, replacing any earlier one; returns what was published.
+        ValueError for a ``ttl`` that is not positive."""
+
+    @abc.abstractmethod
+    async def resolve_record(self, node_id: str) -> NodeRecord | None:
+        """The live, valid record published under ``node_id``, or None if there is none."""
+
+    @abc.abstractmethod
+    async def announce_relay(self, endpoint: Address, ttl: float) -> None:
+        """Announce that a relay serves at ``endpoint`` for ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    async def list_relays(self) -> list[Address]:
+        """The relays announced and not expired."""
+
     async def publish_profile(self, node_id: str, profile: NatProfile, ttl: float) -> None:
-        """Make ``profile`` resolvable under ``node_id`` for ``ttl`` seconds, replacing any
-        earlier record. A backend that signs records accepts only the ids it holds keys for.
+        """Publish a record carrying only ``profile`` (the cache's and the detector's need)."""
+        await self.publish_record(node_id, profile, ttl)
 
-        Raises :class:`DirectoryError` when the directory cannot be reached and ValueError for a
-        ``ttl`` that is not positive.
-        """
-
-    @abc.abstractmethod
     async def resolve_profile(self, node_id: str) -> NatProfile | None:
-        """The live profile published under ``node_id``, or None if there is none.
-
-        Raises :class:`DirectoryError` when the directory cannot be reached. A backend that
-        verifies records never returns one that fails verification.
-        """
+        """The NAT profile in ``node_id``'s record, or None."""
+        record = await self.resolve_record(node_id)
+        return None if record is None else record.profile

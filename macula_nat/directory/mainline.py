@@ -106,13 +106,9 @@ class MainlineDirectory(Directory):
         """Where ``node_id``'s record lives in the DHT."""
         return mutable_target(node_id.raw, self._salt)
 
-    async def publish_profile(self, node_id: str, profile: NatProfile, ttl: float) -> None:
-        if node_id != self._key.node_id.text():
-            raise ValueError(f"{self} holds the key of {self._key.node_id}, not of {node_id}")
-        await self.publish_record(profile, ttl)
-
     async def publish_record(
         self,
+        node_id: str,
         profile: NatProfile | None,
         ttl: float,
         *,
@@ -120,7 +116,10 @@ class MainlineDirectory(Directory):
         candidates: Iterable[Address] = (),
     ) -> NodeRecord:
         """Sign and store our record for ``ttl`` seconds (republished until then); returns it.
-        DirectoryError when no DHT node stored it."""
+        ValueError for another node's id (we hold only our key); DirectoryError when no DHT node
+        stored it."""
+        if node_id != self._key.node_id.text():
+            raise ValueError(f"{self} holds the key of {self._key.node_id}, not of {node_id}")
         if not ttl > 0:
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         now = self._clock()
@@ -140,12 +139,12 @@ class MainlineDirectory(Directory):
         logger.debug("%s published seq %d on %d nodes", self, record.seq, result.stored)
         return record
 
-    async def resolve_profile(self, node_id: str) -> NatProfile | None:
-        record = await self.resolve_record(NodeId.from_text(node_id))
-        return None if record is None else record.profile
+    async def resolve_record(self, node_id: str) -> NodeRecord | None:
+        """``node_id``'s valid record, or None (none found, expired, replayed or invalid);
+        ValueError for text that is not a node id."""
+        return await self._resolve(NodeId.from_text(node_id))
 
-    async def resolve_record(self, node_id: NodeId) -> NodeRecord | None:
-        """``node_id``'s valid record, or None (none found, expired, replayed or invalid)."""
+    async def _resolve(self, node_id: NodeId) -> NodeRecord | None:
         counters = self._counters
         counters.resolves += 1
         result = await self.node.get(self.target_of(node_id), salt=self._salt)
@@ -182,9 +181,14 @@ class MainlineDirectory(Directory):
         counters.found += 1
         return record
 
-    async def announce_relay(self, port: int | None = None) -> None:
-        """Announce this node as a relay (at ``port``; None: the DHT socket's port), for ever."""
-        result = await self.node.announce_peer(RELAYS_INFO_HASH, port, republish_until=math.inf)
+    async def announce_relay(self, endpoint: Address, ttl: float) -> None:
+        """Announce a relay at ``endpoint``'s port, re-announced for ``ttl`` seconds. The DHT
+        records the address its announcements come from (BEP 5 announces carry only a port),
+        so ``endpoint`` must be on this host."""
+        if not ttl > 0:
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        until = trio.current_time() + ttl
+        result = await self.node.announce_peer(RELAYS_INFO_HASH, endpoint[1], republish_until=until)
         if not result.stored:
             raise DirectoryError(f"no DHT node took the relay announcement ({result.errors})")
 

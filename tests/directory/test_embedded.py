@@ -82,3 +82,29 @@ async def test_every_method_is_a_checkpoint_and_a_bad_ttl_is_refused(
     for ttl in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="ttl"):
             await directory.publish_profile("alice", profile(4000), ttl=ttl)
+
+
+async def test_records_carry_relay_and_candidates_with_a_rising_seq(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    directory = EmbeddedDirectory(clock=lambda: 1000.0)
+    first = await directory.publish_record("alice", profile(4000), 30.0)
+    second = await directory.publish_record(
+        "alice", None, 30.0, home_relay=("198.51.100.20", 4433), candidates=[("10.0.0.2", 5000)]
+    )
+    assert (first.seq, second.seq, second.expires_at) == (1, 2, 1030)
+    assert await directory.resolve_record("alice") == second
+    assert await directory.resolve_profile("alice") is None  # the newer record has no profile
+
+
+async def test_relays_are_listed_until_their_announcement_expires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    directory = EmbeddedDirectory()
+    await directory.announce_relay(("198.51.100.20", 4433), 60.0)
+    await directory.announce_relay(("198.51.100.21", 4433), 600.0)
+    assert set(await directory.list_relays()) == {("198.51.100.20", 4433), ("198.51.100.21", 4433)}
+    await trio.sleep(61)
+    assert await directory.list_relays() == [("198.51.100.21", 4433)]
+    with pytest.raises(ValueError):
+        await directory.announce_relay(("198.51.100.22", 4433), 0)

@@ -68,23 +68,27 @@ async def test_publish_and_resolve(autojump_clock: trio.testing.MockClock) -> No
         assert await reader.resolve_profile(alice.node_id.text()) == profile()
 
         record = await publisher.publish_record(
-            profile(40001), 600, home_relay=("198.51.100.20", 4433), candidates=[("10.0.0.2", 1)]
+            alice.node_id.text(),
+            profile(40001),
+            600,
+            home_relay=("198.51.100.20", 4433),
+            candidates=[("10.0.0.2", 1)],
         )
-        resolved = await reader.resolve_record(alice.node_id)
+        resolved = await reader.resolve_record(alice.node_id.text())
         assert resolved == record
         with pytest.raises(ValueError):
             await publisher.publish_profile(bob.node_id.text(), profile(), ttl=60)
 
         await trio.sleep(700)  # past the record's expiry, though still republished till then
-        assert await reader.resolve_record(alice.node_id) is None
+        assert await reader.resolve_record(alice.node_id.text()) is None
         assert reader.statistics().found == 2
 
 
 async def test_relays_announced_and_listed(autojump_clock: trio.testing.MockClock) -> None:
     async with open_internet(seed=22) as internet, open_swarm(internet, 20) as swarm:
         relays = [MainlineDirectory(swarm.nodes[i], NodeKey.generate()) for i in (2, 4)]
-        await relays[0].announce_relay(4433)
-        await relays[1].announce_relay()
+        await relays[0].announce_relay((swarm.nodes[2].contact.address[0], 4433), 600)
+        await relays[1].announce_relay(swarm.nodes[4].contact.address, 600)
         listing = MainlineDirectory(swarm.nodes[18], NodeKey.generate())
         assert set(await listing.list_relays()) == {
             (swarm.nodes[2].contact.address[0], 4433),
@@ -141,15 +145,15 @@ async def test_forged_and_replayed_records_rejected(autojump_clock: trio.testing
             reader = MainlineDirectory(node, NodeKey.generate(), clock=clock)
             assert await node.bootstrap() == 1
 
-            assert await reader.resolve_record(alice.node_id) is None
+            assert await reader.resolve_record(alice.node_id.text()) is None
             assert node.statistics().bad_signatures == 1
 
             served[0] = new
-            resolved = await reader.resolve_record(alice.node_id)
+            resolved = await reader.resolve_record(alice.node_id.text())
             assert resolved is not None and resolved.profile == profile(2)
 
             served[0] = old  # genuine, correctly signed, but older than what we saw
-            assert await reader.resolve_record(alice.node_id) is None
+            assert await reader.resolve_record(alice.node_id.text()) is None
             assert reader.statistics().replayed == 1
             nursery.cancel_scope.cancel()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -21,9 +22,11 @@ from macula_nat.actors import (
     open_actor,
 )
 from macula_nat.directory import Directory, DirectoryError, EmbeddedDirectory
+from macula_nat.directory.record import NodeRecord
 from macula_nat.nat.cache import ProfileCache, ProfileCacheServer
 from macula_nat.nat.lru import Lookup, LookupState
 from macula_nat.nat.profile import NatProfile
+from macula_nat.net.address import Address
 
 FRESH, STALE, MISSING = LookupState.FRESH, LookupState.STALE, LookupState.MISSING
 
@@ -44,10 +47,18 @@ class RemoteDirectory(Directory):
         self.error: Exception | None = None
         self.hang = False
 
-    async def publish_profile(self, node_id: str, profile: NatProfile, ttl: float) -> None:
-        await self.records.publish_profile(node_id, profile, ttl)
+    async def publish_record(
+        self, node_id: str, profile: NatProfile | None, ttl: float, **where: Any
+    ) -> NodeRecord:
+        return await self.records.publish_record(node_id, profile, ttl, **where)
 
-    async def resolve_profile(self, node_id: str) -> NatProfile | None:
+    async def announce_relay(self, endpoint: Address, ttl: float) -> None:
+        await self.records.announce_relay(endpoint, ttl)
+
+    async def list_relays(self) -> list[Address]:
+        return await self.records.list_relays()
+
+    async def resolve_record(self, node_id: str) -> NodeRecord | None:
         self.lookups += 1
         self.running += 1
         self.peak = max(self.peak, self.running)
@@ -57,7 +68,7 @@ class RemoteDirectory(Directory):
                 await trio.sleep_forever()
             if self.error is not None:
                 raise self.error
-            return await self.records.resolve_profile(node_id)
+            return await self.records.resolve_record(node_id)
         finally:
             self.running -= 1
 
