@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import trio
 
 from macula_nat import runtime_demo
+from macula_nat.gateway_command import add_gateway_parser
 from macula_nat.nat.detect_command import add_detect_parser
 from macula_nat.nat.observe_command import add_observe_parser
 
@@ -35,13 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=run_demo)
     add_detect_parser(commands)
     add_observe_parser(commands)
+    add_gateway_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A server says where it listens; a one-shot command stays quiet unless asked.
-    quiet = logging.INFO if args.command == "observe" else logging.WARNING
+    quiet = logging.INFO if args.command in ("observe", "gateway") else logging.WARNING
     level = quiet if args.verbose == 0 else (logging.INFO if args.verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     status: int = args.handler(args)

@@ -18,6 +18,8 @@ from .client_session import RelaySession, SessionStatistics
 from .errors import RegistrationFailed, RelayError, RelayRefused, RelayTimeout, SessionClosed
 from .frames import MAX_PAYLOAD, FrameError, Reason, is_relay_frame
 from .node import RelayNode, SessionInfo, open_relay
+from .registry import RegistryConfig, RelayRegistry, open_relay_registry
+from .selection import NoRelay, RelayInfo
 from .settings import MIB, RelayConfig, RelaySettings
 from .statistics import DropStatistics, RefusalStatistics, RelayStatistics
 
@@ -28,16 +30,20 @@ __all__ = [
     "ClientStatistics",
     "DropStatistics",
     "FrameError",
+    "NoRelay",
     "Reason",
     "RefusalStatistics",
     "RegistrationFailed",
+    "RegistryConfig",
     "RelayClient",
     "RelayClientServer",
     "RelayConfig",
     "RelayError",
+    "RelayInfo",
     "RelayNode",
     "RelayRefused",
     "RelayRegistration",
+    "RelayRegistry",
     "RelaySession",
     "RelaySettings",
     "RelayStatistics",
@@ -48,4 +54,5 @@ __all__ = [
     "is_relay_frame",
     "open_relay",
     "open_relay_client",
+    "open_relay_registry",
 ]

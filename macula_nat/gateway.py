@@ -1,0 +1,175 @@
+"""The gateway: what a public node runs (observer, relay, DHT node, relay registry) in one tree.
+
+::
+
+    gateway (Supervisor, one_for_one, at most 3 restarts in 5 s)
+      observer        Observer: STUN on --listen; a full RFC 5780 server with --alt
+      relay           the RelayNode's subtree (relay_server, relay_sessions), on the relay port
+      dht             DhtServer: the Mainline DHT node, on the DHT port, bootstrapped
+      relay_registry  RelayRegistryServer: announces the relay through the DHT, refreshed
+
+Every child is permanent and restarts alone. The :class:`Gateway` handle owns what must outlive
+a crash (the relay's registrations and sessions, the DHT's routing table and items, the
+registry's announced relays), so a crash costs only the crashed actor's in-flight work: the
+observer its rate-limit buckets, the relay server datagrams in flight (a crashed session actor
+costs its session), the DHT server its outstanding queries, the registry an announcement
+retried at its restart. Children stop in reverse order: the registry stops announcing first,
+then the DHT node, then the relay (telling its nodes ``relay_shutdown``), then the observer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import attrs
+
+from macula_nat.actors import ChildSpec, ChildType, Registry, Supervisor, open_actor
+from macula_nat.dht.config import DhtConfig
+from macula_nat.dht.node import DhtNode
+from macula_nat.directory.mainline import MainlineDirectory
+from macula_nat.identity import NodeKey
+from macula_nat.nat.observer import Observer
+from macula_nat.net.address import Address, is_unspecified, normalise_address, normalise_addresses
+from macula_nat.net.endpoint import UdpStack
+from macula_nat.net.real import RealUdpStack
+from macula_nat.relay import MIB, RelayConfig, RelayNode
+from macula_nat.relay.registry import RegistryConfig, RelayRegistry
+
+__all__ = ["Gateway", "GatewayConfig", "open_gateway"]
+
+logger = logging.getLogger(__name__)
+
+
+def _port(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and not 1 <= value <= 0xFFFF:
+        raise ValueError(f"{attribute.name} must be a port in 1-65535, not {value!r}")
+
+
+def _optional_address(value: Address | None) -> Address | None:
+    return None if value is None else normalise_address(value)
+
+
+@attrs.frozen(kw_only=True)
+class GatewayConfig:
+    """Where a gateway listens and what it runs with.
+
+    The observer answers on ``listen`` (and RFC 5780's four sockets with ``alternate``); the
+    relay listens on ``listen``'s IP at ``relay_port`` (default: the port after the observer's
+    highest, so ``--listen :3478 --alt :3479`` puts the relay on 3480) and the DHT node at
+    ``dht_port`` (default: the next one), bootstrapping from ``bootstrap``. The relay
+    accepts ``max_sessions`` sessions of ``bandwidth_limit`` bytes a second each.
+    """
+
+    listen: Address = attrs.field(converter=normalise_address)
+    alternate: Address | None = attrs.field(default=None, converter=_optional_address)
+    relay_port: int | None = attrs.field(default=None, validator=_port)
+    dht_port: int | None = attrs.field(default=None, validator=_port)
+    bootstrap: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
+    max_sessions: int = 100
+    bandwidth_limit: float = float(MIB)
+    relay: RelayConfig = attrs.Factory(RelayConfig)
+    dht: DhtConfig = attrs.Factory(DhtConfig)
+    registry: RegistryConfig = attrs.Factory(RegistryConfig)
+
+    def __attrs_post_init__(self) -> None:
+        if self.listen[1] == 0 and (self.relay_port is None or self.dht_port is None):
+            raise ValueError("with --listen port 0, give the relay and DHT ports")
+        observer_ports = {self.listen[1]}
+        if self.alternate is not None:
+            observer_ports.add(self.alternate[1])
+        ports = {"relay": self.relay_address[1], "DHT": self.dht_address[1]}
+        for what, port in ports.items():
+            if port in observer_ports:
+                raise ValueError(f"the {what} port {port} is one of the observer's ports")
+        if ports["relay"] == ports["DHT"]:
+            raise ValueError(f"the relay and the DHT cannot share port {ports['relay']}")
+
+    @property
+    def _first_free_port(self) -> int:
+        return max(self.listen[1], self.alternate[1] if self.alternate else 0) + 1
+
+    @property
+    def relay_address(self) -> Address:
+        port = self.relay_port if self.relay_port is not None else self._first_free_port
+        return (self.listen[0], port)
+
+    @property
+    def dht_address(self) -> Address:
+        port = self.dht_port if self.dht_port is not None else self._first_free_port + 1
+        return (self.listen[0], port)
+
+
+class Gateway:
+    """A gateway's components (see the module docstring); run it with :func:`open_gateway` or
+    put :meth:`child_spec` in a tree. The relay relays from the start (``max_sessions``)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        stack: UdpStack,
+        key: NodeKey,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.stack = stack
+        self.key = key
+        self.relay = RelayNode(stack, config.relay_address, key, config.relay)
+        dht_config = attrs.evolve(config.dht, listen=config.dht_address, bootstrap=config.bootstrap)
+        self.dht = DhtNode(stack, dht_config)
+        self.directory = MainlineDirectory(self.dht, key, clock=clock)
+        self.registry = RelayRegistry(self.directory, stack, config=config.registry)
+        self.registry.add_relay(key.node_id, config.relay_address)
+
+    def __repr__(self) -> str:
+        return f"<Gateway {self.key.node_id.short()} {self.config.listen}>"
+
+    async def enable(self) -> None:
+        """Let the relay relay, within the configured limits (before or while it runs)."""
+        await self.relay.enable(
+            max_sessions=self.config.max_sessions, bandwidth_limit=self.config.bandwidth_limit
+        )
+
+    def supervisor(self) -> Supervisor:
+        """The gateway's root supervisor (a fresh one per start)."""
+        config = self.config
+        return Supervisor(
+            [
+                ChildSpec("observer", Observer, (self.stack, config.listen, config.alternate)),
+                self.relay.child_spec("relay"),
+                self.dht.child_spec("dht"),
+                self.registry.child_spec("relay_registry"),
+            ],
+            intensity=3,
+            period=5.0,
+        )
+
+    def child_spec(self, id: str = "gateway", *, name: str | None = None) -> ChildSpec:
+        return ChildSpec(id, self.supervisor, type=ChildType.SUPERVISOR, name=name)
+
+
+@asynccontextmanager
+async def open_gateway(
+    config: GatewayConfig,
+    *,
+    stack: UdpStack | None = None,
+    key: NodeKey | None = None,
+    clock: Callable[[], float] = time.time,
+    registry: Registry | None = None,
+) -> AsyncIterator[Gateway]:
+    """Run a gateway for the ``async with`` block, on real sockets unless ``stack`` is given,
+    as ``key`` (default: a new one). Entered once every child has started."""
+    if stack is None:
+        addresses = [config.listen] + ([config.alternate] if config.alternate else [])
+        stack = RealUdpStack([ip for ip, _ in addresses if not is_unspecified(ip)] or None)
+    gateway = Gateway(config, stack, key or NodeKey.generate(), clock=clock)
+    await gateway.enable()
+    async with open_actor(gateway.supervisor(), registry=registry):
+        logger.info(
+            "gateway %s: observer %s, relay %s, DHT %s",
+            gateway.key.node_id.short(), config.listen, config.relay_address, config.dht_address,
+        )  # fmt: skip
+        yield gateway
