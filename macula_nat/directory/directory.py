@@ -59,7 +59,8 @@ class Directory(abc.ABC):
         """The relays announced and not expired."""
 
     async def publish_profile(self, node_id: str, profile: NatProfile, ttl: float) -> None:
-        """Publish a record carrying only ``profile`` (the cache's and the detector's need)."""
+        """Publish a record carrying only ``profile``: it replaces the whole record, so a node
+        with a home relay publishes with :meth:`publish_record` (the relay registry does)."""
         await self.publish_record(node_id, profile, ttl)
 
     async def resolve_profile(self, node_id: str) -> NatProfile | None:
