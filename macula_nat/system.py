@@ -27,7 +27,11 @@ from macula_nat.actors import (
     SupervisorRef,
     open_actor,
 )
+from macula_nat.dht.config import DhtConfig
+from macula_nat.dht.node import DhtNode
 from macula_nat.directory import Directory, EmbeddedDirectory
+from macula_nat.directory.mainline import MainlineDirectory
+from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.cache import ProfileCache
 from macula_nat.nat.detector import NatDetector
 from macula_nat.nat.observer import Observer, ObserverRef
@@ -36,6 +40,7 @@ from macula_nat.net.address import normalise_addresses, optional_address
 
 logger = logging.getLogger(__name__)
 
+DHT: str = "nat_dht"
 OBSERVER: str = "nat_observer"
 CACHE: str = "nat_cache"
 DETECTOR: str = "nat_detector"
@@ -48,8 +53,8 @@ class NatConfig:
     ``stack`` is where sockets come from (None: the host's real UDP stack). ``observers`` are
     the STUN observers the detector probes (gateways run them). ``observe`` (and
     ``observe_alternate``, for a full RFC 5780 server) makes this node an observer itself, as
-    public gateway nodes are. ``directory`` is where peers' profiles are resolved (None: an
-    embedded, in-process directory).
+    public gateway nodes are. ``directory`` is where peers' profiles are resolved (None: the
+    Mainline DHT when ``dht`` is set, else an embedded, in-process directory).
     """
 
     stack: UdpStack | None = None
@@ -60,6 +65,11 @@ class NatConfig:
     observe: Address | None = attrs.field(default=None, converter=optional_address)
     observe_alternate: Address | None = attrs.field(default=None, converter=optional_address)
     directory: Directory | None = None
+    dht: DhtConfig | None = None
+    """Join the Mainline DHT (bootstrap: gateways' DHT ports; ``read_only`` behind a NAT) and
+    use it as the directory, unless ``directory`` is given."""
+    key: NodeKey | None = None
+    """The node's identity: its records are signed with it (None: a new key each start)."""
     cache_size: int = 10_000
     cache_ttl: float = 300.0
     intensity: int = 3
@@ -77,15 +87,21 @@ class NatSystem:
 
     ``detector`` and ``cache`` are the component handles (their state survives restarts of
     their actors); ``supervisor`` is the tree's root; ``registry`` finds each actor by name
-    (``nat_observer``, ``nat_cache``, ``nat_detector``).
+    (``nat_dht``, ``nat_observer``, ``nat_cache``, ``nat_detector``).
     """
 
     config: NatConfig
+    key: NodeKey
     detector: NatDetector
     cache: ProfileCache
     directory: Directory
+    dht: DhtNode | None
     supervisor: SupervisorRef
     registry: Registry
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.key.node_id
 
     @property
     def observer(self) -> ObserverRef | None:
@@ -124,9 +140,28 @@ def current_system() -> NatSystem:
     )
 
 
-def _build(config: NatConfig) -> tuple[Supervisor, NatDetector, ProfileCache, Directory]:
+@attrs.frozen(eq=False)
+class _Parts:
+    tree: Supervisor
+    key: NodeKey
+    detector: NatDetector
+    cache: ProfileCache
+    directory: Directory
+    dht: DhtNode | None
+
+
+def _build(config: NatConfig) -> _Parts:
     stack = config.stack if config.stack is not None else RealUdpStack()
-    directory = config.directory if config.directory is not None else EmbeddedDirectory()
+    key = config.key if config.key is not None else NodeKey.generate()
+    dht: DhtNode | None = None
+    directory: Directory
+    if config.directory is not None:
+        directory = config.directory
+    elif config.dht is not None:
+        dht = DhtNode(stack, config.dht)
+        directory = MainlineDirectory(dht, key, clock=config.wall_clock)
+    else:
+        directory = EmbeddedDirectory(clock=config.wall_clock)
     cache = ProfileCache(directory, max_entries=config.cache_size, default_ttl=config.cache_ttl)
     detector = NatDetector(
         stack,
@@ -137,6 +172,8 @@ def _build(config: NatConfig) -> tuple[Supervisor, NatDetector, ProfileCache, Di
         wall_clock=config.wall_clock,
     )
     children: list[ChildSpec] = []
+    if dht is not None:
+        children.append(dht.child_spec(DHT, name=DHT))
     if config.observe is not None:
         children.append(
             ChildSpec(
@@ -155,16 +192,25 @@ def _build(config: NatConfig) -> tuple[Supervisor, NatDetector, ProfileCache, Di
         intensity=config.intensity,
         period=config.period,
     )
-    return tree, detector, cache, directory
+    return _Parts(tree, key, detector, cache, directory, dht)
 
 
 @asynccontextmanager
 async def open_nat_system(config: NatConfig | None = None) -> AsyncIterator[NatSystem]:
     """Run the NAT system for the ``async with`` block; it stops in reverse order after it."""
     config = config or NatConfig()
-    tree, detector, cache, directory = _build(config)
-    async with open_actor(tree) as supervisor:
-        system = NatSystem(config, detector, cache, directory, supervisor, supervisor.registry)
+    parts = _build(config)
+    async with open_actor(parts.tree) as supervisor:
+        system = NatSystem(
+            config,
+            parts.key,
+            parts.detector,
+            parts.cache,
+            parts.directory,
+            parts.dht,
+            supervisor,
+            supervisor.registry,
+        )
         token = _current.set(system)
         _running.append(system)
         try:

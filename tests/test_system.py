@@ -7,6 +7,11 @@ import trio
 from trio.testing import MockClock
 
 from macula_nat import nat_cache, nat_detector
+from macula_nat.dht.config import DhtConfig
+from macula_nat.directory.mainline import MainlineDirectory
+from macula_nat.gateway import GatewayConfig
+from macula_nat.gateway_command import gateway_main
+from macula_nat.identity import NodeKey
 from macula_nat.nat.errors import NotDetected
 from macula_nat.net.sim import Preset, add_site, open_internet
 from macula_nat.system import (
@@ -83,3 +88,35 @@ async def test_the_nursery_start_form_and_the_one_running_system(
 def test_config_refuses_an_alternate_without_a_primary() -> None:
     with pytest.raises(ValueError, match="observe_alternate"):
         NatConfig(observe_alternate=ALTERNATE)
+
+
+async def test_nodes_find_each_others_profiles_through_the_mainline_dht(
+    autojump_clock: MockClock,
+) -> None:
+    gateway_config = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
+    async with open_internet(seed=7) as internet, trio.open_nursery() as nursery:
+        gateway_host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
+        await nursery.start(
+            lambda task_status: gateway_main(
+                gateway_config, NodeKey.generate(), stack=gateway_host, task_status=task_status
+            )
+        )
+        dht = DhtConfig(bootstrap=[gateway_config.dht_address], read_only=True)
+
+        def node_config(preset: Preset) -> NatConfig:
+            host = add_site(internet.public, preset).host
+            return NatConfig(stack=host, observers=(PRIMARY,), detect_timeout=2.0, dht=dht)
+
+        async with (
+            open_nat_system(node_config(Preset.FULL_CONE)) as alice,
+            open_nat_system(node_config(Preset.SYMMETRIC_RANDOM)) as bob,
+        ):
+            profile = await alice.detector.profile.wait_value(lambda p: p is not None)
+            assert alice.dht is not None and isinstance(alice.directory, MainlineDirectory)
+            await alice.directory.publish_profile(alice.node_id.text(), profile, 600)
+            # bob's cache misses, resolves through the DHT, verifies alice's signature
+            assert await bob.cache.get_from_dht(alice.node_id.text()) == profile
+            assert bob.cache.get_nowait(alice.node_id.text()).value == profile
+            children = [c.id for c in await bob.supervisor.which_children()]
+            assert children == ["nat_dht", "nat_cache", "nat_detector"]
+        nursery.cancel_scope.cancel()
