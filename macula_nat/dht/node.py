@@ -205,8 +205,10 @@ class DhtNode:
         return await self._lookup(target, query, _ignore)
 
     async def get_peers(self, info_hash: NodeId) -> PeersResult:
-        """Peers announced under ``info_hash`` by the nodes nearest it."""
-        peers: dict[Address, None] = {}
+        """Peers announced under ``info_hash`` by the nodes nearest it, this one included (it
+        may be one of them: its own store answers others, so it answers us too)."""
+        local = self._responder.peers.peers(info_hash, trio.current_time(), _MAX_PEERS)
+        peers: dict[Address, None] = dict.fromkeys(local)
 
         def query() -> Query:
             return GetPeers(info_hash=info_hash, **self._fields())

@@ -381,3 +381,14 @@ async def test_find_node_query_answered_with_closest_good(
         assert 1 <= len(reply.nodes) <= 8
         assert reply.requester == peer.local_address
         assert reply.nodes[0].address[1] == PORT
+
+
+async def test_a_node_that_stores_an_announcement_finds_it_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_internet(seed=31) as internet, open_swarm(internet, 2) as swarm:
+        announcer, keeper = swarm.nodes
+        info_hash = NodeId.from_bytes(bytes(20))
+        assert (await announcer.announce_peer(info_hash, 4433)).stored == 1  # kept by the other
+        found = (await keeper.get_peers(info_hash)).peers
+        assert (announcer.contact.address[0], 4433) in found
