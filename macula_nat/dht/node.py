@@ -37,7 +37,7 @@ from .compact import Address, NodeInfo
 from .config import DhtConfig
 from .driver import GetResult, LookupResult, PeersResult, PutResult, result_of, run_lookup
 from .error_code import ErrorCode
-from .item_store import ItemStore
+from .item_store import ItemStore, PutRejected
 from .krpc import (
     AnnouncePeer,
     Error,
@@ -248,7 +248,13 @@ class DhtNode:
                 **self._fields(),
             )
 
-        outcome = await self._write(result, tokens, write)
+        def store_here(now: float) -> None:
+            assert self._address is not None  # _among_nearest checked it
+            self._responder.peers.announce(
+                info_hash, (self._address[0], port or self._address[1]), now
+            )
+
+        outcome = await self._write(info_hash, result, tokens, write, store_here)
         if republish_until is not None:
             self._own_announces[info_hash] = _Own(port, trio.current_time(), republish_until)
         return outcome
@@ -257,7 +263,12 @@ class DhtNode:
         """The newest item under ``target`` (BEP 44 get): a mutable one whose signature and
         target check out (``salt``: the one it was stored with), or an immutable one whose hash
         is ``target``. With ``seq``, nodes holding nothing newer send no value."""
-        best: list[Item] = []
+        here = self._responder.items.get(target, trio.current_time())
+        if isinstance(here, MutableItem) and (
+            here.salt != salt or (seq is not None and here.seq <= seq)
+        ):
+            here = None  # stored with another salt, or not newer than what the caller has
+        best: list[Item] = [] if here is None else [here]
 
         def query() -> Query:
             return Get(target=target, seq=seq, **self._fields())
@@ -298,7 +309,10 @@ class DhtNode:
         def write(token: bytes) -> Query:
             return Put(token=token, item=item, cas=cas, **self._fields())
 
-        outcome = await self._write(result, tokens, write)
+        def store_here(now: float) -> None:
+            self._responder.store(item, now, cas=cas)
+
+        outcome = await self._write(target, result, tokens, write, store_here)
         if republish_until is not None:
             self._own_items[target] = _Own(item, trio.current_time(), republish_until)
         elif target in self._own_items and self._own_items[target].what != item:
@@ -340,14 +354,24 @@ class DhtNode:
 
     async def _write(
         self,
+        target: NodeId,
         result: LookupResult,
         tokens: dict[NodeId, bytes],
         write: Callable[[bytes], Query],
+        store_here: Callable[[float], None],
     ) -> PutResult:
-        """Send ``write(token)`` to each of the nearest nodes that gave us a token."""
+        """Send ``write(token)`` to each of the nearest nodes that gave us a token, and keep it
+        here too when this node is one of the k nearest (a lone gateway is its own storage).
+        ``store_here`` raises `PutRejected` as a remote node would answer an error."""
         targets = [node for node in result.nodes if node.node_id in tokens][: self.config.k]
         stored = 0
         errors: list[int] = []
+        if self._among_nearest(target, targets):
+            try:
+                store_here(trio.current_time())
+                stored += 1
+            except PutRejected as exc:
+                errors.append(exc.code)
 
         async def one(node: NodeInfo) -> None:
             nonlocal stored
@@ -362,6 +386,16 @@ class DhtNode:
                 for node in targets:
                     nursery.start_soon(one, node)
         return PutResult(stored, tuple(errors), result)
+
+    def _among_nearest(self, target: NodeId, nearest: list[NodeInfo]) -> bool:
+        """Whether this node is one of the k nodes nearest ``target`` (read-only nodes store
+        nothing for anyone, themselves included)."""
+        if self.config.read_only or self._address is None:
+            return False
+        if len(nearest) < self.config.k:
+            return True
+        farthest = max(node.node_id.distance(target) for node in nearest)
+        return self._id.distance(target) < farthest
 
     def _verified_item(self, response: Response, target: NodeId, salt: bytes) -> Item | None:
         """The item in a get response if it really belongs under ``target``; counts forgeries."""

@@ -156,7 +156,17 @@ class Responder:
             self._counters.bad_tokens += 1
             return self._error(query, ErrorCode.PROTOCOL, "bad token")
         try:
-            self.items.put(query.item, now, cas=query.cas)
+            self.store(query.item, now, cas=query.cas)
+        except PutRejected as rejected:
+            logger.debug("refused a put to %s from %s: %s", target, source, rejected)
+            return self._error(query, rejected.code, rejected.message)
+        return self._response(query, source)
+
+    def store(self, item: Item, now: float, *, cas: int | None = None) -> None:
+        """Store ``item`` here (a peer's put, or our own when we are among the nearest);
+        `PutRejected` is counted by reason and re-raised."""
+        try:
+            self.items.put(item, now, cas=cas)
         except PutRejected as rejected:
             if rejected.code is ErrorCode.INVALID_SIGNATURE:
                 self._counters.bad_signatures += 1
@@ -164,6 +174,4 @@ class Responder:
                 self._counters.stale_seqs += 1
             elif rejected.code is ErrorCode.CAS_MISMATCH:
                 self._counters.cas_mismatches += 1
-            logger.debug("refused a put to %s from %s: %s", target, source, rejected)
-            return self._error(query, rejected.code, rejected.message)
-        return self._response(query, source)
+            raise

@@ -389,6 +389,26 @@ async def test_a_node_that_stores_an_announcement_finds_it_too(
     async with open_internet(seed=31) as internet, open_swarm(internet, 2) as swarm:
         announcer, keeper = swarm.nodes
         info_hash = NodeId.from_bytes(bytes(20))
-        assert (await announcer.announce_peer(info_hash, 4433)).stored == 1  # kept by the other
+        assert (await announcer.announce_peer(info_hash, 4433)).stored == 2  # both are nearest
         found = (await keeper.get_peers(info_hash)).peers
         assert (announcer.contact.address[0], 4433) in found
+
+
+async def test_a_lone_public_node_keeps_its_own_items_and_announcements(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One public node and a read-only node behind a NAT: nobody else can store anything.
+    async with open_internet(seed=32) as internet, open_swarm(internet, 1) as swarm:
+        [gateway] = swarm.nodes
+        key = Ed25519PrivateKey.generate()
+        item = signed(key, b"alone", 1)
+        assert (await gateway.put(item)).stored == 1
+        info_hash = NodeId.from_bytes(bytes(20))
+        assert (await gateway.announce_peer(info_hash, 4433)).stored == 1
+        host = add_site(internet.public, Preset.PORT_RESTRICTED_CONE).host
+        config = DhtConfig(read_only=True, bootstrap=(gateway.contact.address,))
+        async with open_dht_node(host, config) as behind_nat:
+            assert (await behind_nat.get(item.target, salt=SALT)).item == item
+            found = (await behind_nat.get_peers(info_hash)).peers
+            assert (gateway.contact.address[0], 4433) in found
+            assert (await gateway.get(item.target, salt=SALT)).item == item
