@@ -14,6 +14,7 @@ from pathlib import Path
 import trio
 
 from macula_nat.actors import StartFailed
+from macula_nat.command import run_until_interrupted
 from macula_nat.gateway import Gateway, GatewayConfig, open_gateway
 from macula_nat.identity import KeyFileError, NodeKey
 from macula_nat.nat.observe_command import address_argument
@@ -106,30 +107,14 @@ def run_gateway(args: argparse.Namespace) -> int:
     Returns 0 after Ctrl-C, 1 when it cannot start (impossible addresses or ports, an address
     the system refuses, an unreadable key file), with the reason logged.
     """
-    failures: list[Exception] = []
     try:
         config = config_from_args(args)
         key = NodeKey.load_or_create(args.key) if args.key is not None else NodeKey.generate()
     except (ValueError, KeyFileError, OSError) as exc:
         logger.error("gateway not started: %s", exc)
         return 1
-    try:
-        try:
-            trio.run(functools.partial(gateway_main, config, key))
-        except* (StartFailed, ValueError, OSError) as group:
-            failures.extend(_leaves(group))
-    except KeyboardInterrupt:
-        logger.info("gateway stopped")
-    for failure in failures:
-        logger.error("gateway not started: %s", failure)
-    return 1 if failures else 0
-
-
-def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
-    found: list[Exception] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
+    main = functools.partial(gateway_main, config, key)
+    return run_until_interrupted(main, "gateway", (StartFailed, ValueError, OSError))
 
 
 async def gateway_main(

@@ -14,6 +14,7 @@ import logging
 import trio
 
 from macula_nat.actors import StartFailed
+from macula_nat.command import run_until_interrupted
 from macula_nat.nat.binding import ObserverAddresses
 from macula_nat.nat.observer import DEFAULT_BURST, DEFAULT_RATE, Observer, open_observer
 from macula_nat.net.address import Address, is_unspecified, normalise_address
@@ -98,24 +99,7 @@ def run_observe(args: argparse.Namespace) -> int:
     main = functools.partial(
         observe_main, args.listen, args.alternate, rate=args.rate, burst=args.burst
     )
-    failures: list[Exception] = []
-    try:
-        try:
-            trio.run(main)
-        except* (StartFailed, ValueError) as group:
-            failures.extend(_leaves(group))
-    except KeyboardInterrupt:
-        logger.info("observer stopped")
-    for failure in failures:
-        logger.error("observer not started: %s", failure)
-    return 1 if failures else 0
-
-
-def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
-    found: list[Exception] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
+    return run_until_interrupted(main, "observer", (StartFailed, ValueError))
 
 
 async def observe_main(
