@@ -13,7 +13,7 @@ import ipaddress
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import attrs
@@ -21,11 +21,9 @@ import trio
 
 from macula_nat.net.sim.datagram import Datagram
 from macula_nat.net.sim.delivery_queue import DeliveryQueue
-from macula_nat.net.sim.host import DEFAULT_RECEIVE_BUFFER, SimHost
+from macula_nat.net.sim.front import NetworkFront
+from macula_nat.net.sim.host import SimHost
 from macula_nat.net.sim.interface import Interface
-from macula_nat.net.sim.link import LinkProfile
-from macula_nat.net.sim.nat_behavior import NatBehavior
-from macula_nat.net.sim.nat_box import NatBox
 from macula_nat.net.sim.network import Network, private_subnet
 
 logger = logging.getLogger(__name__)
@@ -58,7 +56,7 @@ class _Counters:
     overflowed: int = 0
 
 
-class Internet:
+class Internet(NetworkFront):
     """The public network plus the machinery that moves datagrams; use :func:`open_internet`."""
 
     def __init__(self, seed: int) -> None:
@@ -75,36 +73,8 @@ class Internet:
         """The public internet, where every address reaches every other one."""
         return self._public
 
-    def add_host(
-        self,
-        addresses: Sequence[str] | int = 1,
-        *,
-        name: str | None = None,
-        link: LinkProfile | None = None,
-        receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
-    ) -> SimHost:
-        """A host on the public internet (see ``Network.add_host``)."""
-        return self._public.add_host(addresses, name=name, link=link, receive_buffer=receive_buffer)
-
-    def add_nat(
-        self,
-        behavior: NatBehavior,
-        *,
-        public_addresses: Sequence[str] | int = 1,
-        name: str | None = None,
-        link: LinkProfile | None = None,
-        lan_link: LinkProfile | None = None,
-        subnet: str | None = None,
-    ) -> NatBox:
-        """A NAT box on the public internet (see ``Network.add_nat``)."""
-        return self._public.add_nat(
-            behavior,
-            public_addresses=public_addresses,
-            name=name,
-            link=link,
-            lan_link=lan_link,
-            subnet=subnet,
-        )
+    def _front_network(self) -> Network:
+        return self._public
 
     def statistics(self) -> InternetStatistics:
         counters = self._counters

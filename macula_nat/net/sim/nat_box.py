@@ -11,7 +11,7 @@ import attrs
 import trio
 
 from macula_nat.net.sim.datagram import Datagram
-from macula_nat.net.sim.host import DEFAULT_RECEIVE_BUFFER, SimHost
+from macula_nat.net.sim.front import NetworkFront
 from macula_nat.net.sim.interface import Interface
 from macula_nat.net.sim.link import LinkProfile
 from macula_nat.net.sim.nat_behavior import NatBehavior
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class NatBox:
+class NatBox(NetworkFront):
     """A NAT with public addresses on one network (``wan``) and a private network behind it.
 
     Datagrams addressed to the box itself, public or private side, find nothing listening and
@@ -83,36 +83,8 @@ class NatBox:
         """The private network behind this box."""
         return self._lan
 
-    def add_host(
-        self,
-        addresses: Sequence[str] | int = 1,
-        *,
-        name: str | None = None,
-        link: LinkProfile | None = None,
-        receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
-    ) -> SimHost:
-        """A new host on the private network (see ``Network.add_host``)."""
-        return self._lan.add_host(addresses, name=name, link=link, receive_buffer=receive_buffer)
-
-    def add_nat(
-        self,
-        behavior: NatBehavior,
-        *,
-        public_addresses: Sequence[str] | int = 1,
-        name: str | None = None,
-        link: LinkProfile | None = None,
-        lan_link: LinkProfile | None = None,
-        subnet: str | None = None,
-    ) -> NatBox:
-        """A NAT box nested behind this one (see ``Network.add_nat``)."""
-        return self._lan.add_nat(
-            behavior,
-            public_addresses=public_addresses,
-            name=name,
-            link=link,
-            lan_link=lan_link,
-            subnet=subnet,
-        )
+    def _front_network(self) -> Network:
+        return self._lan
 
     def mappings(self) -> list[NatMapping]:
         """The live mappings, least recently refreshed first."""
