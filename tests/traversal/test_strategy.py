@@ -1,0 +1,253 @@
+"""The strategy table: every pair of the issue's NAT presets, and symmetry under swapping."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
+from macula_nat.nat.profile import NatProfile
+from macula_nat.traversal.strategy import Method, Plan, PortKind, Side, choose, port_kind
+
+
+def _profile(mapping: str, filtering: str, allocation: str, ip: str, **kw: object) -> NatProfile:
+    return NatProfile(mapping, filtering, allocation, ip, 4000, 0.0, "high", **kw)  # type: ignore[arg-type]
+
+
+PRESETS: dict[str, NatProfile] = {
+    "none": _profile("ei", "ei", "pp", "198.51.100.1", nat_present=False),
+    "full": _profile("ei", "ei", "pp", "198.51.100.2"),
+    "restricted": _profile("ei", "hd", "pp", "198.51.100.3"),
+    "port_restricted": _profile("ei", "pd", "pp", "198.51.100.4"),
+    "sym_random": _profile("pd", "pd", "rd", "198.51.100.5"),
+    "sym_seq": _profile("pd", "pd", "pc", "198.51.100.6", port_delta=1),
+    "eim_random": _profile("ei", "pd", "rd", "198.51.100.7"),
+    "cgnat_cone": _profile("ei", "hd", "rd", "100.64.0.8"),
+}
+
+# Row = local, column = remote, in PRESETS order. A cell is
+# method / initiator / adopts / predict / birthday hard side, with L = local, R = remote, - = none.
+EXPECTED = {
+    "none": [
+        "direct/-/-/-/-", "direct/-/-/-/-", "direct/R/-/-/-", "direct/R/-/-/-",
+        "direct/R/L/-/-", "direct/R/L/-/-", "direct/R/-/-/-", "direct/R/-/-/-",
+    ],
+    "full": [
+        "direct/-/-/-/-", "direct/-/-/-/-", "direct/R/-/-/-", "direct/R/-/-/-",
+        "direct/R/L/-/-", "direct/R/L/-/-", "direct/R/-/-/-", "direct/R/-/-/-",
+    ],
+    "restricted": [
+        "direct/L/-/-/-", "direct/L/-/-/-", "punch/-/-/-/-", "punch/-/-/-/-",
+        "punch/-/L/-/-", "punch/-/L/-/-", "punch/-/-/-/-", "punch/-/-/-/-",
+    ],
+    "port_restricted": [
+        "direct/L/-/-/-", "direct/L/-/-/-", "punch/-/-/-/-", "punch/-/-/-/-",
+        "punch/R/L/-/R", "punch/R/L/R/-", "punch/-/-/-/-", "punch/-/-/-/-",
+    ],
+    "sym_random": [
+        "direct/L/R/-/-", "direct/L/R/-/-", "punch/-/R/-/-", "punch/L/R/-/L",
+        "relay/-/-/-/-", "punch/L/LR/R/L", "punch/L/R/-/L", "punch/-/R/-/-",
+    ],
+    "sym_seq": [
+        "direct/L/R/-/-", "direct/L/R/-/-", "punch/-/R/-/-", "punch/L/R/L/-",
+        "punch/R/LR/L/R", "punch/-/LR/LR/-", "punch/L/R/L/-", "punch/-/R/-/-",
+    ],
+    "eim_random": [
+        "direct/L/-/-/-", "direct/L/-/-/-", "punch/-/-/-/-", "punch/-/-/-/-",
+        "punch/R/L/-/R", "punch/R/L/R/-", "punch/-/-/-/-", "punch/-/-/-/-",
+    ],
+    "cgnat_cone": [
+        "direct/L/-/-/-", "direct/L/-/-/-", "punch/-/-/-/-", "punch/-/-/-/-",
+        "punch/-/L/-/-", "punch/-/L/-/-", "punch/-/-/-/-", "punch/-/-/-/-",
+    ],
+}  # fmt: skip
+
+PAIRS = [
+    (local, remote, EXPECTED[local][i]) for local in PRESETS for i, remote in enumerate(PRESETS)
+]
+
+
+def _pair(local: str, remote: str) -> tuple[NatProfile, NatProfile]:
+    """The two profiles; a same-type pair sits behind two different NATs (another public IP)."""
+    other = PRESETS[remote]
+    if local == remote:
+        other = attrs.evolve(other, public_ip="192.0.2.200")
+    return PRESETS[local], other
+
+
+def _side(side: Side | None) -> str:
+    return "-" if side is None else side.name[0]
+
+
+def _sides(sides: frozenset[Side]) -> str:
+    return "".join(sorted(s.name[0] for s in sides)) or "-"
+
+
+def _code(plan: Plan) -> str:
+    return "/".join(
+        [
+            str(plan.method),
+            _side(plan.initiator),
+            _sides(plan.adopts),
+            _sides(plan.predict),
+            _side(plan.birthday_hard),
+        ]
+    )
+
+
+def test_the_table_covers_every_pair() -> None:
+    assert set(EXPECTED) == set(PRESETS)
+    assert all(len(row) == len(PRESETS) for row in EXPECTED.values())
+
+
+@pytest.mark.parametrize(("local", "remote", "expected"), PAIRS)
+def test_every_preset_pair(local: str, remote: str, expected: str) -> None:
+    plan = choose(*_pair(local, remote))
+    assert _code(plan) == expected
+    assert plan.reason
+    assert not plan.lan_first
+
+
+@pytest.mark.parametrize(("local", "remote", "expected"), PAIRS)
+def test_without_relay_only_the_relay_cells_become_impossible(
+    local: str, remote: str, expected: str
+) -> None:
+    with_relay = choose(*_pair(local, remote))
+    plan = choose(*_pair(local, remote), allow_relay=False)
+    if expected.startswith("relay"):
+        assert plan.method is Method.IMPOSSIBLE
+        assert not plan.feasible
+        assert "not allowed" in plan.reason
+    else:
+        assert plan == with_relay
+        assert plan.feasible
+
+
+def test_the_table_is_its_own_transpose_under_swapping() -> None:
+    for a in PRESETS:
+        for b in PRESETS:
+            x, y = _pair(a, b)
+            assert choose(y, x) == choose(x, y).swapped()
+
+
+def test_port_kinds_of_the_presets() -> None:
+    kinds = {name: port_kind(p) for name, p in PRESETS.items()}
+    assert kinds == {
+        "none": PortKind.FIXED,
+        "full": PortKind.FIXED,
+        "restricted": PortKind.FIXED,
+        "port_restricted": PortKind.FIXED,
+        "sym_random": PortKind.RANDOM,
+        "sym_seq": PortKind.PREDICTED,
+        "eim_random": PortKind.FIXED,
+        "cgnat_cone": PortKind.FIXED,
+    }
+
+
+def test_contiguity_without_a_measured_delta_is_treated_as_random() -> None:
+    assert port_kind(_profile("pd", "pd", "pc", "198.51.100.9")) is PortKind.RANDOM
+    assert port_kind(_profile("hd", "pd", "pp", "198.51.100.9")) is PortKind.FIXED
+
+
+def test_symmetric_dialing_an_eif_symmetric_side_needs_a_permissive_filter() -> None:
+    eif_symmetric = _profile("pd", "ei", "rd", "198.51.100.10")
+    plan = choose(PRESETS["restricted"], eif_symmetric)
+    assert (plan.method, plan.initiator, plan.adopts) == (Method.DIRECT, Side.LOCAL, {Side.LOCAL})
+    # An APDF dialer drops the answer from the new port: no direct, and both sides random -> relay.
+    assert choose(PRESETS["sym_random"], eif_symmetric).method is Method.RELAY
+
+
+# --- same public IP (both behind the same NAT) -------------------------------------------------
+
+SHARED_IP = "203.0.113.77"
+
+
+@pytest.mark.parametrize("hairpinning", [None, True])
+def test_same_nat_tries_lan_first_then_the_table(hairpinning: bool | None) -> None:
+    a = _profile("pd", "pd", "rd", SHARED_IP, hairpinning=hairpinning)
+    b = _profile("ei", "pd", "pp", SHARED_IP, hairpinning=hairpinning)
+    plan = choose(a, b)
+    assert plan.lan_first
+    assert plan.birthday_hard is Side.LOCAL
+    assert plan.reason.startswith("same public IP")
+
+
+@pytest.mark.parametrize("allow_relay", [True, False])
+def test_same_nat_without_hairpinning_leaves_lan_then_relay(allow_relay: bool) -> None:
+    a = _profile("ei", "hd", "pp", SHARED_IP, hairpinning=False)
+    b = _profile("ei", "ei", "pp", SHARED_IP)
+    plan = choose(a, b, allow_relay=allow_relay)
+    assert plan.lan_first
+    assert plan.method is (Method.RELAY if allow_relay else Method.IMPOSSIBLE)
+    assert "hairpinning" in plan.reason
+
+
+def test_two_un_natted_hosts_sharing_an_ip_are_not_a_shared_nat() -> None:
+    a = _profile("ei", "ei", "pp", SHARED_IP, nat_present=False, hairpinning=False)
+    plan = choose(a, a)
+    assert not plan.lan_first
+    assert plan.method is Method.DIRECT
+
+
+# --- properties over arbitrary profiles --------------------------------------------------------
+
+profiles = st.builds(
+    NatProfile,
+    mapping=st.sampled_from(MappingBehavior),
+    filtering=st.sampled_from(FilteringBehavior),
+    allocation=st.sampled_from(PortAllocation),
+    public_ip=st.sampled_from(["198.51.100.1", "198.51.100.2", "203.0.113.1"]),
+    public_port=st.integers(min_value=1024, max_value=65535),
+    detected_at=st.just(0.0),
+    confidence=st.just("high"),
+    nat_present=st.booleans(),
+    hairpinning=st.none() | st.booleans(),
+    port_delta=st.none() | st.integers(min_value=-3, max_value=3),
+)
+
+
+@given(profiles, profiles, st.booleans())
+def test_swapping_swaps_roles_and_keeps_feasibility(
+    a: NatProfile, b: NatProfile, allow_relay: bool
+) -> None:
+    ab = choose(a, b, allow_relay=allow_relay)
+    ba = choose(b, a, allow_relay=allow_relay)
+    assert ba == ab.swapped()
+    assert ab.feasible == ba.feasible
+    assert ab.swapped().swapped() == ab
+
+
+@given(profiles, profiles)
+def test_plans_are_consistent(a: NatProfile, b: NatProfile) -> None:
+    plan = choose(a, b)
+    assert plan.feasible
+    without = choose(a, b, allow_relay=False)
+    if plan.method is Method.RELAY:
+        assert without.method is Method.IMPOSSIBLE
+    else:
+        assert without == plan
+    # Only punches use prediction or birthday probing; only hard sides get them.
+    if plan.method is not Method.PUNCH:
+        assert not plan.predict and plan.birthday_hard is None
+    for side in plan.predict:
+        assert port_kind(a if side is Side.LOCAL else b) is PortKind.PREDICTED
+    if plan.birthday_hard is not None:
+        hard = a if plan.birthday_hard is Side.LOCAL else b
+        assert port_kind(hard) is PortKind.RANDOM
+        assert plan.initiator is plan.birthday_hard
+    # A side adopts exactly when its peer's mapping is not the published one.
+    if plan.method in (Method.DIRECT, Method.PUNCH):
+        assert (Side.LOCAL in plan.adopts) == (port_kind(b) is not PortKind.FIXED)
+        assert (Side.REMOTE in plan.adopts) == (port_kind(a) is not PortKind.FIXED)
+    if plan.method is Method.RELAY and not plan.lan_first:
+        assert port_kind(a) is port_kind(b) is PortKind.RANDOM
+
+
+@given(profiles, profiles)
+def test_an_open_side_is_always_reached_directly(a: NatProfile, b: NatProfile) -> None:
+    open_b = attrs.evolve(b, nat_present=False, filtering=FilteringBehavior.ENDPOINT_INDEPENDENT)
+    plan = choose(a, open_b)
+    assert plan.method is Method.DIRECT
+    assert plan.initiator in (Side.LOCAL, None)
