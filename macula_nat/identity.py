@@ -232,6 +232,11 @@ class NodeKey:
     def node_id(self) -> NodeId:
         return self._node_id
 
+    @property
+    def private_key(self) -> Ed25519PrivateKey:
+        """The key itself, for what must hold it (the TLS stack of QUIC connections)."""
+        return self._private
+
     def sign(self, data: bytes) -> bytes:
         """The raw ed25519 signature of ``data`` (64 bytes); prefer :meth:`sign_for`."""
         return self._private.sign(data)

@@ -1,0 +1,37 @@
+"""QUIC connections between nodes: aioquic's sans-IO core driven by Trio, mutually authenticated
+by node id (see :mod:`macula_nat.connection.driver`)."""
+
+from macula_nat.connection.certificate import node_certificate, peer_node_id
+from macula_nat.connection.driver import (
+    ALPN,
+    Connection,
+    ConnectionConfig,
+    ConnectionInfo,
+    Listener,
+    QuicStream,
+    connect,
+    listen,
+)
+from macula_nat.connection.errors import (
+    ConnectionClosed,
+    ConnectionFailed,
+    HandshakeTimeout,
+    PeerAuthenticationFailed,
+)
+
+__all__ = [
+    "ALPN",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionConfig",
+    "ConnectionFailed",
+    "ConnectionInfo",
+    "HandshakeTimeout",
+    "Listener",
+    "PeerAuthenticationFailed",
+    "QuicStream",
+    "connect",
+    "listen",
+    "node_certificate",
+    "peer_node_id",
+]

@@ -1,0 +1,748 @@
+"""A Trio driver for aioquic's sans-IO ``QuicConnection`` over a :class:`UdpEndpoint`.
+
+- **Identity.** Both sides present a self-signed certificate of their node key; the server asks
+  for the client's. Each side checks the peer's certificate key is the node it expects (the
+  client: ``expected_peer``; the server: ``allowed_peers``) *before* sending its next flight, so
+  a wrong peer never completes the handshake. A failed check closes with CRYPTO_ERROR
+  ``bad_certificate`` (:data:`AUTH_FAILED`); the side that sees it raises
+  :class:`PeerAuthenticationFailed` too.
+- **Hygiene.** Only datagrams from the connection's remote address whose QUIC header parses reach
+  aioquic; a listener starts a connection only for a full-size Initial from an allowed address,
+  with at most ``max_handshakes`` in flight, each bounded by ``handshake_timeout``.
+- **Messages** travel on one unidirectional stream per direction, each prefixed by its length
+  (4 bytes, big endian): reliable, ordered, any size up to ``max_message_size``. DATAGRAM frames
+  are not negotiated, so there is no unbounded datagram queue to rate limit.
+- **Streams** are QUIC bidirectional streams (:class:`QuicStream`, a Trio
+  ``HalfCloseableStream``); the peer sees one in :meth:`Connection.accept_stream` when its
+  first bytes (or EOF) arrive.
+- **Time** is ``trio.current_time()``, so aioquic's timers follow ``trio.testing.MockClock``.
+- **Memory.** Received data not yet read is bounded by ``max_receive_buffer`` (the connection
+  closes if the application falls that far behind); a send waits while more than
+  ``send_buffer`` bytes of its stream are unacknowledged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import ssl
+import struct
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
+from typing import Final
+
+import attrs
+import trio
+from aioquic._buffer import Buffer
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicHeader,
+    QuicPacketType,
+    pull_quic_header,
+)
+from aioquic.tls import AlertDescription
+
+from macula_nat.connection.certificate import (
+    NotANodeCertificate,
+    node_certificate,
+    peer_node_id,
+)
+from macula_nat.connection.errors import (
+    ConnectionClosed,
+    ConnectionFailed,
+    HandshakeTimeout,
+    PeerAuthenticationFailed,
+)
+from macula_nat.identity import NodeId, NodeKey
+from macula_nat.net.address import Address
+from macula_nat.net.endpoint import UdpEndpoint
+
+__all__ = [
+    "ALPN",
+    "AUTH_FAILED",
+    "Connection",
+    "ConnectionConfig",
+    "ConnectionInfo",
+    "Listener",
+    "QuicStream",
+    "connect",
+    "listen",
+]
+
+logger = logging.getLogger(__name__)
+
+ALPN: Final = "macula-nat/1"
+AUTH_FAILED: Final = QuicErrorCode.CRYPTO_ERROR + AlertDescription.bad_certificate
+"""Transport error code closing a connection whose peer failed authentication."""
+CID_LENGTH: Final = 8
+"""aioquic's connection id length (its default), needed to parse short headers."""
+MIN_INITIAL_SIZE: Final = 1200
+"""RFC 9000 14.1: a client's Initial datagram is at least this large."""
+_LENGTH: Final = struct.Struct("!I")
+_RECEIVE_CHUNK: Final = 65536
+
+
+@attrs.frozen
+class ConnectionConfig:
+    """Timing and memory bounds of a connection."""
+
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    keepalive_interval: float | None = 10.0
+    """Seconds between PINGs once connected; None sends none (the idle timeout then bites)."""
+    max_message_size: int = 16 * 1024 * 1024
+    max_receive_buffer: int = 64 * 1024 * 1024
+    send_buffer: int = 1024 * 1024
+    inbox_size: int = 512
+    """Datagrams queued for the driver; more are dropped like a full socket buffer would."""
+    close_grace: float = 1.0
+    """Longest :meth:`Connection.aclose` waits to send the CONNECTION_CLOSE."""
+
+
+@attrs.frozen
+class ConnectionInfo:
+    """A snapshot of a connection."""
+
+    peer_id: NodeId
+    rtt: float
+    """Smoothed round-trip time in seconds (0.0 before the first sample)."""
+    local_address: Address
+    remote_address: Address
+
+
+class _ServerQuicConnection(QuicConnection):
+    """A server connection that requests the client's certificate (aioquic keeps that private)."""
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        self.tls._request_client_certificate = True
+
+
+def _configuration(key: NodeKey, config: ConnectionConfig, *, is_client: bool) -> QuicConfiguration:
+    configuration = QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=[ALPN],
+        idle_timeout=config.idle_timeout,
+        verify_mode=ssl.CERT_NONE,  # no CA: the driver checks the key against the node id
+        connection_id_length=CID_LENGTH,
+    )
+    configuration.certificate = node_certificate(key)
+    configuration.private_key = key.private_key
+    return configuration
+
+
+def parse_header(data: bytes) -> QuicHeader | None:
+    """The QUIC header of ``data``, or None if it is not well-formed QUIC."""
+    try:
+        return pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
+    except ValueError:
+        return None
+
+
+class QuicStream(trio.abc.HalfCloseableStream):
+    """One bidirectional QUIC stream of a :class:`Connection`."""
+
+    def __init__(self, connection: Connection, stream_id: int) -> None:
+        self._connection = connection
+        self.stream_id = stream_id
+        self._received = bytearray()
+        self._eof = False
+        self._reset = False
+        self._send_closed = False
+        self._closed = False
+        self._sending = False
+        self._receiving = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            if self._closed or self._send_closed:
+                raise trio.ClosedResourceError("stream closed for sending")
+            self._connection._raise_if_unusable()
+            self._connection._quic.send_stream_data(self.stream_id, bytes(data))
+            self._connection._wake()
+            await self._connection._wait_send_room(self.stream_id)
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._connection._wait_send_room(self.stream_id)
+
+    async def send_eof(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("stream closed")
+        self._end_sending()
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this stream")
+        limit = _RECEIVE_CHUNK if max_bytes is None else max_bytes
+        if limit < 1:
+            raise ValueError("max_bytes must be at least 1")
+        self._receiving = True
+        try:
+            while True:
+                if self._closed:
+                    raise trio.ClosedResourceError("stream closed")
+                if self._received:
+                    chunk = bytes(self._received[:limit])
+                    del self._received[:limit]
+                    self._connection._buffered -= len(chunk)
+                    await trio.lowlevel.checkpoint()
+                    return chunk
+                if self._eof:
+                    await trio.lowlevel.checkpoint()
+                    return b""
+                if self._reset:
+                    raise trio.BrokenResourceError("the peer reset the stream")
+                self._connection._raise_if_unusable()
+                await self._connection._next_progress()
+        finally:
+            self._receiving = False
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._end_sending()
+            self._closed = True
+            self._connection._buffered -= len(self._received)
+            self._received.clear()
+        await trio.lowlevel.checkpoint()
+
+    def _end_sending(self) -> None:
+        if self._send_closed:
+            return
+        self._send_closed = True
+        if self._connection._usable():
+            self._connection._quic.send_stream_data(self.stream_id, b"", end_stream=True)
+            self._connection._wake()
+
+    def _receive(self, data: bytes, end_stream: bool) -> None:
+        if not self._closed:
+            self._received += data
+            self._connection._buffered += len(data)
+        self._eof = self._eof or end_stream
+
+
+@attrs.define(eq=False)
+class Connection:
+    """A mutually authenticated QUIC connection to one peer; build with :func:`connect` or
+    :meth:`Listener.accept`."""
+
+    _quic: QuicConnection
+    _endpoint: UdpEndpoint
+    _remote: Address
+    _accepts: Callable[[NodeId], bool]
+    _config: ConnectionConfig
+    _is_client: bool
+    _peer_id: NodeId | None = None
+    _failure: ConnectionFailed | None = None
+    _closed_locally: bool = False
+    _buffered: int = 0
+    _message_stream: int | None = None
+    _ping_uid: int = 0
+    _handshake_completed: bool = False
+    _inbox_send: trio.MemorySendChannel[tuple[bytes, Address] | None] = attrs.field(init=False)
+    _inbox: trio.MemoryReceiveChannel[tuple[bytes, Address] | None] = attrs.field(init=False)
+    _authenticated: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _terminated: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _close_sent: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _progress: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _messages: deque[bytes] = attrs.field(init=False, factory=deque)
+    _framing: dict[int, bytearray] = attrs.field(init=False, factory=dict)
+    _streams: dict[int, QuicStream] = attrs.field(init=False, factory=dict)
+    _new_streams: deque[QuicStream] = attrs.field(init=False, factory=deque)
+
+    def __attrs_post_init__(self) -> None:
+        self._inbox_send, self._inbox = trio.open_memory_channel(self._config.inbox_size)
+
+    # -- the user surface --------------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> NodeId:
+        """The authenticated peer."""
+        if self._peer_id is None:
+            raise RuntimeError("connection not authenticated")
+        return self._peer_id
+
+    def info(self) -> ConnectionInfo:
+        """Peer, smoothed RTT and addresses, now."""
+        return ConnectionInfo(
+            peer_id=self.peer_id,
+            rtt=self._quic._loss._rtt_smoothed,
+            local_address=self._endpoint.local_address,
+            remote_address=self._remote,
+        )
+
+    async def send_message(self, message: bytes) -> None:
+        """Send one whole message, reliably and in order with the others."""
+        if len(message) > self._config.max_message_size:
+            raise ValueError(
+                f"message of {len(message)} bytes exceeds {self._config.max_message_size}"
+            )
+        self._raise_if_unusable()
+        if self._message_stream is None:
+            self._message_stream = self._quic.get_next_available_stream_id(is_unidirectional=True)
+        self._quic.send_stream_data(self._message_stream, _LENGTH.pack(len(message)) + message)
+        self._wake()
+        await self._wait_send_room(self._message_stream)
+
+    async def receive_message(self) -> bytes:
+        """The next whole message from the peer; :class:`ConnectionFailed` once it is gone."""
+        while True:
+            if self._closed_locally:
+                raise trio.ClosedResourceError("connection closed")
+            if self._messages:
+                message = self._messages.popleft()
+                self._buffered -= len(message)
+                await trio.lowlevel.checkpoint()
+                return message
+            self._raise_if_unusable()
+            await self._next_progress()
+
+    async def open_stream(self) -> QuicStream:
+        """A new bidirectional stream; the peer learns of it when data (or EOF) is sent."""
+        self._raise_if_unusable()
+        stream = QuicStream(self, self._quic.get_next_available_stream_id())
+        self._streams[stream.stream_id] = stream
+        await trio.lowlevel.checkpoint()
+        return stream
+
+    async def accept_stream(self) -> QuicStream:
+        """The next stream the peer opened."""
+        while True:
+            if self._closed_locally:
+                raise trio.ClosedResourceError("connection closed")
+            if self._new_streams:
+                await trio.lowlevel.checkpoint()
+                return self._new_streams.popleft()
+            self._raise_if_unusable()
+            await self._next_progress()
+
+    async def aclose(self) -> None:
+        """Close the connection (CONNECTION_CLOSE sent within ``close_grace``); idempotent."""
+        if self._closed_locally:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed_locally = True
+        if not self._terminated.is_set():
+            self._quic.close(error_code=QuicErrorCode.NO_ERROR, reason_phrase="closed")
+            self._wake()
+            with trio.CancelScope(shield=True), trio.move_on_after(self._config.close_grace):
+                await self._close_sent.wait()
+        self._notify()
+        await trio.lowlevel.checkpoint()
+
+    # -- shared with streams -----------------------------------------------------------------
+
+    def _usable(self) -> bool:
+        return not (self._closed_locally or self._failure or self._terminated.is_set())
+
+    def _raise_if_unusable(self) -> None:
+        if self._closed_locally:
+            raise trio.ClosedResourceError("connection closed")
+        if self._failure is not None:
+            raise self._failure
+        if self._terminated.is_set():
+            raise ConnectionClosed("connection terminated")
+
+    async def _next_progress(self) -> None:
+        await self._progress.wait()
+
+    async def _wait_send_room(self, stream_id: int) -> None:
+        while True:
+            stream = self._quic._streams.get(stream_id)
+            if stream is None or len(stream.sender._buffer) <= self._config.send_buffer:
+                await trio.lowlevel.checkpoint()
+                return
+            self._raise_if_unusable()
+            await self._next_progress()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(trio.WouldBlock):  # the driver has work queued: it will flush
+            self._inbox_send.send_nowait(None)
+
+    def _notify(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def _deliver(self, data: bytes, source: Address) -> None:
+        """Queue a datagram (already known to parse as QUIC) for the driver; drop if full."""
+        try:
+            self._inbox_send.send_nowait((data, source))
+        except trio.WouldBlock:
+            logger.debug("connection to %s: inbox full, datagram dropped", self._remote)
+
+    # -- the driver ----------------------------------------------------------------------------
+
+    async def _handshake(self) -> ConnectionFailed | None:
+        """Wait for authentication; the failure (the connection then closing) if it did not."""
+        with trio.move_on_after(self._config.handshake_timeout):
+            while not (self._authenticated.is_set() or self._failure or self._terminated.is_set()):
+                await self._next_progress()
+        if self._failure is not None:
+            return self._failure
+        if self._authenticated.is_set():
+            return None
+        if self._terminated.is_set():
+            self._failure = ConnectionClosed("connection closed during the handshake")
+        else:
+            self._failure = HandshakeTimeout(
+                f"no handshake with {self._remote} within {self._config.handshake_timeout} s"
+            )
+            self._quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="timeout")
+            self._wake()
+        return self._failure
+
+    async def _drive(self) -> None:
+        """Feed datagrams and timers to aioquic and send what it produces, until it ends."""
+        interval = self._config.keepalive_interval
+        next_ping = math.inf
+        try:
+            while not self._terminated.is_set():
+                timer = self._quic.get_timer()
+                with trio.move_on_at(min(math.inf if timer is None else timer, next_ping)):
+                    self._feed(await self._inbox.receive())
+                    for _ in range(self._config.inbox_size):
+                        try:
+                            item = self._inbox.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        self._feed(item)
+                now = trio.current_time()
+                timer = self._quic.get_timer()
+                if timer is not None and now >= timer:
+                    self._quic.handle_timer(now)
+                if interval is not None and self._authenticated.is_set():
+                    if next_ping == math.inf:
+                        next_ping = now + interval
+                    elif now >= next_ping and self._usable():
+                        self._ping_uid += 1
+                        self._quic.send_ping(self._ping_uid)
+                        next_ping = now + interval
+                self._process_events()
+                self._check_authenticated()
+                await self._flush()
+                if self._closed_locally or self._failure is not None:
+                    self._close_sent.set()
+                self._notify()
+        finally:
+            self._terminated.set()
+            self._close_sent.set()
+            self._notify()
+
+    def _feed(self, item: tuple[bytes, Address] | None) -> None:
+        if item is None:
+            return
+        data, source = item
+        if source != self._remote:
+            return
+        self._quic.receive_datagram(data, source, now=trio.current_time())
+        self._check_peer_certificate()
+
+    def _check_peer_certificate(self) -> None:
+        """Check the peer's key as soon as aioquic has its certificate, before we answer."""
+        if self._peer_id is not None or self._failure is not None:
+            return
+        tls = getattr(self._quic, "tls", None)
+        certificate = None if tls is None else tls._peer_certificate
+        if certificate is None:
+            return
+        try:
+            peer = peer_node_id(certificate)
+        except NotANodeCertificate as exc:
+            self._fail_authentication(f"peer certificate names no node: {exc}")
+            return
+        if not self._accepts(peer):
+            self._fail_authentication(f"peer {self._remote} is node {peer.short()}, not expected")
+            return
+        self._peer_id = peer
+
+    def _check_authenticated(self) -> None:
+        """Authenticated once both sides checked each other: a client waits for HANDSHAKE_DONE,
+        which the server sends only after accepting the client's certificate."""
+        if (
+            self._handshake_completed
+            and self._failure is None
+            and self._peer_id is not None
+            and (not self._is_client or self._quic._handshake_confirmed)
+        ):
+            self._authenticated.set()
+
+    def _fail_authentication(self, reason: str) -> None:
+        logger.warning("connection to %s: %s", self._remote, reason)
+        self._failure = PeerAuthenticationFailed(reason)
+        self._quic.close(
+            error_code=AUTH_FAILED, frame_type=QuicFrameType.CRYPTO, reason_phrase="bad identity"
+        )
+
+    def _fail(self, failure: ConnectionFailed) -> None:
+        if self._failure is None:
+            logger.warning("connection to %s: %s", self._remote, failure)
+            self._failure = failure
+            self._quic.close(error_code=QuicErrorCode.APPLICATION_ERROR, reason_phrase=str(failure))
+
+    def _process_events(self) -> None:
+        for _ in range(100_000):
+            event = self._quic.next_event()
+            if event is None:
+                return
+            if isinstance(event, events.HandshakeCompleted):
+                self._check_peer_certificate()
+                if self._peer_id is None and self._failure is None:
+                    self._fail_authentication("peer presented no certificate")
+                self._handshake_completed = True
+            elif isinstance(event, events.StreamDataReceived):
+                self._on_stream_data(event)
+            elif isinstance(event, events.StreamReset):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._reset = True
+            elif isinstance(event, events.ConnectionTerminated):
+                self._on_terminated(event)
+        logger.error("connection to %s: event loop bound reached", self._remote)
+
+    def _on_terminated(self, event: events.ConnectionTerminated) -> None:
+        if self._failure is None and not self._closed_locally:
+            if event.error_code == AUTH_FAILED:
+                self._failure = PeerAuthenticationFailed("the peer rejected our identity")
+            elif event.reason_phrase == "Idle timeout":
+                self._failure = ConnectionClosed("idle timeout")
+            else:
+                self._failure = ConnectionClosed(
+                    f"closed by peer (code {event.error_code:#x}: {event.reason_phrase!r})"
+                )
+            logger.info("connection to %s ended: %s", self._remote, self._failure)
+        self._terminated.set()
+
+    def _on_stream_data(self, event: events.StreamDataReceived) -> None:
+        stream_id = event.stream_id
+        if stream_id & 2:  # unidirectional: the peer's message stream
+            buffer = self._framing.setdefault(stream_id, bytearray())
+            buffer += event.data
+            self._split_messages(buffer)
+        else:
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                stream = QuicStream(self, stream_id)
+                self._streams[stream_id] = stream
+                self._new_streams.append(stream)
+            stream._receive(event.data, event.end_stream)
+        if self._buffered > self._config.max_receive_buffer:
+            self._fail(
+                ConnectionClosed("receive buffer overflow: the application reads too slowly")
+            )
+
+    def _split_messages(self, buffer: bytearray) -> None:
+        while len(buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(buffer)
+            if length > self._config.max_message_size:
+                self._fail(ConnectionClosed(f"peer sent a message of {length} bytes"))
+                buffer.clear()
+                return
+            end = _LENGTH.size + length
+            if len(buffer) < end:
+                return
+            message = bytes(buffer[_LENGTH.size : end])
+            del buffer[:end]
+            self._messages.append(message)
+            self._buffered += length
+
+    async def _flush(self) -> None:
+        for data, _ in self._quic.datagrams_to_send(now=trio.current_time()):
+            try:
+                await self._endpoint.send_to(data, self._remote)
+            except trio.ClosedResourceError:
+                if self._failure is None and not self._closed_locally:
+                    self._failure = ConnectionClosed("the UDP endpoint was closed")
+                self._terminated.set()
+                return
+            except OSError as exc:
+                logger.debug("connection to %s: send failed: %s", self._remote, exc)
+
+
+async def _read_client(endpoint: UdpEndpoint, connection: Connection, remote: Address) -> None:
+    while True:
+        try:
+            data, source = await endpoint.receive_from()
+        except trio.ClosedResourceError:
+            connection._wake()
+            return
+        if source == remote and parse_header(data) is not None:
+            connection._deliver(data, source)
+
+
+@asynccontextmanager
+async def connect(
+    endpoint: UdpEndpoint,
+    remote_address: Address,
+    key: NodeKey,
+    expected_peer: NodeId,
+    *,
+    config: ConnectionConfig | None = None,
+) -> AsyncIterator[Connection]:
+    """Connect to ``expected_peer`` at ``remote_address`` for the duration of the block.
+
+    The block owns ``endpoint``'s receiving (use a demux view to share a socket). Raises
+    :class:`PeerAuthenticationFailed`, :class:`HandshakeTimeout` or :class:`ConnectionClosed`
+    if the connection cannot be made; leaving the block closes it.
+    """
+    settings = config if config is not None else ConnectionConfig()
+    quic = QuicConnection(configuration=_configuration(key, settings, is_client=True))
+    connection = Connection(
+        quic, endpoint, remote_address, expected_peer.__eq__, settings, is_client=True
+    )
+    quic.connect(remote_address, now=trio.current_time())
+    failure: ConnectionFailed | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_read_client, endpoint, connection, remote_address)
+        nursery.start_soon(connection._drive)
+        connection._wake()
+        failure = await connection._handshake()
+        if failure is None:
+            logger.info("connected to %s at %s", expected_peer.short(), remote_address)
+            try:
+                yield connection
+            finally:
+                await connection.aclose()
+                nursery.cancel_scope.cancel()
+        else:
+            await connection.aclose()
+            nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+@attrs.define(eq=False)
+class Listener:
+    """Accepts connections from allowed nodes on one endpoint (see :func:`listen`)."""
+
+    _endpoint: UdpEndpoint
+    _configuration: QuicConfiguration
+    _allowed: Callable[[NodeId], bool]
+    _allow_address: Callable[[Address], bool]
+    _config: ConnectionConfig
+    _max_handshakes: int
+    _nursery: trio.Nursery
+    failures: deque[ConnectionFailed] = attrs.field(init=False, factory=lambda: deque(maxlen=32))
+    """The latest connections that failed their handshake, newest last."""
+    _by_address: dict[Address, Connection] = attrs.field(init=False, factory=dict)
+    _accepted_send: trio.MemorySendChannel[Connection] = attrs.field(init=False)
+    _accepted: trio.MemoryReceiveChannel[Connection] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._accepted_send, self._accepted = trio.open_memory_channel(self._max_handshakes)
+
+    async def accept(self) -> Connection:
+        """The next authenticated connection; it lives until closed or the listener ends."""
+        return await self._accepted.receive()
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                data, source = await self._endpoint.receive_from()
+            except trio.ClosedResourceError:
+                for connection in self._by_address.values():
+                    connection._wake()
+                return
+            header = parse_header(data)
+            if header is None:
+                continue
+            known = self._by_address.get(source)
+            if known is not None:
+                known._deliver(data, source)
+            elif self._may_start(header, data, source):
+                self._start(header, data, source)
+
+    def _may_start(self, header: QuicHeader, data: bytes, source: Address) -> bool:
+        if header.packet_type != QuicPacketType.INITIAL or len(data) < MIN_INITIAL_SIZE:
+            return False
+        if header.version not in self._configuration.supported_versions:
+            return False
+        if not self._allow_address(source):
+            logger.debug("listener: Initial from %s refused (address not allowed)", source)
+            return False
+        pending = sum(1 for c in self._by_address.values() if not c._authenticated.is_set())
+        if pending >= self._max_handshakes:
+            logger.debug("listener: Initial from %s refused (too many handshakes)", source)
+            return False
+        return True
+
+    def _start(self, header: QuicHeader, data: bytes, source: Address) -> None:
+        quic = _ServerQuicConnection(
+            configuration=self._configuration,
+            original_destination_connection_id=header.destination_cid,
+        )
+        connection = Connection(
+            quic, self._endpoint, source, self._allowed, self._config, is_client=False
+        )
+        self._by_address[source] = connection
+        connection._deliver(data, source)
+        self._nursery.start_soon(self._serve, connection)
+
+    async def _serve(self, connection: Connection) -> None:
+        remote = connection._remote
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connection._drive)
+                failure = await connection._handshake()
+                if failure is None:
+                    try:
+                        self._accepted_send.send_nowait(connection)
+                        logger.info("accepted %s from %s", connection.peer_id.short(), remote)
+                    except trio.WouldBlock:
+                        logger.warning("listener: accept queue full, closing %s", remote)
+                        await connection.aclose()
+                else:
+                    self.failures.append(failure)
+                    logger.info("listener: handshake from %s failed: %s", remote, failure)
+                    await connection.aclose()
+        finally:
+            if self._by_address.get(remote) is connection:
+                del self._by_address[remote]
+
+
+@asynccontextmanager
+async def listen(
+    endpoint: UdpEndpoint,
+    key: NodeKey,
+    allowed_peers: Collection[NodeId] | Callable[[NodeId], bool],
+    *,
+    allow_address: Callable[[Address], bool] | None = None,
+    max_handshakes: int = 16,
+    config: ConnectionConfig | None = None,
+) -> AsyncIterator[Listener]:
+    """Accept connections from ``allowed_peers`` (node ids, or a predicate) during the block.
+
+    Only an Initial from an address ``allow_address`` accepts (default: any) starts a
+    handshake, at most ``max_handshakes`` at a time. The block owns ``endpoint``'s receiving;
+    leaving it closes every connection accepted here.
+    """
+    settings = config if config is not None else ConnectionConfig()
+    allowed = allowed_peers if callable(allowed_peers) else frozenset(allowed_peers).__contains__
+    async with trio.open_nursery() as nursery:
+        listener = Listener(
+            endpoint,
+            _configuration(key, settings, is_client=False),
+            allowed,
+            allow_address if allow_address is not None else (lambda _: True),
+            settings,
+            max_handshakes,
+            nursery,
+        )
+        nursery.start_soon(listener._read)
+        try:
+            yield listener
+        finally:
+            with trio.CancelScope(shield=True):
+                for connection in list(listener._by_address.values()):
+                    await connection.aclose()
+            nursery.cancel_scope.cancel()

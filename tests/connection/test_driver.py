@@ -1,0 +1,234 @@
+"""The QUIC connection core on the simulated internet (mock clock) and on loopback."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+import trio.testing
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import ConnectionTerminated
+
+from macula_nat.connection import (
+    ALPN,
+    ConnectionClosed,
+    ConnectionConfig,
+    HandshakeTimeout,
+    PeerAuthenticationFailed,
+    connect,
+    listen,
+    node_certificate,
+    peer_node_id,
+)
+from macula_nat.connection.driver import AUTH_FAILED
+from macula_nat.identity import NodeKey
+from macula_nat.net import UdpEndpoint
+from macula_nat.net.real import RealUdpStack
+from macula_nat.net.sim import Internet, open_internet
+
+CLIENT = NodeKey.generate()
+SERVER = NodeKey.generate()
+STRANGER = NodeKey.generate()
+
+
+async def pair(internet: Internet) -> tuple[UdpEndpoint, UdpEndpoint]:
+    client_host = internet.add_host(name="client")
+    server_host = internet.add_host(name="server")
+    client = await client_host.bind((client_host.addresses[0], 0))
+    server = await server_host.bind((server_host.addresses[0], 4433))
+    return client, server
+
+
+def test_certificate_carries_the_node_id() -> None:
+    assert peer_node_id(node_certificate(CLIENT)) == CLIENT.node_id
+
+
+async def test_messages_both_ways_and_info(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with listen(server_ep, SERVER, [CLIENT.node_id]) as listener:
+            async with connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn:
+                accepted = await listener.accept()
+                await conn.send_message(b"hello")
+                await conn.send_message(b"")
+                assert await accepted.receive_message() == b"hello"
+                assert await accepted.receive_message() == b""
+                await accepted.send_message(b"x" * 100_000)
+                assert await conn.receive_message() == b"x" * 100_000
+                info = conn.info()
+                assert info.peer_id == SERVER.node_id
+                assert info.remote_address == server_ep.local_address
+                assert info.rtt > 0
+                assert accepted.info().peer_id == CLIENT.node_id
+            with pytest.raises(ConnectionClosed):
+                await accepted.receive_message()
+
+
+async def test_a_stream_carries_one_mebibyte(autojump_clock: trio.testing.MockClock) -> None:
+    payload = os.urandom(1 << 20)
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
+            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+        ):
+            accepted = await listener.accept()
+            stream = await conn.open_stream()
+            received = bytearray()
+
+            async def echo_back() -> None:
+                peer_stream = await accepted.accept_stream()
+                for _ in range(10_000):
+                    chunk = await peer_stream.receive_some()
+                    if not chunk:
+                        break
+                    received.extend(chunk)
+                await peer_stream.send_all(b"done")
+                await peer_stream.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(echo_back)
+                await stream.send_all(payload)
+                await stream.send_eof()
+                assert await stream.receive_some() == b"done"
+                assert await stream.receive_some() == b""
+            assert bytes(received) == payload
+
+
+@pytest.mark.parametrize("side", ["client expects another", "server allows another"])
+async def test_wrong_node_fails_on_both_sides(
+    autojump_clock: trio.testing.MockClock, side: str
+) -> None:
+    expected = STRANGER.node_id if side == "client expects another" else SERVER.node_id
+    allowed = (CLIENT,) if side == "client expects another" else (STRANGER,)
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with listen(server_ep, SERVER, [k.node_id for k in allowed]) as listener:
+            with pytest.raises(PeerAuthenticationFailed):
+                async with connect(client_ep, server_ep.local_address, CLIENT, expected):
+                    pytest.fail("connected to the wrong node")
+            await trio.sleep(5)
+            assert any(isinstance(f, PeerAuthenticationFailed) for f in listener.failures)
+            with trio.move_on_after(1) as scope:
+                await listener.accept()
+            assert scope.cancelled_caught
+
+
+async def test_a_client_without_certificate_is_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with listen(server_ep, SERVER, [CLIENT.node_id]) as listener:
+            quic = QuicConnection(
+                configuration=QuicConfiguration(is_client=True, alpn_protocols=[ALPN])
+            )
+            quic._configuration.verify_mode = 0  # ssl.CERT_NONE: the server is self-signed
+            quic.connect(server_ep.local_address, now=trio.current_time())
+            terminated: list[ConnectionTerminated] = []
+            with trio.move_on_after(10):
+                for _ in range(1000):
+                    for data, address in quic.datagrams_to_send(now=trio.current_time()):
+                        await client_ep.send_to(data, address)
+                    with trio.move_on_after(0.05):
+                        data, source = await client_ep.receive_from()
+                        quic.receive_datagram(data, source, now=trio.current_time())
+                    timer = quic.get_timer()
+                    if timer is not None and timer <= trio.current_time():
+                        quic.handle_timer(trio.current_time())
+                    while (event := quic.next_event()) is not None:
+                        if isinstance(event, ConnectionTerminated):
+                            terminated.append(event)
+                    if terminated:
+                        break
+            assert terminated and terminated[0].error_code == AUTH_FAILED
+            assert isinstance(listener.failures[-1], PeerAuthenticationFailed)
+
+
+async def test_garbage_does_not_break_a_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        attacker = await internet.add_host(name="attacker").bind()
+        junk = [b"", b"\x00", b"\xc0" + os.urandom(1300), b"\x40" + os.urandom(60), os.urandom(9)]
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
+            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+        ):
+            accepted = await listener.accept()
+            for round_ in range(3):
+                for data in junk:
+                    await attacker.send_to(data, server_ep.local_address)
+                    await attacker.send_to(data, client_ep.local_address)
+                await conn.send_message(b"ping %d" % round_)
+                assert await accepted.receive_message() == b"ping %d" % round_
+                await accepted.send_message(b"pong")
+                assert await conn.receive_message() == b"pong"
+
+
+async def test_handshake_times_out_when_the_peer_is_silent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_internet() as internet:
+        client_ep, silent = await pair(internet)
+        config = ConnectionConfig(handshake_timeout=3.0)
+        start = trio.current_time()
+        with pytest.raises(HandshakeTimeout):
+            async with connect(
+                client_ep, silent.local_address, CLIENT, SERVER.node_id, config=config
+            ):
+                pytest.fail("connected to nobody")
+        assert 3.0 <= trio.current_time() - start < 5.0
+
+
+async def test_idle_timeout_closes(autojump_clock: trio.testing.MockClock) -> None:
+    config = ConnectionConfig(idle_timeout=5.0, keepalive_interval=None)
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        remote = server_ep.local_address
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(client_ep, remote, CLIENT, SERVER.node_id, config=config) as conn,
+        ):
+            await listener.accept()
+            start = trio.current_time()
+            with pytest.raises(ConnectionClosed, match="idle timeout"):
+                await conn.receive_message()
+            assert 5.0 <= trio.current_time() - start < 10.0
+
+
+async def test_keepalive_holds_an_idle_connection(autojump_clock: trio.testing.MockClock) -> None:
+    config = ConnectionConfig(idle_timeout=5.0, keepalive_interval=1.0)
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
+        ):
+            accepted = await listener.accept()
+            await trio.sleep(30)
+            await conn.send_message(b"still here")
+            assert await accepted.receive_message() == b"still here"
+
+
+async def test_loopback_real_sockets() -> None:
+    stack = RealUdpStack()
+    async with (
+        await stack.bind(("127.0.0.1", 0)) as client_ep,
+        await stack.bind(("127.0.0.1", 0)) as server_ep,
+    ):
+        with trio.fail_after(10):
+            async with (
+                listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
+                connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+            ):
+                accepted = await listener.accept()
+                await conn.send_message(b"over loopback")
+                assert await accepted.receive_message() == b"over loopback"
+                await accepted.send_message(b"back")
+                assert await conn.receive_message() == b"back"
