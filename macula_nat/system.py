@@ -1,4 +1,5 @@
-"""The NAT system: one supervision tree holding the observer, the profile cache and the detector.
+"""The NAT system: one supervision tree holding the observer, the profile cache, the detector,
+the relay registry (this node's home relay) and the coordinator (its connections).
 
 ``async with open_nat_system(NatConfig(...)) as nat:`` (or ``await nursery.start(run_nat_system,
 config)``) starts it inside the caller's nursery; ``supervision.md`` draws the tree. While it
@@ -36,7 +37,16 @@ from macula_nat.nat.cache import ProfileCache
 from macula_nat.nat.detector import NatDetector
 from macula_nat.nat.observer import Observer, ObserverRef
 from macula_nat.net import Address, RealUdpStack, UdpStack
-from macula_nat.net.address import normalise_addresses, optional_address
+from macula_nat.net.address import (
+    ANY_IPV4,
+    normalise_address,
+    normalise_addresses,
+    optional_address,
+)
+from macula_nat.net.demux import SharedEndpoint, Traffic, open_shared_endpoint
+from macula_nat.relay import RegistryConfig, RelayRegistry
+from macula_nat.traversal.connector import Connector
+from macula_nat.traversal.coordinator import Coordinator, TraversalConfig
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +54,8 @@ DHT: str = "nat_dht"
 OBSERVER: str = "nat_observer"
 CACHE: str = "nat_cache"
 DETECTOR: str = "nat_detector"
+REGISTRY: str = "nat_relay_registry"
+COORDINATOR: str = "nat_coordinator"
 
 
 @attrs.frozen
@@ -70,6 +82,12 @@ class NatConfig:
     use it as the directory, unless ``directory`` is given."""
     key: NodeKey | None = None
     """The node's identity: its records are signed with it (None: a new key each start)."""
+    listen: Address = attrs.field(default=(ANY_IPV4, 0), converter=normalise_address)
+    """The node's one socket for STUN, relays, punching and QUIC (default: any port)."""
+    traversal: TraversalConfig = attrs.Factory(TraversalConfig)
+    relays: RegistryConfig = attrs.Factory(RegistryConfig)
+    accept_peer: Callable[[NodeId], bool] | None = None
+    """Which authenticated nodes may connect to this one (None: any)."""
     cache_size: int = 10_000
     cache_ttl: float = 300.0
     intensity: int = 3
@@ -85,9 +103,11 @@ class NatConfig:
 class NatSystem:
     """Handles to a running NAT system.
 
-    ``detector`` and ``cache`` are the component handles (their state survives restarts of
-    their actors); ``supervisor`` is the tree's root; ``registry`` finds each actor by name
-    (``nat_dht``, ``nat_observer``, ``nat_cache``, ``nat_detector``).
+    ``detector``, ``cache``, ``relays`` (the relay registry) and ``coordinator`` are the
+    component handles (their state survives restarts of their actors); ``connector`` connects
+    to other nodes; ``shared`` is the node's socket; ``supervisor`` is the tree's root;
+    ``registry`` finds each actor by name (``nat_dht``, ``nat_observer``, ``nat_cache``,
+    ``nat_detector``, ``nat_relay_registry``, ``nat_coordinator``).
     """
 
     config: NatConfig
@@ -96,6 +116,10 @@ class NatSystem:
     cache: ProfileCache
     directory: Directory
     dht: DhtNode | None
+    relays: RelayRegistry
+    coordinator: Coordinator
+    connector: Connector
+    shared: SharedEndpoint
     supervisor: SupervisorRef
     registry: Registry
 
@@ -148,10 +172,11 @@ class _Parts:
     cache: ProfileCache
     directory: Directory
     dht: DhtNode | None
+    relays: RelayRegistry
+    coordinator: Coordinator
 
 
-def _build(config: NatConfig) -> _Parts:
-    stack = config.stack if config.stack is not None else RealUdpStack()
+def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint) -> _Parts:
     key = config.key if config.key is not None else NodeKey.generate()
     dht: DhtNode | None = None
     directory: Directory
@@ -184,40 +209,62 @@ def _build(config: NatConfig) -> _Parts:
                 restart=Restart.PERMANENT,
             )
         )
+    relays = RelayRegistry(
+        directory, stack, key, config=config.relays, endpoint=shared.view(Traffic.RELAY)
+    )
+    coordinator = Coordinator(
+        key,
+        shared,
+        relays,
+        directory,
+        detector,
+        config=config.traversal,
+        accept_peer=config.accept_peer,
+        lan_addresses=stack.addresses,
+    )
     children.append(cache.child_spec(CACHE, name=CACHE))
     children.append(detector.child_spec(DETECTOR, name=DETECTOR))
+    children.append(relays.child_spec(REGISTRY, name=REGISTRY))
+    children.append(coordinator.child_spec(COORDINATOR, name=COORDINATOR))
     tree = Supervisor(
         children,
         strategy=Strategy.ONE_FOR_ONE,
         intensity=config.intensity,
         period=config.period,
     )
-    return _Parts(tree, key, detector, cache, directory, dht)
+    return _Parts(tree, key, detector, cache, directory, dht, relays, coordinator)
 
 
 @asynccontextmanager
 async def open_nat_system(config: NatConfig | None = None) -> AsyncIterator[NatSystem]:
     """Run the NAT system for the ``async with`` block; it stops in reverse order after it."""
     config = config or NatConfig()
-    parts = _build(config)
-    async with open_actor(parts.tree) as supervisor:
-        system = NatSystem(
-            config,
-            parts.key,
-            parts.detector,
-            parts.cache,
-            parts.directory,
-            parts.dht,
-            supervisor,
-            supervisor.registry,
-        )
-        token = _current.set(system)
-        _running.append(system)
-        try:
-            yield system
-        finally:
-            _running.remove(system)
-            _current.reset(token)
+    stack = config.stack if config.stack is not None else RealUdpStack()
+    socket = await stack.bind(config.listen)
+    async with open_shared_endpoint(socket) as shared:
+        parts = _build(config, stack, shared)
+        async with open_actor(parts.tree) as supervisor:
+            system = NatSystem(
+                config,
+                parts.key,
+                parts.detector,
+                parts.cache,
+                parts.directory,
+                parts.dht,
+                parts.relays,
+                parts.coordinator,
+                Connector(parts.coordinator),
+                shared,
+                supervisor,
+                supervisor.registry,
+            )
+            token = _current.set(system)
+            _running.append(system)
+            try:
+                yield system
+            finally:
+                _running.remove(system)
+                _current.reset(token)
 
 
 async def run_nat_system(

@@ -41,6 +41,8 @@ async def test_a_gateway_and_a_node_behind_a_nat(autojump_clock: MockClock) -> N
                 "nat_observer",
                 "nat_cache",
                 "nat_detector",
+                "nat_relay_registry",
+                "nat_coordinator",
             ]
             assert gateway.observer is not None
             node_config = NatConfig(stack=node_host, observers=(PRIMARY,), detect_timeout=2.0)
@@ -118,5 +120,11 @@ async def test_nodes_find_each_others_profiles_through_the_mainline_dht(
             assert await bob.cache.get_from_dht(alice.node_id.text()) == profile
             assert bob.cache.get_nowait(alice.node_id.text()).value == profile
             children = [c.id for c in await bob.supervisor.which_children()]
-            assert children == ["nat_dht", "nat_cache", "nat_detector"]
+            assert children == [
+                "nat_dht",
+                "nat_cache",
+                "nat_detector",
+                "nat_relay_registry",
+                "nat_coordinator",
+            ]
         nursery.cancel_scope.cancel()

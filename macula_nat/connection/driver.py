@@ -10,7 +10,13 @@
   aioquic; a listener starts a connection only for a full-size Initial from an allowed address,
   with at most ``max_handshakes`` in flight, each bounded by ``handshake_timeout``.
 - **Messages** travel on one unidirectional stream per direction, each prefixed by its length
-  (4 bytes, big endian): reliable, ordered, any size up to ``max_message_size``. DATAGRAM frames
+  (4 bytes, big endian): reliable, ordered, any size up to ``max_message_size``. A second
+  unidirectional stream carries the traversal layer's signalling (:meth:`Connection.send_control`),
+  so punching and path changes are negotiated inside the encrypted, authenticated connection; the
+  first byte of each unidirectional stream says which it is.
+- **Paths.** Over a :class:`~macula_nat.connection.link.PeerLink` the peer keeps one address
+  for the connection's life and the link moves datagrams between the relay and direct paths
+  underneath; ``info().connection_method`` and :attr:`Connection.method` follow it. DATAGRAM frames
   are not negotiated, so there is no unbounded datagram queue to rate limit.
 - **Streams** are QUIC bidirectional streams (:class:`QuicStream`, a Trio
   ``HalfCloseableStream``); the peer sees one in :meth:`Connection.accept_stream` when its
@@ -47,6 +53,7 @@ from aioquic.quic.packet import (
     pull_quic_header,
 )
 from aioquic.tls import AlertDescription
+from trio_util import AsyncValue
 
 from macula_nat.connection.certificate import (
     NotANodeCertificate,
@@ -59,6 +66,7 @@ from macula_nat.connection.errors import (
     HandshakeTimeout,
     PeerAuthenticationFailed,
 )
+from macula_nat.connection.link import ConnectionMethod, PeerLink
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.net.address import Address
 from macula_nat.net.endpoint import UdpEndpoint
@@ -85,6 +93,9 @@ CID_LENGTH: Final = 8
 MIN_INITIAL_SIZE: Final = 1200
 """RFC 9000 14.1: a client's Initial datagram is at least this large."""
 _LENGTH: Final = struct.Struct("!I")
+_MESSAGES: Final = b"M"
+_CONTROL: Final = b"C"
+"""First byte of a unidirectional stream: application messages, or traversal signalling."""
 _RECEIVE_CHUNK: Final = 65536
 
 
@@ -110,10 +121,12 @@ class ConnectionInfo:
     """A snapshot of a connection."""
 
     peer_id: NodeId
+    connection_method: ConnectionMethod
     rtt: float
     """Smoothed round-trip time in seconds (0.0 before the first sample)."""
     local_address: Address
-    remote_address: Address
+    remote_address: Address | None
+    """The peer's address on the direct path; None while relayed."""
 
 
 class _ServerQuicConnection(QuicConnection):
@@ -248,6 +261,7 @@ class Connection:
     _closed_locally: bool = False
     _buffered: int = 0
     _message_stream: int | None = None
+    _control_stream: int | None = None
     _ping_uid: int = 0
     _handshake_completed: bool = False
     _inbox_send: trio.MemorySendChannel[tuple[bytes, Address] | None] = attrs.field(init=False)
@@ -258,11 +272,18 @@ class Connection:
     _progress: trio.Event = attrs.field(init=False, factory=trio.Event)
     _messages: deque[bytes] = attrs.field(init=False, factory=deque)
     _framing: dict[int, bytearray] = attrs.field(init=False, factory=dict)
+    _uni_kinds: dict[int, bytes] = attrs.field(init=False, factory=dict)
+    _controls: deque[bytes] = attrs.field(init=False, factory=deque)
+    method: AsyncValue[ConnectionMethod] = attrs.field(init=False)
+    """How datagrams travel now (``await connection.method.wait_transition()`` to hear of a
+    change): the link's, or always ``direct`` on a plain endpoint."""
     _streams: dict[int, QuicStream] = attrs.field(init=False, factory=dict)
     _new_streams: deque[QuicStream] = attrs.field(init=False, factory=deque)
 
     def __attrs_post_init__(self) -> None:
         self._inbox_send, self._inbox = trio.open_memory_channel(self._config.inbox_size)
+        link = self.link
+        self.method = link.method if link is not None else AsyncValue(ConnectionMethod.DIRECT)
 
     # -- the user surface --------------------------------------------------------------------
 
@@ -273,13 +294,21 @@ class Connection:
             raise RuntimeError("connection not authenticated")
         return self._peer_id
 
+    @property
+    def link(self) -> PeerLink | None:
+        """The link this connection runs over, when it may change paths."""
+        endpoint = self._endpoint
+        return endpoint if isinstance(endpoint, PeerLink) else None
+
     def info(self) -> ConnectionInfo:
-        """Peer, smoothed RTT and addresses, now."""
+        """Peer, method, smoothed RTT and addresses, now."""
+        link = self.link
         return ConnectionInfo(
             peer_id=self.peer_id,
+            connection_method=self.method.value,
             rtt=self._quic._loss._rtt_smoothed,
             local_address=self._endpoint.local_address,
-            remote_address=self._remote,
+            remote_address=self._remote if link is None else link.remote_address,
         )
 
     async def send_message(self, message: bytes) -> None:
@@ -290,23 +319,49 @@ class Connection:
             )
         self._raise_if_unusable()
         if self._message_stream is None:
-            self._message_stream = self._quic.get_next_available_stream_id(is_unidirectional=True)
+            self._message_stream = self._open_uni(_MESSAGES)
         self._quic.send_stream_data(self._message_stream, _LENGTH.pack(len(message)) + message)
         self._wake()
         await self._wait_send_room(self._message_stream)
 
     async def receive_message(self) -> bytes:
         """The next whole message from the peer; :class:`ConnectionFailed` once it is gone."""
+        return await self._next_from(self._messages)
+
+    async def send_control(self, message: bytes) -> None:
+        """Send one signalling message of the traversal layer (applications use messages)."""
+        self._raise_if_unusable()
+        if self._control_stream is None:
+            self._control_stream = self._open_uni(_CONTROL)
+        self._quic.send_stream_data(self._control_stream, _LENGTH.pack(len(message)) + message)
+        self._wake()
+        await trio.lowlevel.checkpoint()
+
+    async def receive_control(self) -> bytes:
+        """The next signalling message from the peer's traversal layer."""
+        return await self._next_from(self._controls)
+
+    async def wait_closed(self) -> None:
+        """Return once the connection is closed, by either side or by a failure."""
+        while self._usable():
+            await self._next_progress()
+
+    async def _next_from(self, queue: deque[bytes]) -> bytes:
         while True:
             if self._closed_locally:
                 raise trio.ClosedResourceError("connection closed")
-            if self._messages:
-                message = self._messages.popleft()
+            if queue:
+                message = queue.popleft()
                 self._buffered -= len(message)
                 await trio.lowlevel.checkpoint()
                 return message
             self._raise_if_unusable()
             await self._next_progress()
+
+    def _open_uni(self, kind: bytes) -> int:
+        stream_id = self._quic.get_next_available_stream_id(is_unidirectional=True)
+        self._quic.send_stream_data(stream_id, kind)
+        return stream_id
 
     async def open_stream(self) -> QuicStream:
         """A new bidirectional stream; the peer learns of it when data (or EOF) is sent."""
@@ -525,10 +580,19 @@ class Connection:
 
     def _on_stream_data(self, event: events.StreamDataReceived) -> None:
         stream_id = event.stream_id
-        if stream_id & 2:  # unidirectional: the peer's message stream
+        if stream_id & 2:  # unidirectional: the peer's message or control stream
             buffer = self._framing.setdefault(stream_id, bytearray())
             buffer += event.data
-            self._split_messages(buffer)
+            kind = self._uni_kinds.get(stream_id)
+            if kind is None and buffer:
+                kind = self._uni_kinds[stream_id] = bytes(buffer[:1])
+                del buffer[:1]
+            if kind == _MESSAGES:
+                self._split_messages(buffer, self._messages)
+            elif kind == _CONTROL:
+                self._split_messages(buffer, self._controls)
+            elif kind is not None:
+                self._fail(ConnectionClosed(f"peer opened a stream of unknown kind {kind!r}"))
         else:
             stream = self._streams.get(stream_id)
             if stream is None:
@@ -541,7 +605,7 @@ class Connection:
                 ConnectionClosed("receive buffer overflow: the application reads too slowly")
             )
 
-    def _split_messages(self, buffer: bytearray) -> None:
+    def _split_messages(self, buffer: bytearray, queue: deque[bytes]) -> None:
         while len(buffer) >= _LENGTH.size:
             (length,) = _LENGTH.unpack_from(buffer)
             if length > self._config.max_message_size:
@@ -553,7 +617,7 @@ class Connection:
                 return
             message = bytes(buffer[_LENGTH.size : end])
             del buffer[:end]
-            self._messages.append(message)
+            queue.append(message)
             self._buffered += length
 
     async def _flush(self) -> None:

@@ -11,10 +11,11 @@ protocol  first byte        notes
 ========  ================  ==========================================================
 STUN      0-3               and the header must pass :func:`~macula_nat.wire.stun.is_stun`
 RELAY     4-15              :data:`~macula_nat.relay.frames.FIRST_BYTES`
+PUNCH     16-19             hole-punching probes (:mod:`~macula_nat.traversal.punch_wire`)
 QUIC      64-127, 192-255   short and long headers
 ========  ================  ==========================================================
 
-Anything else (empty datagrams, 16-63, 128-191, a 0-3 byte that is not a STUN header) is
+Anything else (empty datagrams, 20-63, 128-191, a 0-3 byte that is not a STUN header) is
 dropped and counted as unclassified.
 
 Each view buffers at most ``buffer`` datagrams. When it is full the arriving datagram is dropped
@@ -62,6 +63,7 @@ class Traffic(enum.Enum):
 
     STUN = "stun"
     RELAY = "relay"
+    PUNCH = "punch"
     QUIC = "quic"
 
 
@@ -72,6 +74,8 @@ def _first_byte_table() -> tuple[Traffic | None, ...]:
             table[byte] = Traffic.STUN
         elif byte <= 15:
             table[byte] = Traffic.RELAY
+        elif byte <= 19:
+            table[byte] = Traffic.PUNCH
         elif 64 <= byte <= 127 or byte >= 192:
             table[byte] = Traffic.QUIC
     return tuple(table)
@@ -110,6 +114,7 @@ class SharedEndpointStatistics:
 
     stun: ViewStatistics
     relay: ViewStatistics
+    punch: ViewStatistics
     quic: ViewStatistics
     unclassified: int
     """Datagrams that arrived and matched no protocol; dropped."""
@@ -247,6 +252,7 @@ class SharedEndpoint:
         return SharedEndpointStatistics(
             stun=self._views[Traffic.STUN]._statistics(),
             relay=self._views[Traffic.RELAY]._statistics(),
+            punch=self._views[Traffic.PUNCH]._statistics(),
             quic=self._views[Traffic.QUIC]._statistics(),
             unclassified=self._unclassified,
         )

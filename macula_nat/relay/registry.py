@@ -32,6 +32,7 @@ crash costs it (the next incarnation registers again and republishes).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -47,7 +48,7 @@ from macula_nat.directory import Directory, DirectoryError
 from macula_nat.directory.record import MAX_CANDIDATES
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.net.address import Address, normalise_address
-from macula_nat.net.endpoint import UdpStack
+from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 
 from .client import ClientConfig, RelayClient, open_relay_client
 from .errors import RegistrationFailed
@@ -130,8 +131,10 @@ class RegistryStatistics:
 class RelayRegistry(Served):
     """Relays announced and measured through ``directory``; see the module docstring.
 
-    ``stack`` is where probes and the home registration bind their sockets. With ``key`` the
-    registry keeps a home relay for that node; without, it only announces and finds relays.
+    ``stack`` is where probes (and, without ``endpoint``, the home registration) bind their
+    sockets; ``endpoint`` is the node's shared socket's relay view, when the home registration
+    must ride the mapping the node's connections use. With ``key`` the registry keeps a home
+    relay for that node; without, it only announces and finds relays.
     Run it with :func:`open_relay_registry` or put :meth:`child_spec` in a tree.
     """
 
@@ -144,10 +147,12 @@ class RelayRegistry(Served):
         key: NodeKey | None = None,
         *,
         config: RegistryConfig | None = None,
+        endpoint: UdpEndpoint | None = None,
     ) -> None:
         super().__init__()
         self.directory = directory
         self.stack = stack
+        self.endpoint = endpoint
         self.key = key
         self.config = config = config or RegistryConfig()
         self.home: AsyncValue[RelayInfo | None] = AsyncValue(None)
@@ -348,8 +353,8 @@ class RelayRegistry(Served):
         """Be registered with ``info`` until the registration is lost for good; False when it
         could not be made."""
         config = self.config
-        socket = await self.stack.bind()
-        async with socket:
+        socket = self.endpoint if self.endpoint is not None else await self.stack.bind()
+        async with contextlib.nullcontext() if socket is self.endpoint else socket:
             client = RelayClient(
                 socket, info.endpoint, key, info.node_id, config=config.home_client
             )

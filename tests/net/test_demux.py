@@ -28,6 +28,7 @@ LINK = LinkProfile(latency=0.01)
 
 STUN_REQUEST = stun.binding_request().encode()
 RELAY_FRAME = bytes([9]) + b"relay"
+PUNCH_FRAME = bytes([0x11]) + b"probe"
 QUIC_SHORT = bytes([0x41]) + b"short"
 QUIC_LONG = bytes([0xC3]) + b"long"
 JUNK = [b"", bytes([0x20]) + b"dtls", bytes([0x90]) + b"x", bytes([1]) + b"not stun at all"]
@@ -62,7 +63,9 @@ def zeros(received: int = 0, dropped: int = 0, sent: int = 0, queued: int = 0) -
         (QUIC_LONG, Traffic.QUIC),
         (bytes([255]), Traffic.QUIC),
         *((junk, None) for junk in JUNK),
-        (bytes([16]), None),
+        (bytes([16]), Traffic.PUNCH),
+        (bytes([19]), Traffic.PUNCH),
+        (bytes([20]), None),
         (bytes([63]), None),
         (bytes([128]), None),
         (bytes([191]), None),
@@ -80,6 +83,8 @@ def test_classification_agrees_with_the_protocols_own_checks(data: bytes) -> Non
         assert stun.is_stun(data) and data[0] <= 3
     if protocol is Traffic.QUIC:
         assert data[0] in range(64, 128) or data[0] >= 192
+    if protocol is Traffic.PUNCH:
+        assert data[0] in range(16, 20)
     if protocol is None and data:
         assert data[0] not in FIRST_BYTES
 
@@ -317,6 +322,7 @@ async def test_real_sockets_on_loopback_share_one_port() -> None:
                 for protocol, data in [
                     (Traffic.STUN, STUN_REQUEST),
                     (Traffic.RELAY, RELAY_FRAME),
+                    (Traffic.PUNCH, PUNCH_FRAME),
                     (Traffic.QUIC, QUIC_LONG),
                 ]:
                     await shared.view(protocol).send_to(data, peer.local_address)
@@ -326,5 +332,5 @@ async def test_real_sockets_on_loopback_share_one_port() -> None:
                     view = shared.view(protocol)
                     assert await view.receive_from() == (data, peer.local_address)
                 statistics = shared.statistics()
-    assert statistics.unclassified == 3
-    assert [statistics[protocol] for protocol in Traffic] == [zeros(received=1, sent=1)] * 3
+    assert statistics.unclassified == 4
+    assert [statistics[protocol] for protocol in Traffic] == [zeros(received=1, sent=1)] * 4
