@@ -282,7 +282,7 @@ class Coordinator(Served):
                         logger.info("%r: direct dial failed (%s); trying the relay", self, exc)
                     else:
                         return ConnectionMethod.DIRECT, connection
-                wants_punch = punch and (plan is None or plan.method is Method.PUNCH)
+                wants_punch = punch and (plan is None or plan.method is not Method.RELAY)
                 if not allow_relay and not wants_punch:
                     raise PunchFailed(f"no punch can reach {target.short()} and relaying is off")
                 attempts = max(1, max_punch_attempts) if wants_punch else 0
@@ -908,8 +908,10 @@ class Coordinator(Served):
 
 
 def _targets(candidates: Sequence[Address], predicted: Sequence[Address]) -> tuple[Address, ...]:
+    """Where to probe, predicted mappings first: two sequential NATs then allocate their next
+    ports to the same pairs of destinations in the same order, so the probes meet."""
     seen: dict[Address, None] = {}
-    for address in (*candidates, *predicted):
+    for address in (*predicted, *candidates):
         seen.setdefault(normalise_address(address), None)
     return tuple(seen)
 

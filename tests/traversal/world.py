@@ -49,12 +49,17 @@ class World:
         with trio.fail_after(30):
             await system.detector.profile.wait_value(lambda p: p is not None)
             await system.relays.home.wait_value(lambda h: h is not None)
-            node = system.node_id.text()
-            while (record := await self.directory.resolve_record(node)) is None or (
-                record.profile is None or record.home_relay is None
-            ):
-                await trio.sleep(0.05)
+            await self.published(system)
         return system
+
+    async def published(self, system: NatSystem) -> None:
+        """Wait until ``system``'s record names its profile and home relay."""
+        for _ in range(1000):
+            record = await self.directory.resolve_record(system.node_id.text())
+            if record is not None and record.profile is not None and record.home_relay:
+                return
+            await trio.sleep(0.05)
+        raise AssertionError(f"{system.node_id.short()} never published its record")
 
 
 @asynccontextmanager
