@@ -45,8 +45,9 @@ from macula_nat.net.address import (
 )
 from macula_nat.net.demux import SharedEndpoint, Traffic, open_shared_endpoint
 from macula_nat.relay import RegistryConfig, RelayRegistry
+from macula_nat.traversal.config import TraversalConfig
 from macula_nat.traversal.connector import Connector
-from macula_nat.traversal.coordinator import Coordinator, TraversalConfig
+from macula_nat.traversal.coordinator import Coordinator
 
 logger = logging.getLogger(__name__)
 

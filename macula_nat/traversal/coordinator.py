@@ -26,29 +26,18 @@ those); the next incarnation accepts and connects again.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
-import math
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
 import attrs
 import trio
-import trio.lowlevel
 from aioquic.quic.packet import QuicPacketType
 
 from macula_nat.actors import Actor, Served, Stop, open_actor
 from macula_nat.behavior import MappingBehavior, PortAllocation
-from macula_nat.connection import (
-    Connection,
-    ConnectionConfig,
-    ConnectionFailed,
-    connect,
-    listen,
-)
+from macula_nat.connection import Connection, ConnectionFailed, connect, listen
 from macula_nat.connection.driver import MIN_INITIAL_SIZE, parse_header
 from macula_nat.connection.link import LINK_ADDRESS, ConnectionMethod, DirectPath, PeerLink
 from macula_nat.directory import Directory, DirectoryError
@@ -67,21 +56,16 @@ from macula_nat.relay import (
     open_relay_client,
 )
 from macula_nat.relay.selection import NoRelay
+from macula_nat.traversal.config import TraversalConfig
 from macula_nat.traversal.errors import ConnectTimeout, NotConnected, PunchFailed, SymmetricNat
 from macula_nat.traversal.prediction import predict_ports
-from macula_nat.traversal.prover import PathProver
-from macula_nat.traversal.punch_wire import (
-    KEY_SIZE,
-    LINK_ID_SIZE,
-    MAX_CANDIDATES,
-    Answer,
-    ControlError,
-    Offer,
-    Role,
-    Sync,
-    decode_control,
-    encode_control,
-    peek_link_id,
+from macula_nat.traversal.punch_wire import MAX_CANDIDATES, Role
+from macula_nat.traversal.puncher import (
+    PendingPunch,
+    Puncher,
+    PuncherStatistics,
+    PunchRef,
+    at_ports,
 )
 from macula_nat.traversal.strategy import Method, Plan, Side, choose
 
@@ -100,53 +84,6 @@ _ANY: Final = frozenset({"0.0.0.0", "::"})
 
 
 @attrs.frozen
-class TraversalConfig:
-    """Timing and bounds of connecting and punching (seconds unless named otherwise)."""
-
-    connection: ConnectionConfig = attrs.Factory(ConnectionConfig)
-    direct_timeout: float = 3.0
-    """Longest a direct dial may take before the relay is tried."""
-    relay_timeout: float = 5.0
-    """Longest a relay session request may take."""
-    punch_window: float = 2.0
-    """How long one punch attempt probes (and waits for the peer's answer)."""
-    probe_interval: float = 0.05
-    """Between two rounds of probes to every candidate within an attempt."""
-    attempt_gap: float = 0.5
-    """Between two punch attempts."""
-    max_punch_attempts: int = 3
-    consent_interval: float = 5.0
-    """Between liveness probes on a punched path."""
-    consent_timeout: float = 16.0
-    """A punched path unanswered this long is dropped: the connection falls back to the relay."""
-    retry_interval: float = 60.0
-    """After punching failed or the direct path died, the initiator tries again this much later."""
-    predicted_ports: int = 8
-    """Next ports offered at the measured delta when this node's NAT allocates sequentially."""
-    accept_backlog: int = 64
-    max_inbound_handshakes: int = 16
-    record_ttl: float = 600.0
-
-
-@attrs.frozen(order=True)
-class PunchRef:
-    """Names one punch of :meth:`Coordinator.coordinate_punch` (and of every connection)."""
-
-    id: int
-
-
-@attrs.frozen
-class PendingPunch:
-    """A punch in flight, as :meth:`Coordinator.get_pending` lists it."""
-
-    ref: PunchRef
-    peer: NodeId
-    attempt: int
-    started_at: float
-    targets: tuple[Address, ...]
-
-
-@attrs.frozen
 class CoordinatorStatistics:
     connections: int
     """Open now."""
@@ -156,36 +93,9 @@ class CoordinatorStatistics:
     """Connections made straight to the peer's published address."""
     relayed: int
     """Connections that started over a relay."""
-    upgrades: int
-    """Relayed connections moved to a punched path."""
-    fallbacks: int
-    """Punched paths that died (the connection went back to the relay)."""
-    punches: int
-    punch_failures: int
     refused_initials: int
-
-
-@attrs.define(eq=False)
-class _Punching:
-    """The punch state of one connection (both sides keep one per link id)."""
-
-    link: PeerLink
-    connection: Connection
-    prover: PathProver
-    role: Role
-    targets: tuple[Address, ...] = ()
-    attempt: int = 0
-    pending: PunchRef | None = None
-    started_at: float = 0.0
-    last_proof: float = -math.inf
-    nursery: trio.Nursery | None = None
-    """The connection's nursery: punching tasks end with the connection."""
-    proven: trio.Event = attrs.Factory(trio.Event)
-    answers_in: trio.MemorySendChannel[Answer] = attrs.field(init=False)
-    answers: trio.MemoryReceiveChannel[Answer] = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.answers_in, self.answers = trio.open_memory_channel[Answer](4)
+    """Direct Initials dropped: too many inbound handshakes at once."""
+    punching: PuncherStatistics
 
 
 class Coordinator(Served):
@@ -222,21 +132,23 @@ class Coordinator(Served):
         self._accept_peer = accept_peer or (lambda _: True)
         self._lan = tuple(lan_addresses)
         self._quic = shared.view(Traffic.QUIC)
-        self._probes = shared.view(Traffic.PUNCH)
         self._nursery: trio.Nursery | None = None
         self._routes: dict[Address, PeerLink] = {}
-        self._punching: dict[bytes, _Punching] = {}
+        self.puncher = Puncher(
+            probes=shared.view(Traffic.PUNCH),
+            quic=self._quic,
+            stack=registry.stack,
+            config=self.config,
+            candidates=self._candidates,
+            profile=lambda: detector.profile.value,
+            routes=self._routes,
+        )
         self._connections: dict[NodeId, Connection] = {}
         self._accepted_in, self._accepted = trio.open_memory_channel[Connection](
             self.config.accept_backlog
         )
-        self._refs = itertools.count(1)
         self._inbound_handshakes = 0
-        self._counts = dict.fromkeys(
-            ("outbound", "inbound", "direct", "relayed", "punches", "punch_failures", "refused"),
-            0,
-        )
-        self._upgrades = self._fallbacks = 0
+        self._counts = dict.fromkeys(("outbound", "inbound", "direct", "relayed", "refused"), 0)
 
     def __repr__(self) -> str:
         return f"<Coordinator {self.key.node_id.short()} {len(self._connections)} connections>"
@@ -307,22 +219,17 @@ class Coordinator(Served):
         if me not in (a, b):
             raise ValueError("this node coordinates only its own punches (a or b must be it)")
         peer = b if a == me else a
-        punching = self._punching_with(peer)
-        if punching is None or punching.role is not Role.INITIATOR:
+        punch = self.puncher.find(peer)
+        if punch is None or punch.role is not Role.INITIATOR:
             raise NotConnected(f"no connection to {peer.short()} that this node initiated")
-        extra = _at_ports(punching.targets, predicted_ports)
-        ref = PunchRef(next(self._refs))
-        assert punching.nursery is not None
-        punching.nursery.start_soon(self._punch, punching, 1, extra, ref)
+        ref = self.puncher.new_ref()
+        extra = at_ports(punch.targets, predicted_ports)
+        punch.nursery.start_soon(self.puncher.punch, punch, 1, extra, ref)
         return ref
 
     def get_pending(self) -> list[PendingPunch]:
         """The punches in flight now."""
-        return [
-            PendingPunch(p.pending, p.connection.peer_id, p.attempt, p.started_at, p.targets)
-            for p in self._punching.values()
-            if p.pending is not None
-        ]
+        return self.puncher.pending()
 
     def connections(self) -> list[Connection]:
         """The open connections, one per peer."""
@@ -336,10 +243,7 @@ class Coordinator(Served):
             inbound=counts["inbound"],
             direct=counts["direct"],
             relayed=counts["relayed"],
-            upgrades=self._upgrades,
-            fallbacks=self._fallbacks,
-            punches=counts["punches"],
-            punch_failures=counts["punch_failures"],
+            punching=self.puncher.statistics(),
             refused_initials=counts["refused"],
         )
 
@@ -373,7 +277,7 @@ class Coordinator(Served):
         )
 
     async def _wait_punched(self, connection: Connection) -> None:
-        punching = self._punching_with(connection.peer_id)
+        punching = self.puncher.find(connection.peer_id)
         if punching is None:
             raise PunchFailed(f"no punch to {connection.peer_id.short()} was possible")
         while connection.method.value is ConnectionMethod.RELAYED:
@@ -384,12 +288,6 @@ class Coordinator(Served):
                 )
             with trio.move_on_after(self.config.punch_window):
                 await connection.method.wait_transition()
-
-    def _punching_with(self, peer: NodeId) -> _Punching | None:
-        for punching in self._punching.values():
-            if punching.connection._peer_id == peer:
-                return punching
-        return None
 
     # -- candidates ------------------------------------------------------------------------------
 
@@ -525,16 +423,15 @@ class Coordinator(Served):
                         self._counts["outbound"] += 1
                         self._counts["relayed"] += 1
                         self._track(connection)
-                        punching = self._new_punching(
-                            link, connection, Role.INITIATOR, os.urandom(LINK_ID_SIZE), nursery
-                        )
-                        nursery.start_soon(self._keep_punched, punching, attempts)
+                        punch = self.puncher.start(link, connection, Role.INITIATOR, nursery)
+                        if attempts:
+                            nursery.start_soon(self.puncher.keep_punched, punch, attempts)
                         task_status.started(connection)
                         started = True
                         try:
                             await connection.wait_closed()
                         finally:
-                            self._forget(punching)
+                            self.puncher.forget(link)
                             self._untrack(connection)
                 except ConnectionFailed as exc:
                     if not started:
@@ -567,12 +464,12 @@ class Coordinator(Served):
                     self._counts["inbound"] += 1
                     self._counts["relayed"] += 1
                     self._track(connection)
-                    self._new_punching(link, connection, Role.RESPONDER, None, nursery)
+                    self.puncher.start(link, connection, Role.RESPONDER, nursery)
                     self._hand_over(connection)
                     try:
                         await connection.wait_closed()
                     finally:
-                        self._forget_link(link)
+                        self.puncher.forget(link)
                         self._untrack(connection)
                 nursery.cancel_scope.cancel()
         finally:
@@ -621,223 +518,7 @@ class Coordinator(Served):
             logger.warning("%r: accept backlog full; closing %s", self, connection.peer_id.short())
             self._nursery_or_raise().start_soon(connection.aclose)
 
-    # -- signalling ----------------------------------------------------------------------------
-
-    def _new_punching(
-        self,
-        link: PeerLink,
-        connection: Connection,
-        role: Role,
-        link_id: bytes | None,
-        nursery: trio.Nursery,
-    ) -> _Punching:
-        """Punch state for a new connection; it reads the signalling and watches the direct
-        path in ``nursery`` (the responder's prover is replaced by the first Offer's)."""
-        prover = PathProver(link_id or bytes(LINK_ID_SIZE), os.urandom(KEY_SIZE), role)
-        punching = _Punching(link, connection, prover, role, nursery=nursery)
-        if link_id is not None:
-            self._punching[link_id] = punching
-        nursery.start_soon(self._serve_control, punching)
-        nursery.start_soon(self._watch_direct, punching)
-        return punching
-
-    def _forget(self, punching: _Punching) -> None:
-        self._forget_link(punching.link)
-
-    def _forget_link(self, link: PeerLink) -> None:
-        for link_id in [i for i, p in self._punching.items() if p.link is link]:
-            del self._punching[link_id]
-        self._unroute(link)
-
-    async def _serve_control(self, punching: _Punching) -> None:
-        """Read the peer's signalling until the connection ends."""
-        connection = punching.connection
-        while True:
-            try:
-                message = decode_control(await connection.receive_control())
-            except (ConnectionFailed, trio.ClosedResourceError):
-                return
-            except ControlError as exc:
-                logger.warning(
-                    "%r: bad signalling from %s: %s", self, connection.peer_id.short(), exc
-                )
-                continue
-            if isinstance(message, Offer) and punching.role is Role.RESPONDER:
-                await self._on_offer(punching, message)
-            elif isinstance(message, Sync) and punching.role is Role.RESPONDER:
-                if message.link_id == punching.prover.link_id and punching.nursery is not None:
-                    punching.nursery.start_soon(self._probe_burst, punching)
-            elif isinstance(message, Answer) and punching.role is Role.INITIATOR:
-                with contextlib.suppress(trio.WouldBlock):
-                    punching.answers_in.send_nowait(message)
-
-    async def _on_offer(self, punching: _Punching, offer: Offer) -> None:
-        old = punching.prover.link_id
-        if old != offer.link_id or punching.prover.key != offer.key:
-            if self._punching.get(old) is punching:
-                del self._punching[old]
-            punching.prover = PathProver(offer.link_id, offer.key, Role.RESPONDER)
-            self._punching[offer.link_id] = punching
-        punching.targets = _targets(offer.candidates, offer.predicted)
-        punching.attempt = offer.attempt
-        candidates, predicted = self._candidates()
-        answer = Answer(
-            link_id=offer.link_id,
-            attempt=offer.attempt,
-            candidates=candidates,
-            predicted=predicted,
-            profile=self.detector.profile.value,
-        )
-        try:
-            await punching.connection.send_control(encode_control(answer))
-        except (ConnectionFailed, trio.ClosedResourceError):
-            return
-
-    # -- punching ------------------------------------------------------------------------------
-
-    async def _keep_punched(self, punching: _Punching, attempts: int) -> None:
-        """The initiator: punch; once the direct path dies (or punching failed), again after
-        ``retry_interval``."""
-        if attempts == 0:
-            return
-        method = punching.link.method
-        while True:
-            if punching.link.direct is None:
-                await self._punch(punching, attempts, (), PunchRef(next(self._refs)))
-            if punching.link.direct is None:
-                await trio.sleep(self.config.retry_interval)
-            else:
-                await method.wait_value(lambda value: value is ConnectionMethod.RELAYED)
-                await trio.sleep(self.config.retry_interval)
-
-    async def _punch(
-        self, punching: _Punching, attempts: int, extra: tuple[Address, ...], ref: PunchRef
-    ) -> bool:
-        """Up to ``attempts`` DCUtR rounds; True once a direct path is proven."""
-        config = self.config
-        connection = punching.connection
-        punching.pending = ref
-        punching.started_at = trio.current_time()
-        self._counts["punches"] += 1
-        try:
-            for attempt in range(1, attempts + 1):
-                punching.attempt = attempt
-                candidates, predicted = self._candidates()
-                offer = Offer(
-                    link_id=punching.prover.link_id,
-                    key=punching.prover.key,
-                    attempt=attempt,
-                    candidates=candidates,
-                    predicted=predicted,
-                    profile=self.detector.profile.value,
-                )
-                sent_at = trio.current_time()
-                try:
-                    await connection.send_control(encode_control(offer))
-                except (ConnectionFailed, trio.ClosedResourceError):
-                    return False
-                answer = None
-                with trio.move_on_after(config.punch_window):
-                    while answer is None or answer.attempt != attempt:
-                        answer = await punching.answers.receive()
-                if answer is None or answer.attempt != attempt:
-                    logger.info("%r: no answer to punch offer %d", self, attempt)
-                    continue
-                rtt = trio.current_time() - sent_at
-                punching.targets = _targets(answer.candidates, answer.predicted) + extra
-                sync = Sync(link_id=punching.prover.link_id, attempt=attempt)
-                try:
-                    await connection.send_control(encode_control(sync))
-                except (ConnectionFailed, trio.ClosedResourceError):
-                    return False
-                await trio.sleep(rtt / 2)
-                if await self._probe_burst(punching):
-                    return True
-                await trio.sleep(config.attempt_gap)
-            self._counts["punch_failures"] += 1
-            logger.info("%r: punching %s failed after %d attempts",
-                        self, connection.peer_id.short(), attempts)  # fmt: skip
-            return False
-        finally:
-            punching.pending = None
-
-    async def _probe_burst(self, punching: _Punching) -> bool:
-        """Probe every target for ``punch_window``; True once a direct path is proven."""
-        config = self.config
-        rounds = max(1, math.ceil(config.punch_window / config.probe_interval))
-        for _round in range(rounds):
-            if punching.link.direct is not None:
-                return True
-            for target in punching.targets:
-                await self._send_probe(punching, target)
-            with trio.move_on_after(config.probe_interval):
-                await punching.proven.wait()
-        return punching.link.direct is not None
-
-    async def _send_probe(self, punching: _Punching, target: Address) -> None:
-        frame = punching.prover.probe(target, trio.current_time())
-        try:
-            await self._probes.send_to(frame, target)
-        except OSError as exc:
-            logger.debug("%r: probe to %s failed: %s", self, target, exc)
-
-    async def _watch_direct(self, punching: _Punching) -> None:
-        """Consent checks on each punched path while it lives; back to the relay when one dies
-        (both sides watch: each stops sending into a dead path on its own)."""
-        config = self.config
-        link = punching.link
-        while True:
-            await link.method.wait_value(lambda value: value is ConnectionMethod.PUNCHED)
-            while (direct := link.direct) is not None:
-                if trio.current_time() - punching.last_proof > config.consent_timeout:
-                    logger.info("%r: direct path to %s silent; back to the relay",
-                                self, direct.address)  # fmt: skip
-                    punching.prover.forget(direct.address)
-                    self._routes.pop(direct.address, None)
-                    punching.proven = trio.Event()
-                    self._fallbacks += 1
-                    link.drop_direct()
-                    break
-                await self._send_probe(punching, direct.address)
-                with trio.move_on_after(config.consent_interval):
-                    await link.method.wait_transition()
-
-    def _adopt(self, punching: _Punching, address: Address, rtt: float | None) -> None:
-        """``address`` answered our probe: carry the connection there."""
-        punching.last_proof = trio.current_time()
-        link = punching.link
-        current = link.direct
-        if current is not None and current.address == address:
-            return
-        if current is not None:
-            self._routes.pop(current.address, None)
-        else:
-            self._upgrades += 1
-        self._route(address, link)
-        link.use_direct(DirectPath(self._quic, address, ConnectionMethod.PUNCHED))
-        punching.proven.set()
-        logger.info("%r: punched to %s at %s (rtt %s)", self, link.peer, address, rtt)
-
     # -- the socket ------------------------------------------------------------------------------
-
-    async def _read_probes(self) -> None:
-        """Route each arriving probe frame to its link's prover."""
-        while True:
-            data, source = await self._probes.receive_from()
-            link_id = peek_link_id(data)
-            punching = None if link_id is None else self._punching.get(link_id)
-            if punching is None:
-                continue
-            received = punching.prover.receive(data, source, trio.current_time())
-            if received.authentic and source not in self._routes:
-                self._route(source, punching.link)  # its QUIC may arrive before we adopt it
-            if received.reply is not None:
-                with contextlib.suppress(OSError):
-                    await self._probes.send_to(received.reply, source)
-            if received.probe_back:
-                await self._send_probe(punching, source)
-            if received.proven is not None:
-                self._adopt(punching, received.proven, received.rtt)
 
     async def _read_quic(self) -> None:
         """Route QUIC datagrams to the link of their source; start inbound direct handshakes."""
@@ -899,27 +580,6 @@ class Coordinator(Served):
         except DirectoryError as exc:
             logger.warning("%r: could not publish the profile: %s", self, exc)
 
-    async def _reprobe(self) -> None:
-        """Check every punched path now (after this node's NAT changed)."""
-        for punching in list(self._punching.values()):
-            direct = punching.link.direct
-            if direct is not None:
-                await self._send_probe(punching, direct.address)
-
-
-def _targets(candidates: Sequence[Address], predicted: Sequence[Address]) -> tuple[Address, ...]:
-    """Where to probe, predicted mappings first: two sequential NATs then allocate their next
-    ports to the same pairs of destinations in the same order, so the probes meet."""
-    seen: dict[Address, None] = {}
-    for address in (*predicted, *candidates):
-        seen.setdefault(normalise_address(address), None)
-    return tuple(seen)
-
-
-def _at_ports(targets: Sequence[Address], ports: Sequence[int]) -> tuple[Address, ...]:
-    ips = dict.fromkeys(ip for ip, _ in targets)
-    return tuple((ip, port) for ip in ips for port in ports)
-
 
 class CoordinatorServer(Actor):
     """Reads the node's QUIC and probe views, accepts relayed sessions, hosts the connections,
@@ -933,7 +593,7 @@ class CoordinatorServer(Actor):
         coordinator._nursery = await self.start(self._host)
         coordinator._attach(self.ref)
         self.start_soon(coordinator._read_quic)
-        self.start_soon(coordinator._read_probes)
+        self.start_soon(coordinator.puncher.read_probes)
         self.start_soon(coordinator._accept_relayed)
         coordinator.detector.subscribe(self.ref)
         profile = coordinator.detector.profile.value
@@ -947,7 +607,7 @@ class CoordinatorServer(Actor):
         if isinstance(message, NatProfileChanged):
             logger.info("%r: NAT profile changed; republishing and re-probing", self._coordinator)
             await self._coordinator._republish(message.new)
-            await self._coordinator._reprobe()
+            await self._coordinator.puncher.reprobe()
             return None
         return await super().handle_info(message)
 

@@ -14,7 +14,7 @@ from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_int
 from macula_nat.relay import RegistryConfig, RelayNode, RelayRegistry, open_relay
 from macula_nat.relay.registry import open_relay_registry
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
-from macula_nat.traversal.coordinator import TraversalConfig
+from macula_nat.traversal.config import TraversalConfig
 
 PRIMARY = ("198.51.100.10", 3478)
 ALTERNATE = ("198.51.100.11", 3479)

@@ -1,0 +1,55 @@
+"""TraversalConfig: every time and bound of connecting and punching, in one place."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from macula_nat.connection import ConnectionConfig
+
+__all__ = ["TraversalConfig"]
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a positive finite number, not {value!r}")
+
+
+_at_least_one = attrs.validators.ge(1)
+
+
+@attrs.frozen
+class TraversalConfig:
+    """Timing (seconds) and bounds of connecting and punching."""
+
+    connection: ConnectionConfig = attrs.Factory(ConnectionConfig)
+    direct_timeout: float = attrs.field(default=3.0, validator=_positive)
+    """Longest a direct dial may take before the relay is tried."""
+    relay_timeout: float = attrs.field(default=5.0, validator=_positive)
+    """Longest a relay session request may take."""
+    punch_window: float = attrs.field(default=2.0, validator=_positive)
+    """How long one punch attempt probes (and waits for the peer's answer)."""
+    probe_interval: float = attrs.field(default=0.05, validator=_positive)
+    """Between two rounds of probes to every candidate within an attempt."""
+    attempt_gap: float = attrs.field(default=0.5, validator=_positive)
+    """Between two punch attempts."""
+    max_punch_attempts: int = attrs.field(default=3, validator=_at_least_one)
+    consent_interval: float = attrs.field(default=5.0, validator=_positive)
+    """Between liveness probes on a punched path (well under NATs' 30 s mapping lifetime)."""
+    consent_timeout: float = attrs.field(default=16.0, validator=_positive)
+    """A punched path unanswered this long is dropped: the connection falls back to the relay."""
+    retry_interval: float = attrs.field(default=60.0, validator=_positive)
+    """After punching failed or the direct path died, the initiator tries again this much later."""
+    predicted_ports: int = attrs.field(default=8, validator=_at_least_one)
+    """Next ports offered at the measured delta when this node's NAT allocates sequentially."""
+    birthday_sockets: int = attrs.field(default=256, validator=_at_least_one)
+    """Sockets the random-port side of a birthday punch opens."""
+    birthday_probes: int = attrs.field(default=1024, validator=_at_least_one)
+    """Random ports the other side probes (98% success with 256 sockets, ARCHITECTURE.md 7)."""
+    birthday_rate: float = attrs.field(default=1000.0, validator=_positive)
+    """Birthday datagrams a side sends per second, at most."""
+    accept_backlog: int = attrs.field(default=64, validator=_at_least_one)
+    max_inbound_handshakes: int = attrs.field(default=16, validator=_at_least_one)
+    record_ttl: float = attrs.field(default=600.0, validator=_positive)
+    """Lifetime of the record this node publishes when its profile changes."""

@@ -1,0 +1,497 @@
+"""Puncher: hole punching and direct-path liveness for one node's connections.
+
+Every connection gets a :class:`Punch`. The initiator runs DCUtR rounds over the connection's
+signalling stream: an :class:`~.punch_wire.Offer` (candidates, predicted ports, profile, link id
+and a fresh probe key), the responder's :class:`~.punch_wire.Answer`, then ``Sync``; the
+initiator waits half the measured round trip so both sides send at once, and each probes every
+candidate of the other. Predicted ports go first, so two sequential NATs allocate their next
+ports to matching pairs of destinations. When the plan over both profiles calls for a birthday
+punch, the random-port side opens ``birthday_sockets`` sockets, each sending to the other side,
+while the other side probes ``birthday_probes`` random ports of its public IP, both within
+``birthday_rate``.
+
+The first address proven both ways (:class:`~.prover.PathProver`) carries the connection
+(:meth:`~macula_nat.connection.link.PeerLink.use_direct`). Each side then checks the path every
+``consent_interval``; unanswered for ``consent_timeout``, the link falls back to the relay and the
+initiator punches again after ``retry_interval``. A valid probe from a new address of the peer (a
+NAT rebinding) is probed back and, once it answers, followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import os
+import random
+from collections.abc import Callable, Sequence
+
+import attrs
+import trio
+
+from macula_nat.connection import Connection, ConnectionFailed
+from macula_nat.connection.link import ConnectionMethod, DirectPath, PeerLink
+from macula_nat.identity import NodeId
+from macula_nat.nat.profile import NatProfile
+from macula_nat.net.address import ANY_IPV4, Address, normalise_address
+from macula_nat.net.demux import Traffic, classify
+from macula_nat.net.endpoint import UdpEndpoint, UdpStack
+from macula_nat.traversal.config import TraversalConfig
+from macula_nat.traversal.prediction import random_probe_ports
+from macula_nat.traversal.prover import PathProver
+from macula_nat.traversal.punch_wire import (
+    KEY_SIZE,
+    LINK_ID_SIZE,
+    Answer,
+    ControlError,
+    Offer,
+    Role,
+    Sync,
+    decode_control,
+    encode_control,
+    peek_link_id,
+)
+from macula_nat.traversal.strategy import Plan, Side, choose
+
+__all__ = ["PendingPunch", "Punch", "PunchRef", "Puncher", "PuncherStatistics"]
+
+logger = logging.getLogger(__name__)
+
+Candidates = Callable[[], tuple[tuple[Address, ...], tuple[Address, ...]]]
+"""This node's candidates (observed mapping, LAN) and predicted next mappings, now."""
+
+
+@attrs.frozen(order=True)
+class PunchRef:
+    """Names one punch (see :meth:`Puncher.pending`)."""
+
+    id: int
+
+
+@attrs.frozen
+class PendingPunch:
+    """A punch in flight."""
+
+    ref: PunchRef
+    peer: NodeId
+    attempt: int
+    started_at: float
+    targets: tuple[Address, ...]
+
+
+@attrs.frozen
+class PuncherStatistics:
+    punches: int
+    punch_failures: int
+    upgrades: int
+    """Relayed connections moved to a punched path."""
+    fallbacks: int
+    """Punched paths that died (the connection went back to the relay)."""
+    birthday_sockets: int
+    """Sockets opened for birthday punches, in all."""
+
+
+@attrs.define(eq=False)
+class Punch:
+    """The punch state of one connection (both sides keep one)."""
+
+    link: PeerLink
+    connection: Connection
+    prover: PathProver
+    role: Role
+    nursery: trio.Nursery
+    """The connection's nursery: punching tasks end with the connection."""
+    targets: tuple[Address, ...] = ()
+    plan: Plan | None = None
+    """The plan over both profiles, once the signalling exchanged them."""
+    peer_ip: str | None = None
+    """The peer's public IP (its first candidate), for birthday probing."""
+    attempt: int = 0
+    pending: PunchRef | None = None
+    started_at: float = 0.0
+    last_proof: float = -math.inf
+    proven: trio.Event = attrs.Factory(trio.Event)
+    sockets: list[UdpEndpoint] = attrs.Factory(list)
+    """Birthday sockets kept for the connection (the one that won)."""
+    answers_in: trio.MemorySendChannel[Answer] = attrs.field(init=False)
+    answers: trio.MemoryReceiveChannel[Answer] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.answers_in, self.answers = trio.open_memory_channel[Answer](4)
+
+
+class Puncher:
+    """Punches for one node: see the module docstring.
+
+    ``probes`` and ``quic`` are the shared socket's views; ``stack`` binds birthday sockets;
+    ``candidates`` and ``profile`` say what this node offers; ``routes`` maps a peer address to
+    the link whose QUIC datagrams come from it (the coordinator's QUIC reader uses it).
+    """
+
+    def __init__(
+        self,
+        *,
+        probes: UdpEndpoint,
+        quic: UdpEndpoint,
+        stack: UdpStack,
+        config: TraversalConfig,
+        candidates: Candidates,
+        profile: Callable[[], NatProfile | None],
+        routes: dict[Address, PeerLink],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._probes = probes
+        self._quic = quic
+        self._stack = stack
+        self.config = config
+        self._candidates = candidates
+        self._profile = profile
+        self._routes = routes
+        self._rng = rng or random.Random()
+        self._by_link_id: dict[bytes, Punch] = {}
+        self._refs = itertools.count(1)
+        self._punches = self._failures = self._upgrades = self._fallbacks = 0
+        self._birthday_sockets = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(
+        self, link: PeerLink, connection: Connection, role: Role, nursery: trio.Nursery
+    ) -> Punch:
+        """Punch state for a new connection; its signalling reader and path watcher run in
+        ``nursery``. The responder's link id and key come with the first Offer."""
+        link_id = os.urandom(LINK_ID_SIZE) if role is Role.INITIATOR else bytes(LINK_ID_SIZE)
+        prover = PathProver(link_id, os.urandom(KEY_SIZE), role)
+        punch = Punch(link, connection, prover, role, nursery)
+        if role is Role.INITIATOR:
+            self._by_link_id[link_id] = punch
+        nursery.start_soon(self._serve_control, punch)
+        nursery.start_soon(self._watch_direct, punch)
+        return punch
+
+    def forget(self, link: PeerLink) -> None:
+        """The connection on ``link`` ended: drop its state, routes and sockets."""
+        for link_id, punch in list(self._by_link_id.items()):
+            if punch.link is link:
+                del self._by_link_id[link_id]
+                for socket in punch.sockets:
+                    socket.close()
+        for address in [a for a, routed in self._routes.items() if routed is link]:
+            del self._routes[address]
+
+    def find(self, peer: NodeId) -> Punch | None:
+        """The punch state of the connection to node ``peer``."""
+        for punch in self._by_link_id.values():
+            if punch.connection._peer_id == peer:
+                return punch
+        return None
+
+    def new_ref(self) -> PunchRef:
+        return PunchRef(next(self._refs))
+
+    def pending(self) -> list[PendingPunch]:
+        return [
+            PendingPunch(p.pending, p.connection.peer_id, p.attempt, p.started_at, p.targets)
+            for p in self._by_link_id.values()
+            if p.pending is not None
+        ]
+
+    def statistics(self) -> PuncherStatistics:
+        return PuncherStatistics(
+            self._punches, self._failures, self._upgrades, self._fallbacks, self._birthday_sockets
+        )
+
+    # -- signalling ------------------------------------------------------------------------------
+
+    async def _serve_control(self, punch: Punch) -> None:
+        """Read the peer's signalling until the connection ends."""
+        connection = punch.connection
+        while True:
+            try:
+                message = decode_control(await connection.receive_control())
+            except (ConnectionFailed, trio.ClosedResourceError):
+                return
+            except ControlError as exc:
+                logger.warning("bad signalling from %s: %s", connection.peer_id.short(), exc)
+                continue
+            if isinstance(message, Offer) and punch.role is Role.RESPONDER:
+                await self._on_offer(punch, message)
+            elif isinstance(message, Sync) and punch.role is Role.RESPONDER:
+                if message.link_id == punch.prover.link_id:
+                    punch.nursery.start_soon(self._probe_burst, punch)
+            elif isinstance(message, Answer) and punch.role is Role.INITIATOR:
+                with contextlib.suppress(trio.WouldBlock):
+                    punch.answers_in.send_nowait(message)
+
+    def _learn(self, punch: Punch, message: Offer | Answer) -> None:
+        """Take the peer's candidates and profile from its Offer or Answer."""
+        punch.targets = _targets(message.candidates, message.predicted)
+        punch.peer_ip = message.candidates[0][0] if message.candidates else None
+        local = self._profile()
+        punch.plan = None
+        if local is not None and message.profile is not None:
+            punch.plan = choose(local, message.profile)
+
+    async def _on_offer(self, punch: Punch, offer: Offer) -> None:
+        prover = punch.prover
+        if prover.link_id != offer.link_id or prover.key != offer.key:
+            if self._by_link_id.get(prover.link_id) is punch:
+                del self._by_link_id[prover.link_id]
+            punch.prover = PathProver(offer.link_id, offer.key, Role.RESPONDER)
+            self._by_link_id[offer.link_id] = punch
+        self._learn(punch, offer)
+        punch.attempt = offer.attempt
+        candidates, predicted = self._candidates()
+        answer = Answer(
+            link_id=offer.link_id,
+            attempt=offer.attempt,
+            candidates=candidates,
+            predicted=predicted,
+            profile=self._profile(),
+        )
+        with contextlib.suppress(ConnectionFailed, trio.ClosedResourceError):
+            await punch.connection.send_control(encode_control(answer))
+
+    # -- punching ------------------------------------------------------------------------------
+
+    async def keep_punched(self, punch: Punch, attempts: int) -> None:
+        """The initiator: punch; again ``retry_interval`` after punching failed or the direct
+        path died."""
+        method = punch.link.method
+        while True:
+            if punch.link.direct is None:
+                await self.punch(punch, attempts, (), self.new_ref())
+            if punch.link.direct is not None:
+                await method.wait_value(lambda value: value is ConnectionMethod.RELAYED)
+            await trio.sleep(self.config.retry_interval)
+
+    async def punch(
+        self, punch: Punch, attempts: int, extra: tuple[Address, ...], ref: PunchRef
+    ) -> bool:
+        """Up to ``attempts`` DCUtR rounds, also probing ``extra``; True once a direct path is
+        proven."""
+        config = self.config
+        connection = punch.connection
+        punch.pending = ref
+        punch.started_at = trio.current_time()
+        self._punches += 1
+        try:
+            for attempt in range(1, attempts + 1):
+                punch.attempt = attempt
+                candidates, predicted = self._candidates()
+                offer = Offer(
+                    link_id=punch.prover.link_id,
+                    key=punch.prover.key,
+                    attempt=attempt,
+                    candidates=candidates,
+                    predicted=predicted,
+                    profile=self._profile(),
+                )
+                sent_at = trio.current_time()
+                try:
+                    await connection.send_control(encode_control(offer))
+                    answer = await self._answer(punch, attempt)
+                    if answer is None:
+                        logger.info(
+                            "no answer to punch offer %d to %s", attempt, connection.peer_id.short()
+                        )
+                        continue
+                    rtt = trio.current_time() - sent_at
+                    self._learn(punch, answer)
+                    punch.targets += extra
+                    sync = Sync(link_id=punch.prover.link_id, attempt=attempt)
+                    await connection.send_control(encode_control(sync))
+                except (ConnectionFailed, trio.ClosedResourceError):
+                    return False
+                await trio.sleep(rtt / 2)
+                if await self._probe_burst(punch):
+                    return True
+                await trio.sleep(config.attempt_gap)
+            self._failures += 1
+            logger.info(
+                "punching %s failed after %d attempts", connection.peer_id.short(), attempts
+            )
+            return False
+        finally:
+            punch.pending = None
+
+    async def _answer(self, punch: Punch, attempt: int) -> Answer | None:
+        with trio.move_on_after(self.config.punch_window):
+            while True:
+                answer = await punch.answers.receive()
+                if answer.attempt == attempt and answer.link_id == punch.prover.link_id:
+                    return answer
+        return None
+
+    async def _probe_burst(self, punch: Punch) -> bool:
+        """Probe the peer for ``punch_window`` (a birthday punch when the plan says so); True
+        once a direct path is proven."""
+        plan = punch.plan
+        if plan is not None and plan.birthday_hard is Side.LOCAL:
+            return await self._birthday_hard(punch)
+        random_ports = plan is not None and plan.birthday_hard is Side.REMOTE
+        config = self.config
+        ports = self._birthday_ports() if random_ports and punch.peer_ip else ()
+        per_round = max(1, math.ceil(config.birthday_rate * config.probe_interval))
+        rounds = max(
+            math.ceil(config.punch_window / config.probe_interval),
+            math.ceil(len(ports) / per_round),
+        )
+        for index in range(rounds):
+            if punch.link.direct is not None:
+                return True
+            for target in punch.targets:
+                await self._send_probe(punch, target)
+            for port in ports[index * per_round : (index + 1) * per_round]:
+                assert punch.peer_ip is not None
+                await self._send_probe(punch, (punch.peer_ip, port))
+            with trio.move_on_after(config.probe_interval):
+                await punch.proven.wait()
+        return punch.link.direct is not None
+
+    def _birthday_ports(self) -> tuple[int, ...]:
+        return random_probe_ports(self._rng, self.config.birthday_probes)
+
+    async def _birthday_hard(self, punch: Punch) -> bool:
+        """Open ``birthday_sockets`` sockets, each sending to the peer, and listen on all; the
+        socket whose mapping the peer's random probes hit carries the path."""
+        config = self.config
+        sockets: list[UdpEndpoint] = []
+        winner: UdpEndpoint | None = None
+        try:
+            async with trio.open_nursery() as readers:
+                for _ in range(config.birthday_sockets):
+                    try:
+                        socket = await self._stack.bind((ANY_IPV4, 0))
+                    except OSError as exc:
+                        logger.warning("birthday punch: only %d sockets: %s", len(sockets), exc)
+                        break
+                    sockets.append(socket)
+                    readers.start_soon(self._read_socket, punch, socket)
+                self._birthday_sockets += len(sockets)
+                interval = 1 / config.birthday_rate
+                for socket in sockets:
+                    for target in punch.targets:
+                        await self._send_probe(punch, target, socket)
+                    await trio.sleep(interval)
+                with trio.move_on_after(
+                    max(config.punch_window, config.birthday_probes * interval)
+                ):
+                    await punch.proven.wait()
+                readers.cancel_scope.cancel()
+            direct = punch.link.direct
+            winner = None if direct is None or direct.endpoint not in sockets else direct.endpoint
+        finally:
+            for socket in sockets:
+                if socket is not winner:
+                    socket.close()
+        if winner is not None:
+            punch.sockets.append(winner)
+            punch.nursery.start_soon(self._read_socket, punch, winner)
+        return punch.link.direct is not None
+
+    async def _read_socket(self, punch: Punch, socket: UdpEndpoint) -> None:
+        """Read a birthday socket: probe frames to the prover, QUIC from the peer to the link."""
+        with contextlib.suppress(trio.ClosedResourceError):
+            while True:
+                data, source = await socket.receive_from()
+                kind = classify(data)
+                if kind is Traffic.PUNCH:
+                    await self._on_frame(punch, data, source, socket)
+                elif kind is Traffic.QUIC and self._routes.get(source) is punch.link:
+                    punch.link.deliver_direct(data)
+
+    async def _send_probe(
+        self, punch: Punch, target: Address, via: UdpEndpoint | None = None
+    ) -> None:
+        frame = punch.prover.probe(target, trio.current_time())
+        try:
+            await (via or self._probes).send_to(frame, target)
+        except (OSError, ValueError) as exc:
+            logger.debug("probe to %s failed: %s", target, exc)
+
+    # -- proofs ----------------------------------------------------------------------------------
+
+    async def read_probes(self) -> None:
+        """Route each probe frame arriving on the shared socket to its connection's prover."""
+        while True:
+            data, source = await self._probes.receive_from()
+            link_id = peek_link_id(data)
+            punch = None if link_id is None else self._by_link_id.get(link_id)
+            if punch is not None:
+                await self._on_frame(punch, data, source, self._probes)
+
+    async def _on_frame(self, punch: Punch, data: bytes, source: Address, via: UdpEndpoint) -> None:
+        received = punch.prover.receive(data, source, trio.current_time())
+        if received.authentic and source not in self._routes:
+            self._routes[source] = punch.link  # its QUIC may arrive before we adopt it
+        if received.reply is not None:
+            with contextlib.suppress(OSError):
+                await via.send_to(received.reply, source)
+        if received.probe_back:
+            await self._send_probe(punch, source, via)
+        if received.proven is not None:
+            self._adopt(punch, received.proven, self._quic if via is self._probes else via)
+
+    def _adopt(self, punch: Punch, address: Address, endpoint: UdpEndpoint) -> None:
+        """``address`` answered our probe (through ``endpoint``): carry the connection there."""
+        punch.last_proof = trio.current_time()
+        link = punch.link
+        current = link.direct
+        if current is not None and current.address == address:
+            return
+        if current is not None:
+            self._routes.pop(current.address, None)
+        else:
+            self._upgrades += 1
+        self._routes[address] = link
+        link.use_direct(DirectPath(endpoint, address, ConnectionMethod.PUNCHED))
+        punch.proven.set()
+
+    async def _watch_direct(self, punch: Punch) -> None:
+        """Consent checks on each punched path while it lives; back to the relay when one dies
+        (both sides watch: each stops sending into a dead path on its own)."""
+        config = self.config
+        link = punch.link
+        while True:
+            await link.method.wait_value(lambda value: value is ConnectionMethod.PUNCHED)
+            while (direct := link.direct) is not None:
+                if trio.current_time() - punch.last_proof > config.consent_timeout:
+                    logger.info("%r: direct path to %s silent; back to the relay",
+                                link, direct.address)  # fmt: skip
+                    punch.prover.forget(direct.address)
+                    self._routes.pop(direct.address, None)
+                    punch.proven = trio.Event()
+                    self._fallbacks += 1
+                    link.drop_direct()
+                    break
+                await self._send_probe(punch, direct.address, self._via(direct))
+                with trio.move_on_after(config.consent_interval):
+                    await link.method.wait_transition()
+
+    def _via(self, direct: DirectPath) -> UdpEndpoint:
+        """Where probes for ``direct`` leave from: its birthday socket, or the shared socket."""
+        return self._probes if direct.endpoint is self._quic else direct.endpoint
+
+    async def reprobe(self) -> None:
+        """Check every punched path now (this node's NAT changed)."""
+        for punch in list(self._by_link_id.values()):
+            direct = punch.link.direct
+            if direct is not None and direct.method is ConnectionMethod.PUNCHED:
+                await self._send_probe(punch, direct.address, self._via(direct))
+
+
+def _targets(candidates: Sequence[Address], predicted: Sequence[Address]) -> tuple[Address, ...]:
+    """Where to probe, predicted mappings first: two sequential NATs then allocate their next
+    ports to the same pairs of destinations in the same order, so the probes meet."""
+    seen: dict[Address, None] = {}
+    for address in (*predicted, *candidates):
+        seen.setdefault(normalise_address(address), None)
+    return tuple(seen)
+
+
+def at_ports(targets: Sequence[Address], ports: Sequence[int]) -> tuple[Address, ...]:
+    """``ports`` at each IP of ``targets``."""
+    ips = dict.fromkeys(ip for ip, _ in targets)
+    return tuple((ip, port) for ip in ips for port in ports)
