@@ -284,6 +284,8 @@ class Connection:
         self._inbox_send, self._inbox = trio.open_memory_channel(self._config.inbox_size)
         link = self.link
         self.method = link.method if link is not None else AsyncValue(ConnectionMethod.DIRECT)
+        if link is not None:
+            link.on_path_change(self._on_path_change)
 
     # -- the user surface --------------------------------------------------------------------
 
@@ -420,6 +422,14 @@ class Connection:
                 return
             self._raise_if_unusable()
             await self._next_progress()
+
+    def _on_path_change(self) -> None:
+        """A new path: PING over it at once, so packets lost on the old one are declared lost
+        (and resent) after one round trip instead of after a backed-off probe timeout."""
+        if self._usable() and self._handshake_completed:
+            self._ping_uid += 1
+            self._quic.send_ping(self._ping_uid)
+            self._wake()
 
     def _wake(self) -> None:
         with contextlib.suppress(trio.WouldBlock):  # the driver has work queued: it will flush
@@ -626,7 +636,12 @@ class Connection:
                 await self._endpoint.send_to(data, self._remote)
             except trio.ClosedResourceError:
                 if self._failure is None and not self._closed_locally:
-                    self._failure = ConnectionClosed("the UDP endpoint was closed")
+                    what = (
+                        "no path to the peer is left"
+                        if self.link
+                        else "the UDP endpoint was closed"
+                    )
+                    self._failure = ConnectionClosed(what)
                 self._terminated.set()
                 return
             except OSError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -97,6 +98,7 @@ class PeerLink(UdpEndpoint):
         self._relay_changed = trio.Event()
         self._inbox_in, self._inbox = trio.open_memory_channel[bytes](buffer)
         self._closed = False
+        self._listeners: list[Callable[[], None]] = []
         self.method: AsyncValue[ConnectionMethod] = AsyncValue(self._current_method())
         """How datagrams travel now; a new value each time the path changes."""
         self._sent_direct = self._sent_relayed = 0
@@ -137,10 +139,11 @@ class PeerLink(UdpEndpoint):
         if self._direct is None:
             return
         self._direct = None
-        self._fallbacks += 1
         logger.info("%r: direct path lost", self)
         if self._relay is None or self._relay.closed_reason is not None:
             self.close()
+            return
+        self._fallbacks += 1
         self._update()
 
     def attach_relay(self, session: RelaySession) -> None:
@@ -155,9 +158,16 @@ class PeerLink(UdpEndpoint):
             return self._direct.method
         return ConnectionMethod.RELAYED
 
+    def on_path_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (synchronously) after each change of path, and on closing."""
+        self._listeners.append(listener)
+
     def _update(self) -> None:
-        if not self._closed:
-            self.method.value = self._current_method()
+        if self._closed:
+            return
+        self.method.value = self._current_method()
+        for listener in self._listeners:
+            listener()
 
     # -- the endpoint --------------------------------------------------------------------------
 
@@ -189,7 +199,11 @@ class PeerLink(UdpEndpoint):
             await relay.send(data)
         except SessionClosed as exc:
             logger.info("%r: relay session ended: %s", self, exc)
-            self._relay = None
+            if self._relay is relay:
+                self._relay = None
+            if self._direct is not None:  # adopted while we were sending
+                await self.send_to(data, address)
+                return
             self.close()
             raise trio.ClosedResourceError("the relay session to the peer ended") from exc
         self._sent_relayed += 1
@@ -204,11 +218,14 @@ class PeerLink(UdpEndpoint):
         return data, LINK_ADDRESS
 
     def close(self) -> None:
+        """Close for good; ``closed`` becomes True (``method`` keeps its last value)."""
         if self._closed:
             return
         self._closed = True
         self._inbox_in.close()
         self._relay_changed.set()
+        for listener in self._listeners:
+            listener()
 
     @property
     def closed(self) -> bool:
@@ -229,7 +246,7 @@ class PeerLink(UdpEndpoint):
         """Read the relay session (and each that replaces it) until the link closes."""
         while not self._closed:
             relay = self._relay
-            if relay is None or relay.closed_reason is not None:
+            if relay is None:
                 await self._relay_changed.wait()
                 continue
             try:

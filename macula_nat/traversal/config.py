@@ -30,6 +30,9 @@ class TraversalConfig:
     """Longest a relay session request may take."""
     punch_window: float = attrs.field(default=2.0, validator=_positive)
     """How long one punch attempt probes (and waits for the peer's answer)."""
+    signal_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """Longest the initiator waits for the peer's Answer (QUIC delivers it; after losses its
+    retransmission backs off, so this is generous)."""
     probe_interval: float = attrs.field(default=0.05, validator=_positive)
     """Between two rounds of probes to every candidate within an attempt."""
     attempt_gap: float = attrs.field(default=0.5, validator=_positive)

@@ -58,6 +58,12 @@ __all__ = ["PendingPunch", "Punch", "PunchRef", "Puncher", "PuncherStatistics"]
 
 logger = logging.getLogger(__name__)
 
+MAX_KEPT_SOCKETS = 4
+"""Birthday sockets kept open without a proof of our own, because the peer's probes reached them."""
+
+MAX_TARGETS = 96
+"""Addresses one punch probes at most: candidates, predicted ports and peer-reflexive sources."""
+
 Candidates = Callable[[], tuple[tuple[Address, ...], tuple[Address, ...]]]
 """This node's candidates (observed mapping, LAN) and predicted next mappings, now."""
 
@@ -110,10 +116,16 @@ class Punch:
     attempt: int = 0
     pending: PunchRef | None = None
     started_at: float = 0.0
-    last_proof: float = -math.inf
+    proofs: dict[Address, float] = attrs.Factory(dict)
+    """When each peer address last answered one of our probes."""
     proven: trio.Event = attrs.Factory(trio.Event)
     sockets: list[UdpEndpoint] = attrs.Factory(list)
-    """Birthday sockets kept for the connection (the one that won)."""
+    """Birthday sockets open now: all of them during a birthday punch, afterwards the one that
+    won (or those the peer's probes reached)."""
+    heard: set[UdpEndpoint] = attrs.Factory(set)
+    """Birthday sockets an authentic frame from the peer arrived on."""
+    birthday_until: float = -math.inf
+    """When the birthday sockets that did not win are closed (pushed back by each attempt)."""
     answers_in: trio.MemorySendChannel[Answer] = attrs.field(init=False)
     answers: trio.MemoryReceiveChannel[Answer] = attrs.field(init=False)
 
@@ -215,6 +227,7 @@ class Puncher:
             except ControlError as exc:
                 logger.warning("bad signalling from %s: %s", connection.peer_id.short(), exc)
                 continue
+            logger.debug("%s: %r", punch.role.name, message)
             if isinstance(message, Offer) and punch.role is Role.RESPONDER:
                 await self._on_offer(punch, message)
             elif isinstance(message, Sync) and punch.role is Role.RESPONDER:
@@ -317,7 +330,7 @@ class Puncher:
             punch.pending = None
 
     async def _answer(self, punch: Punch, attempt: int) -> Answer | None:
-        with trio.move_on_after(self.config.punch_window):
+        with trio.move_on_after(self.config.signal_timeout):
             while True:
                 answer = await punch.answers.receive()
                 if answer.attempt == attempt and answer.link_id == punch.prover.link_id:
@@ -354,42 +367,55 @@ class Puncher:
         return random_probe_ports(self._rng, self.config.birthday_probes)
 
     async def _birthday_hard(self, punch: Punch) -> bool:
-        """Open ``birthday_sockets`` sockets, each sending to the peer, and listen on all; the
-        socket whose mapping the peer's random probes hit carries the path."""
+        """Send from every birthday socket (opened by the first attempt) to the peer and wait
+        for its random probes to hit one of their mappings; True once a path is proven.
+
+        The sockets stay open, listening, until ``punch_window`` after the latest attempt: a
+        late Sync only delays the peer's probes. Sockets the peer reached stay open after that
+        even without a proof of our own (a datagram was lost): the peer may have proven that
+        path and will probe it again, which proves it for us too."""
         config = self.config
-        sockets: list[UdpEndpoint] = []
-        winner: UdpEndpoint | None = None
-        try:
-            async with trio.open_nursery() as readers:
-                for _ in range(config.birthday_sockets):
-                    try:
-                        socket = await self._stack.bind((ANY_IPV4, 0))
-                    except OSError as exc:
-                        logger.warning("birthday punch: only %d sockets: %s", len(sockets), exc)
-                        break
-                    sockets.append(socket)
-                    readers.start_soon(self._read_socket, punch, socket)
-                self._birthday_sockets += len(sockets)
-                interval = 1 / config.birthday_rate
-                for socket in sockets:
-                    for target in punch.targets:
-                        await self._send_probe(punch, target, socket)
-                    await trio.sleep(interval)
-                with trio.move_on_after(
-                    max(config.punch_window, config.birthday_probes * interval)
-                ):
-                    await punch.proven.wait()
-                readers.cancel_scope.cancel()
-            direct = punch.link.direct
-            winner = None if direct is None or direct.endpoint not in sockets else direct.endpoint
-        finally:
-            for socket in sockets:
-                if socket is not winner:
-                    socket.close()
-        if winner is not None:
-            punch.sockets.append(winner)
-            punch.nursery.start_soon(self._read_socket, punch, winner)
+        interval = 1 / config.birthday_rate
+        window = max(config.punch_window, config.birthday_probes * interval)
+        punch.birthday_until = trio.current_time() + window + config.attempt_gap + window
+        if len(punch.sockets) < config.birthday_sockets:
+            await self._open_birthday(punch)
+        for socket in list(punch.sockets):
+            for target in punch.targets:
+                await self._send_probe(punch, target, socket)
+            await trio.sleep(interval)
+        with trio.move_on_after(window):
+            await punch.proven.wait()
         return punch.link.direct is not None
+
+    async def _open_birthday(self, punch: Punch) -> None:
+        before = len(punch.sockets)
+        for _ in range(self.config.birthday_sockets - len(punch.sockets)):
+            try:
+                socket = await self._stack.bind((ANY_IPV4, 0))
+            except OSError as exc:
+                logger.warning("birthday punch: only %d sockets: %s", len(punch.sockets), exc)
+                break
+            punch.sockets.append(socket)
+            punch.nursery.start_soon(self._read_socket, punch, socket)
+        self._birthday_sockets += len(punch.sockets) - before
+        punch.nursery.start_soon(self._settle_birthday, punch)
+
+    async def _settle_birthday(self, punch: Punch) -> None:
+        """Close the birthday sockets that did not win, once the punch is over."""
+        while not punch.proven.is_set() and (
+            punch.pending is not None or trio.current_time() < punch.birthday_until
+        ):
+            with trio.move_on_after(self.config.punch_window):
+                await punch.proven.wait()
+        direct = punch.link.direct
+        keep = [socket for socket in punch.sockets if socket in punch.heard][:MAX_KEPT_SOCKETS]
+        if direct is not None and direct.endpoint in punch.sockets and direct.endpoint not in keep:
+            keep.append(direct.endpoint)
+        for socket in punch.sockets:
+            if socket not in keep:
+                socket.close()
+        punch.sockets[:] = keep
 
     async def _read_socket(self, punch: Punch, socket: UdpEndpoint) -> None:
         """Read a birthday socket: probe frames to the prover, QUIC from the peer to the link."""
@@ -398,7 +424,8 @@ class Puncher:
                 data, source = await socket.receive_from()
                 kind = classify(data)
                 if kind is Traffic.PUNCH:
-                    await self._on_frame(punch, data, source, socket)
+                    if await self._on_frame(punch, data, source, socket):
+                        punch.heard.add(socket)
                 elif kind is Traffic.QUIC and self._routes.get(source) is punch.link:
                     punch.link.deliver_direct(data)
 
@@ -408,7 +435,7 @@ class Puncher:
         frame = punch.prover.probe(target, trio.current_time())
         try:
             await (via or self._probes).send_to(frame, target)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, trio.ClosedResourceError) as exc:
             logger.debug("probe to %s failed: %s", target, exc)
 
     # -- proofs ----------------------------------------------------------------------------------
@@ -422,10 +449,14 @@ class Puncher:
             if punch is not None:
                 await self._on_frame(punch, data, source, self._probes)
 
-    async def _on_frame(self, punch: Punch, data: bytes, source: Address, via: UdpEndpoint) -> None:
+    async def _on_frame(self, punch: Punch, data: bytes, source: Address, via: UdpEndpoint) -> bool:
+        """Handle a probe frame that came through ``via``; whether it was authentic."""
         received = punch.prover.receive(data, source, trio.current_time())
-        if received.authentic and source not in self._routes:
-            self._routes[source] = punch.link  # its QUIC may arrive before we adopt it
+        if received.authentic:
+            if source not in self._routes:
+                self._routes[source] = punch.link  # its QUIC may arrive before we adopt it
+            if source not in punch.targets and len(punch.targets) < MAX_TARGETS:
+                punch.targets += (source,)  # peer-reflexive: where its packets really come from
         if received.reply is not None:
             with contextlib.suppress(OSError):
                 await via.send_to(received.reply, source)
@@ -433,13 +464,21 @@ class Puncher:
             await self._send_probe(punch, source, via)
         if received.proven is not None:
             self._adopt(punch, received.proven, self._quic if via is self._probes else via)
+        return received.authentic
 
     def _adopt(self, punch: Punch, address: Address, endpoint: UdpEndpoint) -> None:
-        """``address`` answered our probe (through ``endpoint``): carry the connection there."""
-        punch.last_proof = trio.current_time()
+        """``address`` answered our probe (through ``endpoint``): carry the connection there,
+        unless the current direct path still answers (several predicted ports may prove at
+        once; flapping between them helps nobody). A path unanswered for a consent interval
+        gives way: that is how a NAT rebinding is followed."""
+        now = trio.current_time()
+        punch.proofs[address] = now
         link = punch.link
         current = link.direct
-        if current is not None and current.address == address:
+        if current is not None and (
+            current.address == address
+            or now - punch.proofs.get(current.address, -math.inf) <= self.config.consent_interval
+        ):
             return
         if current is not None:
             self._routes.pop(current.address, None)
@@ -454,10 +493,11 @@ class Puncher:
         (both sides watch: each stops sending into a dead path on its own)."""
         config = self.config
         link = punch.link
-        while True:
+        while not link.closed:
             await link.method.wait_value(lambda value: value is ConnectionMethod.PUNCHED)
-            while (direct := link.direct) is not None:
-                if trio.current_time() - punch.last_proof > config.consent_timeout:
+            while (direct := link.direct) is not None and not link.closed:
+                last_proof = punch.proofs.get(direct.address, -math.inf)
+                if trio.current_time() - last_proof > config.consent_timeout:
                     logger.info("%r: direct path to %s silent; back to the relay",
                                 link, direct.address)  # fmt: skip
                     punch.prover.forget(direct.address)

@@ -91,6 +91,10 @@ class NatBox(NetworkFront):
         self._table.expire(trio.current_time())
         return self._table.mappings()
 
+    def rebind(self) -> int:
+        """Drop every mapping; the next datagrams get new public ports (see NatTable.rebind)."""
+        return self._table.rebind()
+
     def statistics(self) -> NatStatistics:
         self._table.expire(trio.current_time())
         return self._table.statistics()

@@ -201,6 +201,16 @@ class NatTable:
         self._expired += expired
         return expired
 
+    def rebind(self) -> int:
+        """Forget every mapping, keeping its public port taken: each inside endpoint's next
+        datagram gets a new public port, as after a NAT reboot (RFC 4787's "NAT rebinding").
+        Returns how many mappings were dropped."""
+        dropped = len(self._by_key)
+        self._by_key.clear()
+        self._by_external.clear()
+        self._expired += dropped
+        return dropped
+
     def mappings(self) -> list[NatMapping]:
         """Snapshots of the live mappings, least recently refreshed first."""
         lifetime = self._behavior.mapping_lifetime

@@ -399,3 +399,15 @@ def test_a_mapping_lives_exactly_while_outbound_traffic_keeps_coming(
         expired = nat.statistics().mappings_expired - expired_before
         assert expired == (1 if gap >= lifetime else 0)
     assert nat.statistics().mappings == 1
+
+
+@pytest.mark.parametrize("allocation", ["pp", "pc", "rd"])
+def test_a_rebinding_gives_the_same_inside_endpoint_a_new_port(allocation: str) -> None:
+    nat = table(filtering="pd", allocation=allocation)
+    before = out(nat, INSIDE, S1, now=0.0)
+
+    assert nat.rebind() == 1
+    assert nat.inbound(S1, before, 1.0) is None  # the old mapping is gone
+    after = out(nat, INSIDE, S1, now=2.0)
+    assert after != before and after[0] == before[0]
+    assert nat.inbound(S1, after, 3.0) == INSIDE
