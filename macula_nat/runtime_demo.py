@@ -1,4 +1,4 @@
-"""``make run`` until the NAT system exists: a supervision tree doing real work under faults.
+"""``macula-nat demo --runtime``: a supervision tree doing real work under faults.
 
 A root supervisor runs a ticker that publishes to a topic, a pool of workers under a dynamic
 supervisor, and a flaky worker that crashes on every third job. Jobs keep flowing while crashes

@@ -25,5 +25,5 @@ async def test_the_demo_tells_a_crash_a_restart_and_a_clean_shutdown(
 
 
 def test_the_cli_knows_the_demo() -> None:
-    args = build_parser().parse_args(["demo", "--seconds", "1"])
-    assert (args.command, args.seconds) == ("demo", 1.0)
+    args = build_parser().parse_args(["demo", "--runtime", "--seconds", "1"])
+    assert (args.command, args.runtime, args.seconds) == ("demo", True, 1.0)

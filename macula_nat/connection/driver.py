@@ -302,6 +302,12 @@ class Connection:
         endpoint = self._endpoint
         return endpoint if isinstance(endpoint, PeerLink) else None
 
+    def owns(self, header: QuicHeader) -> bool:
+        """Whether a packet with ``header`` is addressed to this connection (its connection
+        id is one this side issued)."""
+        cid = header.destination_cid
+        return any(host.cid == cid for host in self._quic._host_cids)
+
     def info(self) -> ConnectionInfo:
         """Peer, method, smoothed RTT and addresses, now."""
         link = self.link

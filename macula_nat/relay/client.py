@@ -192,6 +192,7 @@ class RelayClient:
         self._request_ids = itertools.count(1)
         self._echoes = itertools.count(1)
         self._pings: dict[int, float] = {}
+        self._ponged = trio.Event()
         self._registrations = 0
         self._sent = 0
         self._received = 0
@@ -247,6 +248,22 @@ class RelayClient:
         if isinstance(result, RelayRefused):
             raise result
         return result
+
+    async def observe(self, timeout: float = 1.0) -> Address | None:
+        """Where the relay sees this node now (a KEEPALIVE now; its PONG says), or the last
+        known address if no PONG came within ``timeout``; None while unregistered.
+
+        A NAT rebinding shows here first: the relay follows an authenticated node to its new
+        address and reports it."""
+        if self.registration.value is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        ponged = self._ponged
+        await self._send_keepalive()
+        with trio.move_on_after(timeout):
+            await ponged.wait()
+        registration = self.registration.value
+        return None if registration is None else registration.observed
 
     async def accept(self) -> RelaySession:
         """The next session another node opened to this one."""
@@ -392,6 +409,8 @@ class RelayClient:
             self._dropped += 1  # frames only a node sends
 
     def _on_pong(self, pong: Pong) -> None:
+        self._ponged.set()
+        self._ponged = trio.Event()
         sent = self._pings.pop(pong.echo, None)
         if sent is not None:
             sample = trio.current_time() - sent

@@ -140,6 +140,7 @@ class Coordinator(Served):
             stack=registry.stack,
             config=self.config,
             candidates=self._candidates,
+            observe=self._observe,
             profile=lambda: detector.profile.value,
             routes=self._routes,
         )
@@ -291,6 +292,14 @@ class Coordinator(Served):
 
     # -- candidates ------------------------------------------------------------------------------
 
+    async def _observe(self) -> None:
+        """Refresh the observed mapping of the shared socket (the home relay reports it)."""
+        client = self.registry.client
+        if client is not None:
+            await client.observe(timeout=self.config.punch_window / 4)
+        else:
+            await trio.lowlevel.checkpoint()
+
     def _candidates(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
         """This node's candidates (observed mapping, LAN) and predicted next mappings."""
         found: list[Address] = []
@@ -356,16 +365,23 @@ class Coordinator(Served):
         )
         started = False
         try:
-            async with connect(link, LINK_ADDRESS, self.key, target, config=config) as connection:
+            async with (
+                connect(link, LINK_ADDRESS, self.key, target, config=config) as connection,
+                trio.open_nursery() as nursery,
+            ):
                 self._counts["outbound"] += 1
                 self._counts["direct"] += 1
                 self._track(connection)
+                punch = self.puncher.start(link, connection, Role.INITIATOR, nursery)
+                nursery.start_soon(self.puncher.introduce, punch)
                 task_status.started(connection)
                 started = True
                 try:
                     await connection.wait_closed()
                 finally:
+                    self.puncher.forget(link)
                     self._untrack(connection)
+                    nursery.cancel_scope.cancel()
         except ConnectionFailed as exc:
             if not started:
                 raise
@@ -500,11 +516,15 @@ class Coordinator(Served):
                 self._counts["inbound"] += 1
                 self._counts["direct"] += 1
                 self._track(connection)
-                self._hand_over(connection)
-                try:
-                    await connection.wait_closed()
-                finally:
-                    self._untrack(connection)
+                async with trio.open_nursery() as nursery:
+                    self.puncher.start(link, connection, Role.RESPONDER, nursery)
+                    self._hand_over(connection)
+                    try:
+                        await connection.wait_closed()
+                    finally:
+                        self.puncher.forget(link)
+                        self._untrack(connection)
+                        nursery.cancel_scope.cancel()
         finally:
             if handshaking:
                 self._inbound_handshakes -= 1
@@ -521,15 +541,28 @@ class Coordinator(Served):
     # -- the socket ------------------------------------------------------------------------------
 
     async def _read_quic(self) -> None:
-        """Route QUIC datagrams to the link of their source; start inbound direct handshakes."""
+        """Route QUIC datagrams to the link of their source, or of their connection id (a peer
+        whose NAT rebound: QUIC authenticates the packet, and the path follows only once the
+        new address answers a probe); start inbound direct handshakes."""
         nursery = self._nursery_or_raise()
         while True:
             data, source = await self._quic.receive_from()
-            link = self._routes.get(source)
+            link = self._routes.get(source) or self._by_connection_id(data)
             if link is not None:
                 link.deliver_direct(data)
             elif self._may_start(data, source):
                 nursery.start_soon(self._run_inbound_direct, data, source)
+
+    def _by_connection_id(self, data: bytes) -> PeerLink | None:
+        """The direct link whose connection the datagram's destination connection id names."""
+        header = parse_header(data)
+        if header is None or header.packet_type != QuicPacketType.ONE_RTT:
+            return None
+        for connection in self._connections.values():
+            link = connection.link
+            if link is not None and link.direct is not None and connection.owns(header):
+                return link
+        return None
 
     def _may_start(self, data: bytes, source: Address) -> bool:
         header = parse_header(data)

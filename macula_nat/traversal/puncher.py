@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -114,10 +114,14 @@ class Punch:
     peer_ip: str | None = None
     """The peer's public IP (its first candidate), for birthday probing."""
     attempt: int = 0
+    offers: int = 0
+    """Offers sent for this connection so far."""
     pending: PunchRef | None = None
     started_at: float = 0.0
     proofs: dict[Address, float] = attrs.Factory(dict)
     """When each peer address last answered one of our probes."""
+    endpoints: dict[Address, UdpEndpoint] = attrs.Factory(dict)
+    """Where each proven peer address is reached from (the shared socket or a birthday one)."""
     proven: trio.Event = attrs.Factory(trio.Event)
     sockets: list[UdpEndpoint] = attrs.Factory(list)
     """Birthday sockets open now: all of them during a birthday punch, afterwards the one that
@@ -137,7 +141,8 @@ class Puncher:
     """Punches for one node: see the module docstring.
 
     ``probes`` and ``quic`` are the shared socket's views; ``stack`` binds birthday sockets;
-    ``candidates`` and ``profile`` say what this node offers; ``routes`` maps a peer address to
+    ``candidates`` and ``profile`` say what this node offers (``observe`` refreshes the
+    observed mapping first: after a NAT rebinding it has moved); ``routes`` maps a peer address to
     the link whose QUIC datagrams come from it (the coordinator's QUIC reader uses it).
     """
 
@@ -149,6 +154,7 @@ class Puncher:
         stack: UdpStack,
         config: TraversalConfig,
         candidates: Candidates,
+        observe: Callable[[], Awaitable[object]],
         profile: Callable[[], NatProfile | None],
         routes: dict[Address, PeerLink],
         rng: random.Random | None = None,
@@ -158,6 +164,7 @@ class Puncher:
         self._stack = stack
         self.config = config
         self._candidates = candidates
+        self._observe = observe
         self._profile = profile
         self._routes = routes
         self._rng = rng or random.Random()
@@ -176,6 +183,9 @@ class Puncher:
         link_id = os.urandom(LINK_ID_SIZE) if role is Role.INITIATOR else bytes(LINK_ID_SIZE)
         prover = PathProver(link_id, os.urandom(KEY_SIZE), role)
         punch = Punch(link, connection, prover, role, nursery)
+        if link.direct is not None:  # dialled directly: the path is as good as proven
+            punch.proofs[link.direct.address] = trio.current_time()
+            punch.endpoints[link.direct.address] = link.direct.endpoint
         if role is Role.INITIATOR:
             self._by_link_id[link_id] = punch
         nursery.start_soon(self._serve_control, punch)
@@ -268,6 +278,25 @@ class Puncher:
 
     # -- punching ------------------------------------------------------------------------------
 
+    async def introduce(self, punch: Punch) -> None:
+        """The dialler of a direct connection: exchange link id, key and candidates (an Offer
+        and its Answer, no punch), so both sides can check the path and follow the peer to a
+        new address after a NAT rebinding."""
+        candidates, predicted = self._candidates()
+        offer = Offer(
+            link_id=punch.prover.link_id,
+            key=punch.prover.key,
+            attempt=1,
+            candidates=candidates,
+            predicted=predicted,
+            profile=self._profile(),
+        )
+        with contextlib.suppress(ConnectionFailed, trio.ClosedResourceError):
+            await punch.connection.send_control(encode_control(offer))
+            answer = await self._answer(punch, 1)
+            if answer is not None:
+                self._learn(punch, answer)
+
     async def keep_punched(self, punch: Punch, attempts: int) -> None:
         """The initiator: punch; again ``retry_interval`` after punching failed or the direct
         path died."""
@@ -292,6 +321,9 @@ class Puncher:
         try:
             for attempt in range(1, attempts + 1):
                 punch.attempt = attempt
+                if punch.offers:  # not the first: this node's mapping may have moved since
+                    await self._observe()
+                punch.offers += 1
                 candidates, predicted = self._candidates()
                 offer = Offer(
                     link_id=punch.prover.link_id,
@@ -473,31 +505,59 @@ class Puncher:
         gives way: that is how a NAT rebinding is followed."""
         now = trio.current_time()
         punch.proofs[address] = now
+        punch.endpoints[address] = endpoint
+        current = punch.link.direct
+        if current is not None and (current.address == address or not self._quiet(punch, now)):
+            return
+        self._use(punch, address)
+
+    def _quiet(self, punch: Punch, now: float) -> bool:
+        """The current direct path missed its last consent check."""
+        direct = punch.link.direct
+        last = -math.inf if direct is None else punch.proofs.get(direct.address, -math.inf)
+        return now - last > 1.5 * self.config.consent_interval
+
+    def _use(self, punch: Punch, address: Address) -> None:
+        """Carry the connection over the proven ``address`` from now on."""
         link = punch.link
         current = link.direct
-        if current is not None and (
-            current.address == address
-            or now - punch.proofs.get(current.address, -math.inf) <= self.config.consent_interval
-        ):
-            return
         if current is not None:
             self._routes.pop(current.address, None)
         else:
             self._upgrades += 1
         self._routes[address] = link
-        link.use_direct(DirectPath(endpoint, address, ConnectionMethod.PUNCHED))
+        method = ConnectionMethod.PUNCHED if current is None else current.method
+        link.use_direct(DirectPath(punch.endpoints[address], address, method))
         punch.proven.set()
 
+    def _fresher(self, punch: Punch) -> Address | None:
+        """Another peer address proven since the current path last answered, if any."""
+        direct = punch.link.direct
+        if direct is None:
+            return None
+        last = punch.proofs.get(direct.address, -math.inf)
+        proven = [(t, a) for a, t in punch.proofs.items() if a != direct.address and t > last]
+        return max(proven)[1] if proven else None
+
     async def _watch_direct(self, punch: Punch) -> None:
-        """Consent checks on each punched path while it lives; back to the relay when one dies
-        (both sides watch: each stops sending into a dead path on its own)."""
+        """Consent checks on each direct path while it lives; back to the relay when one dies
+        (both sides watch: each stops sending into a dead path on its own). Without a relay
+        to fall back to, the checks go on (they find the peer's new address after a NAT
+        rebinding) and QUIC's idle timeout decides whether the connection lives."""
         config = self.config
         link = punch.link
         while not link.closed:
-            await link.method.wait_value(lambda value: value is ConnectionMethod.PUNCHED)
+            await link.method.wait_value(lambda value: value is not ConnectionMethod.RELAYED)
             while (direct := link.direct) is not None and not link.closed:
+                now = trio.current_time()
+                if self._quiet(punch, now) and (fresher := self._fresher(punch)) is not None:
+                    logger.info("%r: %s went quiet; following the peer to %s",
+                                link, direct.address, fresher)  # fmt: skip
+                    self._use(punch, fresher)
+                    continue
                 last_proof = punch.proofs.get(direct.address, -math.inf)
-                if trio.current_time() - last_proof > config.consent_timeout:
+                silent = now - last_proof > config.consent_timeout
+                if silent and link.relay is not None:
                     logger.info("%r: direct path to %s silent; back to the relay",
                                 link, direct.address)  # fmt: skip
                     punch.prover.forget(direct.address)
@@ -518,7 +578,7 @@ class Puncher:
         """Check every punched path now (this node's NAT changed)."""
         for punch in list(self._by_link_id.values()):
             direct = punch.link.direct
-            if direct is not None and direct.method is ConnectionMethod.PUNCHED:
+            if direct is not None:
                 await self._send_probe(punch, direct.address, self._via(direct))
 
 

@@ -11,6 +11,7 @@ import trio
 from macula_nat.directory import EmbeddedDirectory
 from macula_nat.identity import NodeKey
 from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
+from macula_nat.net.sim.host import SimHost
 from macula_nat.relay import RegistryConfig, RelayNode, RelayRegistry, open_relay
 from macula_nat.relay.registry import open_relay_registry
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
@@ -36,8 +37,12 @@ class World:
     async def node(self, preset: Preset | str, name: str | None = None) -> NatSystem:
         """A node behind ``preset``, detected, published and registered with the relay."""
         site = add_site(self.internet.public, preset, name=name, link=self.site_link)
+        return await self.node_at(site.host)
+
+    async def node_at(self, host: SimHost) -> NatSystem:
+        """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above."""
         config = NatConfig(
-            stack=site.host,
+            stack=host,
             observers=(PRIMARY,),
             detect_timeout=1.0,
             directory=self.directory,

@@ -1,0 +1,286 @@
+"""``make run``: one node behind every NAT type, each connecting to every other.
+
+A gateway (a two-address STUN observer, a relay) and an embedded directory sit on a simulated
+internet; one node per NAT preset detects its NAT, registers with the relay and publishes its
+record. Then every pair connects, says hello both ways and, when the strategy expects a punch,
+waits for the direct path. The table shows how each pair ended and how fast, in simulated time:
+run it under ``trio.testing.MockClock(autojump_threshold=0)`` and it takes seconds of wall time.
+The caller gets each line through ``emit`` (the library itself never prints).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from typing import Final
+
+import attrs
+import trio
+
+from macula_nat.connection import Connection
+from macula_nat.connection.link import ConnectionMethod
+from macula_nat.directory import EmbeddedDirectory
+from macula_nat.identity import NodeKey
+from macula_nat.nat.profile import NatProfile
+from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
+from macula_nat.relay import RegistryConfig, RelayNode, RelayRegistry, open_relay
+from macula_nat.relay.registry import open_relay_registry
+from macula_nat.system import NatConfig, NatSystem, open_nat_system
+from macula_nat.traversal.strategy import Method, choose
+
+__all__ = ["NAT_TYPES", "SHARES", "DemoResult", "PairResult", "run", "weighted_direct_share"]
+
+logger = logging.getLogger(__name__)
+
+OBSERVER: Final = ("198.51.100.10", 3478)
+OBSERVER_ALTERNATE: Final = ("198.51.100.11", 3479)
+RELAY: Final = ("198.51.100.10", 3480)
+LINK: Final = LinkProfile(latency=0.005)
+"""5 ms each way per access link: 20 ms round trip between two nodes, 40 ms via the relay."""
+SETUP_TIMEOUT: Final = 30.0
+PAIR_TIMEOUT: Final = 30.0
+PUNCH_WAIT: Final = 10.0
+"""Simulated seconds a pair on the relay waits for its punch before it counts as relayed."""
+
+NAT_TYPES: Final = (
+    Preset.OPEN_INTERNET,
+    Preset.FULL_CONE,
+    Preset.RESTRICTED_CONE,
+    Preset.PORT_RESTRICTED_CONE,
+    Preset.SYMMETRIC_RANDOM,
+    Preset.SYMMETRIC_SEQUENTIAL,
+    Preset.EIM_RANDOM_PORT,
+    Preset.CGNAT_FULL_CONE,
+)
+SHARES: Final[Mapping[Preset, float]] = {
+    Preset.FULL_CONE: 0.15,
+    Preset.RESTRICTED_CONE: 0.37,
+    Preset.PORT_RESTRICTED_CONE: 0.20,
+    Preset.SYMMETRIC_RANDOM: 0.12,
+    Preset.CGNAT_FULL_CONE: 0.16,
+}
+"""NAT type shares in the field (ARCHITECTURE.md section 9, NATCracker); "symmetric" is taken as
+the random-port kind, the harder of the two."""
+
+
+def node_name(preset: Preset) -> str:
+    """A node's name: its NAT type, e.g. ``port-restricted-cone``."""
+    return preset.name.lower().replace("_", "-")
+
+
+@attrs.frozen
+class PairResult:
+    """How ``local`` connecting to ``remote`` went; times are simulated seconds from the start
+    of the connect."""
+
+    local: Preset
+    remote: Preset
+    local_profile: NatProfile
+    remote_profile: NatProfile
+    method: ConnectionMethod
+    """The connecting side's final method."""
+    first_byte: float
+    """Until the remote side received the first chat line."""
+    direct_after: float | None
+    """Until both ends left the relay; None when they did not."""
+    upgrades: int
+    """Relay-to-direct switches of the connecting side's link."""
+    heard: tuple[str, str]
+    """The chat lines received: by the remote side, then by the local side."""
+
+    @property
+    def direct(self) -> bool:
+        """Whether the pair ended on a direct path (dialled or punched)."""
+        return self.method is not ConnectionMethod.RELAYED
+
+
+@attrs.frozen
+class DemoResult:
+    """Every pair's outcome, in connection order, and :func:`weighted_direct_share` of them."""
+
+    rows: tuple[PairResult, ...]
+    weighted_direct_share: float
+
+
+def weighted_direct_share(
+    rows: Iterable[PairResult], shares: Mapping[Preset, float] = SHARES
+) -> float:
+    """The share of connections that end direct, if NAT types occurred as often as ``shares``.
+
+    Each unordered pair of the weighted types counts ``share_a * share_b`` (twice when the types
+    differ); pairs involving other types do not count. 0.0 when no pair counts.
+    """
+    total = direct = 0.0
+    for row in rows:
+        if row.local not in shares or row.remote not in shares:
+            continue
+        weight = shares[row.local] * shares[row.remote] * (1 if row.local == row.remote else 2)
+        total += weight
+        direct += weight if row.direct else 0.0
+    return direct / total if total else 0.0
+
+
+async def _open_gateway(
+    internet: Internet, directory: EmbeddedDirectory, stack: AsyncExitStack
+) -> None:
+    """The public gateway: a full RFC 5780 observer and a relay announced in ``directory``."""
+    host = internet.add_host([OBSERVER[0], OBSERVER_ALTERNATE[0]], name="gateway", link=LINK)
+    config = NatConfig(
+        stack=host,
+        observe=OBSERVER,
+        observe_alternate=OBSERVER_ALTERNATE,
+        detect_on_start=False,
+        directory=directory,
+    )
+    await stack.enter_async_context(open_nat_system(config))
+    relay = RelayNode(host, RELAY, NodeKey.generate())
+    registry = RelayRegistry(directory, host)
+    await stack.enter_async_context(open_relay(relay))
+    await stack.enter_async_context(open_relay_registry(registry))
+    await relay.enable(max_sessions=1000)
+    if not await registry.register(relay.node_id, relay.address):
+        raise RuntimeError("the gateway's relay could not be announced")
+
+
+async def _open_node(
+    internet: Internet, directory: EmbeddedDirectory, stack: AsyncExitStack, preset: Preset
+) -> NatSystem:
+    """A node behind ``preset``, once detected, registered with its home relay and published."""
+    site = add_site(internet.public, preset, name=node_name(preset), link=LINK)
+    config = NatConfig(
+        stack=site.host,
+        observers=(OBSERVER,),
+        detect_timeout=1.0,
+        directory=directory,
+        key=NodeKey.generate(),
+        relays=RegistryConfig(probe_window=0.2),
+    )
+    system = await stack.enter_async_context(open_nat_system(config))
+    with trio.fail_after(SETUP_TIMEOUT):
+        await system.detector.profile.wait_value(lambda p: p is not None)
+        await system.relays.home.wait_value(lambda h: h is not None)
+        while True:
+            record = await directory.resolve_record(system.node_id.text())
+            if record is not None and record.profile is not None and record.home_relay:
+                return system
+            await trio.sleep(0.05)
+
+
+def _profile(system: NatSystem) -> NatProfile:
+    profile: NatProfile | None = system.detector.profile.value
+    if profile is None:
+        raise RuntimeError(f"{system.node_id.short()} lost its NAT profile")
+    return profile
+
+
+def _off_relay(method: ConnectionMethod) -> bool:
+    return method is not ConnectionMethod.RELAYED
+
+
+async def _wait_direct(a: Connection, b: Connection, direct_at: list[float]) -> None:
+    """Append the time both ends left the relay (each on its own proof), if within the wait."""
+    with trio.move_on_after(PUNCH_WAIT):
+        await a.method.wait_value(_off_relay)
+        await b.method.wait_value(_off_relay)
+        direct_at.append(trio.current_time())
+
+
+async def _connect_pair(
+    nodes: Mapping[Preset, NatSystem], local_preset: Preset, remote_preset: Preset
+) -> PairResult:
+    """Connect ``local_preset``'s node to ``remote_preset``'s, chat, and wait for a punch."""
+    local, remote = nodes[local_preset], nodes[remote_preset]
+    local_profile, remote_profile = _profile(local), _profile(remote)
+    plan = choose(local_profile, remote_profile)
+    started = trio.current_time()
+    direct_at: list[float] = []
+    with trio.fail_after(PAIR_TIMEOUT):
+        connection = await local.connector.connect(remote.node_id)
+        accepted = await remote.connector.accept()
+        async with trio.open_nursery() as nursery:
+            if plan.method is not Method.RELAY:
+                nursery.start_soon(_wait_direct, connection, accepted, direct_at)
+            await connection.send_message(f"hello from {node_name(local_preset)}".encode())
+            heard_remote = (await accepted.receive_message()).decode()
+            first_byte = trio.current_time() - started
+            await accepted.send_message(f"hello from {node_name(remote_preset)}".encode())
+            heard_local = (await connection.receive_message()).decode()
+        method = connection.info().connection_method
+        link = connection.link
+        upgrades = link.statistics().upgrades if link is not None else 0
+        await connection.aclose()
+        await accepted.aclose()
+    logger.info("%s -> %s: %s (plan: %s)", local_preset, remote_preset, method, plan.reason)
+    return PairResult(
+        local=local_preset,
+        remote=remote_preset,
+        local_profile=local_profile,
+        remote_profile=remote_profile,
+        method=method,
+        first_byte=first_byte,
+        direct_after=direct_at[0] - started if direct_at else None,
+        upgrades=upgrades,
+        heard=(heard_remote, heard_local),
+    )
+
+
+_ROW: Final = "{:<20}  {:<20}  {:<8}  {:>10}  {:>10}  {:>8}"
+
+
+def _format_row(row: PairResult) -> str:
+    direct = "-" if row.direct_after is None else f"{row.direct_after * 1000:.0f}"
+    return _ROW.format(
+        node_name(row.local),
+        node_name(row.remote),
+        str(row.method),
+        f"{row.first_byte * 1000:.0f}",
+        direct,
+        row.upgrades,
+    )
+
+
+def _summary(rows: Sequence[PairResult], share: float) -> tuple[str, str]:
+    counts = {method: sum(r.method is method for r in rows) for method in ConnectionMethod}
+    ended = ", ".join(f"{counts[m]} {m}" for m in ConnectionMethod)
+    return (
+        f"{len(rows)} pairs: {ended}",
+        f"weighted direct share {share:.1%} over these pairs of different NAT types (dialled "
+        "or punched, weighted by the NAT type shares in the field; `make bench` adds same-type "
+        "pairs)",
+    )
+
+
+async def run(emit: Callable[[str], None], seed: int = 1) -> DemoResult:
+    """Run the demonstration on a simulated internet seeded with ``seed``."""
+    emit(
+        f"A simulated internet: a gateway (STUN observer, relay) and {len(NAT_TYPES)} nodes, "
+        "one behind each NAT type."
+    )
+    emit("Each node detects its NAT, registers with the relay and publishes its record; then")
+    emit("every pair connects, says hello both ways, and punches through where it can.")
+    emit("Times are simulated milliseconds (20 ms round trip between nodes, 40 ms via the relay).")
+    rows: list[PairResult] = []
+    async with open_internet(seed=seed) as internet, AsyncExitStack() as stack:
+        directory = EmbeddedDirectory(clock=trio.current_time)
+        await _open_gateway(internet, directory, stack)
+        emit("")
+        emit(f"{'node':<20}  {'detected NAT type':<20}  public address")
+        nodes: dict[Preset, NatSystem] = {}
+        for preset in NAT_TYPES:
+            nodes[preset] = await _open_node(internet, directory, stack, preset)
+            profile = _profile(nodes[preset])
+            address = f"{profile.public_ip}:{profile.public_port}"
+            emit(f"{node_name(preset):<20}  {profile.nat_type:<20}  {address}")
+        emit("")
+        emit(_ROW.format("from", "to", "method", "first byte", "to direct", "upgrades"))
+        for local, remote in itertools.combinations(NAT_TYPES, 2):
+            row = await _connect_pair(nodes, local, remote)
+            rows.append(row)
+            emit(_format_row(row))
+    share = weighted_direct_share(rows)
+    emit("")
+    for line in _summary(rows, share):
+        emit(line)
+    return DemoResult(tuple(rows), share)

@@ -1,0 +1,154 @@
+"""Paths under a live connection: relay -> direct with no message lost, a dead direct path
+falling back to the relay and punched again, a NAT rebinding followed."""
+
+from __future__ import annotations
+
+import attrs
+import trio
+from trio.testing import MockClock
+
+from macula_nat.connection import Connection
+from macula_nat.connection.link import ConnectionMethod
+from macula_nat.net.sim import Preset, add_site
+from macula_nat.system import NatSystem
+from macula_nat.traversal.config import TraversalConfig
+
+from .world import World, open_world
+
+QUICK = TraversalConfig(consent_interval=1.0, consent_timeout=3.5, retry_interval=5.0)
+"""Liveness on a scale a test can watch: a dead path is dropped within 3.5 s."""
+
+
+async def stream(sender: Connection, count: int, gap: float) -> None:
+    for i in range(count):
+        await sender.send_message(b"%d" % i)
+        await trio.sleep(gap)
+
+
+async def expect(receiver: Connection, count: int) -> None:
+    for i in range(count):
+        assert await receiver.receive_message() == b"%d" % i
+
+
+async def pair(world: World, a: Preset, b: Preset) -> tuple[NatSystem, NatSystem]:
+    return await world.node(a, "alice"), await world.node(b, "bob")
+
+
+async def test_an_upgrade_while_messages_flow_loses_none(autojump_clock: MockClock) -> None:
+    async with open_world() as world:
+        alice, bob = await pair(world, Preset.PORT_RESTRICTED_CONE, Preset.SYMMETRIC_SEQUENTIAL)
+        with trio.fail_after(30):
+            connection = await alice.connector.connect(bob.node_id)
+            accepted = await bob.connector.accept()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream, connection, 300, 0.005)
+                nursery.start_soon(stream, accepted, 300, 0.005)
+                nursery.start_soon(expect, accepted, 300)
+                nursery.start_soon(expect, connection, 300)
+        assert connection.info().connection_method is ConnectionMethod.PUNCHED
+        for end in (connection, accepted):
+            assert end.link is not None
+            statistics = end.link.statistics()
+            # the stream started over the relay and finished on the punched path
+            assert statistics.sent_relayed > 0 and statistics.sent_direct > 0
+            assert statistics.upgrades == 1
+
+
+async def test_a_dead_direct_path_falls_back_to_the_relay_then_is_punched_again(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world(traversal=QUICK) as world:
+        site = add_site(world.internet.public, Preset.EIM_RANDOM_PORT, link=world.site_link)
+        alice = await world.node_at(site.host)
+        bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob")
+        with trio.fail_after(60):
+            connection = await alice.connector.connect(bob.node_id)
+            accepted = await bob.connector.accept()
+            await connection.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
+            await accepted.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
+            old = connection.info().local_address, accepted.info().remote_address
+            # alice's NAT forgets every mapping: her packets now leave from a new port that
+            # bob's port-restricted NAT drops, and bob's reach a mapping that is gone
+            site.nats[0].rebind()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream, connection, 200, 0.05)
+                nursery.start_soon(expect, accepted, 200)
+                await connection.method.wait_value(lambda m: m is ConnectionMethod.RELAYED)
+                await accepted.method.wait_value(lambda m: m is ConnectionMethod.RELAYED)
+                # the initiator punches again after retry_interval, from its new mapping
+                await connection.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
+                await accepted.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
+        assert accepted.info().remote_address != old[1]
+        assert connection.link is not None and accepted.link is not None
+        assert connection.link.statistics().fallbacks == 1
+        assert accepted.link.statistics().fallbacks == 1
+        assert alice.coordinator.statistics().punching.fallbacks == 1
+
+
+async def test_a_rebinding_behind_a_cone_peer_is_followed_without_the_relay(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world(traversal=QUICK) as world:
+        site = add_site(world.internet.public, Preset.EIM_RANDOM_PORT, link=world.site_link)
+        alice = await world.node_at(site.host)
+        bob = await world.node(Preset.RESTRICTED_CONE, "bob")
+        with trio.fail_after(60):
+            connection = await alice.connector.connect(bob.node_id)
+            accepted = await bob.connector.accept()
+            await accepted.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
+            before = accepted.info().remote_address
+            site.nats[0].rebind()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream, connection, 100, 0.05)
+                nursery.start_soon(expect, accepted, 100)
+                nursery.start_soon(stream, accepted, 100, 0.05)
+                nursery.start_soon(expect, connection, 100)
+        # bob's address-restricted NAT lets alice's new port in: bob follows it directly
+        after = accepted.info().remote_address
+        assert after is not None and before is not None
+        assert after[0] == before[0] and after[1] != before[1]
+        assert accepted.info().connection_method is ConnectionMethod.PUNCHED
+        assert accepted.link is not None and accepted.link.statistics().fallbacks == 0
+
+
+async def test_a_direct_connection_survives_a_rebinding_of_the_dialler(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world(traversal=QUICK) as world:
+        site = add_site(world.internet.public, Preset.EIM_RANDOM_PORT, link=world.site_link)
+        alice = await world.node_at(site.host)
+        bob = await world.node(Preset.OPEN_INTERNET, "bob")
+        with trio.fail_after(60):
+            connection = await alice.connector.connect(bob.node_id)
+            accepted = await bob.connector.accept()
+            assert connection.info().connection_method is ConnectionMethod.DIRECT
+            before = accepted.info().remote_address
+            site.nats[0].rebind()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream, connection, 100, 0.05)
+                nursery.start_soon(expect, accepted, 100)
+                nursery.start_soon(stream, accepted, 100, 0.05)
+                nursery.start_soon(expect, connection, 100)
+        after = accepted.info().remote_address
+        assert after != before
+        assert accepted.info().connection_method is ConnectionMethod.DIRECT
+
+
+async def test_a_connection_without_a_possible_punch_stays_on_the_relay(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world() as world:
+        alice, bob = await pair(world, Preset.SYMMETRIC_RANDOM, Preset.SYMMETRIC_RANDOM)
+        with trio.fail_after(30):
+            connection = await alice.connector.connect(bob.node_id)
+            accepted = await bob.connector.accept()
+            await connection.send_message(b"via the relay")
+            assert await accepted.receive_message() == b"via the relay"
+            await trio.sleep(10)
+        assert connection.info().connection_method is ConnectionMethod.RELAYED
+        assert connection.info().remote_address is None
+        assert alice.coordinator.statistics().punching.punches == 0
+
+
+def test_quick_liveness_settings_are_valid() -> None:
+    assert attrs.evolve(QUICK, consent_timeout=1.0).consent_timeout == 1.0
