@@ -223,10 +223,7 @@ class Coordinator(Served):
         punch = self.puncher.find(peer)
         if punch is None or punch.role is not Role.INITIATOR:
             raise NotConnected(f"no connection to {peer.short()} that this node initiated")
-        ref = self.puncher.new_ref()
-        extra = at_ports(punch.targets, predicted_ports)
-        punch.nursery.start_soon(self.puncher.punch, punch, 1, extra, ref)
-        return ref
+        return self.puncher.punch_soon(punch, at_ports(punch.targets, predicted_ports))
 
     def get_pending(self) -> list[PendingPunch]:
         """The punches in flight now."""
@@ -441,7 +438,7 @@ class Coordinator(Served):
                         self._track(connection)
                         punch = self.puncher.start(link, connection, Role.INITIATOR, nursery)
                         if attempts:
-                            nursery.start_soon(self.puncher.keep_punched, punch, attempts)
+                            self.puncher.keep_punched(punch, attempts)
                         task_status.started(connection)
                         started = True
                         try:

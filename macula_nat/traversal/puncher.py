@@ -249,7 +249,7 @@ class Puncher:
 
     def _learn(self, punch: Punch, message: Offer | Answer) -> None:
         """Take the peer's candidates and profile from its Offer or Answer."""
-        punch.targets = _targets(message.candidates, message.predicted)
+        punch.targets = _targets(message.predicted, message.candidates)
         punch.peer_ip = message.candidates[0][0] if message.candidates else None
         local = self._profile()
         punch.plan = None
@@ -297,13 +297,28 @@ class Puncher:
             if answer is not None:
                 self._learn(punch, answer)
 
-    async def keep_punched(self, punch: Punch, attempts: int) -> None:
-        """The initiator: punch; again ``retry_interval`` after punching failed or the direct
-        path died."""
+    def keep_punched(self, punch: Punch, attempts: int) -> PunchRef:
+        """The initiator: punch in the background (listed in :meth:`pending` from now on), and
+        again ``retry_interval`` after punching failed or the direct path died."""
+        ref = punch.pending = self.new_ref()
+        punch.started_at = trio.current_time()
+        punch.nursery.start_soon(self._keep_punched, punch, attempts, ref)
+        return ref
+
+    def punch_soon(self, punch: Punch, extra: tuple[Address, ...]) -> PunchRef:
+        """One more punch attempt now, also probing ``extra``; listed in :meth:`pending`."""
+        ref = punch.pending = self.new_ref()
+        punch.started_at = trio.current_time()
+        punch.targets = _targets(punch.targets, extra)
+        punch.nursery.start_soon(self.punch, punch, 1, extra, ref)
+        return ref
+
+    async def _keep_punched(self, punch: Punch, attempts: int, ref: PunchRef) -> None:
         method = punch.link.method
         while True:
             if punch.link.direct is None:
-                await self.punch(punch, attempts, (), self.new_ref())
+                await self.punch(punch, attempts, (), ref)
+                ref = self.new_ref()
             if punch.link.direct is not None:
                 await method.wait_value(lambda value: value is ConnectionMethod.RELAYED)
             await trio.sleep(self.config.retry_interval)
@@ -344,7 +359,7 @@ class Puncher:
                         continue
                     rtt = trio.current_time() - sent_at
                     self._learn(punch, answer)
-                    punch.targets += extra
+                    punch.targets = _targets(punch.targets, extra)
                     sync = Sync(link_id=punch.prover.link_id, attempt=attempt)
                     await connection.send_control(encode_control(sync))
                 except (ConnectionFailed, trio.ClosedResourceError):
@@ -582,11 +597,12 @@ class Puncher:
                 await self._send_probe(punch, direct.address, self._via(direct))
 
 
-def _targets(candidates: Sequence[Address], predicted: Sequence[Address]) -> tuple[Address, ...]:
-    """Where to probe, predicted mappings first: two sequential NATs then allocate their next
-    ports to the same pairs of destinations in the same order, so the probes meet."""
+def _targets(first: Sequence[Address], then: Sequence[Address]) -> tuple[Address, ...]:
+    """``first`` then ``then``, without repeats (an Offer's predicted mappings go first: two
+    sequential NATs then allocate their next ports to the same pairs of destinations in the
+    same order, so the probes meet)."""
     seen: dict[Address, None] = {}
-    for address in (*predicted, *candidates):
+    for address in (*first, *then):
         seen.setdefault(normalise_address(address), None)
     return tuple(seen)
 
