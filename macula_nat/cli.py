@@ -11,6 +11,7 @@ import trio
 from trio.testing import MockClock
 
 from macula_nat import nat_demo, runtime_demo
+from macula_nat.connect_command import add_connect_parsers
 from macula_nat.gateway_command import add_gateway_parser
 from macula_nat.nat.detect_command import add_detect_parser
 from macula_nat.nat.observe_command import add_observe_parser
@@ -51,13 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_detect_parser(commands)
     add_observe_parser(commands)
     add_gateway_parser(commands)
+    add_connect_parsers(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A server says where it listens; a one-shot command stays quiet unless asked.
-    quiet = logging.INFO if args.command in ("observe", "gateway") else logging.WARNING
+    quiet = logging.INFO if args.command in ("observe", "gateway", "listen") else logging.WARNING
     level = quiet if args.verbose == 0 else (logging.INFO if args.verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     status: int = args.handler(args)

@@ -1,0 +1,236 @@
+"""``macula-nat listen`` and ``macula-nat connect NODE_ID``: a node on a real network.
+
+Both join through gateways: ``--observer`` (their STUN observers, for NAT detection) and
+``--bootstrap`` (their DHT ports: the directory where records and relays are found). ``listen``
+prints the node id and accepts connections; ``connect`` reaches a node by id. Either way, each
+line read from standard input is sent as a message, each message received is printed, and so is
+every change of the connection's method (relayed -> punched ...). Ends at end of input or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from pathlib import Path
+
+import trio
+
+from macula_nat.actors import StartFailed
+from macula_nat.command import run_until_interrupted
+from macula_nat.connection import Connection, ConnectionFailed
+from macula_nat.dht.config import DhtConfig
+from macula_nat.identity import KeyFileError, NodeId, NodeKey
+from macula_nat.nat.observe_command import address_argument
+from macula_nat.net.endpoint import UdpStack
+from macula_nat.relay import NoRelay
+from macula_nat.system import NatConfig, NatSystem, open_nat_system
+from macula_nat.traversal.errors import TraversalError
+
+__all__ = ["add_connect_parsers", "chat", "connect_main", "listen_main", "node_config"]
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[str], None]
+
+
+def _node_id(text: str) -> NodeId:
+    try:
+        return NodeId.from_text(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--observer",
+        dest="observers",
+        type=address_argument,
+        nargs="+",
+        required=True,
+        metavar="IP:PORT",
+        help="gateways' STUN observers (their --listen address)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=address_argument,
+        nargs="+",
+        required=True,
+        metavar="IP:PORT",
+        help="gateways' DHT ports: the directory of records and relays",
+    )
+    parser.add_argument(
+        "--listen",
+        type=address_argument,
+        default=("0.0.0.0", 0),
+        metavar="IP:PORT",
+        help="this node's socket (default: any address, a free port)",
+    )
+    parser.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help="the node key file, created if missing (default: a new key for this run)",
+    )
+
+
+def add_connect_parsers(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Add ``listen`` and ``connect`` to ``subparsers``."""
+    listen = subparsers.add_parser(
+        "listen", help="accept connections from other nodes and chat", description=__doc__
+    )
+    _common(listen)
+    listen.set_defaults(handler=run_listen)
+    connect = subparsers.add_parser(
+        "connect", help="connect to a node by id and chat", description=__doc__
+    )
+    connect.add_argument("target", type=_node_id, metavar="NODE_ID", help="the node to reach")
+    connect.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to connect within (default 15)"
+    )
+    _common(connect)
+    connect.set_defaults(handler=run_connect)
+
+
+def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None = None) -> NatConfig:
+    """The node the parsed ``args`` describe (read-only in the DHT: it may sit behind a NAT)."""
+    return NatConfig(
+        stack=stack,
+        observers=tuple(args.observers),
+        dht=DhtConfig(bootstrap=tuple(args.bootstrap), read_only=True),
+        key=key,
+        listen=args.listen,
+    )
+
+
+async def chat(
+    connection: Connection, lines: AsyncIterable[str], emit: Emit, *, close_at_end: bool = True
+) -> None:
+    """Send each of ``lines``; print what arrives and each change of method; until the peer
+    goes, or the lines end and ``close_at_end``."""
+    peer = connection.peer_id.short()
+    emit(f"connected to {peer} ({connection.info().connection_method})")
+
+    async def report_methods() -> None:
+        async for method in connection.method.transitions():
+            emit(f"[{peer}: now {method[0]}]")
+
+    async def receive() -> None:
+        try:
+            while True:
+                message = await connection.receive_message()
+                emit(f"{peer}> {message.decode(errors='replace')}")
+        except (ConnectionFailed, trio.ClosedResourceError) as exc:
+            emit(f"[{peer}: connection ended: {exc}]")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(report_methods)
+
+        async def receive_then_stop() -> None:
+            await receive()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(receive_then_stop)
+        try:
+            async for line in lines:
+                await connection.send_message(line.encode())
+        except (ConnectionFailed, trio.ClosedResourceError):
+            pass
+        if close_at_end:
+            await connection.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def _ready(system: NatSystem, emit: Emit) -> None:
+    profile = await system.detector.profile.wait_value(lambda value: value is not None)
+    emit(f"node {system.node_id.text()}")
+    emit(f"NAT: {profile.nat_type}, public address {profile.public_ip}:{profile.public_port}")
+    home = await system.relays.home.wait_value(lambda value: value is not None)
+    emit(f"home relay {home.endpoint[0]}:{home.endpoint[1]} ({home.latency_ms:.0f} ms)")
+
+
+async def listen_main(
+    config: NatConfig,
+    lines: AsyncIterable[str],
+    emit: Emit,
+    *,
+    task_status: trio.TaskStatus[NatSystem] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a node, accept one connection at a time and chat over it, until cancelled."""
+    async with open_nat_system(config) as system:
+        await _ready(system, emit)
+        emit("waiting for connections")
+        task_status.started(system)
+        while True:
+            connection = await system.connector.accept()
+            await chat(connection, lines, emit, close_at_end=False)
+
+
+async def connect_main(
+    config: NatConfig,
+    target: NodeId,
+    timeout: float,
+    lines: AsyncIterable[str],
+    emit: Emit,
+) -> int:
+    """Run a node, connect to ``target`` and chat; the exit status (1: no connection)."""
+    async with open_nat_system(config) as system:
+        await _ready(system, emit)
+        try:
+            connection = await system.connector.connect(target, timeout=timeout)
+        except (TraversalError, NoRelay, ConnectionFailed) as exc:
+            emit(f"could not connect to {target.short()}: {exc}")
+            return 1
+        await chat(connection, lines, emit)
+    return 0
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Standard input, line by line, without blocking the event loop."""
+    stream = trio.lowlevel.FdStream(os.dup(0))
+    buffer = b""
+    async with stream:
+        while chunk := await stream.receive_some():
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            for line in complete:
+                yield line.decode(errors="replace")
+    if buffer:
+        yield buffer.decode(errors="replace")
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _key(args: argparse.Namespace) -> NodeKey:
+    return NodeKey.load_or_create(args.key) if args.key is not None else NodeKey.generate()
+
+
+def run_listen(args: argparse.Namespace) -> int:
+    try:
+        config = node_config(args, _key(args))
+    except (ValueError, KeyFileError, OSError) as exc:
+        logger.error("node not started: %s", exc)
+        return 1
+    main = functools.partial(listen_main, config, stdin_lines(), _print)
+    return run_until_interrupted(main, "node", (StartFailed, ValueError, OSError))
+
+
+def run_connect(args: argparse.Namespace) -> int:
+    try:
+        config = node_config(args, _key(args))
+    except (ValueError, KeyFileError, OSError) as exc:
+        logger.error("node not started: %s", exc)
+        return 1
+    status: list[int] = []
+
+    async def main() -> None:
+        status.append(await connect_main(config, args.target, args.timeout, stdin_lines(), _print))
+
+    failed = run_until_interrupted(main, "node", (StartFailed, ValueError, OSError))
+    return failed or (status[0] if status else 0)

@@ -1,0 +1,102 @@
+"""``macula-nat listen`` / ``connect NODE_ID``: two nodes behind NATs join through a gateway
+(observer, relay, DHT), find each other and chat."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from macula_nat.cli import build_parser
+from macula_nat.connect_command import connect_main, listen_main, node_config
+from macula_nat.gateway import GatewayConfig
+from macula_nat.gateway_command import gateway_main
+from macula_nat.identity import NodeKey
+from macula_nat.net.sim import LinkProfile, Preset, add_site, open_internet
+
+PRIMARY = ("198.51.100.10", 3478)
+ALTERNATE = ("198.51.100.11", 3479)
+
+
+async def lines_then_wait(lines: list[str], wait: float) -> AsyncIterator[str]:
+    for line in lines:
+        yield line
+        await trio.sleep(0.1)
+    await trio.sleep(wait)  # keep the connection open to hear the other side
+
+
+async def test_listen_and_connect_chat_through_a_gateway(autojump_clock: MockClock) -> None:
+    gateway = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
+    arguments = ["--observer", "198.51.100.10:3478", "--bootstrap", "198.51.100.10:3481"]
+    heard_by_listener: list[str] = []
+    heard_by_connector: list[str] = []
+    async with open_internet(seed=3) as internet, trio.open_nursery() as nursery:
+        host = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LinkProfile(latency=0.005))
+        await nursery.start(
+            lambda task_status: gateway_main(
+                gateway, NodeKey.generate(), stack=host, task_status=task_status
+            )
+        )
+        listener_site = add_site(internet.public, Preset.PORT_RESTRICTED_CONE)
+        connector_site = add_site(internet.public, Preset.RESTRICTED_CONE)
+        listen_args = build_parser().parse_args(["listen", *arguments])
+        listener = await nursery.start(
+            listen_main,
+            node_config(listen_args, NodeKey.generate(), stack=listener_site.host),
+            lines_then_wait(["hello from the listener"], 60),
+            heard_by_listener.append,
+        )
+        connect_args = build_parser().parse_args(["connect", listener.node_id.text(), *arguments])
+        with trio.fail_after(120):
+            status = await connect_main(
+                node_config(connect_args, NodeKey.generate(), stack=connector_site.host),
+                connect_args.target,
+                connect_args.timeout,
+                lines_then_wait(["hello from the connector"], 5),
+                heard_by_connector.append,
+            )
+        nursery.cancel_scope.cancel()
+    assert status == 0
+    assert heard_by_listener[0] == f"node {listener.node_id.text()}"
+    assert "waiting for connections" in heard_by_listener
+    assert any(line.endswith("> hello from the connector") for line in heard_by_listener)
+    assert any(line.endswith("> hello from the listener") for line in heard_by_connector)
+    assert any("now punched" in line for line in heard_by_connector)
+
+
+async def test_connect_to_an_unknown_node_fails_with_status_1(autojump_clock: MockClock) -> None:
+    gateway = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
+    arguments = ["--observer", "198.51.100.10:3478", "--bootstrap", "198.51.100.10:3481"]
+    heard: list[str] = []
+    nobody = NodeKey.generate().node_id
+    async with open_internet(seed=4) as internet, trio.open_nursery() as nursery:
+        host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
+        await nursery.start(
+            lambda task_status: gateway_main(
+                gateway, NodeKey.generate(), stack=host, task_status=task_status
+            )
+        )
+        site = add_site(internet.public, Preset.FULL_CONE)
+        args = build_parser().parse_args(["connect", nobody.text(), *arguments])
+        with trio.fail_after(120):
+            status = await connect_main(
+                node_config(args, NodeKey.generate(), stack=site.host),
+                args.target,
+                5.0,
+                lines_then_wait([], 0),
+                heard.append,
+            )
+        nursery.cancel_scope.cancel()
+    assert status == 1
+    assert heard[-1].startswith(f"could not connect to {nobody.short()}")
+
+
+def test_the_parser_refuses_a_bad_node_id_and_missing_gateways() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(
+            ["connect", "xyz", "--observer", "1.2.3.4:5", "--bootstrap", "1.2.3.4:6"]
+        )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["listen"])
