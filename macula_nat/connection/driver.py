@@ -356,8 +356,7 @@ class Connection:
 
     async def _next_from(self, queue: deque[bytes]) -> bytes:
         while True:
-            if self._closed_locally:
-                raise trio.ClosedResourceError("connection closed")
+            self._raise_if_closed()
             if queue:
                 message = queue.popleft()
                 self._buffered -= len(message)
@@ -382,8 +381,7 @@ class Connection:
     async def accept_stream(self) -> QuicStream:
         """The next stream the peer opened."""
         while True:
-            if self._closed_locally:
-                raise trio.ClosedResourceError("connection closed")
+            self._raise_if_closed()
             if self._new_streams:
                 await trio.lowlevel.checkpoint()
                 return self._new_streams.popleft()
@@ -409,13 +407,27 @@ class Connection:
     def _usable(self) -> bool:
         return not (self._closed_locally or self._failure or self._terminated.is_set())
 
-    def _raise_if_unusable(self) -> None:
+    def _raise_if_closed(self) -> None:
+        """Raise if closed here: the owner's reason when it ended the connection, else the
+        ``ClosedResourceError`` of a resource the user closed."""
         if self._closed_locally:
+            if self._failure is not None:
+                raise self._failure
             raise trio.ClosedResourceError("connection closed")
+
+    def _raise_if_unusable(self) -> None:
+        self._raise_if_closed()
         if self._failure is not None:
             raise self._failure
         if self._terminated.is_set():
             raise ConnectionClosed("connection terminated")
+
+    async def _end(self, reason: str) -> None:
+        """Close because what holds the connection ended, not its user: later calls raise
+        ``ConnectionClosed(reason)`` rather than ``ClosedResourceError``."""
+        if self._failure is None and not self._closed_locally:
+            self._failure = ConnectionClosed(reason)
+        await self.aclose()
 
     async def _next_progress(self) -> None:
         await self._progress.wait()
@@ -697,7 +709,7 @@ async def connect(
             try:
                 yield connection
             finally:
-                await connection.aclose()
+                await connection._end("the block holding the connection ended")
                 nursery.cancel_scope.cancel()
         else:
             await connection.aclose()
@@ -829,5 +841,5 @@ async def listen(
         finally:
             with trio.CancelScope(shield=True):
                 for connection in list(listener._by_address.values()):
-                    await connection.aclose()
+                    await connection._end("the listener ended")
             nursery.cancel_scope.cancel()

@@ -7,6 +7,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from macula_nat.connection import ConnectionFailed
 from macula_nat.connection.link import ConnectionMethod
 from macula_nat.net.sim import Preset, add_site
 from macula_nat.system import NatSystem
@@ -145,3 +146,30 @@ async def test_a_changed_nat_profile_is_republished(autojump_clock: MockClock) -
                     break
                 await trio.sleep(0.1)
         assert after.home_relay == before.home_relay  # the rest of the record is kept
+
+
+async def test_a_coordinator_crash_costs_its_connections_and_nothing_else(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world() as world:
+        alice = await world.node(Preset.RESTRICTED_CONE)
+        bob = await world.node(Preset.PORT_RESTRICTED_CONE)
+        connection = await alice.connector.connect(bob.node_id)
+        profile, home = alice.detector.profile.value, alice.relays.home.value
+        server = alice.coordinator.server
+        assert server is not None
+        await server.stop("provoked crash")
+        with trio.fail_after(30):
+            await connection.wait_closed()
+            with pytest.raises(ConnectionFailed, match="ended"):
+                await connection.send_message(b"lost with its coordinator")
+            for _ in range(100):  # the supervisor restarts it
+                if alice.coordinator.server not in (server, None):
+                    break
+                await trio.sleep(0.01)
+            # the rest of the node went on, and the new incarnation connects again
+            assert alice.detector.profile.value is profile
+            assert alice.relays.home.value == home
+            again = await alice.connector.connect(bob.node_id)
+            await again.send_message(b"after the restart")
+        assert alice.coordinator.statistics().connections == 1
