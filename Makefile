@@ -36,8 +36,8 @@ bench: $(STAMP)
 	$(PY) -m tests.bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check macula_nat tests
-	$(VENV)/bin/ruff format --check macula_nat tests
+	$(VENV)/bin/ruff check macula_nat tests examples
+	$(VENV)/bin/ruff format --check macula_nat tests examples
 	$(VENV)/bin/mypy
 
 clean:

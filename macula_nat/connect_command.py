@@ -25,7 +25,6 @@ from macula_nat.dht.config import DhtConfig
 from macula_nat.identity import KeyFileError, NodeId, NodeKey
 from macula_nat.nat.observe_command import address_argument
 from macula_nat.net.endpoint import UdpStack
-from macula_nat.relay import NoRelay
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.errors import TraversalError
 
@@ -182,7 +181,7 @@ async def connect_main(
         await _ready(system, emit)
         try:
             connection = await system.connector.connect(target, timeout=timeout)
-        except (TraversalError, NoRelay, ConnectionFailed) as exc:
+        except (TraversalError, ConnectionFailed) as exc:
             emit(f"could not connect to {target.short()}: {exc}")
             return 1
         await chat(connection, lines, emit)

@@ -55,9 +55,14 @@ from macula_nat.relay import (
     RelaySession,
     open_relay_client,
 )
-from macula_nat.relay.selection import NoRelay
 from macula_nat.traversal.config import TraversalConfig
-from macula_nat.traversal.errors import ConnectTimeout, NotConnected, PunchFailed, SymmetricNat
+from macula_nat.traversal.errors import (
+    ConnectTimeout,
+    NoRelay,
+    NotConnected,
+    PunchFailed,
+    SymmetricNat,
+)
 from macula_nat.traversal.prediction import predict_ports
 from macula_nat.traversal.punch_wire import MAX_CANDIDATES, Role
 from macula_nat.traversal.puncher import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from macula_nat.relay.selection import NoRelay
+from macula_nat.relay import selection
 
 __all__ = [
     "ConnectTimeout",
@@ -24,6 +24,12 @@ class PunchFailed(TraversalError):
 
 class SymmetricNat(TraversalError):
     """Both sides allocate random ports (no direct path exists) and relaying was not allowed."""
+
+
+class NoRelay(TraversalError, selection.NoRelay):
+    """A relay is needed (to carry traffic, or the punch signalling) and none is reachable.
+
+    Also a :class:`macula_nat.relay.NoRelay`, which the relay registry raises."""
 
 
 class ConnectTimeout(TraversalError):

@@ -173,3 +173,12 @@ async def test_a_coordinator_crash_costs_its_connections_and_nothing_else(
             again = await alice.connector.connect(bob.node_id)
             await again.send_message(b"after the restart")
         assert alice.coordinator.statistics().connections == 1
+
+
+def test_every_connect_error_is_a_traversal_error_and_no_relay_also_the_registrys() -> None:
+    from macula_nat.relay import NoRelay as RegistryNoRelay
+    from macula_nat.traversal.errors import TraversalError
+
+    for error in (SymmetricNat, NoRelay, PunchFailed, ConnectTimeout, NotConnected):
+        assert issubclass(error, TraversalError)
+    assert issubclass(NoRelay, RegistryNoRelay)
