@@ -6,12 +6,12 @@ import logging
 
 import trio
 
-from . import actors, cache, detection, dht, observer, relay
+from . import actors, cache, connections, detection, dht, observer, relay
 
 
 async def main() -> None:
     logging.disable(logging.CRITICAL)  # crash reports of provoked crashes are not figures
-    for module in (actors, cache, observer, relay, dht, detection):
+    for module in (actors, cache, observer, relay, dht, detection, connections):
         for figure in await module.run():
             print(figure.render(), flush=True)
 
