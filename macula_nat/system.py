@@ -222,6 +222,7 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint) -> _Parts
         config=config.traversal,
         accept_peer=config.accept_peer,
         lan_addresses=stack.addresses,
+        cache=cache,
     )
     children.append(cache.child_spec(CACHE, name=CACHE))
     children.append(detector.child_spec(DETECTOR, name=DETECTOR))

@@ -43,6 +43,7 @@ from macula_nat.connection.link import LINK_ADDRESS, ConnectionMethod, DirectPat
 from macula_nat.directory import Directory, DirectoryError
 from macula_nat.directory.record import NodeRecord
 from macula_nat.identity import NodeId, NodeKey
+from macula_nat.nat.cache import ProfileCache
 from macula_nat.nat.detector import NatDetector, NatProfileChanged
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.address import Address, normalise_address
@@ -106,7 +107,9 @@ class CoordinatorStatistics:
 class Coordinator(Served):
     """This node's connections: see the module docstring. Build it with the node's ``key``, its
     shared socket (``shared``: STUN, relay, punch and QUIC views), its relay ``registry`` (which
-    keeps the home relay on the shared socket's relay view), the ``directory`` and ``detector``.
+    keeps the home relay on the shared socket's relay view), the ``directory`` and ``detector``,
+    and the profile ``cache`` (the target's profile comes from its record and is cached; the
+    cached one stands in when the directory cannot answer).
 
     ``accept_peer`` says which authenticated nodes may connect (default: any);
     ``lan_addresses`` are this host's own addresses, offered as candidates when the shared socket
@@ -126,6 +129,7 @@ class Coordinator(Served):
         config: TraversalConfig | None = None,
         accept_peer: Callable[[NodeId], bool] | None = None,
         lan_addresses: Sequence[str] = (),
+        cache: ProfileCache | None = None,
     ) -> None:
         super().__init__()
         self.key = key
@@ -133,6 +137,7 @@ class Coordinator(Served):
         self.registry = registry
         self.directory = directory
         self.detector = detector
+        self.cache = cache
         self.config = config or TraversalConfig()
         self._accept_peer = accept_peer or (lambda _: True)
         self._lan = tuple(lan_addresses)
@@ -183,8 +188,8 @@ class Coordinator(Served):
         nursery = self._nursery_or_raise()
         try:
             with trio.fail_after(timeout):
-                record = await self._resolve(target)
-                plan = self._plan(record, allow_relay)
+                record, profile = await self._resolve(target)
+                plan = self._plan(profile, allow_relay)
                 if plan is not None and not plan.feasible:
                     raise SymmetricNat(f"no path to {target.short()}: {plan.reason}")
                 if self._dials(plan) and record is not None and record.candidates:
@@ -257,16 +262,24 @@ class Coordinator(Served):
         assert self._nursery is not None
         return self._nursery
 
-    async def _resolve(self, target: NodeId) -> NodeRecord | None:
+    async def _resolve(self, target: NodeId) -> tuple[NodeRecord | None, NatProfile | None]:
+        """The target's record (candidates, home relay) from the directory, and its profile:
+        the record's (then cached), else the cache's (when the directory cannot answer)."""
+        node = target.text()
+        cached = None if self.cache is None else self.cache.get_nowait(node).value
         try:
-            return await self.directory.resolve_record(target.text())
+            record = await self.directory.resolve_record(node)
         except DirectoryError as exc:
             logger.info("%r: no record for %s: %s", self, target.short(), exc)
-            return None
+            return None, cached
+        if record is not None and record.profile is not None:
+            if self.cache is not None and record.profile != cached:
+                await self.cache.put(node, record.profile)
+            return record, record.profile
+        return record, cached
 
-    def _plan(self, record: NodeRecord | None, allow_relay: bool) -> Plan | None:
+    def _plan(self, remote: NatProfile | None, allow_relay: bool) -> Plan | None:
         local = self.detector.profile.value
-        remote = None if record is None else record.profile
         if local is None or remote is None:
             return None
         return choose(local, remote, allow_relay=allow_relay)

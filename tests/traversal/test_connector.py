@@ -3,12 +3,16 @@ republished when the NAT changes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 from trio.testing import MockClock
 
 from macula_nat.connection import ConnectionFailed
 from macula_nat.connection.link import ConnectionMethod
+from macula_nat.directory import DirectoryError, EmbeddedDirectory
+from macula_nat.directory.record import NodeRecord
 from macula_nat.net.sim import Preset, add_site
 from macula_nat.system import NatSystem
 from macula_nat.traversal.config import TraversalConfig
@@ -182,3 +186,31 @@ def test_every_connect_error_is_a_traversal_error_and_no_relay_also_the_registry
     for error in (SymmetricNat, NoRelay, PunchFailed, ConnectTimeout, NotConnected):
         assert issubclass(error, TraversalError)
     assert issubclass(NoRelay, RegistryNoRelay)
+
+
+class DirectoryDown:
+    """A directory that cannot answer lookups (publishing still works)."""
+
+    def __init__(self, inner: EmbeddedDirectory) -> None:
+        self._inner = inner
+
+    async def resolve_record(self, node_id: str) -> NodeRecord | None:
+        raise DirectoryError("the directory is down")
+
+    async def publish_record(self, *args: Any, **kwargs: Any) -> None:
+        await self._inner.publish_record(*args, **kwargs)
+
+
+async def test_a_target_profile_is_cached_and_stands_in_when_the_directory_cannot_answer(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_world() as world:
+        alice = await world.node(Preset.PORT_RESTRICTED_CONE)
+        bob = await world.node(Preset.PORT_RESTRICTED_CONE)
+        first = await alice.connector.connect(bob.node_id)
+        assert alice.cache.get_nowait(bob.node_id.text()).value == bob.detector.profile.value
+        await alice.connector.disconnect(first)
+        monkeypatch.setattr(alice.coordinator, "directory", DirectoryDown(world.directory))
+        with trio.fail_after(30):
+            again = await alice.connector.connect(bob.node_id)
+            await again.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
