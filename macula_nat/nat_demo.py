@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack
 from typing import Final
 
 import attrs
@@ -21,25 +20,24 @@ import trio
 
 from macula_nat.connection import Connection
 from macula_nat.connection.link import ConnectionMethod
-from macula_nat.directory import EmbeddedDirectory
-from macula_nat.identity import NodeKey
 from macula_nat.nat.profile import NatProfile
-from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
-from macula_nat.relay import RegistryConfig, RelayNode, RelayRegistry, open_relay
-from macula_nat.relay.registry import open_relay_registry
-from macula_nat.system import NatConfig, NatSystem, open_nat_system
+from macula_nat.net.sim import Preset
+from macula_nat.sim_world import open_world
+from macula_nat.system import NatSystem
 from macula_nat.traversal.strategy import Method, choose
 
-__all__ = ["NAT_TYPES", "SHARES", "DemoResult", "PairResult", "run", "weighted_direct_share"]
+__all__ = [
+    "NAT_TYPES",
+    "SHARES",
+    "DemoResult",
+    "PairResult",
+    "connect_pair",
+    "run",
+    "weighted_direct_share",
+]
 
 logger = logging.getLogger(__name__)
 
-OBSERVER: Final = ("198.51.100.10", 3478)
-OBSERVER_ALTERNATE: Final = ("198.51.100.11", 3479)
-RELAY: Final = ("198.51.100.10", 3480)
-LINK: Final = LinkProfile(latency=0.005)
-"""5 ms each way per access link: 20 ms round trip between two nodes, 40 ms via the relay."""
-SETUP_TIMEOUT: Final = 30.0
 PAIR_TIMEOUT: Final = 30.0
 PUNCH_WAIT: Final = 10.0
 """Simulated seconds a pair on the relay waits for its punch before it counts as relayed."""
@@ -122,52 +120,6 @@ def weighted_direct_share(
     return direct / total if total else 0.0
 
 
-async def _open_gateway(
-    internet: Internet, directory: EmbeddedDirectory, stack: AsyncExitStack
-) -> None:
-    """The public gateway: a full RFC 5780 observer and a relay announced in ``directory``."""
-    host = internet.add_host([OBSERVER[0], OBSERVER_ALTERNATE[0]], name="gateway", link=LINK)
-    config = NatConfig(
-        stack=host,
-        observe=OBSERVER,
-        observe_alternate=OBSERVER_ALTERNATE,
-        detect_on_start=False,
-        directory=directory,
-    )
-    await stack.enter_async_context(open_nat_system(config))
-    relay = RelayNode(host, RELAY, NodeKey.generate())
-    registry = RelayRegistry(directory, host)
-    await stack.enter_async_context(open_relay(relay))
-    await stack.enter_async_context(open_relay_registry(registry))
-    await relay.enable(max_sessions=1000)
-    if not await registry.register(relay.node_id, relay.address):
-        raise RuntimeError("the gateway's relay could not be announced")
-
-
-async def _open_node(
-    internet: Internet, directory: EmbeddedDirectory, stack: AsyncExitStack, preset: Preset
-) -> NatSystem:
-    """A node behind ``preset``, once detected, registered with its home relay and published."""
-    site = add_site(internet.public, preset, name=node_name(preset), link=LINK)
-    config = NatConfig(
-        stack=site.host,
-        observers=(OBSERVER,),
-        detect_timeout=1.0,
-        directory=directory,
-        key=NodeKey.generate(),
-        relays=RegistryConfig(probe_window=0.2),
-    )
-    system = await stack.enter_async_context(open_nat_system(config))
-    with trio.fail_after(SETUP_TIMEOUT):
-        await system.detector.profile.wait_value(lambda p: p is not None)
-        await system.relays.home.wait_value(lambda h: h is not None)
-        while True:
-            record = await directory.resolve_record(system.node_id.text())
-            if record is not None and record.profile is not None and record.home_relay:
-                return system
-            await trio.sleep(0.05)
-
-
 def _profile(system: NatSystem) -> NatProfile:
     profile: NatProfile | None = system.detector.profile.value
     if profile is None:
@@ -187,11 +139,11 @@ async def _wait_direct(a: Connection, b: Connection, direct_at: list[float]) -> 
         direct_at.append(trio.current_time())
 
 
-async def _connect_pair(
-    nodes: Mapping[Preset, NatSystem], local_preset: Preset, remote_preset: Preset
+async def connect_pair(
+    local: NatSystem, remote: NatSystem, local_preset: Preset, remote_preset: Preset
 ) -> PairResult:
-    """Connect ``local_preset``'s node to ``remote_preset``'s, chat, and wait for a punch."""
-    local, remote = nodes[local_preset], nodes[remote_preset]
+    """Connect ``local`` (behind ``local_preset``) to ``remote``, say hello both ways, wait
+    (``PUNCH_WAIT`` at most) for both ends to leave the relay when the plan allows, close."""
     local_profile, remote_profile = _profile(local), _profile(remote)
     plan = choose(local_profile, remote_profile)
     started = trio.current_time()
@@ -262,21 +214,19 @@ async def run(emit: Callable[[str], None], seed: int = 1) -> DemoResult:
     emit("every pair connects, says hello both ways, and punches through where it can.")
     emit("Times are simulated milliseconds (20 ms round trip between nodes, 40 ms via the relay).")
     rows: list[PairResult] = []
-    async with open_internet(seed=seed) as internet, AsyncExitStack() as stack:
-        directory = EmbeddedDirectory(clock=trio.current_time)
-        await _open_gateway(internet, directory, stack)
+    async with open_world(seed=seed) as world:
         emit("")
         emit(f"{'node':<20}  {'detected NAT type':<20}  public address")
         nodes: dict[Preset, NatSystem] = {}
         for preset in NAT_TYPES:
-            nodes[preset] = await _open_node(internet, directory, stack, preset)
+            nodes[preset] = await world.node(preset, node_name(preset))  # bounded inside
             profile = _profile(nodes[preset])
             address = f"{profile.public_ip}:{profile.public_port}"
             emit(f"{node_name(preset):<20}  {profile.nat_type:<20}  {address}")
         emit("")
         emit(_ROW.format("from", "to", "method", "first byte", "to direct", "upgrades"))
         for local, remote in itertools.combinations(NAT_TYPES, 2):
-            row = await _connect_pair(nodes, local, remote)
+            row = await connect_pair(nodes[local], nodes[remote], local, remote)
             rows.append(row)
             emit(_format_row(row))
     share = weighted_direct_share(rows)

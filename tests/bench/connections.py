@@ -51,15 +51,14 @@ from macula_nat.nat_demo import (
     PAIR_TIMEOUT,
     PairResult,
     _off_relay,
-    _profile,
-    _wait_direct,
+    connect_pair,
     node_name,
     weighted_direct_share,
 )
 from macula_nat.net import Address, RealUdpStack
 from macula_nat.net.sim import Preset
+from macula_nat.sim_world import World, open_world
 from macula_nat.system import NatSystem
-from tests.traversal.world import World, open_world
 
 from .timing import Figure, now
 
@@ -111,43 +110,10 @@ async def _nodes(world: World, local: Preset, remote: Preset) -> tuple[NatSystem
 
 
 async def _pair(local: Preset, remote: Preset, seed: int) -> PairResult:
-    """``nat_demo``'s pair steps (connect, hello both ways, wait for the punch) in a fresh world.
-
-    ``nat_demo._connect_pair`` finds both nodes by NAT type, which cannot hold a same-type pair.
-    The punch wait runs whatever the plan: a pair counts as direct when the connecting side is
-    off the relay once both ends left it or ``PUNCH_WAIT`` passed.
-    """
+    """``nat_demo.connect_pair`` in a fresh world (two nodes of one type are fine here)."""
     async with open_world(seed=seed) as world:
         alice, bob = await _nodes(world, local, remote)
-        local_profile, remote_profile = _profile(alice), _profile(bob)
-        started = trio.current_time()
-        direct_at: list[float] = []
-        with trio.fail_after(PAIR_TIMEOUT):
-            connection = await alice.connector.connect(bob.node_id)
-            accepted = await bob.connector.accept()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_wait_direct, connection, accepted, direct_at)
-                await connection.send_message(f"hello from {node_name(local)}".encode())
-                heard_remote = (await accepted.receive_message()).decode()
-                first_byte = trio.current_time() - started
-                await accepted.send_message(f"hello from {node_name(remote)}".encode())
-                heard_local = (await connection.receive_message()).decode()
-            method = connection.info().connection_method
-            link = connection.link
-            upgrades = link.statistics().upgrades if link is not None else 0
-            await connection.aclose()
-            await accepted.aclose()
-    return PairResult(
-        local=local,
-        remote=remote,
-        local_profile=local_profile,
-        remote_profile=remote_profile,
-        method=method,
-        first_byte=first_byte,
-        direct_after=direct_at[0] - started if direct_at else None,
-        upgrades=upgrades,
-        heard=(heard_remote, heard_local),
-    )
+        return await connect_pair(alice, bob, local, remote)
 
 
 def _direct_share(rows: Sequence[PairResult]) -> float:
