@@ -159,14 +159,25 @@ async def listen_main(
     *,
     task_status: trio.TaskStatus[NatSystem] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node, accept one connection at a time and chat over it, until cancelled."""
-    async with open_nat_system(config) as system:
+    """Run a node, accept one connection at a time and chat over it, until cancelled.
+
+    ``lines`` is read by one task into a channel that every chat takes from in turn: a chat
+    that ends (its peer gone) must not end the input of the next."""
+    async with open_nat_system(config) as system, trio.open_nursery() as nursery:
+        send, receive = trio.open_memory_channel[str](0)
+
+        async def read_lines() -> None:
+            async with send:
+                async for line in lines:
+                    await send.send(line)
+
+        nursery.start_soon(read_lines)
         await _ready(system, emit)
         emit("waiting for connections")
         task_status.started(system)
         while True:
             connection = await system.connector.accept()
-            await chat(connection, lines, emit, close_at_end=False)
+            await chat(connection, receive, emit, close_at_end=False)
 
 
 async def connect_main(

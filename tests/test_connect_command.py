@@ -100,3 +100,50 @@ def test_the_parser_refuses_a_bad_node_id_and_missing_gateways() -> None:
         )
     with pytest.raises(SystemExit):
         build_parser().parse_args(["listen"])
+
+
+async def test_the_listener_chats_with_one_connection_after_another(
+    autojump_clock: MockClock,
+) -> None:
+    gateway = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
+    arguments = ["--observer", "198.51.100.10:3478", "--bootstrap", "198.51.100.10:3481"]
+    heard: list[list[str]] = [[], []]
+    say, said = trio.open_memory_channel[str](0)
+
+    async def listener_lines() -> AsyncIterator[str]:  # a generator, as standard input is
+        async for line in said:
+            yield line
+
+    async with open_internet(seed=5) as internet, trio.open_nursery() as nursery:
+        host = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LinkProfile(latency=0.005))
+        await nursery.start(
+            lambda task_status: gateway_main(
+                gateway, NodeKey.generate(), stack=host, task_status=task_status
+            )
+        )
+        site = add_site(internet.public, Preset.FULL_CONE)
+        listen_args = build_parser().parse_args(["listen", *arguments])
+        listener = await nursery.start(
+            listen_main,
+            node_config(listen_args, NodeKey.generate(), stack=site.host),
+            listener_lines(),
+            lambda line: None,
+        )
+        connect_args = build_parser().parse_args(["connect", listener.node_id.text(), *arguments])
+        for turn in range(2):
+            peer_site = add_site(internet.public, Preset.RESTRICTED_CONE)
+            with trio.fail_after(120):
+                async with trio.open_nursery() as chat:
+                    chat.start_soon(
+                        connect_main,
+                        node_config(connect_args, NodeKey.generate(), stack=peer_site.host),
+                        connect_args.target,
+                        connect_args.timeout,
+                        lines_then_wait([], 10),
+                        heard[turn].append,
+                    )
+                    await trio.sleep(5)
+                    await say.send(f"to connection {turn}")
+        nursery.cancel_scope.cancel()
+    for turn in range(2):
+        assert any(line.endswith(f"> to connection {turn}") for line in heard[turn]), heard[turn]

@@ -21,7 +21,6 @@ import fcntl
 import logging
 import os
 import random
-import signal
 import struct
 import sys
 from collections.abc import Iterator, Sequence
@@ -41,7 +40,6 @@ _IFF_NO_PI = 0x1000
 _IP_ETHERTYPES = (b"\x08\x00", b"\x86\xdd")
 """IPv4 and IPv6: the frames loss applies to (bytes 12-13 of an Ethernet frame)."""
 _CLONE_NEWNET = 0x40000000
-_PR_SET_PDEATHSIG = 1
 _MAX_FRAME = 65536
 _BURST = 64
 
@@ -93,10 +91,20 @@ def inside_netns(netns: str) -> Iterator[None]:
         os.close(home)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        raise SystemExit("parent already gone")
+def _watch_parent(parent_pid: int) -> int:
+    """A pidfd of ``parent_pid``, readable once it exits. Not ``PR_SET_PDEATHSIG``: that fires
+    when the parent *thread* that forked us exits, and Trio spawns processes from worker threads
+    that end after 10 idle seconds, which killed every wire 10 s into a quiet test."""
+    try:
+        return os.pidfd_open(parent_pid)
+    except ProcessLookupError:
+        raise SystemExit("parent already gone") from None
+
+
+async def _until_readable(fd: int, scope: trio.CancelScope) -> None:
+    await trio.lowlevel.wait_readable(fd)
+    logger.info("parent gone; stopping")
+    scope.cancel()
 
 
 async def _deliver(
@@ -152,12 +160,16 @@ async def forward(
     limit: int,
     seed: int | None,
     max_seconds: float,
+    parent: int | None = None,
 ) -> None:
-    """Copy frames between fds ``a`` and ``b`` with delay and loss for ``max_seconds``."""
+    """Copy frames between fds ``a`` and ``b`` with delay and loss for ``max_seconds``, or
+    until the process whose pidfd is ``parent`` exits."""
     rng = random.Random(seed)
     out, back = _Counters(), _Counters()
-    with trio.move_on_after(max_seconds):
+    with trio.move_on_after(max_seconds) as scope:
         async with trio.open_nursery() as nursery:
+            if parent is not None:
+                nursery.start_soon(_until_readable, parent, scope)
             for src, dst, counters in ((a, b, out), (b, a, back)):
                 nursery.start_soon(
                     partial(
@@ -192,8 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: attach both TAP devices, report ready, forward until stopped."""
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="wire: %(message)s")
-    if args.parent_pid is not None:
-        _die_with_parent(args.parent_pid)
+    parent = None if args.parent_pid is None else _watch_parent(args.parent_pid)
     a = open_tap(args.tap)
     with inside_netns(args.peer_netns):
         b = open_tap(args.peer_tap)
@@ -209,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             limit=args.limit,
             seed=args.seed,
             max_seconds=args.max_seconds,
+            parent=parent,
         )
     )
     return 0

@@ -26,6 +26,7 @@ those); the next incarnation accepts and connects again.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -112,8 +113,8 @@ class Coordinator(Served):
     cached one stands in when the directory cannot answer).
 
     ``accept_peer`` says which authenticated nodes may connect (default: any);
-    ``lan_addresses`` are this host's own addresses, offered as candidates when the shared socket
-    is bound to a wildcard.
+    ``lan_addresses`` are this host's own addresses, offered as candidates (loopback ones aside)
+    when the shared socket is bound to a wildcard.
     """
 
     default_id = "nat_coordinator"
@@ -140,7 +141,7 @@ class Coordinator(Served):
         self.cache = cache
         self.config = config or TraversalConfig()
         self._accept_peer = accept_peer or (lambda _: True)
-        self._lan = tuple(lan_addresses)
+        self._lan = tuple(a for a in lan_addresses if not ipaddress.ip_address(a).is_loopback)
         self._quic = shared.view(Traffic.QUIC)
         self._nursery: trio.Nursery | None = None
         self._routes: dict[Address, PeerLink] = {}
@@ -445,6 +446,7 @@ class Coordinator(Served):
             stack.push_async_callback(session.aclose)
             link = PeerLink(target, self.shared.local_address, relay=session)
             started = False
+            failure: ConnectionFailed | None = None
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(link.run)
                 try:
@@ -466,11 +468,14 @@ class Coordinator(Served):
                             self._untrack(connection)
                 except ConnectionFailed as exc:
                     if not started:
-                        raise
-                    logger.info("%r: connection to %s ended: %s", self, target.short(), exc)
+                        failure = exc  # raised below, as itself rather than in a group
+                    else:
+                        logger.info("%r: connection to %s ended: %s", self, target.short(), exc)
                 finally:
                     link.close()
                     nursery.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
 
     async def _run_inbound_relayed(self, session: RelaySession) -> None:
         """Serve the connection ``session``'s peer makes over it, until it closes."""

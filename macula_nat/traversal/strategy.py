@@ -190,23 +190,10 @@ def _punch(local: NatProfile, remote: NatProfile) -> Plan | None:
                 adopts=adopts,
                 predict=frozenset(Side),
             )
-        case (PortKind.PREDICTED, PortKind.RANDOM):
-            return _predicted_vs_random(predicted=Side.LOCAL, adopts=adopts)
-        case (PortKind.RANDOM, PortKind.PREDICTED):
-            return _predicted_vs_random(predicted=Side.REMOTE, adopts=adopts)
+    # A random side against a random or sequential one: the sequential side's random probes
+    # each take a new port of its own, so they cannot meet sockets aimed at its predicted
+    # ports (about 3% per attempt in the lab, none of 3 attempts in any run): relay.
     return None
-
-
-def _predicted_vs_random(predicted: Side, adopts: frozenset[Side]) -> Plan:
-    """The random side's sockets aim at the predicted ports; the sequential side probes."""
-    return Plan(
-        Method.PUNCH,
-        "birthday with prediction: random side's sockets aim at the sequential side's next ports",
-        initiator=predicted.other,
-        adopts=adopts,
-        predict=frozenset({predicted}),
-        birthday_hard=predicted.other,
-    )
 
 
 def _same_nat(local: NatProfile, remote: NatProfile) -> bool:
@@ -218,8 +205,9 @@ def choose(local: NatProfile, remote: NatProfile, *, allow_relay: bool = True) -
 
     In order: behind the same public IP, LAN candidates come first and a NAT known not to hairpin
     leaves only the relay; then a direct dial to an EIF or un-NATted side; then a punch (with
-    prediction or birthday probing where a side is not fixed); two random sides need the relay,
-    and without it the plan is :attr:`Method.IMPOSSIBLE`.
+    prediction or birthday probing where a side is not fixed); a random side facing a random or
+    sequential symmetric side needs the relay, and without it the plan is
+    :attr:`Method.IMPOSSIBLE`.
     """
     lan_first = _same_nat(local, remote)
     plan: Plan | None
@@ -228,7 +216,7 @@ def choose(local: NatProfile, remote: NatProfile, *, allow_relay: bool = True) -
         fallback = "same NAT without hairpinning: LAN candidates, else "
     else:
         plan = _direct(local, remote) or _punch(local, remote)
-        fallback = "both sides allocate random ports: no mapping can be reached, "
+        fallback = "a random-port side and a port-dependent peer: no mapping can be reached, "
     if plan is None:
         plan = (
             Plan(Method.RELAY, fallback + "relay")

@@ -214,3 +214,15 @@ async def test_a_target_profile_is_cached_and_stands_in_when_the_directory_canno
         with trio.fail_after(30):
             again = await alice.connector.connect(bob.node_id)
             await again.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
+
+
+async def test_a_peer_that_refuses_us_fails_the_connect_with_a_plain_connection_error(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world() as world:
+        alice = await world.node(Preset.PORT_RESTRICTED_CONE)
+        bob = await world.node(Preset.PORT_RESTRICTED_CONE)
+        bob.coordinator._accept_peer = lambda peer: peer != alice.node_id
+        with trio.fail_after(60), pytest.raises(ConnectionFailed):  # not an ExceptionGroup
+            await alice.connector.connect(bob.node_id)
+        assert alice.coordinator.statistics().connections == 0

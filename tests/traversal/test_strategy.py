@@ -48,11 +48,11 @@ EXPECTED = {
     ],
     "sym_random": [
         "direct/L/R/-/-", "direct/L/R/-/-", "punch/-/R/-/-", "punch/L/R/-/L",
-        "relay/-/-/-/-", "punch/L/LR/R/L", "punch/L/R/-/L", "punch/-/R/-/-",
+        "relay/-/-/-/-", "relay/-/-/-/-", "punch/L/R/-/L", "punch/-/R/-/-",
     ],
     "sym_seq": [
         "direct/L/R/-/-", "direct/L/R/-/-", "punch/-/R/-/-", "punch/L/R/L/-",
-        "punch/R/LR/L/R", "punch/-/LR/LR/-", "punch/L/R/L/-", "punch/-/R/-/-",
+        "relay/-/-/-/-", "punch/-/LR/LR/-", "punch/L/R/L/-", "punch/-/R/-/-",
     ],
     "eim_random": [
         "direct/L/-/-/-", "direct/L/-/-/-", "punch/-/-/-/-", "punch/-/-/-/-",
