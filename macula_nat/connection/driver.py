@@ -264,6 +264,7 @@ class Connection:
     _control_stream: int | None = None
     _ping_uid: int = 0
     _handshake_completed: bool = False
+    _on_established: Callable[[Connection], object] | None = None
     _inbox_send: trio.MemorySendChannel[tuple[bytes, Address] | None] = attrs.field(init=False)
     _inbox: trio.MemoryReceiveChannel[tuple[bytes, Address] | None] = attrs.field(init=False)
     _authenticated: trio.Event = attrs.field(init=False, factory=trio.Event)
@@ -583,6 +584,8 @@ class Connection:
                 if self._peer_id is None and self._failure is None:
                     self._fail_authentication("peer presented no certificate")
                 self._handshake_completed = True
+                if self._on_established is not None and self._failure is None:
+                    self._on_established(self)
             elif isinstance(event, events.StreamDataReceived):
                 self._on_stream_data(event)
             elif isinstance(event, events.StreamReset):
@@ -685,17 +688,29 @@ async def connect(
     expected_peer: NodeId,
     *,
     config: ConnectionConfig | None = None,
+    on_established: Callable[[Connection], object] | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect to ``expected_peer`` at ``remote_address`` for the duration of the block.
 
     The block owns ``endpoint``'s receiving (use a demux view to share a socket). Raises
     :class:`PeerAuthenticationFailed`, :class:`HandshakeTimeout` or :class:`ConnectionClosed`
     if the connection cannot be made; leaving the block closes it.
+
+    ``on_established(connection)`` is called (in the driver) as soon as this side has checked
+    the peer, half a round trip before the block is entered (which waits for the peer to have
+    checked us): what it sends then leaves with our last handshake flight, and the peer reads
+    it only once it has accepted us. The traversal layer starts its signalling there.
     """
     settings = config if config is not None else ConnectionConfig()
     quic = QuicConnection(configuration=_configuration(key, settings, is_client=True))
     connection = Connection(
-        quic, endpoint, remote_address, expected_peer.__eq__, settings, is_client=True
+        quic,
+        endpoint,
+        remote_address,
+        expected_peer.__eq__,
+        settings,
+        is_client=True,
+        on_established=on_established,
     )
     quic.connect(remote_address, now=trio.current_time())
     failure: ConnectionFailed | None = None

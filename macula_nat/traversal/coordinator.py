@@ -7,7 +7,8 @@ It owns this node's connections and the punching that upgrades them:
   accepts unsolicited datagrams is dialled directly. Otherwise a relay session to the target
   carries a QUIC connection at once, and, when the plan says a punch can work, the two nodes
   punch in the background over signalling carried inside that connection (so the relay can
-  neither read nor forge it): the initiator sends an :class:`~.punch_wire.Offer` (its candidates,
+  neither read nor forge it, and the initiator's first message leaves with its last handshake
+  flight): the initiator sends an :class:`~.punch_wire.Offer` (its candidates,
   predicted ports, a link id and a fresh probe key), the responder answers, the initiator measures
   the round trip, sends ``Sync`` and waits half of it, and both probe every candidate of the other
   (libp2p DCUtR's timing). The first address proven both ways (:mod:`.prover`) carries the
@@ -449,22 +450,31 @@ class Coordinator(Served):
             failure: ConnectionFailed | None = None
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(link.run)
+
+                def punch_early(connection: Connection) -> None:
+                    """Start the signalling once we have checked the peer: the Offer then
+                    travels with our last handshake flight."""
+                    punch = self.puncher.start(link, connection, Role.INITIATOR, nursery)
+                    if attempts:
+                        self.puncher.keep_punched(punch, attempts)
+
                 try:
                     async with connect(
-                        link, LINK_ADDRESS, self.key, target, config=self.config.connection
+                        link,
+                        LINK_ADDRESS,
+                        self.key,
+                        target,
+                        config=self.config.connection,
+                        on_established=punch_early,
                     ) as connection:
                         self._counts["outbound"] += 1
                         self._counts["relayed"] += 1
                         self._track(connection)
-                        punch = self.puncher.start(link, connection, Role.INITIATOR, nursery)
-                        if attempts:
-                            self.puncher.keep_punched(punch, attempts)
                         task_status.started(connection)
                         started = True
                         try:
                             await connection.wait_closed()
                         finally:
-                            self.puncher.forget(link)
                             self._untrack(connection)
                 except ConnectionFailed as exc:
                     if not started:
@@ -472,6 +482,7 @@ class Coordinator(Served):
                     else:
                         logger.info("%r: connection to %s ended: %s", self, target.short(), exc)
                 finally:
+                    self.puncher.forget(link)
                     link.close()
                     nursery.cancel_scope.cancel()
             if failure is not None:

@@ -75,4 +75,5 @@ async def test_every_nat_pair_connects_by_the_expected_method(
     # simulated time, deterministic per seed: 20 ms between nodes, 40 ms through the relay
     assert first_byte <= (0.3 if not loss else 5.0)
     if method is not ConnectionMethod.RELAYED:
-        assert direct_after <= (1.5 if not loss else 15.0)
+        # a birthday attempt succeeds ~97% of the time: a second one may be needed
+        assert direct_after <= (15.0 if loss or plan.birthday else 1.5)
