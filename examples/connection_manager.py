@@ -134,8 +134,7 @@ async def run(args: argparse.Namespace) -> None:
     config = NatConfig(observers=args.gateway, dht=DhtConfig(bootstrap=bootstrap, read_only=True))
     async with open_nat_system(config) as system:
         with trio.move_on_after(30) as waiting:  # the NAT detected, a home relay registered
-            await system.detector.profile.wait_value(lambda p: p is not None)
-            await system.relays.home.wait_value(lambda home: home is not None)
+            await system.wait_ready()
         if waiting.cancelled_caught:
             print("no gateway answered within 30 s")
             return

@@ -145,10 +145,9 @@ async def chat(
 
 
 async def _ready(system: NatSystem, emit: Emit) -> None:
-    profile = await system.detector.profile.wait_value(lambda value: value is not None)
+    profile, home = await system.wait_ready()
     emit(f"node {system.node_id.text()}")
     emit(f"NAT: {profile.nat_type}, public address {profile.public_ip}:{profile.public_port}")
-    home = await system.relays.home.wait_value(lambda value: value is not None)
     emit(f"home relay {home.endpoint[0]}:{home.endpoint[1]} ({home.latency_ms:.0f} ms)")
 
 

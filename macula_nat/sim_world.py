@@ -68,8 +68,7 @@ class World:
         )
         system = await self._stack.enter_async_context(open_nat_system(config))
         with trio.fail_after(READY_TIMEOUT):
-            await system.detector.profile.wait_value(lambda p: p is not None)
-            await system.relays.home.wait_value(lambda h: h is not None)
+            await system.wait_ready()
             await self._published(system)
         return system
 

@@ -36,6 +36,7 @@ from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.cache import ProfileCache
 from macula_nat.nat.detector import NatDetector
 from macula_nat.nat.observer import Observer, ObserverRef
+from macula_nat.nat.profile import NatProfile
 from macula_nat.net import Address, RealUdpStack, UdpStack
 from macula_nat.net.address import (
     ANY_IPV4,
@@ -44,7 +45,7 @@ from macula_nat.net.address import (
     optional_address,
 )
 from macula_nat.net.demux import SharedEndpoint, Traffic, open_shared_endpoint
-from macula_nat.relay import RegistryConfig, RelayRegistry
+from macula_nat.relay import RegistryConfig, RelayInfo, RelayRegistry
 from macula_nat.traversal.config import TraversalConfig
 from macula_nat.traversal.connector import Connector
 from macula_nat.traversal.coordinator import Coordinator
@@ -127,6 +128,13 @@ class NatSystem:
     @property
     def node_id(self) -> NodeId:
         return self.key.node_id
+
+    async def wait_ready(self) -> tuple[NatProfile, RelayInfo]:
+        """Wait until this node can connect and be connected to: its NAT detected and a home
+        relay registered (its record is then being published). Returns both."""
+        profile: NatProfile = await self.detector.profile.wait_value(lambda p: p is not None)
+        home: RelayInfo = await self.relays.home.wait_value(lambda h: h is not None)
+        return profile, home
 
     @property
     def observer(self) -> ObserverRef | None:

@@ -167,7 +167,7 @@ async def test_the_relay_server_prints_a_relayed_sessions_start_and_end(
         ):
             with trio.fail_after(PATIENCE):
                 for system in (alice, bob):
-                    await system.relays.home.wait_value(lambda home: home is not None)
+                    await system.wait_ready()
                 await published(alice, bob)
                 connection = await alice.connector.connect(bob.node_id)
                 accepted = await bob.connector.accept()

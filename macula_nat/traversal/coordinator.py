@@ -506,18 +506,8 @@ class Coordinator(Served):
                         connection = await listener.accept()
                     if connection is None:
                         logger.info("%r: no handshake from %s over the relay", self, peer.short())
-                        nursery.cancel_scope.cancel()
-                        return
-                    self._counts["inbound"] += 1
-                    self._counts["relayed"] += 1
-                    self._track(connection)
-                    self.puncher.start(link, connection, Role.RESPONDER, nursery)
-                    self._hand_over(connection)
-                    try:
-                        await connection.wait_closed()
-                    finally:
-                        self.puncher.forget(link)
-                        self._untrack(connection)
+                    else:
+                        await self._carry_inbound(link, connection, "relayed")
                 nursery.cancel_scope.cancel()
         finally:
             link.close()
@@ -544,23 +534,28 @@ class Coordinator(Served):
                 if connection is None:
                     return
                 link.peer = connection.peer_id
-                self._counts["inbound"] += 1
-                self._counts["direct"] += 1
-                self._track(connection)
-                async with trio.open_nursery() as nursery:
-                    self.puncher.start(link, connection, Role.RESPONDER, nursery)
-                    self._hand_over(connection)
-                    try:
-                        await connection.wait_closed()
-                    finally:
-                        self.puncher.forget(link)
-                        self._untrack(connection)
-                        nursery.cancel_scope.cancel()
+                await self._carry_inbound(link, connection, "direct")
         finally:
             if handshaking:
                 self._inbound_handshakes -= 1
             self._unroute(link)
             link.close()
+
+    async def _carry_inbound(self, link: PeerLink, connection: Connection, kind: str) -> None:
+        """Count, track and hand over an accepted ``kind`` connection; carry it (and its
+        punching) until it closes."""
+        self._counts["inbound"] += 1
+        self._counts[kind] += 1
+        self._track(connection)
+        async with trio.open_nursery() as nursery:
+            self.puncher.start(link, connection, Role.RESPONDER, nursery)
+            self._hand_over(connection)
+            try:
+                await connection.wait_closed()
+            finally:
+                self.puncher.forget(link)
+                self._untrack(connection)
+                nursery.cancel_scope.cancel()
 
     def _hand_over(self, connection: Connection) -> None:
         try:

@@ -226,3 +226,14 @@ async def test_a_peer_that_refuses_us_fails_the_connect_with_a_plain_connection_
         with trio.fail_after(60), pytest.raises(ConnectionFailed):  # not an ExceptionGroup
             await alice.connector.connect(bob.node_id)
         assert alice.coordinator.statistics().connections == 0
+
+
+async def test_wait_ready_returns_the_detected_profile_and_the_home_relay(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world() as world:
+        alice = await world.node(Preset.RESTRICTED_CONE)
+        profile, home = await alice.wait_ready()
+        assert profile is alice.detector.profile.value
+        assert home == alice.relays.home.value
+        assert home.endpoint == world.relay.address
