@@ -18,6 +18,7 @@ from macula_nat.connection.errors import (
     HandshakeTimeout,
     PeerAuthenticationFailed,
 )
+from macula_nat.connection.link import ConnectionMethod, LinkStatistics, PeerLink
 
 __all__ = [
     "ALPN",
@@ -26,9 +27,12 @@ __all__ = [
     "ConnectionConfig",
     "ConnectionFailed",
     "ConnectionInfo",
+    "ConnectionMethod",
     "HandshakeTimeout",
+    "LinkStatistics",
     "Listener",
     "PeerAuthenticationFailed",
+    "PeerLink",
     "QuicStream",
     "connect",
     "listen",
