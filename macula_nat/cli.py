@@ -11,25 +11,22 @@ import trio
 from trio.testing import MockClock
 
 from macula_nat import nat_demo, runtime_demo
+from macula_nat.command import print_line
 from macula_nat.connect_command import add_connect_parsers
 from macula_nat.gateway_command import add_gateway_parser
 from macula_nat.nat.detect_command import add_detect_parser
 from macula_nat.nat.observe_command import add_observe_parser
 
 
-def _print(line: str) -> None:
-    print(line, flush=True)
-
-
 def run_demo(args: argparse.Namespace) -> int:
     if not args.runtime:
         # Every node on one simulated internet whose clock jumps over idle time.
-        trio.run(nat_demo.run, _print, clock=MockClock(autojump_threshold=0))
+        trio.run(nat_demo.run, print_line, clock=MockClock(autojump_threshold=0))
         return 0
     if args.verbose == 0:
         # The runtime demo provokes crashes on purpose; their reports would drown its story.
         logging.getLogger("macula_nat.actors").setLevel(logging.CRITICAL)
-    trio.run(runtime_demo.run, _print, args.seconds)
+    trio.run(runtime_demo.run, print_line, args.seconds)
     return 0
 
 

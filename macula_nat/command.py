@@ -10,6 +10,12 @@ import trio
 logger = logging.getLogger(__name__)
 
 
+def print_line(line: str) -> None:
+    """A command's output line, to standard output at once (the library itself never prints;
+    commands hand this to the functions that report)."""
+    print(line, flush=True)
+
+
 def run_until_interrupted(
     main: Callable[[], Awaitable[object]],
     what: str,

@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 
 from macula_nat.actors import StartFailed
-from macula_nat.command import run_until_interrupted
+from macula_nat.command import print_line, run_until_interrupted
 from macula_nat.connection import Connection, ConnectionFailed
 from macula_nat.dht.config import DhtConfig
 from macula_nat.identity import KeyFileError, NodeId, NodeKey
@@ -212,10 +212,6 @@ async def stdin_lines() -> AsyncIterator[str]:
         yield buffer.decode(errors="replace")
 
 
-def _print(line: str) -> None:
-    print(line, flush=True)
-
-
 def _key(args: argparse.Namespace) -> NodeKey:
     return NodeKey.load_or_create(args.key) if args.key is not None else NodeKey.generate()
 
@@ -226,7 +222,7 @@ def run_listen(args: argparse.Namespace) -> int:
     except (ValueError, KeyFileError, OSError) as exc:
         logger.error("node not started: %s", exc)
         return 1
-    main = functools.partial(listen_main, config, stdin_lines(), _print)
+    main = functools.partial(listen_main, config, stdin_lines(), print_line)
     return run_until_interrupted(main, "node", (StartFailed, ValueError, OSError))
 
 
@@ -239,7 +235,8 @@ def run_connect(args: argparse.Namespace) -> int:
     status: list[int] = []
 
     async def main() -> None:
-        status.append(await connect_main(config, args.target, args.timeout, stdin_lines(), _print))
+        lines = stdin_lines()
+        status.append(await connect_main(config, args.target, args.timeout, lines, print_line))
 
     failed = run_until_interrupted(main, "node", (StartFailed, ValueError, OSError))
     return failed or (status[0] if status else 0)
