@@ -499,11 +499,12 @@ class Puncher:
     async def _on_frame(self, punch: Punch, data: bytes, source: Address, via: UdpEndpoint) -> bool:
         """Handle a probe frame that came through ``via``; whether it was authentic."""
         received = punch.prover.receive(data, source, trio.current_time())
-        if received.authentic:
-            if source not in self._routes:
-                self._routes[source] = punch.link  # its QUIC may arrive before we adopt it
-            if source not in punch.targets and len(punch.targets) < MAX_TARGETS:
-                punch.targets += (source,)  # peer-reflexive: where its packets really come from
+        if received.authentic and source not in punch.targets and len(punch.targets) < MAX_TARGETS:
+            # Peer-reflexive: where its packets really come from. A replayed probe from an
+            # attacker lands here too, bounded; it proves nothing (it cannot answer our nonce),
+            # and QUIC authenticates whatever the route lets through.
+            punch.targets += (source,)
+            self._routes.setdefault(source, punch.link)  # its QUIC may arrive before we adopt it
         if received.reply is not None:
             with contextlib.suppress(OSError):
                 await via.send_to(received.reply, source)

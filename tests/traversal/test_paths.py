@@ -3,7 +3,10 @@ falling back to the relay and punched again, a NAT rebinding followed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
+import pytest
 import trio
 from trio.testing import MockClock
 
@@ -152,3 +155,52 @@ async def test_a_connection_without_a_possible_punch_stays_on_the_relay(
 
 def test_quick_liveness_settings_are_valid() -> None:
     assert attrs.evolve(QUICK, consent_timeout=1.0).consent_timeout == 1.0
+
+
+async def test_replayed_and_forged_probes_cannot_hijack_the_path(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker on the internet replays bob's genuine probes (and forges ACKs) to alice from
+    its own address: alice answers and probes back, but the attacker cannot answer her nonce,
+    so her connection never moves to it."""
+    sent: list[bytes] = []
+    async with open_world() as world:
+        alice = await world.node(Preset.FULL_CONE, "alice")
+        bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob")
+        original = type(bob.coordinator.puncher)._send_probe
+
+        async def recording(self: Any, punch: Any, target: Any, via: Any = None) -> None:
+            if self is bob.coordinator.puncher:
+                sent.append(punch.prover.probe(target, trio.current_time()))
+            await original(self, punch, target, via)
+
+        monkeypatch.setattr(type(bob.coordinator.puncher), "_send_probe", recording)
+        attacker_host = world.internet.add_host(["203.0.113.66"], link=world.site_link)
+        attacker = await attacker_host.bind(("203.0.113.66", 4444))
+        with trio.fail_after(30):
+            connection = await alice.connector.connect(bob.node_id)
+            accepted = await bob.connector.accept()
+            await connection.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
+            path = connection.info().remote_address
+            assert sent and alice.relays.client is not None
+            registration = alice.relays.client.registration.value
+            assert registration is not None
+            target = registration.observed  # alice's shared socket, as the internet sees it
+            before = alice.coordinator.puncher.find(bob.node_id)
+            assert before is not None
+            received_before = before.prover.statistics()
+            for _ in range(5):
+                for frame in sent:  # replays of bob's genuine probes
+                    await attacker.send_to(frame, target)
+                for frame in sent:  # and forged ACKs: bob's frames with the ACK bit set
+                    await attacker.send_to(bytes([frame[0] | 0x02]) + frame[1:], target)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream, connection, 50, 0.1)
+                nursery.start_soon(expect, accepted, 50)
+        assert connection.info().remote_address == path != ("203.0.113.66", 4444)
+        punch = alice.coordinator.puncher.find(bob.node_id)
+        assert punch is not None
+        assert ("203.0.113.66", 4444) not in punch.proofs  # never proven, so never followed
+        after = punch.prover.statistics()
+        assert after.probes_received >= received_before.probes_received + 5 * len(sent)
+        assert after.rejected >= received_before.rejected + 5 * len(sent)  # the forged ACKs
