@@ -13,6 +13,7 @@ from trio.testing import MockClock
 from macula_nat.connection import Connection
 from macula_nat.connection.link import ConnectionMethod
 from macula_nat.net.sim import Preset, add_site
+from macula_nat.net.sim.nat_box import NatBox
 from macula_nat.system import NatSystem
 from macula_nat.traversal.config import TraversalConfig
 
@@ -33,8 +34,23 @@ async def expect(receiver: Connection, count: int) -> None:
         assert await receiver.receive_message() == b"%d" % i
 
 
+async def both_ways(a: Connection, b: Connection, count: int, gap: float) -> None:
+    """``count`` messages each way, ``gap`` seconds apart, all checked in order."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream, a, count, gap)
+        nursery.start_soon(expect, b, count)
+        nursery.start_soon(stream, b, count, gap)
+        nursery.start_soon(expect, a, count)
+
+
 async def pair(world: World, a: Preset, b: Preset) -> tuple[NatSystem, NatSystem]:
     return await world.node(a, "alice"), await world.node(b, "bob")
+
+
+async def rebinding_pair(world: World, peer: Preset) -> tuple[NatBox, NatSystem, NatSystem]:
+    """alice behind an EIM random-port NAT the test can rebind (returned first), and bob."""
+    site = add_site(world.internet.public, Preset.EIM_RANDOM_PORT, link=world.site_link)
+    return site.nats[0], await world.node_at(site.host), await world.node(peer, "bob")
 
 
 async def test_an_upgrade_while_messages_flow_loses_none(autojump_clock: MockClock) -> None:
@@ -61,18 +77,16 @@ async def test_a_dead_direct_path_falls_back_to_the_relay_then_is_punched_again(
     autojump_clock: MockClock,
 ) -> None:
     async with open_world(traversal=QUICK) as world:
-        site = add_site(world.internet.public, Preset.EIM_RANDOM_PORT, link=world.site_link)
-        alice = await world.node_at(site.host)
-        bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob")
+        nat, alice, bob = await rebinding_pair(world, Preset.PORT_RESTRICTED_CONE)
         with trio.fail_after(60):
             connection = await alice.connector.connect(bob.node_id)
             accepted = await bob.connector.accept()
             await connection.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
             await accepted.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
-            old = connection.info().local_address, accepted.info().remote_address
+            before = accepted.info().remote_address
             # alice's NAT forgets every mapping: her packets now leave from a new port that
             # bob's port-restricted NAT drops, and bob's reach a mapping that is gone
-            site.nats[0].rebind()
+            nat.rebind()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stream, connection, 200, 0.05)
                 nursery.start_soon(expect, accepted, 200)
@@ -81,7 +95,7 @@ async def test_a_dead_direct_path_falls_back_to_the_relay_then_is_punched_again(
                 # the initiator punches again after retry_interval, from its new mapping
                 await connection.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
                 await accepted.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
-        assert accepted.info().remote_address != old[1]
+        assert accepted.info().remote_address != before
         assert connection.link is not None and accepted.link is not None
         assert connection.link.statistics().fallbacks == 1
         assert accepted.link.statistics().fallbacks == 1
@@ -92,20 +106,14 @@ async def test_a_rebinding_behind_a_cone_peer_is_followed_without_the_relay(
     autojump_clock: MockClock,
 ) -> None:
     async with open_world(traversal=QUICK) as world:
-        site = add_site(world.internet.public, Preset.EIM_RANDOM_PORT, link=world.site_link)
-        alice = await world.node_at(site.host)
-        bob = await world.node(Preset.RESTRICTED_CONE, "bob")
+        nat, alice, bob = await rebinding_pair(world, Preset.RESTRICTED_CONE)
         with trio.fail_after(60):
             connection = await alice.connector.connect(bob.node_id)
             accepted = await bob.connector.accept()
             await accepted.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
             before = accepted.info().remote_address
-            site.nats[0].rebind()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stream, connection, 100, 0.05)
-                nursery.start_soon(expect, accepted, 100)
-                nursery.start_soon(stream, accepted, 100, 0.05)
-                nursery.start_soon(expect, connection, 100)
+            nat.rebind()
+            await both_ways(connection, accepted, 100, 0.05)
         # bob's address-restricted NAT lets alice's new port in: bob follows it directly
         after = accepted.info().remote_address
         assert after is not None and before is not None
@@ -118,20 +126,14 @@ async def test_a_direct_connection_survives_a_rebinding_of_the_dialler(
     autojump_clock: MockClock,
 ) -> None:
     async with open_world(traversal=QUICK) as world:
-        site = add_site(world.internet.public, Preset.EIM_RANDOM_PORT, link=world.site_link)
-        alice = await world.node_at(site.host)
-        bob = await world.node(Preset.OPEN_INTERNET, "bob")
+        nat, alice, bob = await rebinding_pair(world, Preset.OPEN_INTERNET)
         with trio.fail_after(60):
             connection = await alice.connector.connect(bob.node_id)
             accepted = await bob.connector.accept()
             assert connection.info().connection_method is ConnectionMethod.DIRECT
             before = accepted.info().remote_address
-            site.nats[0].rebind()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stream, connection, 100, 0.05)
-                nursery.start_soon(expect, accepted, 100)
-                nursery.start_soon(stream, accepted, 100, 0.05)
-                nursery.start_soon(expect, connection, 100)
+            nat.rebind()
+            await both_ways(connection, accepted, 100, 0.05)
         after = accepted.info().remote_address
         assert after != before
         assert accepted.info().connection_method is ConnectionMethod.DIRECT
