@@ -24,9 +24,9 @@ from macula_nat.connection import (
 )
 from macula_nat.connection.driver import AUTH_FAILED
 from macula_nat.identity import NodeKey
-from macula_nat.net import UdpEndpoint
+from macula_nat.net import Address, UdpEndpoint
 from macula_nat.net.real import RealUdpStack
-from macula_nat.net.sim import Internet, open_internet
+from macula_nat.net.sim import Internet, LinkProfile, open_internet
 
 CLIENT = NodeKey.generate()
 SERVER = NodeKey.generate()
@@ -145,6 +145,93 @@ async def test_a_client_without_certificate_is_refused(
                         break
             assert terminated and terminated[0].error_code == AUTH_FAILED
             assert isinstance(listener.failures[-1], PeerAuthenticationFailed)
+
+
+class CountingEndpoint(UdpEndpoint):
+    """An endpoint that counts what is sent through it; while ``gate`` is set, sends wait for
+    it first."""
+
+    def __init__(self, inner: UdpEndpoint) -> None:
+        self.inner = inner
+        self.sent = 0
+        self.gate: trio.Event | None = None
+
+    @property
+    def local_address(self) -> Address:
+        return self.inner.local_address
+
+    async def send_to(self, data: bytes, address: Address) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        await self.inner.send_to(data, address)
+        self.sent += 1
+
+    async def receive_from(self) -> tuple[bytes, Address]:
+        return await self.inner.receive_from()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def test_an_answer_carries_the_ack_of_its_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """At 20 ms round trip (far beyond aioquic's 1 ms ACK delay) a request and its answer are
+    two datagrams: each ACK rides with the data that follows, not in a datagram of its own."""
+    rounds = 50
+    async with open_internet() as internet:
+        link = LinkProfile(latency=0.005)
+        client_host = internet.add_host(name="client", link=link)
+        server_host = internet.add_host(name="server", link=link)
+        client_ep = CountingEndpoint(await client_host.bind((client_host.addresses[0], 0)))
+        server_ep = CountingEndpoint(await server_host.bind((server_host.addresses[0], 0)))
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
+            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+        ):
+            accepted = await listener.accept()
+            await conn.send_message(b"warm up")
+            await accepted.send_message(await accepted.receive_message())
+            await conn.receive_message()
+            before = client_ep.sent + server_ep.sent
+            for round_ in range(rounds):
+                await conn.send_message(b"request %d" % round_)
+                await accepted.send_message(await accepted.receive_message())
+                assert await conn.receive_message() == b"request %d" % round_
+            assert client_ep.sent + server_ep.sent - before <= 2 * rounds + 2
+
+
+async def test_a_send_cancelled_while_its_datagrams_leave_still_delivers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A send cancelled before its datagrams left loses none of them: they go with the driver
+    at once (not after a loss timer), and the message arrives whole."""
+    message = os.urandom(8_000)  # 7 datagrams: within the initial congestion window
+    async with open_internet() as internet:
+        link = LinkProfile(latency=0.005)  # 10 ms one way
+        client_host = internet.add_host(name="client", link=link)
+        server_host = internet.add_host(name="server", link=link)
+        counting = CountingEndpoint(await client_host.bind((client_host.addresses[0], 0)))
+        server_ep = await server_host.bind((server_host.addresses[0], 0))
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
+            connect(counting, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+        ):
+            accepted = await listener.accept()
+            await conn.send_message(b"settle")
+            assert await accepted.receive_message() == b"settle"
+            await trio.sleep(0.2)  # every ACK delivered: the driver is idle
+            before = counting.sent
+            gate = counting.gate = trio.Event()
+            with trio.move_on_after(0.001):
+                await conn.send_message(message)  # held at the gate: cancelled
+            assert counting.sent == before
+            counting.gate = None
+            gate.set()
+            started = trio.current_time()
+            assert await accepted.receive_message() == message
+            # one way (10 ms), not after a loss is noticed (a round trip) or a probe timeout
+            assert trio.current_time() - started < 0.02
 
 
 async def test_garbage_does_not_break_a_connection(
