@@ -46,6 +46,12 @@ class TraversalConfig:
     """After punching failed or the direct path died, the initiator tries again this much later."""
     predicted_ports: int = attrs.field(default=8, validator=_at_least_one)
     """Next ports offered at the measured delta when this node's NAT allocates sequentially."""
+    mapping_reuse: float = attrs.field(default=60.0, validator=_positive)
+    """A sequential node asks an observer for a fresh mapping before it punches (predictions
+    start there); it asks the same observer address again only this much later, once the
+    mapping it made has likely expired (:mod:`.fresh_mapping`)."""
+    fresh_mapping_age: float = attrs.field(default=10.0, validator=_positive)
+    """How long a fresh mapping serves as the base of predictions (else the relay's view)."""
     birthday_sockets: int = attrs.field(default=256, validator=_at_least_one)
     """Sockets the random-port side of a birthday punch opens."""
     birthday_probes: int = attrs.field(default=1024, validator=_at_least_one)

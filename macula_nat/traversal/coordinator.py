@@ -13,6 +13,10 @@ It owns this node's connections and the punching that upgrades them:
   the round trip, sends ``Sync`` and waits half of it, and both probe every candidate of the other
   (libp2p DCUtR's timing). The first address proven both ways (:mod:`.prover`) carries the
   connection from then on; nothing is lost, since QUIC sees no change (:mod:`..connection.link`).
+- **Prediction**: a node behind a sequential NAT predicts its next ports from a fresh mapping,
+  taken (a Binding request from the shared socket to an observer address it has not used
+  lately) while the relayed connection is being set up, not from the relay's view of an
+  allocation that other flows may have moved past (:mod:`.fresh_mapping`).
 - **Inbound**: relay sessions other nodes open to this one, and Initials arriving directly on the
   node's socket, become connections handed out by :meth:`Coordinator.accept`.
 - **Liveness**: a punched path is checked every ``consent_interval`` with an authenticated probe;
@@ -38,7 +42,6 @@ import trio
 from aioquic.quic.packet import QuicPacketType
 
 from macula_nat.actors import Actor, Served, Stop, open_actor
-from macula_nat.behavior import MappingBehavior, PortAllocation
 from macula_nat.connection import Connection, ConnectionFailed, connect, listen
 from macula_nat.connection.driver import MIN_INITIAL_SIZE, parse_header
 from macula_nat.connection.link import LINK_ADDRESS, ConnectionMethod, DirectPath, PeerLink
@@ -47,7 +50,9 @@ from macula_nat.directory.record import NodeRecord
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.cache import ProfileCache
 from macula_nat.nat.detector import NatDetector, NatProfileChanged
+from macula_nat.nat.errors import TransactionTimeout
 from macula_nat.nat.profile import NatProfile
+from macula_nat.nat.stun_client import StunClient
 from macula_nat.net.address import Address, normalise_address
 from macula_nat.net.demux import SharedEndpoint, Traffic
 from macula_nat.relay import (
@@ -66,6 +71,7 @@ from macula_nat.traversal.errors import (
     PunchFailed,
     SymmetricNat,
 )
+from macula_nat.traversal.fresh_mapping import MappingTargets
 from macula_nat.traversal.prediction import predict_ports
 from macula_nat.traversal.punch_wire import MAX_CANDIDATES, Role
 from macula_nat.traversal.puncher import (
@@ -75,7 +81,7 @@ from macula_nat.traversal.puncher import (
     PunchRef,
     at_ports,
 )
-from macula_nat.traversal.strategy import Method, Plan, Side, choose
+from macula_nat.traversal.strategy import Method, Plan, PortKind, Side, choose, port_kind
 
 __all__ = [
     "Coordinator",
@@ -89,6 +95,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ANY: Final = frozenset({"0.0.0.0", "::"})
+
+
+def _sequential(profile: NatProfile | None) -> bool:
+    """Whether a peer must predict this NAT's next mapping (``pc`` allocation, a delta)."""
+    return profile is not None and port_kind(profile) is PortKind.PREDICTED
 
 
 @attrs.frozen
@@ -144,6 +155,12 @@ class Coordinator(Served):
         self._accept_peer = accept_peer or (lambda _: True)
         self._lan = tuple(a for a in lan_addresses if not ipaddress.ip_address(a).is_loopback)
         self._quic = shared.view(Traffic.QUIC)
+        self._stun = StunClient(shared.view(Traffic.STUN))
+        self._mapping_targets = MappingTargets(self.config.mapping_reuse)
+        for observer in detector.observers:
+            self._mapping_targets.add(observer)
+        self._fresh: tuple[Address, float] | None = None
+        """The latest fresh mapping of the shared socket, and when it was taken."""
         self._nursery: trio.Nursery | None = None
         self._routes: dict[Address, PeerLink] = {}
         self.puncher = Puncher(
@@ -310,12 +327,42 @@ class Coordinator(Served):
     # -- candidates ------------------------------------------------------------------------------
 
     async def _observe(self) -> None:
-        """Refresh the observed mapping of the shared socket (the home relay reports it)."""
+        """Refresh the observed mapping of the shared socket (the home relay reports it) and,
+        on a sequential NAT, take a fresh one."""
         client = self.registry.client
         if client is not None:
             await client.observe(timeout=self.config.punch_window / 4)
-        else:
+        await self._measure_mapping()
+
+    async def _measure_mapping(self) -> None:
+        """On a NAT that allocates ports sequentially, ask an observer where the shared socket
+        is seen from a destination it has not used lately: the NAT allocates a port now, and
+        predictions start from it (:mod:`.fresh_mapping`)."""
+        now = trio.current_time()
+        destination = self._mapping_targets.pick(now) if _sequential(self._profile()) else None
+        if destination is None:
             await trio.lowlevel.checkpoint()
+            return
+        try:
+            response = await self._stun.request(
+                destination, deadline=now + self.config.punch_window / 4
+            )
+        except TransactionTimeout as exc:
+            logger.debug("%r: no fresh mapping from %s: %s", self, destination, exc)
+            return
+        other = response.message.other_address
+        if other is not None:  # an RFC 5780 observer: three more destinations
+            for address in (other, (other[0], destination[1]), (destination[0], other[1])):
+                self._mapping_targets.add(normalise_address(address))
+        mapped = response.mapped_address
+        fresh = None if mapped is None else self._mapping_targets.answer(destination, mapped)
+        if fresh is not None:
+            self._fresh = (normalise_address(fresh), trio.current_time())
+            logger.debug("%r: fresh mapping %s (via %s)", self, fresh, destination)
+
+    def _profile(self) -> NatProfile | None:
+        profile: NatProfile | None = self.detector.profile.value
+        return profile
 
     def _candidates(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
         """This node's candidates (observed mapping, LAN) and predicted next mappings."""
@@ -329,16 +376,16 @@ class Coordinator(Served):
         lan = self._lan if ip in _ANY else (ip,)
         found.extend((address, port) for address in lan if (address, port) not in found)
         predicted: tuple[Address, ...] = ()
-        profile = self.detector.profile.value
-        if (
-            observed is not None
-            and profile is not None
-            and profile.mapping != MappingBehavior.ENDPOINT_INDEPENDENT
-            and profile.allocation == PortAllocation.CONTIGUITY
-            and profile.port_delta
-        ):
-            ports = predict_ports([observed[1]], profile.port_delta, self.config.predicted_ports)
-            predicted = tuple((observed[0], p) for p in ports)
+        profile = self._profile()
+        base = observed
+        if self._fresh is not None:
+            fresh, taken_at = self._fresh
+            if trio.current_time() - taken_at <= self.config.fresh_mapping_age:
+                base = fresh
+        if base is not None and profile is not None and _sequential(profile):
+            assert profile.port_delta is not None
+            ports = predict_ports([base[1]], profile.port_delta, self.config.predicted_ports)
+            predicted = tuple((base[0], p) for p in ports)
         return tuple(found[:MAX_CANDIDATES]), predicted[:MAX_CANDIDATES]
 
     # -- connections ---------------------------------------------------------------------------
@@ -442,6 +489,8 @@ class Coordinator(Served):
         task_status: trio.TaskStatus[Connection],
     ) -> None:
         """Connect to ``target`` over a relay, punch, and carry the connection until it closes."""
+        if attempts:  # a fresh mapping by the time the Offer leaves with the handshake
+            self._nursery_or_raise().start_soon(self._measure_mapping)
         async with AsyncExitStack() as stack:
             session = await self._relay_session(target, record, stack)
             stack.push_async_callback(session.aclose)
@@ -495,6 +544,7 @@ class Coordinator(Served):
             logger.info("%r: relay session from %s refused", self, peer.short())
             await session.aclose()
             return
+        self._nursery_or_raise().start_soon(self._measure_mapping)  # for our Answer, if punched
         link = PeerLink(peer, self.shared.local_address, relay=session)
         try:
             async with trio.open_nursery() as nursery:
@@ -652,6 +702,7 @@ class CoordinatorServer(Actor):
         coordinator._nursery = await self.start(self._host)
         coordinator._attach(self.ref)
         self.start_soon(coordinator._read_quic)
+        self.start_soon(coordinator._stun.run)
         self.start_soon(coordinator.puncher.read_probes)
         self.start_soon(coordinator._accept_relayed)
         coordinator.detector.subscribe(self.ref)
