@@ -3,8 +3,9 @@ NAT-pair tests and the connection benchmarks.
 
 The gateway runs a two-address STUN observer and a relay announced in an embedded directory;
 :meth:`World.node` puts a node behind a NAT preset and returns it once it has detected its NAT,
-registered with the relay and published its record. Access links take 5 ms each way, so two
-nodes are 20 ms apart and 40 ms through the relay. Run it under
+registered with a relay and published its record; :meth:`World.add_relay` adds a relay on a
+host of its own (a node can be pinned to it as its home relay). Access links take 5 ms each
+way, so two nodes are 20 ms apart and 40 ms through the relay. Run it under
 ``trio.testing.MockClock(autojump_threshold=0)`` and simulated seconds cost no wall time.
 """
 
@@ -50,12 +51,15 @@ class World:
     traversal: TraversalConfig = attrs.Factory(TraversalConfig)
     site_link: LinkProfile = SITE_LINK
 
-    async def node(self, preset: Preset | str, name: str | None = None) -> NatSystem:
-        """A node behind ``preset``: detected, registered with the relay, published."""
+    async def node(
+        self, preset: Preset | str, name: str | None = None, *, home_relay: Address | None = None
+    ) -> NatSystem:
+        """A node behind ``preset``: detected, registered with a relay (``home_relay`` when
+        given, else the best), published."""
         site = add_site(self.internet.public, preset, name=name, link=self.site_link)
-        return await self.node_at(site.host)
+        return await self.node_at(site.host, home_relay=home_relay)
 
-    async def node_at(self, host: SimHost) -> NatSystem:
+    async def node_at(self, host: SimHost, *, home_relay: Address | None = None) -> NatSystem:
         """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above."""
         config = NatConfig(
             stack=host,
@@ -64,13 +68,18 @@ class World:
             directory=self.directory,
             key=NodeKey.generate(),
             traversal=self.traversal,
-            relays=RegistryConfig(probe_window=0.2),
+            relays=RegistryConfig(probe_window=0.2, home_relay=home_relay),
         )
         system = await self._stack.enter_async_context(open_nat_system(config))
         with trio.fail_after(READY_TIMEOUT):
             await system.wait_ready()
             await self._published(system)
         return system
+
+    async def add_relay(self, ip: str) -> RelayNode:
+        """Another relay, on a public host of its own at ``ip`` (port 3480), announced."""
+        host = self.internet.add_host([ip], link=SITE_LINK)
+        return await _start_relay(self._stack, self.directory, host, (ip, RELAY[1]))
 
     async def _published(self, system: NatSystem) -> None:
         """Until ``system``'s record names its profile and home relay (the directory has no
@@ -80,6 +89,20 @@ class World:
             if record is not None and record.profile is not None and record.home_relay:
                 return
             await trio.sleep(0.05)
+
+
+async def _start_relay(
+    stack: AsyncExitStack, directory: EmbeddedDirectory, host: SimHost, address: Address
+) -> RelayNode:
+    """A relay at ``address`` on ``host``, announced in ``directory``, running on ``stack``."""
+    relay = RelayNode(host, address, NodeKey.generate())
+    registry = RelayRegistry(directory, host)
+    await stack.enter_async_context(open_relay(relay))
+    await stack.enter_async_context(open_relay_registry(registry))
+    await relay.enable(max_sessions=1000)
+    if not await registry.register(relay.node_id, relay.address):
+        raise RuntimeError(f"the relay at {address} could not be announced")
+    return relay
 
 
 @asynccontextmanager
@@ -99,12 +122,6 @@ async def open_world(
             directory=directory,
         )
         await stack.enter_async_context(open_nat_system(gateway))
-        relay = RelayNode(host, RELAY, NodeKey.generate())
-        registry = RelayRegistry(directory, host)
-        await stack.enter_async_context(open_relay(relay))
-        await stack.enter_async_context(open_relay_registry(registry))
-        await relay.enable(max_sessions=1000)
-        if not await registry.register(relay.node_id, relay.address):
-            raise RuntimeError("the gateway's relay could not be announced")
+        relay = await _start_relay(stack, directory, host, RELAY)
         site_link = attrs.evolve(SITE_LINK, loss=loss)
         yield World(internet, directory, relay, stack, traversal or TraversalConfig(), site_link)

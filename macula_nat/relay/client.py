@@ -211,12 +211,19 @@ class RelayClient:
     def node_id(self) -> NodeId:
         return self.key.node_id
 
-    async def wait_registered(self) -> RelayRegistration:
-        """The current registration, waiting for one if there is none."""
-        registration: RelayRegistration | None = await self.registration.wait_value(
-            lambda value: value is not None
-        )
-        assert registration is not None
+    async def wait_registered(self, timeout: float | None = None) -> RelayRegistration:
+        """The current registration, waiting for one if there is none.
+
+        Raises :class:`RegistrationFailed` (with the relay's refusal, if any) when there is
+        none within ``timeout`` seconds (None: wait for ever).
+        """
+        registration: RelayRegistration | None = None
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            registration = await self.registration.wait_value(lambda value: value is not None)
+        if registration is None:
+            refusal = self.last_refusal
+            why = f": refused ({refusal.label})" if refusal is not None else ""
+            raise RegistrationFailed(f"{self} not registered within {timeout} s{why}")
         return registration
 
     async def request_relay(self, target: NodeId, *, timeout: float | None = None) -> RelaySession:
@@ -608,10 +615,5 @@ async def open_relay_client(
     """
     async with open_actor(RelayClientServer(client), name, registry):
         if timeout is not None:
-            with trio.move_on_after(timeout):
-                await client.wait_registered()
-            if client.registration.value is None:
-                refusal = client.last_refusal
-                why = f": refused ({refusal.label})" if refusal is not None else ""
-                raise RegistrationFailed(f"{client} not registered within {timeout} s{why}")
+            await client.wait_registered(timeout)
         yield client

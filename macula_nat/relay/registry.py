@@ -25,14 +25,23 @@ The home relay is measured by the home registration itself, not probed. Each suc
 sample to an exponentially weighted average (:mod:`.selection`); a failure marks the relay
 unreachable until its next success.
 
+Visiting: to reach a node homed elsewhere, the node registers with that node's home relay for
+a while (:meth:`RelayRegistry.visit`). Given the node's shared socket (``endpoint``, its relay
+view), every registration of the node (home and visits) rides that one socket, so each relay
+sees the mapping the node's other protocols use: the registry is then the view's one reader
+and hands each datagram to the registration with the relay it came from (others are dropped
+and counted). A relay keys registrations by source address, so the registrations with one
+relay are one :class:`RelayClient`, shared by its users and closed when the last one leaves.
+Without ``endpoint`` every registration binds a socket of its own.
+
 Ownership: the handle owns the table, the announced relays and the counters, so they survive a
-crash of :class:`RelayRegistryServer`; the home registration lives in the server's tasks and a
-crash costs it (the next incarnation registers again and republishes).
+crash of :class:`RelayRegistryServer`; the home registration and the shared socket's
+registrations live in the server's tasks and a crash costs them (the next incarnation
+registers again and republishes).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -47,7 +56,7 @@ from macula_nat.actors import Actor, Registry, Served, open_actor
 from macula_nat.directory import Directory, DirectoryError
 from macula_nat.directory.record import MAX_CANDIDATES
 from macula_nat.identity import NodeId, NodeKey
-from macula_nat.net.address import Address, normalise_address
+from macula_nat.net.address import Address, normalise_address, optional_address
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 
 from .client import ClientConfig, RelayClient, open_relay_client
@@ -90,8 +99,10 @@ class RegistryConfig:
     ``probe_window`` of KEEPALIVEs. Latency samples are averaged with weight ``gain``; relays
     reporting ``max_load`` permille or more are full. The node's record lives ``record_ttl``
     and is published again at ``refresh_fraction`` of it. A lost home registration that is not
-    back within ``failover_grace`` fails over. ``home_client`` configures the home
-    registration (its ``keepalive_interval`` must stay well under 30 s).
+    back within ``failover_grace`` fails over. ``home_client`` configures the node's
+    registrations, home and visits (its ``keepalive_interval`` must stay well under 30 s).
+    ``home_relay`` pins the home relay: only that relay is registered with (while it is
+    announced and usable); None takes the best.
     """
 
     announce_ttl: float = attrs.field(default=300.0, validator=_positive)
@@ -106,6 +117,7 @@ class RegistryConfig:
     record_ttl: float = attrs.field(default=600.0, validator=_positive)
     failover_grace: float = attrs.field(default=5.0, validator=_positive)
     home_client: ClientConfig = attrs.field(factory=lambda: _HOME_CLIENT)
+    home_relay: Address | None = attrs.field(default=None, converter=optional_address)
 
     @home_client.validator
     def _check_keepalive(self, _: attrs.Attribute[ClientConfig], value: ClientConfig) -> None:
@@ -126,15 +138,27 @@ class RegistryStatistics:
     """Records published with a home relay."""
     failovers: int
     home: RelayInfo | None
+    dropped: int = 0
+    """Datagrams on the shared endpoint from no relay this node is registered with."""
+
+
+@attrs.define(eq=False)
+class _Shared:
+    """A registration on the shared endpoint and how many hold it (home and visits)."""
+
+    client: RelayClient
+    holders: int = 0
+    released: trio.Event = attrs.Factory(trio.Event)
 
 
 class RelayRegistry(Served):
     """Relays announced and measured through ``directory``; see the module docstring.
 
-    ``stack`` is where probes (and, without ``endpoint``, the home registration) bind their
-    sockets; ``endpoint`` is the node's shared socket's relay view, when the home registration
-    must ride the mapping the node's connections use. With ``key`` the registry keeps a home
-    relay for that node; without, it only announces and finds relays.
+    ``stack`` is where probes (and, without ``endpoint``, the node's registrations) bind their
+    sockets; ``endpoint`` is the node's shared socket's relay view, when the node's
+    registrations must ride the mapping its connections use (the registry's server then reads
+    it). With ``key`` the registry keeps a home relay for that node and can visit others;
+    without, it only announces and finds relays.
     Run it with :func:`open_relay_registry` or put :meth:`child_spec` in a tree.
     """
 
@@ -168,6 +192,11 @@ class RelayRegistry(Served):
         self._probe_failures = 0
         self._publishes = 0
         self._failovers = 0
+        self._shared: dict[Address, _Shared] = {}
+        """The registrations on ``endpoint``, by relay address (the source of their frames)."""
+        self._nursery: trio.Nursery | None = None
+        """Where the shared registrations run, while the server reads ``endpoint``."""
+        self._dropped = 0
 
     def __repr__(self) -> str:
         owner = self.key.node_id.short() if self.key is not None else "relays"
@@ -228,6 +257,28 @@ class RelayRegistry(Served):
                 nursery.start_soon(self._probe, endpoint)
         return rank(self._table.estimates(), self.config.max_load)
 
+    @asynccontextmanager
+    async def visit(self, relay: Address, *, timeout: float = 10.0) -> AsyncIterator[RelayClient]:
+        """This node registered with the relay at ``relay`` for the ``async with`` block (to
+        request sessions to the nodes homed there), entered once registered.
+
+        On the shared endpoint, visits to one relay share one registration, the home one when
+        ``relay`` is the home relay, ended when the last user leaves; without it, a visit
+        registers from a socket of its own (but a visit to the home relay uses the home
+        registration). Raises :class:`RegistrationFailed` when not registered within
+        ``timeout`` seconds, ``ValueError`` when the registry has no node key.
+        """
+        if self.key is None:
+            raise ValueError(f"{self} has no node key: it cannot register with a relay")
+        relay = normalise_address(relay)
+        home = self.client
+        if self.endpoint is None and home is not None and home.relay == relay:
+            await trio.lowlevel.checkpoint()
+            yield home
+        else:
+            async with self._registration(self.key, relay, None, timeout) as client:
+                yield client
+
     def relays(self) -> list[RelayInfo]:
         """The usable relays as last measured, best first."""
         return rank(self._table.estimates(), self.config.max_load)
@@ -243,6 +294,7 @@ class RelayRegistry(Served):
             publishes=self._publishes,
             failovers=self._failovers,
             home=self.home.value,
+            dropped=self._dropped,
         )
 
     # -- announcing ------------------------------------------------------------------------------
@@ -337,6 +389,8 @@ class RelayRegistry(Served):
         config = self.config
         while True:
             ranked = await self.probe_relays()
+            if config.home_relay is not None:
+                ranked = [info for info in ranked if info.endpoint == config.home_relay]
             if not ranked:
                 logger.info("%s: no usable relay; trying again", self)
                 await trio.sleep(min(config.retry_interval, config.probe_interval))
@@ -352,24 +406,19 @@ class RelayRegistry(Served):
     async def _hold(self, key: NodeKey, info: RelayInfo) -> bool:
         """Be registered with ``info`` until the registration is lost for good; False when it
         could not be made."""
-        config = self.config
-        socket = self.endpoint if self.endpoint is not None else await self.stack.bind()
-        async with contextlib.nullcontext() if socket is self.endpoint else socket:
-            client = RelayClient(
-                socket, info.endpoint, key, info.node_id, config=config.home_client
-            )
-            try:
-                async with open_relay_client(client, timeout=config.probe_timeout):
-                    self.client = client
-                    try:
-                        await self._watch(key, client, info)
-                    finally:
-                        self.client = None
-                        self.home.value = None
-            except RegistrationFailed as exc:
-                logger.info("%s: could not register with %s: %s", self, info.endpoint, exc)
-                self._table.fail(info.endpoint, trio.current_time())
-                return False
+        timeout = self.config.probe_timeout
+        try:
+            async with self._registration(key, info.endpoint, info.node_id, timeout) as client:
+                self.client = client
+                try:
+                    await self._watch(key, client, info)
+                finally:
+                    self.client = None
+                    self.home.value = None
+        except RegistrationFailed as exc:
+            logger.info("%s: could not register with %s: %s", self, info.endpoint, exc)
+            self._table.fail(info.endpoint, trio.current_time())
+            return False
         return True
 
     async def _watch(self, key: NodeKey, client: RelayClient, info: RelayInfo) -> None:
@@ -400,15 +449,97 @@ class RelayRegistry(Served):
                 await self._publish(key, info.endpoint, observed)
                 publish_at = now + config.record_ttl * config.refresh_fraction
 
+    # -- the node's registrations ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _registration(
+        self, key: NodeKey, relay: Address, relay_id: NodeId | None, timeout: float
+    ) -> AsyncIterator[RelayClient]:
+        """This node registered with ``relay`` (see :meth:`visit`) within ``timeout``."""
+        if self.endpoint is not None:
+            async with self._share(key, relay, relay_id, timeout) as client:
+                yield client
+            return
+        socket = await self.stack.bind()
+        async with socket:
+            client = RelayClient(socket, relay, key, relay_id, config=self.config.home_client)
+            async with open_relay_client(client, timeout=timeout):
+                yield client
+
+    @asynccontextmanager
+    async def _share(
+        self, key: NodeKey, relay: Address, relay_id: NodeId | None, timeout: float
+    ) -> AsyncIterator[RelayClient]:
+        """Hold the shared endpoint's registration with ``relay``, made if there is none."""
+        assert self.endpoint is not None
+        shared = self._shared.get(relay)
+        if shared is None:
+            nursery = self._nursery
+            if nursery is None:
+                raise RegistrationFailed(f"{self} is not reading its endpoint (not running?)")
+            client = RelayClient(
+                self.endpoint, relay, key, relay_id, config=self.config.home_client, receive=False
+            )
+            shared = self._shared[relay] = _Shared(client)
+            nursery.start_soon(self._run_shared, shared)
+        elif relay_id is not None and shared.client.relay_id not in (None, relay_id):
+            raise RegistrationFailed(f"the relay at {relay} is not {relay_id.short()} any more")
+        shared.holders += 1
+        try:
+            await shared.client.wait_registered(timeout)
+            yield shared.client
+        finally:
+            shared.holders -= 1
+            if not shared.holders:
+                shared.released.set()
+                if self._shared.get(relay) is shared:
+                    del self._shared[relay]
+
+    @staticmethod
+    async def _run_shared(shared: _Shared) -> None:
+        """Run a shared registration until its last holder leaves."""
+        async with open_relay_client(shared.client, timeout=None):
+            await shared.released.wait()
+
+    async def _read(
+        self,
+        endpoint: UdpEndpoint,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the shared registrations and hand each of them what its relay sends."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                try:
+                    while True:
+                        data, source = await endpoint.receive_from()
+                        shared = self._shared.get(source)
+                        if shared is None:
+                            self._dropped += 1
+                            logger.debug("%s: dropped a datagram from %s", self, source)
+                        else:
+                            await shared.client.datagram_received(data, source)
+                except trio.ClosedResourceError:
+                    logger.warning("%s: its endpoint was closed", self)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self._shared.clear()
+
 
 class RelayRegistryServer(Actor):
-    """Announces the registered relays and keeps the home relay of its :class:`RelayRegistry`."""
+    """Announces the registered relays, keeps the home relay of its :class:`RelayRegistry` and
+    reads (and runs the registrations on) its shared endpoint."""
 
     def __init__(self, registry: RelayRegistry) -> None:
         self._registry = registry
 
     async def init(self) -> None:
         self._registry._attach(self.ref)
+        if self._registry.endpoint is not None:
+            await self.start(self._registry._read, self._registry.endpoint)
         self.start_soon(self._announce)
         if self._registry.key is not None:
             self.start_soon(self._registry._keep_home, self._registry.key)

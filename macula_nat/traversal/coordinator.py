@@ -57,11 +57,9 @@ from macula_nat.net.address import Address, normalise_address
 from macula_nat.net.demux import SharedEndpoint, Traffic
 from macula_nat.relay import (
     RegistrationFailed,
-    RelayClient,
     RelayError,
     RelayRegistry,
     RelaySession,
-    open_relay_client,
 )
 from macula_nat.traversal.config import TraversalConfig
 from macula_nat.traversal.errors import (
@@ -458,18 +456,16 @@ class Coordinator(Served):
         self, target: NodeId, record: NodeRecord | None, stack: AsyncExitStack
     ) -> RelaySession:
         """A relay session to ``target``: through the home registration when the target shares
-        the home relay, else through a registration of our own with the target's home relay."""
+        the home relay, else through a visit to the target's home relay (on the node's socket,
+        held on ``stack``)."""
         timeout = self.config.relay_timeout
         home = self.registry.home.value
         target_home = None if record is None else record.home_relay
         client = self.registry.client
         if target_home is not None and (home is None or home.endpoint != target_home):
-            socket = await self.registry.stack.bind()
-            await stack.enter_async_context(socket)
-            visitor = RelayClient(socket, target_home, self.key)
             try:
                 client = await stack.enter_async_context(
-                    open_relay_client(visitor, timeout=timeout)
+                    self.registry.visit(target_home, timeout=timeout)
                 )
             except RegistrationFailed as exc:
                 raise NoRelay(f"the home relay of {target.short()} refused us: {exc}") from exc

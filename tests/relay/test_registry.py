@@ -15,8 +15,15 @@ from hypothesis import strategies as st
 from macula_nat.directory import EmbeddedDirectory
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.net.address import Address
+from macula_nat.net.demux import Traffic, open_shared_endpoint
 from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
-from macula_nat.relay import RelayClient, RelayNode, open_relay, open_relay_client
+from macula_nat.relay import (
+    RegistrationFailed,
+    RelayClient,
+    RelayNode,
+    open_relay,
+    open_relay_client,
+)
 from macula_nat.relay.registry import (
     NoRelay,
     RegistryConfig,
@@ -25,7 +32,7 @@ from macula_nat.relay.registry import (
 )
 from macula_nat.relay.selection import RelayEstimate, RelayTable, choose, rank, smooth
 
-from .support import PATIENCE, connect
+from .support import PATIENCE, connect, exchange
 
 NODE = NodeKey.from_seed(bytes(32)).node_id
 OTHER = NodeKey.from_seed(bytes([1]) * 32).node_id
@@ -130,14 +137,34 @@ class World:
         return self.relays[ip].node.address
 
     async def node(
-        self, stack: AsyncExitStack, preset: Preset = Preset.PORT_RESTRICTED_CONE
+        self,
+        stack: AsyncExitStack,
+        preset: Preset = Preset.PORT_RESTRICTED_CONE,
+        *,
+        shared: bool = False,
     ) -> RelayRegistry:
+        """A node's registry, once it has a home relay; with ``shared``, its registrations ride
+        the relay view of one shared socket (as in a NAT system)."""
         site = add_site(self.internet.public, preset)
-        registry = RelayRegistry(self.directory, site.host, NodeKey.generate(), config=CONFIG)
+        endpoint = None
+        if shared:
+            socket = await site.host.bind()
+            endpoint = (await stack.enter_async_context(open_shared_endpoint(socket))).view(
+                Traffic.RELAY
+            )
+        registry = RelayRegistry(
+            self.directory, site.host, NodeKey.generate(), config=CONFIG, endpoint=endpoint
+        )
         await stack.enter_async_context(open_relay_registry(registry))
         with trio.fail_after(PATIENCE):
             await registry.home.wait_value(lambda home: home is not None)
         return registry
+
+    async def client(self, stack: AsyncExitStack, ip: str) -> RelayClient:
+        """A node homed at the relay at ``ip``, on a socket of its own, once registered."""
+        site = add_site(self.internet.public, Preset.FULL_CONE)
+        client = RelayClient(await site.host.bind(), self.address(ip), NodeKey.generate())
+        return await stack.enter_async_context(open_relay_client(client))
 
 
 @asynccontextmanager
@@ -294,3 +321,101 @@ async def test_a_registered_relay_stays_announced_until_its_registry_stops(
     assert while_running == [("198.51.100.99", 7000)]
     assert registry.statistics().announced >= 10 / config.refresh_fraction
     assert after == []
+
+
+# -- visits --------------------------------------------------------------------------------------
+
+
+async def test_the_home_relay_and_a_visited_relay_share_the_nodes_one_socket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_world(SLOW, FAST) as world, AsyncExitStack() as stack:
+        registry = await world.node(stack, Preset.FULL_CONE, shared=True)
+        home = registry.client
+        assert home is not None and registry.key is not None
+        near = await world.client(stack, FAST)
+        far = await world.client(stack, SLOW)
+        async with registry.visit(world.address(SLOW)) as visitor:
+            out, into = await connect(visitor, far)
+            visited = [await exchange(out, into, b"out"), await exchange(into, out, b"back")]
+            mine, theirs = await connect(near, home)
+            homed = [await exchange(mine, theirs, b"in"), await exchange(theirs, mine, b"back")]
+            observed = (await home.wait_registered()).observed
+            stray = await world.internet.add_host(["203.0.113.9"]).bind()
+            await stray.send_to(bytes([4]) + b"not from a relay", observed)
+            await trio.sleep(1.0)
+            statistics = registry.statistics()
+            seen_at_slow = world.relays[SLOW].node._core.registration(registry.key.node_id)
+
+    assert visitor is not home and visitor.relay == world.address(SLOW)
+    assert visitor.endpoint is registry.endpoint and home.endpoint is registry.endpoint
+    assert visited == [b"out", b"back"] and homed == [b"in", b"back"]
+    assert seen_at_slow is not None and seen_at_slow.address == observed  # the one mapping
+    assert statistics.dropped == 1
+
+
+async def test_visits_to_one_relay_share_one_registration_until_the_last_leaves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_world(SLOW, FAST) as world, AsyncExitStack() as stack:
+        registry = await world.node(stack, shared=True)
+        assert registry.key is not None
+        node_id = registry.key.node_id
+        slow = world.relays[SLOW].node
+        registered_before = slow.statistics().registered
+
+        def at_slow() -> bool:
+            return slow._core.registration(node_id) is not None
+
+        async with AsyncExitStack() as first, AsyncExitStack() as second:
+            a = await first.enter_async_context(registry.visit(slow.address))
+            b = await second.enter_async_context(registry.visit(slow.address))
+            both = (a is b, slow.statistics().registrations, at_slow())
+            await first.aclose()  # the first visitor leaves before the second
+            await trio.sleep(1.0)
+            one = (a.registration.value is not None, at_slow())
+        await trio.sleep(1.0)
+        none = (a.registration.value, at_slow(), slow.statistics().registrations)
+        registered = slow.statistics().registered - registered_before
+
+    assert both == (True, 1, True)
+    assert one == (True, True)
+    assert none == (None, False, 0)
+    assert registered == 1 and a.statistics().registrations == 1
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "own-sockets"])
+async def test_a_visit_to_the_home_relay_uses_the_home_registration(
+    autojump_clock: trio.testing.MockClock, shared: bool
+) -> None:
+    async with open_world(SLOW, FAST) as world, AsyncExitStack() as stack:
+        registry = await world.node(stack, shared=shared)
+        fast = world.relays[FAST].node
+        registered_before = fast.statistics().registered
+        async with registry.visit(fast.address) as at_home:
+            home = registry.client
+        async with registry.visit(world.address(SLOW)) as elsewhere:
+            assert elsewhere.registration.value is not None
+        registered = fast.statistics().registered - registered_before
+        still_home = registry.client
+
+    assert home is not None and at_home is home and still_home is home
+    assert registered == 0
+    assert (elsewhere.endpoint is home.endpoint) == shared
+
+
+async def test_a_visit_that_cannot_register_fails_and_a_keyless_registry_cannot_visit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_world(FAST) as world, AsyncExitStack() as stack:
+        registry = await world.node(stack, shared=True)
+        with pytest.raises(RegistrationFailed, match="not registered within 2"):
+            async with registry.visit(("203.0.113.77", 7000), timeout=2.0):
+                pass
+        keyless = RelayRegistry(world.directory, world.internet.add_host())
+        with pytest.raises(ValueError, match="no node key"):
+            async with keyless.visit(world.address(FAST)):
+                pass
+        statistics = registry.statistics()
+
+    assert statistics.home is not None  # the home registration is untouched

@@ -8,7 +8,7 @@ from trio.testing import MockClock
 from macula_nat.connection.link import ConnectionMethod
 from macula_nat.net.sim import Preset
 
-from .world import open_world
+from .world import RELAY, open_world
 
 
 async def test_two_port_restricted_cones_start_relayed_and_upgrade_to_punched(
@@ -33,3 +33,34 @@ async def test_two_port_restricted_cones_start_relayed_and_upgrade_to_punched(
             await accepted.send_message(b"back")
             assert await connection.receive_message() == b"back"
             assert connection.link is not None and connection.link.statistics().sent_direct > 0
+
+
+async def test_a_node_visits_the_targets_home_relay_from_its_one_socket(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world() as world:
+        second = await world.add_relay("198.51.100.20")
+        alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice", home_relay=RELAY)
+        bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob", home_relay=second.address)
+        with trio.fail_after(30):
+            connection = await alice.connector.connect(bob.node_id, prefer_direct=False)
+            accepted = await bob.connector.accept()
+            await connection.send_message(b"to bob")
+            assert await accepted.receive_message() == b"to bob"
+            await accepted.send_message(b"to alice")
+            assert await connection.receive_message() == b"to alice"
+        home = alice.relays.client
+        assert home is not None and home.registration.value is not None
+        seen_at_home = world.relay._core.registration(alice.node_id)
+        seen_visiting = second._core.registration(alice.node_id)
+        method = connection.info().connection_method
+        await connection.aclose()
+        await trio.sleep(1.0)
+        after = second._core.registration(alice.node_id)
+
+    assert method == ConnectionMethod.RELAYED
+    assert seen_at_home is not None and seen_visiting is not None
+    # the visit rode alice's one socket: both relays see the same mapping of it, the one
+    # alice's home registration reports (a socket of its own would get another port)
+    assert seen_visiting.address == seen_at_home.address == home.registration.value.observed
+    assert after is None  # the visit ended with the connection
