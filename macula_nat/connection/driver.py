@@ -103,6 +103,8 @@ _CONTROL: Final = b"C"
 """First byte of a unidirectional stream: application messages, or traversal signalling."""
 _RECEIVE_CHUNK: Final = 65536
 _ACK_NOW: Final = 1e-6
+_TIMER_GRANULARITY: Final = 0.001
+"""aioquic's own timer granularity (``K_GRANULARITY``)."""
 """How far before now an early ACK is made due (see :meth:`Connection._ack_now`)."""
 
 
@@ -543,12 +545,15 @@ class Connection:
         deadline (:meth:`_transmit`, :meth:`_take`) or end the wait (:meth:`_wake`) without a
         task switch."""
         interval = self._config.keepalive_interval
+        not_before = -math.inf
         try:
             while not self._terminated.is_set():
-                with trio.CancelScope(deadline=self._deadline()) as self._waiting:
+                with trio.CancelScope(deadline=max(self._deadline(), not_before)) as waiting:
+                    self._waiting = waiting
                     if not self._woken:
                         await self._receive()
                 self._waiting = None
+                timed_out = waiting.cancelled_caught and not self._woken
                 self._woken = False
                 now = trio.current_time()
                 timer = self._quic.get_timer()
@@ -562,6 +567,11 @@ class Connection:
                         self._quic.send_ping(self._ping_uid)
                         self._next_ping = now + interval
                 await self._pass()
+                # A timer aioquic leaves due after handling it (nothing it may send yet) is
+                # looked at again a granule later: never a busy loop (nor a frozen MockClock).
+                now = trio.current_time()
+                due = timed_out and self._deadline() <= now
+                not_before = now + _TIMER_GRANULARITY if due else -math.inf
         finally:
             self._terminated.set()
             self._close_sent.set()

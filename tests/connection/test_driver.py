@@ -234,6 +234,37 @@ async def test_a_send_cancelled_while_its_datagrams_leave_still_delivers(
             assert trio.current_time() - started < 0.02
 
 
+async def test_a_timer_left_due_is_looked_at_again_later_not_in_a_busy_loop(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aioquic can report a timer as due that handling it does not clear (nothing it may send
+    yet): the driver looks again a millisecond later. A busy loop would burn a core, and freeze
+    a MockClock (this test would then fail at the bound below instead of hanging)."""
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
+            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+        ):
+            await listener.accept()
+            quic = conn._quic
+            due = trio.current_time()
+            passes = 0
+
+            def handle_timer(now: float) -> None:
+                nonlocal passes
+                passes += 1
+                if passes > 10_000:
+                    raise AssertionError("the driver spins on a due timer")
+
+            monkeypatch.setattr(quic, "get_timer", lambda: due)
+            monkeypatch.setattr(quic, "handle_timer", handle_timer)
+            conn._wake()
+            await trio.sleep(1.0)
+            assert 500 <= passes <= 1100  # about one a millisecond
+            monkeypatch.undo()
+
+
 async def test_garbage_does_not_break_a_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
