@@ -7,9 +7,10 @@ this node at an address that contradicts the profile. Each change is published a
 ``system.detector.subscribe(ref)``, a plain Trio task with ``detector.changes.subscription()``,
 as here. ``--refresh`` forces a detection every few seconds on top of that.
 
-Each line says what changed: the NAT type, the public IP or only the public port. (The
-detector probes from a fresh socket each time, so on NATs that do not preserve ports the port
-usually differs from one detection to the next even when nothing else happened.)
+Each line says what changed: the NAT type, the public IP or only the public port. The public
+address is the node's own socket's, as peers see it; its port counts only behind an
+endpoint-independent mapping (a symmetric NAT's port differs per destination, so a new one
+there is no news), so a line means the NAT really moved: rebooted, renumbered, replaced.
 
     python examples/nat_monitor.py --gateway 203.0.113.10:3478 --refresh 30
 

@@ -37,6 +37,7 @@ from macula_nat.nat.cache import ProfileCache
 from macula_nat.nat.detector import NatDetector
 from macula_nat.nat.observer import Observer, ObserverRef
 from macula_nat.nat.profile import NatProfile
+from macula_nat.nat.stun_client import StunClient, open_stun_client
 from macula_nat.net import Address, RealUdpStack, UdpStack
 from macula_nat.net.address import (
     ANY_IPV4,
@@ -185,7 +186,7 @@ class _Parts:
     coordinator: Coordinator
 
 
-def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint) -> _Parts:
+def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: StunClient) -> _Parts:
     key = config.key if config.key is not None else NodeKey.generate()
     dht: DhtNode | None = None
     directory: Directory
@@ -204,6 +205,7 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint) -> _Parts
         refresh_interval=config.refresh_interval,
         detect_on_start=config.detect_on_start,
         wall_clock=config.wall_clock,
+        client=stun,
     )
     children: list[ChildSpec] = []
     if dht is not None:
@@ -231,6 +233,7 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint) -> _Parts
         accept_peer=config.accept_peer,
         lan_addresses=stack.addresses,
         cache=cache,
+        stun=stun,
     )
     children.append(cache.child_spec(CACHE, name=CACHE))
     children.append(detector.child_spec(DETECTOR, name=DETECTOR))
@@ -251,8 +254,11 @@ async def open_nat_system(config: NatConfig | None = None) -> AsyncIterator[NatS
     config = config or NatConfig()
     stack = config.stack if config.stack is not None else RealUdpStack()
     socket = await stack.bind(config.listen)
-    async with open_shared_endpoint(socket) as shared:
-        parts = _build(config, stack, shared)
+    async with (
+        open_shared_endpoint(socket) as shared,
+        open_stun_client(shared.view(Traffic.STUN)) as stun,
+    ):
+        parts = _build(config, stack, shared, stun)
         async with open_actor(parts.tree) as supervisor:
             system = NatSystem(
                 config,

@@ -113,7 +113,7 @@ async def test_the_monitor_reports_the_first_detection_and_a_change(
             nursery.start_soon(lambda: nat_monitor.main(system, emit=late))
             await late.wait_for("NAT now")
             # the NAT forgets its mappings, as after a reboot: the next periodic detection sees
-            # a new public port (it would anyway: each detection probes from a fresh socket)
+            # the node's socket at a new public port
             site.nats[0].rebind()
             change = await out.wait_for("NAT changed")
             changed = system.detector.get_local_profile()

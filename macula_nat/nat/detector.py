@@ -40,6 +40,7 @@ from .errors import DetectionError, NoObservers, NotDetected
 from .evidence import Evidence
 from .probe import ProbeSettings, run_probes
 from .profile import NatProfile
+from .stun_client import StunClient
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,10 @@ class NatDetector(Served):
     ``observers`` are the STUN observers to probe (gateways run them); ``timeout`` bounds each
     probe of a detection; a detection runs every ``refresh_interval`` seconds (None: only on
     request) and once at start when ``detect_on_start``. ``wall_clock`` stamps
-    ``detected_at`` (UNIX seconds).
+    ``detected_at`` (UNIX seconds). ``client``, a running STUN client on the node's own socket,
+    carries the mapping tests, so the public address found is the one peers see and stays the
+    same from one detection to the next while the NAT keeps the mapping (else each run samples
+    a fresh socket's).
     """
 
     default_id = "nat_detector"
@@ -165,6 +169,7 @@ class NatDetector(Served):
         detect_on_start: bool = False,
         probe_settings: ProbeSettings | None = None,
         wall_clock: Callable[[], float] = time.time,
+        client: StunClient | None = None,
     ) -> None:
         super().__init__()
         _timeout(None, attrs.fields(Detect).timeout, timeout)
@@ -177,6 +182,7 @@ class NatDetector(Served):
         self.detect_on_start = detect_on_start
         self.probe_settings = probe_settings or ProbeSettings()
         self.wall_clock = wall_clock
+        self.client = client
         self.profile: AsyncValue[NatProfile | None] = AsyncValue(None)
         """The current profile, for tasks: ``await detector.profile.wait_value(...)``."""
         self.changes: Topic[NatProfileChanged] = Topic("nat_profile_changed")
@@ -328,7 +334,11 @@ class NatDetectorServer(Actor):
         result: NatProfile | DetectionError
         try:
             evidence = await run_probes(
-                detector.stack, observers, timeout, settings=detector.probe_settings
+                detector.stack,
+                observers,
+                timeout,
+                client=detector.client,
+                settings=detector.probe_settings,
             )
             result = classify(evidence).to_profile(detector.wall_clock())
         except DetectionError as exc:

@@ -130,12 +130,13 @@ async def _ask(
     message: stun.Message | None = None,
     *,
     deadline: float,
+    policy: RetransmitPolicy | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> StunResponse | None:
-    """One transaction; None if it timed out."""
+    """One transaction (on ``policy``'s schedule if given); None if it timed out."""
     try:
         return await client.request(
-            destination, message, deadline=deadline, task_status=task_status
+            destination, message, deadline=deadline, policy=policy, task_status=task_status
         )
     except TransactionTimeout:
         logger.debug("no answer from %s", destination)
@@ -242,7 +243,8 @@ class _Probe:
     ) -> None:
         """RFC 5780 test I. The first observer to answer anchors the allocation burst and the
         hairpin test; then, if OTHER-ADDRESS allows, tests II and III run concurrently."""
-        found = _binding(observer, await _ask(client, observer, deadline=self._deadline))
+        asked = await _ask(client, observer, deadline=self._deadline, policy=self._policy)
+        found = _binding(observer, asked)
         self._test_one[observer] = found
         if not found.answered:
             return
@@ -291,7 +293,7 @@ class _Probe:
         destination: Address,
         deadline: float,
     ) -> None:
-        response = await _ask(client, destination, deadline=deadline)
+        response = await _ask(client, destination, deadline=deadline, policy=self._policy)
         self._followups[(observer, test)] = _binding(destination, response)
 
     async def _filtering_test(self, observer: Address, change_ip: bool) -> None:

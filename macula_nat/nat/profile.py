@@ -84,9 +84,20 @@ class NatProfile:
         }[self.filtering]
 
     def changed_from(self, old: NatProfile | None) -> bool:
-        """True when the behaviour or the public address differs (a ``nat_profile_changed``)."""
-        return old is None or (
-            old.classification != self.classification or old.public_address != self.public_address
+        """True when the behaviour or the public address differs (a ``nat_profile_changed``).
+
+        The public port counts only where it means something to peers: behind an
+        endpoint-independent mapping, seen from the same local socket both times. Another
+        socket's port is another sample, and a symmetric NAT's port is per destination (the
+        observer's), not the node's: without this every periodic detection was a "change"."""
+        if old is None:
+            return True
+        if old.classification != self.classification or old.public_ip != self.public_ip:
+            return True
+        return (
+            self.mapping == "ei"
+            and old.local_address == self.local_address
+            and old.public_port != self.public_port
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from macula_nat.net.endpoint import UdpEndpoint
 from macula_nat.wire import stun
 
 __all__ = [
+    "Asked",
     "RetransmitPolicy",
     "StunClient",
     "StunClientStatistics",
@@ -144,6 +145,20 @@ class StunClientStatistics:
     comprehension-required attributes (RFC 8489 section 6.3: discarded)."""
 
 
+MAX_ASKED = 256
+"""Destinations a client remembers in :meth:`StunClient.last_asked` (the oldest go first)."""
+
+
+@attrs.frozen
+class Asked:
+    """The latest request a client sent to one destination, and the mapping it learned there."""
+
+    at: float
+    """Trio time of the request's first transmission."""
+    mapped: Address | None
+    """The mapped address of the latest success response from there (None: none yet)."""
+
+
 @attrs.define(eq=False)
 class _Pending:
     method: int
@@ -168,6 +183,7 @@ class StunClient:
         self._policy = policy or RetransmitPolicy()
         self._pending: dict[bytes, _Pending] = {}
         self._counters = _Counters()
+        self._asked: dict[Address, Asked] = {}
 
     def __repr__(self) -> str:
         return f"<StunClient {self._endpoint.local_address} pending={len(self._pending)}>"
@@ -179,6 +195,17 @@ class StunClient:
     @property
     def policy(self) -> RetransmitPolicy:
         return self._policy
+
+    def last_asked(self, destination: Address) -> Asked | None:
+        """When this client last asked ``destination`` and where it was seen then: on a
+        shared socket, whether the NAT may still hold a mapping toward it."""
+        return self._asked.get(destination)
+
+    def _note(self, destination: Address, asked: Asked) -> None:
+        self._asked.pop(destination, None)
+        if len(self._asked) >= MAX_ASKED:
+            del self._asked[next(iter(self._asked))]
+        self._asked[destination] = asked
 
     def statistics(self) -> StunClientStatistics:
         counters = self._counters
@@ -236,15 +263,18 @@ class StunClient:
         message: stun.Message | None = None,
         *,
         deadline: float = math.inf,
+        policy: RetransmitPolicy | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> StunResponse:
         """Send a request (a plain Binding request by default) and return its response.
 
         Retransmits on the policy's schedule until a response arrives, and raises
         `TransactionTimeout` at ``deadline`` (Trio time) or when the schedule ends, whichever
-        comes first. The first transmission always happens; under ``nursery.start`` the task
-        reports started right after it, which lets a caller order first transmissions. A
-        success and an error response both complete the transaction.
+        comes first. ``policy`` replaces the client's schedule for this request (a shared
+        socket's client serves callers with their own timing). The first transmission always
+        happens; under ``nursery.start`` the task reports started right after it, which lets a
+        caller order first transmissions. A success and an error response both complete the
+        transaction.
         """
         request = stun.binding_request() if message is None else message
         if request.message_class is not stun.MessageClass.REQUEST:
@@ -260,7 +290,8 @@ class StunClient:
         try:
             start = trio.current_time()
             transmissions = 0
-            for offset in self._policy.transmission_offsets():
+            schedule = self._policy if policy is None else policy
+            for offset in schedule.transmission_offsets():
                 if transmissions and start + offset >= deadline:
                     break
                 with trio.move_on_at(start + offset):
@@ -271,8 +302,10 @@ class StunClient:
                 transmissions += 1
                 self._counters.transmissions += 1
                 if transmissions == 1:
+                    known = self._asked.get(destination)
+                    self._note(destination, Asked(start, known.mapped if known else None))
                     task_status.started()
-            with trio.move_on_at(min(deadline, start + self._policy.give_up_offset())):
+            with trio.move_on_at(min(deadline, start + schedule.give_up_offset())):
                 await pending.answered.wait()
             if pending.response is None:
                 raise TransactionTimeout(
@@ -280,13 +313,16 @@ class StunClient:
                     f"{transmissions} transmissions in {trio.current_time() - start:.3g} s"
                 )
             response, source, arrived = pending.response
-            return StunResponse(
+            answer = StunResponse(
                 message=response,
                 source=source,
                 destination=destination,
                 transmissions=transmissions,
                 elapsed=arrived - start,
             )
+            if answer.is_success and answer.mapped_address is not None:
+                self._note(destination, Asked(start, answer.mapped_address))
+            return answer
         finally:
             del self._pending[transaction_id]
 

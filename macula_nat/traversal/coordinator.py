@@ -69,7 +69,7 @@ from macula_nat.traversal.errors import (
     PunchFailed,
     SymmetricNat,
 )
-from macula_nat.traversal.fresh_mapping import MappingTargets
+from macula_nat.traversal.fresh_mapping import is_news, pick
 from macula_nat.traversal.prediction import predict_ports
 from macula_nat.traversal.punch_wire import MAX_CANDIDATES, Role
 from macula_nat.traversal.puncher import (
@@ -93,6 +93,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ANY: Final = frozenset({"0.0.0.0", "::"})
+MAX_MAPPING_DESTINATIONS: Final = 16
+"""Observer addresses kept for fresh mappings (configured ones and their alternates)."""
 
 
 def _sequential(profile: NatProfile | None) -> bool:
@@ -120,7 +122,9 @@ class Coordinator(Served):
     shared socket (``shared``: STUN, relay, punch and QUIC views), its relay ``registry`` (which
     keeps the home relay on the shared socket's relay view), the ``directory`` and ``detector``,
     and the profile ``cache`` (the target's profile comes from its record and is cached; the
-    cached one stands in when the directory cannot answer).
+    cached one stands in when the directory cannot answer). ``stun`` is the shared socket's
+    running STUN client (fresh mappings for port prediction; the detector's mapping tests use
+    it too).
 
     ``accept_peer`` says which authenticated nodes may connect (default: any);
     ``lan_addresses`` are this host's own addresses, offered as candidates (loopback ones aside)
@@ -141,6 +145,7 @@ class Coordinator(Served):
         accept_peer: Callable[[NodeId], bool] | None = None,
         lan_addresses: Sequence[str] = (),
         cache: ProfileCache | None = None,
+        stun: StunClient,
     ) -> None:
         super().__init__()
         self.key = key
@@ -153,10 +158,10 @@ class Coordinator(Served):
         self._accept_peer = accept_peer or (lambda _: True)
         self._lan = tuple(a for a in lan_addresses if not ipaddress.ip_address(a).is_loopback)
         self._quic = shared.view(Traffic.QUIC)
-        self._stun = StunClient(shared.view(Traffic.STUN))
-        self._mapping_targets = MappingTargets(self.config.mapping_reuse)
-        for observer in detector.observers:
-            self._mapping_targets.add(observer)
+        self._stun = stun
+        self._mapping_destinations = list(detector.observers[:MAX_MAPPING_DESTINATIONS])
+        """Observer addresses to ask for fresh mappings: the configured ones, and the
+        alternates RFC 5780 observers report."""
         self._fresh: tuple[Address, float] | None = None
         """The latest fresh mapping of the shared socket, and when it was taken."""
         self._nursery: trio.Nursery | None = None
@@ -337,10 +342,15 @@ class Coordinator(Served):
         is seen from a destination it has not used lately: the NAT allocates a port now, and
         predictions start from it (:mod:`.fresh_mapping`)."""
         now = trio.current_time()
-        destination = self._mapping_targets.pick(now) if _sequential(self._profile()) else None
+        stun = self._stun
+        destination = None
+        if _sequential(self._profile()):
+            reuse = self.config.mapping_reuse
+            destination = pick(self._mapping_destinations, stun.last_asked, now, reuse)
         if destination is None:
             await trio.lowlevel.checkpoint()
             return
+        previous = stun.last_asked(destination)
         try:
             response = await self._stun.request(
                 destination, deadline=now + self.config.punch_window / 4
@@ -351,12 +361,13 @@ class Coordinator(Served):
         other = response.message.other_address
         if other is not None:  # an RFC 5780 observer: three more destinations
             for address in (other, (other[0], destination[1]), (destination[0], other[1])):
-                self._mapping_targets.add(normalise_address(address))
+                known = self._mapping_destinations
+                if address not in known and len(known) < MAX_MAPPING_DESTINATIONS:
+                    known.append(normalise_address(address))
         mapped = response.mapped_address
-        fresh = None if mapped is None else self._mapping_targets.answer(destination, mapped)
-        if fresh is not None:
-            self._fresh = (normalise_address(fresh), trio.current_time())
-            logger.debug("%r: fresh mapping %s (via %s)", self, fresh, destination)
+        if mapped is not None and is_news(previous, mapped):
+            self._fresh = (normalise_address(mapped), trio.current_time())
+            logger.debug("%r: fresh mapping %s (via %s)", self, mapped, destination)
 
     def _profile(self) -> NatProfile | None:
         profile: NatProfile | None = self.detector.profile.value
@@ -698,7 +709,6 @@ class CoordinatorServer(Actor):
         coordinator._nursery = await self.start(self._host)
         coordinator._attach(self.ref)
         self.start_soon(coordinator._read_quic)
-        self.start_soon(coordinator._stun.run)
         self.start_soon(coordinator.puncher.read_probes)
         self.start_soon(coordinator._accept_relayed)
         coordinator.detector.subscribe(self.ref)

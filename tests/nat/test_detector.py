@@ -29,6 +29,7 @@ from macula_nat.nat.detector import (
 from macula_nat.nat.errors import DetectionTimeout, NoObservers, NotDetected
 from macula_nat.nat.observer import Observer, open_observer
 from macula_nat.nat.profile import Confidence, NatProfile
+from macula_nat.nat.stun_client import open_stun_client
 from macula_nat.net import Address
 from macula_nat.net.sim import Internet, LinkProfile, Preset, SimHost, add_site, open_internet
 
@@ -141,6 +142,50 @@ async def test_subscribers_hear_of_changes_and_keep_hearing_after_a_restart(
                 assert task_events.receive_nowait() == NatProfileChanged(None, first)
                 assert task_events.receive_nowait() == NatProfileChanged(first, second)
             assert (await sup.supervisor_statistics()).restarts == 1
+
+
+@pytest.mark.parametrize("preset", [Preset.PORT_RESTRICTED_CONE, Preset.SYMMETRIC_RANDOM])
+async def test_a_refresh_finding_the_same_nat_is_no_change(
+    preset: Preset, autojump_clock: MockClock
+) -> None:
+    """On the node's own socket (``client``) the public address is the one peers see and stays
+    put: a refresh that finds the same NAT publishes nothing, whatever the NAT type. After the
+    NAT rebinds, an endpoint-independent mapping's new port is a change; a symmetric NAT's
+    port, per destination, never is. Without ``client``, each run samples a fresh socket's
+    port: no change either."""
+    async with open_internet(seed=2) as internet:
+        rfc5780 = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LINK)
+        site = add_site(internet.public, preset, link=LINK)
+        node_socket = await site.host.bind((site.host.addresses[0], 0))
+        async with (
+            open_observer(Observer(rfc5780, PRIMARY, ALTERNATE)),
+            open_stun_client(node_socket) as client,
+        ):
+            for detector in (
+                NatDetector(site.host, (PRIMARY,), timeout=2.0, client=client),
+                NatDetector(site.host, (PRIMARY,), timeout=2.0),
+            ):
+                async with (
+                    open_actor(NatDetectorServer(detector)),
+                    detector.changes.subscription() as events,
+                ):
+                    first = await detector.detect()
+                    ports = {first.public_port}
+                    for _ in range(2):
+                        ports.add((await detector.detect(force=True)).public_port)
+                    assert len(ports) == (1 if detector.client else 3)
+                    site.nats[0].rebind()
+                    rebound = await detector.detect(force=True)
+                    assert rebound.public_port not in ports
+                    changes = [
+                        events.receive_nowait() for _ in range(detector.statistics().changes)
+                    ]
+                    moved = detector.client is not None and first.mapping == "ei"
+                    assert [(c.old is None, c.new) for c in changes] == [(True, first)] + (
+                        [(False, rebound)] if moved else []
+                    )
+                    with pytest.raises(trio.WouldBlock):
+                        events.receive_nowait()
 
 
 async def test_documented_messages_work_straight_through_the_mailbox(

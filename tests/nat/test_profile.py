@@ -58,3 +58,15 @@ def test_a_change_is_the_behaviour_or_the_public_address() -> None:
     assert not profile.changed_from(attrs.evolve(profile, detected_at=99.0, confidence="low"))
     assert profile.changed_from(attrs.evolve(profile, public_port=4001))
     assert profile.changed_from(attrs.evolve(profile, filtering="hd"))
+    assert profile.changed_from(attrs.evolve(profile, public_ip="203.0.113.6"))
+
+
+def test_a_port_change_counts_only_for_the_same_socket_behind_an_ei_mapping() -> None:
+    seen = NatProfile(
+        "ei", "pd", "pp", "203.0.113.5", 40000, 0.0, "high", local_address=("0.0.0.0", 5000)
+    )
+    assert attrs.evolve(seen, public_port=41000).changed_from(seen)  # the mapping moved
+    other_socket = attrs.evolve(seen, public_port=41000, local_address=("0.0.0.0", 5001))
+    assert not other_socket.changed_from(seen)
+    symmetric = attrs.evolve(seen, mapping="pd")
+    assert not attrs.evolve(symmetric, public_port=41000).changed_from(symmetric)

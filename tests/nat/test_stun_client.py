@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from macula_nat.nat.errors import TransactionTimeout
 from macula_nat.nat.stun_client import (
+    Asked,
     RetransmitPolicy,
     StunClient,
     StunResponse,
@@ -383,3 +384,53 @@ async def test_the_receive_loop_ends_when_the_endpoint_closes(
             async with trio.open_nursery() as nursery:
                 await nursery.start(client.run)
                 client_endpoint.close()
+
+
+async def test_a_request_can_bring_its_own_schedule(autojump_clock: trio.testing.MockClock) -> None:
+    """One client on a shared socket serves callers with their own timing."""
+    arrivals: list[float] = []
+    policy = RetransmitPolicy(rto=0.1, max_rto=0.2, max_transmissions=3, final_wait=1.0)
+
+    async def record(server: UdpEndpoint) -> None:
+        while True:
+            await server.receive_from()
+            arrivals.append(trio.current_time())
+
+    async with open_internet(seed=2) as internet, trio.open_nursery() as nursery:
+        client_endpoint, server = await endpoints(internet)
+        nursery.start_soon(record, server)
+        async with open_stun_client(client_endpoint) as client:
+            start = trio.current_time()
+            with pytest.raises(TransactionTimeout, match="3 transmissions"):
+                await client.request(SERVER, policy=policy)
+            assert trio.current_time() - start == pytest.approx(policy.give_up_offset())
+        nursery.cancel_scope.cancel()
+    assert [t - start for t in arrivals] == pytest.approx(list(policy.transmission_offsets()))
+
+
+async def test_the_client_remembers_when_it_asked_each_destination_and_the_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    quick = RetransmitPolicy(rto=0.1, max_rto=0.1, max_transmissions=1, final_wait=1.0)
+    async with open_internet(seed=2) as internet, trio.open_nursery() as nursery:
+        client_endpoint, server = await endpoints(internet)
+        async with open_stun_client(client_endpoint) as client:
+            assert client.last_asked(SERVER) is None
+            serving = trio.CancelScope()
+
+            async def serve() -> None:
+                with serving:
+                    await respond_forever(server)
+
+            nursery.start_soon(serve)
+            asked_at = trio.current_time()
+            response = await client.request(SERVER)
+            assert client.last_asked(SERVER) == Asked(asked_at, response.mapped_address)
+            serving.cancel()
+            await trio.sleep(5)
+            again_at = trio.current_time()
+            with pytest.raises(TransactionTimeout):
+                await client.request(SERVER, policy=quick)
+            # asked again, unanswered: the mapping learned last time is kept
+            assert client.last_asked(SERVER) == Asked(again_at, response.mapped_address)
+        nursery.cancel_scope.cancel()

@@ -10,49 +10,50 @@ from hypothesis import strategies as st
 from trio.testing import MockClock
 
 from macula_nat.connection.link import ConnectionMethod
+from macula_nat.nat.stun_client import Asked
 from macula_nat.net.sim import Preset, add_site
-from macula_nat.traversal.fresh_mapping import MAX_TARGETS, MappingTargets
+from macula_nat.traversal.config import TraversalConfig
+from macula_nat.traversal.fresh_mapping import is_news, pick
 
 from .world import open_world
 
 A = ("192.0.2.1", 3478)
 B = ("192.0.2.2", 3478)
+C = ("192.0.2.3", 3478)
+SEEN = ("203.0.113.5", 40000)
 
 
-def test_pick_takes_the_destination_asked_longest_ago_and_waits_out_reuse() -> None:
-    targets = MappingTargets(reuse_after=60.0)
-    assert targets.pick(0.0) is None  # nothing known
-    targets.add(A)
-    targets.add(B)
-    targets.add(A)  # known: no-op
-    first = targets.pick(0.0)
-    second = targets.pick(1.0)
-    assert {first, second} == {A, B}
-    assert targets.pick(59.0) is None  # both asked within a minute
-    assert targets.pick(60.0) == first
-    assert targets.pick(61.0) == second
+def test_pick_takes_a_destination_never_asked_then_the_one_asked_longest_ago() -> None:
+    book = {A: Asked(10.0, SEEN), B: Asked(5.0, SEEN)}
+    assert pick([A, B, C], book.get, now=100.0, reuse_after=60.0) == C
+    assert pick([A, B], book.get, now=100.0, reuse_after=60.0) == B
+    assert pick([A, B], book.get, now=65.0, reuse_after=60.0) == B  # 60 s since
+    assert pick([A, B], book.get, now=64.0, reuse_after=60.0) is None  # both too recent
+    assert pick([], book.get, now=100.0, reuse_after=60.0) is None
 
 
 def test_an_answer_repeating_the_previous_one_is_stale() -> None:
-    targets = MappingTargets(reuse_after=0.0)
-    targets.add(A)
-    assert targets.answer(A, ("203.0.113.5", 40000)) == ("203.0.113.5", 40000)
-    assert targets.answer(A, ("203.0.113.5", 40000)) is None  # the old mapping still stood
-    assert targets.answer(A, ("203.0.113.5", 40007)) == ("203.0.113.5", 40007)
+    assert is_news(None, SEEN)
+    assert is_news(Asked(1.0, None), SEEN)  # asked, never answered
+    assert not is_news(Asked(1.0, SEEN), SEEN)  # the old mapping still stood
+    assert is_news(Asked(1.0, SEEN), ("203.0.113.5", 40007))
 
 
-def test_a_negative_reuse_interval_is_refused() -> None:
-    with pytest.raises(ValueError, match="reuse_after"):
-        MappingTargets(reuse_after=-1.0)
-
-
-@given(st.lists(st.integers(min_value=1, max_value=65535), max_size=40))
-def test_destinations_are_bounded(ports: list[int]) -> None:
-    targets = MappingTargets(reuse_after=0.0)
-    for port in ports:
-        targets.add(("192.0.2.9", port))
-    picked = {targets.pick(float(i)) for i in range(2 * MAX_TARGETS)}
-    assert len(picked - {None}) == min(len(set(ports)), MAX_TARGETS)
+@given(
+    st.dictionaries(st.sampled_from([A, B, C]), st.floats(min_value=0, max_value=1000), max_size=3),
+    st.floats(min_value=0, max_value=2000),
+    st.floats(min_value=0, max_value=500),
+)
+def test_pick_never_returns_a_destination_asked_within_the_reuse_interval(
+    asked_at: dict[tuple[str, int], float], now: float, reuse_after: float
+) -> None:
+    book = {destination: Asked(at, None) for destination, at in asked_at.items()}
+    chosen = pick([A, B, C], book.get, now, reuse_after)
+    if chosen is not None and chosen in book:
+        assert book[chosen].at <= now - reuse_after
+        assert all(book[chosen].at <= book[d].at for d in (A, B, C) if d in book)
+    elif chosen is None:
+        assert len(book) == 3 and all(a.at > now - reuse_after for a in book.values())
 
 
 @pytest.mark.parametrize("drift", [0, 30])
@@ -69,8 +70,10 @@ async def test_a_sequential_nat_is_punched_after_its_counter_moved(
         alice = await world.node_at(site.host)
         bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob")
         other = await site.host.bind((site.host.addresses[0], 0))
-        for i in range(drift):  # another program behind the same NAT
+        for i in range(drift):  # another program behind the same NAT, over the next minute
             await other.send_to(b"x", (f"198.51.100.{1 + i}", 9000))
+        # past the reuse interval: the detector asked the observer from the node's socket
+        await trio.sleep(TraversalConfig().mapping_reuse)
         started = trio.current_time()
         connection = await alice.connector.connect(bob.node_id)
         await bob.connector.accept()
