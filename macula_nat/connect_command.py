@@ -2,14 +2,17 @@
 
 Both join through gateways: ``--observer`` (their STUN observers, for NAT detection) and
 ``--bootstrap`` (their DHT ports: the directory where records and relays are found). ``listen``
-prints the node id and accepts connections; ``connect`` reaches a node by id. Either way, each
-line read from standard input is sent as a message, each message received is printed, and so is
-every change of the connection's method (relayed -> punched ...). Ends at end of input or Ctrl-C.
+prints the node id and accepts connections, from any number of peers at once; ``connect``
+reaches a node by id. Either way, each line read from standard input is sent as a message (by
+``listen``, to every connected peer), each message received is printed under its sender's name,
+and so is every change of a connection's method (relayed -> punched ...). ``connect`` ends at
+end of input, either at Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -28,7 +31,7 @@ from macula_nat.net.endpoint import UdpStack
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.errors import TraversalError
 
-__all__ = ["add_connect_parsers", "chat", "connect_main", "listen_main", "node_config"]
+__all__ = ["add_connect_parsers", "chat", "connect_main", "listen_main", "node_config", "report"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,42 +109,41 @@ def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None =
     )
 
 
-async def chat(
-    connection: Connection, lines: AsyncIterable[str], emit: Emit, *, close_at_end: bool = True
-) -> None:
+async def chat(connection: Connection, lines: AsyncIterable[str], emit: Emit) -> None:
     """Send each of ``lines``; print what arrives and each change of method; until the peer
-    goes, or the lines end and ``close_at_end``."""
+    goes, or the lines end (then close the connection)."""
+    emit(f"connected to {connection.peer_id.short()} ({connection.info().connection_method})")
+    async with trio.open_nursery() as nursery:
+
+        async def report_then_stop() -> None:
+            await report(connection, emit)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(report_then_stop)
+        with contextlib.suppress(ConnectionFailed, trio.ClosedResourceError):
+            async for line in lines:
+                await connection.send_message(line.encode())
+        await connection.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def report(connection: Connection, emit: Emit) -> None:
+    """Print what ``connection`` receives, and each change of its method, until the peer goes."""
     peer = connection.peer_id.short()
-    emit(f"connected to {peer} ({connection.info().connection_method})")
 
     async def report_methods() -> None:
         async for method in connection.method.transitions():
             emit(f"[{peer}: now {method[0]}]")
 
-    async def receive() -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(report_methods)
         try:
             while True:
                 message = await connection.receive_message()
                 emit(f"{peer}> {message.decode(errors='replace')}")
         except (ConnectionFailed, trio.ClosedResourceError) as exc:
             emit(f"[{peer}: connection ended: {exc}]")
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(report_methods)
-
-        async def receive_then_stop() -> None:
-            await receive()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(receive_then_stop)
-        try:
-            async for line in lines:
-                await connection.send_message(line.encode())
-        except (ConnectionFailed, trio.ClosedResourceError):
-            pass
-        if close_at_end:
-            await connection.aclose()
-            nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
 
 
 async def _ready(system: NatSystem, emit: Emit) -> None:
@@ -158,25 +160,38 @@ async def listen_main(
     *,
     task_status: trio.TaskStatus[NatSystem] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node, accept one connection at a time and chat over it, until cancelled.
-
-    ``lines`` is read by one task into a channel that every chat takes from in turn: a chat
-    that ends (its peer gone) must not end the input of the next."""
+    """Run a node and chat with every peer that connects, all at once, until cancelled: what
+    each sends is printed under its name, and each line read goes to every connected peer (a
+    line read while nobody is connected waits for the next peer)."""
     async with open_nat_system(config) as system, trio.open_nursery() as nursery:
-        send, receive = trio.open_memory_channel[str](0)
+        peers: set[Connection] = set()
+        joined = trio.lowlevel.ParkingLot()
 
-        async def read_lines() -> None:
-            async with send:
-                async for line in lines:
-                    await send.send(line)
+        async def send_lines() -> None:
+            async for line in lines:
+                while not peers:
+                    await joined.park()
+                for connection in list(peers):
+                    with contextlib.suppress(ConnectionFailed, trio.ClosedResourceError):
+                        await connection.send_message(line.encode())
 
-        nursery.start_soon(read_lines)
+        async def serve(connection: Connection) -> None:
+            peer = connection.peer_id.short()
+            emit(f"connected to {peer} ({connection.info().connection_method})")
+            peers.add(connection)
+            joined.unpark_all()
+            try:
+                await report(connection, emit)
+            finally:
+                peers.discard(connection)
+                await connection.aclose()
+
+        nursery.start_soon(send_lines)
         await _ready(system, emit)
         emit("waiting for connections")
         task_status.started(system)
         while True:
-            connection = await system.connector.accept()
-            await chat(connection, receive, emit, close_at_end=False)
+            nursery.start_soon(serve, await system.connector.accept())
 
 
 async def connect_main(

@@ -147,3 +147,60 @@ async def test_the_listener_chats_with_one_connection_after_another(
         nursery.cancel_scope.cancel()
     for turn in range(2):
         assert any(line.endswith(f"> to connection {turn}") for line in heard[turn]), heard[turn]
+
+
+async def test_the_listener_chats_with_several_peers_at_once(autojump_clock: MockClock) -> None:
+    """Two peers connected at the same time: each is heard under its name, and a line typed
+    at the listener reaches both; a line typed before anyone connected waits for a peer."""
+    gateway = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
+    arguments = ["--observer", "198.51.100.10:3478", "--bootstrap", "198.51.100.10:3481"]
+    heard: list[list[str]] = [[], []]
+    listener_heard: list[str] = []
+    both_connected = trio.Event()
+    say, said = trio.open_memory_channel[str](1)
+
+    def listener_emit(line: str) -> None:
+        listener_heard.append(line)
+        if sum(heard.startswith("connected to ") for heard in listener_heard) == 2:
+            both_connected.set()
+
+    async def listener_lines() -> AsyncIterator[str]:
+        async for line in said:
+            yield line
+
+    async with open_internet(seed=6) as internet, trio.open_nursery() as nursery:
+        host = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LinkProfile(latency=0.005))
+        await nursery.start(
+            lambda task_status: gateway_main(
+                gateway, NodeKey.generate(), stack=host, task_status=task_status
+            )
+        )
+        site = add_site(internet.public, Preset.FULL_CONE)
+        listen_args = build_parser().parse_args(["listen", *arguments])
+        listener = await nursery.start(
+            listen_main,
+            node_config(listen_args, NodeKey.generate(), stack=site.host),
+            listener_lines(),
+            listener_emit,
+        )
+        await say.send("before anyone")
+        connect_args = build_parser().parse_args(["connect", listener.node_id.text(), *arguments])
+        with trio.fail_after(120):
+            async with trio.open_nursery() as peers:
+                for index in range(2):
+                    peer_site = add_site(internet.public, Preset.RESTRICTED_CONE)
+                    peers.start_soon(
+                        connect_main,
+                        node_config(connect_args, NodeKey.generate(), stack=peer_site.host),
+                        connect_args.target,
+                        connect_args.timeout,
+                        lines_then_wait([f"hello from {index}"], 30),
+                        heard[index].append,
+                    )
+                await both_connected.wait()
+                await say.send("to everyone")
+        nursery.cancel_scope.cancel()
+    assert any(line.endswith("> before anyone") for lines in heard for line in lines)
+    for index in range(2):
+        assert any(line.endswith("> to everyone") for line in heard[index]), heard[index]
+        assert any(line.endswith(f"> hello from {index}") for line in listener_heard)
