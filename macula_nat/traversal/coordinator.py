@@ -289,11 +289,14 @@ class Coordinator(Served):
         the record's (then cached), else the cache's (when the directory cannot answer)."""
         node = target.text()
         cached = None if self.cache is None else self.cache.get_nowait(node).value
+        started = trio.current_time()
         try:
             record = await self.directory.resolve_record(node)
         except DirectoryError as exc:
             logger.info("%r: no record for %s: %s", self, target.short(), exc)
             return None, cached
+        elapsed_ms = (trio.current_time() - started) * 1000
+        logger.info("%r: record of %s resolved in %.0f ms", self, target.short(), elapsed_ms)
         if record is not None and record.profile is not None:
             if self.cache is not None and record.profile != cached:
                 await self.cache.put(node, record.profile)

@@ -17,6 +17,8 @@ from the connector's output:
   ``ping``, the listener prints it, the test has the listener answer ``pong`` (the test's own
   turnaround through two pipes is included);
 - direct: from the same start until the connection is ``direct`` or ``punched``;
+- record: how long the connector's lookup of the listener's record (over the DHT) took, from
+  its log: the part of the above before the profiles are known;
 - method: the last method it printed within a bounded wait (a pair the strategy expects to go
   direct is watched up to ``METHOD_WAIT_S``; one expected to stay relayed briefly).
 
@@ -72,6 +74,8 @@ METHOD_WAIT_S = 15.0
 punch attempts take about 9 s: signalling, a 2 s probe window, a 0.5 s gap each)."""
 RELAY_SETTLE_S = 2.0
 """After the first reply: how long a pair expected to stay relayed is watched."""
+RESOLVED_LOG = re.compile(r"record of [0-9a-f]{16} resolved in (\d+) ms")
+"""The coordinator's log line (INFO; the nodes run with ``-v``) timing the record lookup."""
 MESSAGE_TIMEOUT_S = 5.0
 EXIT_TIMEOUT_S = 10.0
 PAIR_TIMEOUT_S = 120.0
@@ -103,6 +107,8 @@ class PairResult:
     """Every method the connector printed, in order."""
     first_byte_ms: float | None = None
     direct_ms: float | None = None
+    resolve_ms: float | None = None
+    """How long the connector's lookup of the listener's record took (from its log)."""
     ready_s: float | None = None
     """Connector process start until its connect began (python, detection, DHT, home relay)."""
     detected: tuple[str, str] | None = None
@@ -152,7 +158,7 @@ def _ms(value: float | None) -> str:
 def format_table(results: list[PairResult], wall_s: float) -> str:
     header = (
         f"{'listener <- connector':<22} {'expected':<9} {'method':<9} {'first byte ms':>13} "
-        f"{'direct ms':>9} {'ready s':>7}  path / plan"
+        f"{'direct ms':>9} {'record ms':>9} {'ready s':>7}  path / plan"
     )
     lines = [
         f"NAT pair matrix: {len(results)} pairs, {DELAY_MS * 4:g} ms RTT between sites, "
@@ -166,7 +172,7 @@ def format_table(results: list[PairResult], wall_s: float) -> str:
         status = "  FAILED" if r.problems() else ""
         lines.append(
             f"{r.name:<22} {r.expected.method:<9} {r.method or '-':<9} "
-            f"{_ms(r.first_byte_ms):>13} {_ms(r.direct_ms):>9} {ready:>7}  "
+            f"{_ms(r.first_byte_ms):>13} {_ms(r.direct_ms):>9} {_ms(r.resolve_ms):>9} {ready:>7}  "
             f"{path} / {r.expected.plan.reason}{status}"
         )
     for r in results:
@@ -274,6 +280,9 @@ async def _drive(
     await connector.end_input()
     result.exit_status = await connector.wait_exit(EXIT_TIMEOUT_S)
     assert result.exit_status == 0, connector.describe()
+    resolved = RESOLVED_LOG.search(connector.log.read_text(errors="replace"))
+    if resolved is not None:
+        result.resolve_ms = float(resolved.group(1))
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
