@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
@@ -13,11 +13,13 @@ from macula_nat.cli import build_parser
 from macula_nat.connect_command import connect_main, listen_main, node_config
 from macula_nat.gateway import GatewayConfig
 from macula_nat.gateway_command import gateway_main
-from macula_nat.identity import NodeKey
-from macula_nat.net.sim import LinkProfile, Preset, add_site, open_internet
+from macula_nat.identity import NodeId, NodeKey
+from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
+from macula_nat.system import NatSystem
 
 PRIMARY = ("198.51.100.10", 3478)
 ALTERNATE = ("198.51.100.11", 3479)
+GATEWAY_ARGUMENTS = ["--observer", "198.51.100.10:3478", "--bootstrap", "198.51.100.10:3481"]
 
 
 async def lines_then_wait(lines: list[str], wait: float) -> AsyncIterator[str]:
@@ -27,33 +29,67 @@ async def lines_then_wait(lines: list[str], wait: float) -> AsyncIterator[str]:
     await trio.sleep(wait)  # keep the connection open to hear the other side
 
 
-async def test_listen_and_connect_chat_through_a_gateway(autojump_clock: MockClock) -> None:
+async def start_gateway(internet: Internet, nursery: trio.Nursery) -> None:
+    """The gateway every node here joins through: observer, relay and DHT."""
+    host = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LinkProfile(latency=0.005))
     gateway = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
-    arguments = ["--observer", "198.51.100.10:3478", "--bootstrap", "198.51.100.10:3481"]
+    await nursery.start(
+        lambda task_status: gateway_main(
+            gateway, NodeKey.generate(), stack=host, task_status=task_status
+        )
+    )
+
+
+async def start_listener(
+    internet: Internet,
+    nursery: trio.Nursery,
+    preset: Preset,
+    lines: AsyncIterator[str],
+    emit: Callable[[str], None],
+) -> NatSystem:
+    """``macula-nat listen`` behind ``preset``, once it waits for connections."""
+    site = add_site(internet.public, preset)
+    args = build_parser().parse_args(["listen", *GATEWAY_ARGUMENTS])
+    system: NatSystem = await nursery.start(
+        listen_main, node_config(args, NodeKey.generate(), stack=site.host), lines, emit
+    )
+    return system
+
+
+async def run_connect(
+    internet: Internet,
+    target: NodeId,
+    preset: Preset,
+    lines: AsyncIterator[str],
+    emit: Callable[[str], None],
+    timeout: float | None = None,
+) -> int:
+    """``macula-nat connect TARGET`` behind ``preset``, to its end; its exit status."""
+    site = add_site(internet.public, preset)
+    args = build_parser().parse_args(["connect", target.text(), *GATEWAY_ARGUMENTS])
+    config = node_config(args, NodeKey.generate(), stack=site.host)
+    return await connect_main(
+        config, args.target, args.timeout if timeout is None else timeout, lines, emit
+    )
+
+
+async def test_listen_and_connect_chat_through_a_gateway(autojump_clock: MockClock) -> None:
     heard_by_listener: list[str] = []
     heard_by_connector: list[str] = []
     async with open_internet(seed=3) as internet, trio.open_nursery() as nursery:
-        host = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LinkProfile(latency=0.005))
-        await nursery.start(
-            lambda task_status: gateway_main(
-                gateway, NodeKey.generate(), stack=host, task_status=task_status
-            )
-        )
-        listener_site = add_site(internet.public, Preset.PORT_RESTRICTED_CONE)
-        connector_site = add_site(internet.public, Preset.RESTRICTED_CONE)
-        listen_args = build_parser().parse_args(["listen", *arguments])
-        listener = await nursery.start(
-            listen_main,
-            node_config(listen_args, NodeKey.generate(), stack=listener_site.host),
+        await start_gateway(internet, nursery)
+        listener = await start_listener(
+            internet,
+            nursery,
+            Preset.PORT_RESTRICTED_CONE,
             lines_then_wait(["hello from the listener"], 60),
             heard_by_listener.append,
         )
-        connect_args = build_parser().parse_args(["connect", listener.node_id.text(), *arguments])
         with trio.fail_after(120):
-            status = await connect_main(
-                node_config(connect_args, NodeKey.generate(), stack=connector_site.host),
-                connect_args.target,
-                connect_args.timeout,
+            status = await run_connect(
+                internet,
+                listener.node_id,
+                Preset.RESTRICTED_CONE,
                 lines_then_wait(["hello from the connector"], 5),
                 heard_by_connector.append,
             )
@@ -67,26 +103,13 @@ async def test_listen_and_connect_chat_through_a_gateway(autojump_clock: MockClo
 
 
 async def test_connect_to_an_unknown_node_fails_with_status_1(autojump_clock: MockClock) -> None:
-    gateway = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
-    arguments = ["--observer", "198.51.100.10:3478", "--bootstrap", "198.51.100.10:3481"]
     heard: list[str] = []
     nobody = NodeKey.generate().node_id
     async with open_internet(seed=4) as internet, trio.open_nursery() as nursery:
-        host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
-        await nursery.start(
-            lambda task_status: gateway_main(
-                gateway, NodeKey.generate(), stack=host, task_status=task_status
-            )
-        )
-        site = add_site(internet.public, Preset.FULL_CONE)
-        args = build_parser().parse_args(["connect", nobody.text(), *arguments])
+        await start_gateway(internet, nursery)
         with trio.fail_after(120):
-            status = await connect_main(
-                node_config(args, NodeKey.generate(), stack=site.host),
-                args.target,
-                5.0,
-                lines_then_wait([], 0),
-                heard.append,
+            status = await run_connect(
+                internet, nobody, Preset.FULL_CONE, lines_then_wait([], 0), heard.append, 5.0
             )
         nursery.cancel_scope.cancel()
     assert status == 1
@@ -105,8 +128,6 @@ def test_the_parser_refuses_a_bad_node_id_and_missing_gateways() -> None:
 async def test_the_listener_chats_with_one_connection_after_another(
     autojump_clock: MockClock,
 ) -> None:
-    gateway = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
-    arguments = ["--observer", "198.51.100.10:3478", "--bootstrap", "198.51.100.10:3481"]
     heard: list[list[str]] = [[], []]
     say, said = trio.open_memory_channel[str](0)
 
@@ -115,30 +136,18 @@ async def test_the_listener_chats_with_one_connection_after_another(
             yield line
 
     async with open_internet(seed=5) as internet, trio.open_nursery() as nursery:
-        host = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LinkProfile(latency=0.005))
-        await nursery.start(
-            lambda task_status: gateway_main(
-                gateway, NodeKey.generate(), stack=host, task_status=task_status
-            )
+        await start_gateway(internet, nursery)
+        listener = await start_listener(
+            internet, nursery, Preset.FULL_CONE, listener_lines(), lambda line: None
         )
-        site = add_site(internet.public, Preset.FULL_CONE)
-        listen_args = build_parser().parse_args(["listen", *arguments])
-        listener = await nursery.start(
-            listen_main,
-            node_config(listen_args, NodeKey.generate(), stack=site.host),
-            listener_lines(),
-            lambda line: None,
-        )
-        connect_args = build_parser().parse_args(["connect", listener.node_id.text(), *arguments])
         for turn in range(2):
-            peer_site = add_site(internet.public, Preset.RESTRICTED_CONE)
             with trio.fail_after(120):
                 async with trio.open_nursery() as chat:
                     chat.start_soon(
-                        connect_main,
-                        node_config(connect_args, NodeKey.generate(), stack=peer_site.host),
-                        connect_args.target,
-                        connect_args.timeout,
+                        run_connect,
+                        internet,
+                        listener.node_id,
+                        Preset.RESTRICTED_CONE,
                         lines_then_wait([], 10),
                         heard[turn].append,
                     )
@@ -152,8 +161,6 @@ async def test_the_listener_chats_with_one_connection_after_another(
 async def test_the_listener_chats_with_several_peers_at_once(autojump_clock: MockClock) -> None:
     """Two peers connected at the same time: each is heard under its name, and a line typed
     at the listener reaches both; a line typed before anyone connected waits for a peer."""
-    gateway = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
-    arguments = ["--observer", "198.51.100.10:3478", "--bootstrap", "198.51.100.10:3481"]
     heard: list[list[str]] = [[], []]
     listener_heard: list[str] = []
     both_connected = trio.Event()
@@ -169,31 +176,19 @@ async def test_the_listener_chats_with_several_peers_at_once(autojump_clock: Moc
             yield line
 
     async with open_internet(seed=6) as internet, trio.open_nursery() as nursery:
-        host = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LinkProfile(latency=0.005))
-        await nursery.start(
-            lambda task_status: gateway_main(
-                gateway, NodeKey.generate(), stack=host, task_status=task_status
-            )
-        )
-        site = add_site(internet.public, Preset.FULL_CONE)
-        listen_args = build_parser().parse_args(["listen", *arguments])
-        listener = await nursery.start(
-            listen_main,
-            node_config(listen_args, NodeKey.generate(), stack=site.host),
-            listener_lines(),
-            listener_emit,
+        await start_gateway(internet, nursery)
+        listener = await start_listener(
+            internet, nursery, Preset.FULL_CONE, listener_lines(), listener_emit
         )
         await say.send("before anyone")
-        connect_args = build_parser().parse_args(["connect", listener.node_id.text(), *arguments])
         with trio.fail_after(120):
             async with trio.open_nursery() as peers:
                 for index in range(2):
-                    peer_site = add_site(internet.public, Preset.RESTRICTED_CONE)
                     peers.start_soon(
-                        connect_main,
-                        node_config(connect_args, NodeKey.generate(), stack=peer_site.host),
-                        connect_args.target,
-                        connect_args.timeout,
+                        run_connect,
+                        internet,
+                        listener.node_id,
+                        Preset.RESTRICTED_CONE,
                         lines_then_wait([f"hello from {index}"], 30),
                         heard[index].append,
                     )
