@@ -98,6 +98,9 @@ _ACCEPTED: Final = Verdict.ACCEPTED
 _REPLAYED: Final = Verdict.REPLAYED
 _ID_ATTEMPTS: Final = 64
 _PATH_NONCE_SIZE: Final = 8
+_EVICTION_SAMPLE: Final = 8
+"""Evictions pick the least recently heard of a source's 8 longest-held slots (sampled, as Redis
+approximates LRU), so one costs the same whether the source holds 20 or 10,000."""
 _NOTHING: Final[list[Send]] = []
 """Returned for "send nothing"; never appended to."""
 
@@ -276,6 +279,8 @@ class RelayCore:
         )
         self._session_shares: SourceShares[int] = SourceShares(0, 1)
         """Sized by :meth:`enable`."""
+        self._probes: list[Send] = []
+        """The path challenge the datagram being handled draws, if any (see :meth:`_probe`)."""
         self.counters = Counters()
 
     # -- queries --------------------------------------------------------------------------------
@@ -355,22 +360,26 @@ class RelayCore:
             return _NOTHING
         first = data[0]
         if first == _DATA:
-            return self._on_data(data, source, now)
-        if first == _CONTROL:
-            return self._on_control(data, source, now)
-        if first < 4:
+            sends = self._on_data(data, source, now)
+        elif first == _CONTROL:
+            sends = self._on_control(data, source, now)
+        elif first < 4:
             return self._on_stun(data, source, now)
-        if first < _DATA:
+        elif first < _DATA:
             return self._on_handshake(data, source, now)
-        self.counters.malformed += 1
-        return _NOTHING
+        else:
+            self.counters.malformed += 1
+            return _NOTHING
+        if self._probes:  # the frame came from a new address: challenge it too
+            self.counters.path_challenges += 1
+            probes, self._probes = self._probes, []
+            return probes + sends
+        return sends
 
-    def _authenticate(
-        self, data: bytes, source: Address, now: float, probes: list[Send]
-    ) -> NodeRegistration | None:
+    def _authenticate(self, data: bytes, source: Address, now: float) -> NodeRegistration | None:
         """The registration an authentic, fresh sealed frame belongs to (liveness updated), or
-        None with the drop counted. The newest frame from a new address appends that address's
-        path challenge, if one is due, to ``probes``."""
+        None with the drop counted. The newest frame from a new address queues that address's
+        path challenge, if one is due, in ``_probes``."""
         if len(data) < SEALED_HEADER_SIZE + TAG_SIZE:
             self.counters.malformed += 1
             return None
@@ -382,7 +391,7 @@ class RelayCore:
         verdict = registration.link.verify(data, counter)
         if verdict is _NEWEST:
             if source != registration.address:
-                self._probe(registration, source, now, probes)
+                self._probe(registration, source, now)
         elif verdict is not _ACCEPTED:
             if verdict is _REPLAYED:
                 self.counters.replayed += 1
@@ -401,17 +410,9 @@ class RelayCore:
         if len(data) < _DATA_MINIMUM:
             counters.malformed += 1
             return _NOTHING
-        probes: list[Send] = []
-        registration = self._authenticate(data, source, now, probes)
+        registration = self._authenticate(data, source, now)
         if registration is None:
             return _NOTHING
-        if probes:
-            self.counters.path_challenges += 1
-            return probes + self._forward(registration, data, now)
-        return self._forward(registration, data, now)
-
-    def _forward(self, registration: NodeRegistration, data: bytes, now: float) -> list[Send]:
-        counters = self.counters
         session_id = _SESSION.unpack_from(data, SEALED_HEADER_SIZE)[0]
         session = self._sessions.get(session_id)
         sender = registration.node_id  # ids in registrations and sessions are one object per node
@@ -459,8 +460,7 @@ class RelayCore:
         return _NOTHING
 
     def _on_control(self, data: bytes, source: Address, now: float) -> list[Send]:
-        probes: list[Send] = []
-        registration = self._authenticate(data, source, now, probes)
+        registration = self._authenticate(data, source, now)
         if registration is None:
             return _NOTHING
         if not self._control.allow(registration.link.registration, now):
@@ -472,16 +472,9 @@ class RelayCore:
             self.counters.malformed += 1
             return _NOTHING
         if isinstance(frame, PathResponse):
+            self._probes.clear()  # it answers one: no need to challenge its address again
             self._on_path_response(registration, frame, source, now)
             return _NOTHING
-        if probes:
-            self.counters.path_challenges += 1
-            return probes + self._on_control_frame(registration, frame, now)
-        return self._on_control_frame(registration, frame, now)
-
-    def _on_control_frame(
-        self, registration: NodeRegistration, frame: SessionFrame, now: float
-    ) -> list[Send]:
         if isinstance(frame, Keepalive):
             pong = Pong(frame.echo, self.load(), registration.address)
             return [(registration.link.seal(pong), registration.address)]
@@ -505,9 +498,7 @@ class RelayCore:
 
     # -- roaming: a new source address is adopted once it answers a path challenge -----------------
 
-    def _probe(
-        self, registration: NodeRegistration, source: Address, now: float, probes: list[Send]
-    ) -> None:
+    def _probe(self, registration: NodeRegistration, source: Address, now: float) -> None:
         """Challenge ``source`` (a new address the node's newest frame came from), unless a
         challenge went there within ``path_challenge_interval``."""
         config = self.config
@@ -528,7 +519,7 @@ class RelayCore:
         elif now - probe.sent_at < config.path_challenge_interval:
             return
         probe.sent_at = now
-        probes.append((registration.link.seal(PathChallenge(probe.nonce)), source))
+        self._probes.append((registration.link.seal(PathChallenge(probe.nonce)), source))
 
     def _on_path_response(
         self, registration: NodeRegistration, response: PathResponse, source: Address, now: float
@@ -614,10 +605,11 @@ class RelayCore:
         return sends
 
     def _evict_session(self, source: str) -> list[Send]:
-        """End the least recently active session ``source`` started (it holds over its share),
-        telling both members ``source_share``."""
+        """End a session ``source`` started (it holds over its share), telling both members
+        ``source_share``: the least recently active of its :data:`_EVICTION_SAMPLE` oldest."""
         sessions = self._sessions
-        victim = min(self._session_shares.keys_of(source), key=lambda i: sessions[i].last_active)
+        candidates = self._session_shares.oldest(source, _EVICTION_SAMPLE)
+        victim = min(candidates, key=lambda i: sessions[i].last_active)
         self.counters.sessions_evicted += 1
         return self.end_session(victim, Reason.SOURCE_SHARE)
 
@@ -717,11 +709,12 @@ class RelayCore:
         return sends
 
     def _evict_registration(self, source: str) -> list[Send]:
-        """End the registration of ``source`` (which holds over its share) heard from least
-        recently, telling it ``source_share`` so it registers elsewhere."""
+        """End a registration of ``source`` (which holds over its share), telling it
+        ``source_share`` so it registers elsewhere: the least recently heard of its
+        :data:`_EVICTION_SAMPLE` oldest."""
         by_node = self._by_node
-        keys = self._registration_shares.keys_of(source)
-        victim = min(keys, key=lambda node: by_node[node].last_heard)
+        candidates = self._registration_shares.oldest(source, _EVICTION_SAMPLE)
+        victim = min(candidates, key=lambda node: by_node[node].last_heard)
         self.counters.registrations_evicted += 1
         return self._deregister(victim, Reason.SOURCE_SHARE, notify=True)
 

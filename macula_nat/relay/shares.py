@@ -13,12 +13,14 @@ share of ``share`` slots per source:
 
 So a source that flooded an empty table keeps what it took only until others want slots, and
 a source never grows past its share while the table is full. Which of the largest holder's
-slots goes is the caller's choice (:class:`Evict` names the source, not the slot).
+slots goes is the caller's choice (:class:`Evict` names the source, not the slot; :meth:`oldest`
+offers a few candidates in O(1)).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
+from itertools import islice
 from typing import Generic, TypeVar
 
 import attrs
@@ -90,9 +92,10 @@ class SourceShares(Generic[K]):
         keys = self._held.get(source)
         return 0 if keys is None else len(keys)
 
-    def keys_of(self, source: str) -> Iterator[K]:
-        """``source``'s keys, oldest first."""
-        return iter(tuple(self._held.get(source, ())))
+    def oldest(self, source: str, count: int) -> list[K]:
+        """Up to ``count`` of ``source``'s keys, those it has held longest first: O(count),
+        however many it holds."""
+        return list(islice(self._held.get(source, ()), count))
 
     def source_of(self, key: K) -> str | None:
         return self._source_of.get(key)

@@ -30,7 +30,7 @@ def _play(shares: SourceShares[int], source: str, key: int) -> tuple[bool, str |
     evicted = None
     if isinstance(decision, Evict):
         evicted = decision.source
-        shares.discard(next(shares.keys_of(evicted)))
+        shares.discard(shares.oldest(evicted, 1)[0])
     shares.add(key, source)
     return True, evicted
 
@@ -86,7 +86,7 @@ def test_a_flooder_that_filled_the_table_loses_a_slot_to_each_newcomer_down_to_i
         decision = shares.decide(newcomer)
         decisions.append(decision)
         if isinstance(decision, Evict):
-            shares.discard(next(shares.keys_of(decision.source)))
+            shares.discard(shares.oldest(decision.source, 1)[0])
             shares.add(key, newcomer)
 
     assert decisions[:8] == [Evict("192.0.2.66")] * 8  # down to its share of 2
