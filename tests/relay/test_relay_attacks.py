@@ -3,19 +3,22 @@ spoofed or replayed source address moving a relayed node. Each test reproduces t
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 import attrs
 import trio
 import trio.testing
 
+from macula_nat.identity import NodeKey
 from macula_nat.net.address import Address
-from macula_nat.net.sim import Preset
-from macula_nat.relay import RelayConfig, frames
+from macula_nat.net.sim import Preset, SimHost, add_site
+from macula_nat.relay import RelayClient, RelayConfig, frames, open_relay_client
 from macula_nat.relay.core import RelayCore
 from macula_nat.relay.frames import Reason
 from macula_nat.relay.handshake import ClientHandshake
 from macula_nat.relay.link import Verdict
 
-from .support import connect, exchange, open_mesh
+from .support import PATIENCE, Mesh, connect, exchange, open_mesh
 from .test_core import MALLORY, A, B, Node, address_of, new_core, open_session, register
 
 Sends = list[tuple[bytes, Address]]
@@ -49,6 +52,18 @@ def try_register(
     assert isinstance(reply, frames.Registered), reply
     node.link = handshake.on_registered(reply)
     return None, sends[:-1]
+
+
+async def client_on(stack: AsyncExitStack, mesh: Mesh, host: SimHost) -> RelayClient:
+    """A registered client on ``host`` (many may share one host, hence one IP), run by ``stack``."""
+    endpoint = await host.bind()
+    client = RelayClient(endpoint, mesh.relay.address, NodeKey.generate(), mesh.relay.node_id)
+    await stack.enter_async_context(open_relay_client(client, timeout=PATIENCE))
+    return client
+
+
+def new_host(mesh: Mesh) -> SimHost:
+    return add_site(mesh.internet.public, Preset.OPEN_INTERNET).host
 
 
 def closes(nodes: list[Node], sends: Sends) -> dict[Node, frames.Close]:
@@ -103,6 +118,24 @@ def test_an_ipv6_host_is_one_source_across_its_whole_slash_64() -> None:
     assert same_host is Reason.SOURCE_SHARE
 
 
+async def test_an_evicted_client_is_told_and_not_let_back_in_over_its_share(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = attrs.evolve(OPEN, max_registrations=4, registration_source_share=0.25)
+    async with open_mesh(config) as mesh, AsyncExitStack() as stack:
+        host = new_host(mesh)
+        flood = [await client_on(stack, mesh, host) for _ in range(4)]  # one IP: the whole table
+        newcomer = await client_on(stack, mesh, new_host(mesh))
+        await trio.sleep(1.0)
+        [evicted] = [client for client in flood if client.last_close is not None]
+        await trio.sleep(5.0)  # it tries again, and again...
+        registered = newcomer.registration.value is not None, evicted.registration.value is not None
+
+    assert registered == (True, False)  # before: the newcomer never got in (max_registrations)
+    assert evicted.last_close is Reason.SOURCE_SHARE
+    assert evicted.last_refusal is Reason.SOURCE_SHARE
+
+
 # -- point 4: sessions ----------------------------------------------------------------------------
 
 
@@ -136,6 +169,26 @@ def test_fourteen_keys_from_one_ip_holding_all_sessions_do_not_lock_others_out()
     assert fairness.sessions_evicted == 1
 
 
+async def test_both_ends_of_an_evicted_session_are_told(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_mesh(OPEN, max_sessions=2, session_source_share=0.5) as mesh,
+        AsyncExitStack() as stack,
+    ):
+        host = new_host(mesh)
+        a, b = [await client_on(stack, mesh, host) for _ in range(2)]  # one IP
+        c, d, e, f = [await client_on(stack, mesh, new_host(mesh)) for _ in range(4)]
+        first, first_far = await connect(a, c)
+        await trio.sleep(1.0)  # so that the second is the more recently active
+        second, _ = await connect(b, d)
+        await connect(e, f)  # before: refused, max_sessions_reached
+        await trio.sleep(1.0)
+        ends = first.closed_reason, first_far.closed_reason, second.closed_reason
+
+    assert ends == (Reason.SOURCE_SHARE, Reason.SOURCE_SHARE, None)
+
+
 # -- point 9: roaming -----------------------------------------------------------------------------
 
 
@@ -154,6 +207,7 @@ def test_a_genuine_frame_replayed_from_another_address_does_not_move_the_node() 
     assert to == A and a.opened(reply) == frames.Data(session, b"for a")
     [challenge] = [data for data, to in sends if to == MALLORY]
     assert isinstance(a.opened(challenge), frames.PathChallenge)  # answerable only with a's key
+    assert len(challenge) <= 3 * len(captured)  # to an unproven address: amplifies nothing
     assert core.statistics().fairness.path_challenges == 1
 
 
