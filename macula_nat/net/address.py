@@ -82,3 +82,12 @@ def any_address(version: int) -> str:
     if version == 6:
         return ANY_IPV6
     raise ValueError(f"IP version must be 4 or 6, not {version!r}")
+
+
+def source_prefix(host: str) -> str:
+    """The source a host's traffic is accounted to: an IPv4 address unchanged, or the IPv6 /64
+    it lies in as ``"2001:db8:1:2::/64"`` (a host owns a whole /64, so it is one source)."""
+    ip = ipaddress.ip_address(host)
+    if ip.version == 4:
+        return str(ip)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))

@@ -21,7 +21,7 @@ from .node import RelayNode, SessionInfo, open_relay
 from .registry import RegistryConfig, RelayRegistry, open_relay_registry
 from .selection import NoRelay, RelayInfo
 from .settings import MIB, RelayConfig, RelaySettings
-from .statistics import DropStatistics, RefusalStatistics, RelayStatistics
+from .statistics import DropStatistics, FairnessStatistics, RefusalStatistics, RelayStatistics
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -29,6 +29,7 @@ __all__ = [
     "ClientConfig",
     "ClientStatistics",
     "DropStatistics",
+    "FairnessStatistics",
     "FrameError",
     "NoRelay",
     "Reason",

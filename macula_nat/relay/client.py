@@ -41,6 +41,8 @@ from .frames import (
     FrameType,
     HandshakeFrame,
     Keepalive,
+    PathChallenge,
+    PathResponse,
     Pong,
     Reason,
     Refused,
@@ -405,6 +407,8 @@ class RelayClient:
             if pending is not None and not pending.event.is_set():
                 pending.result = RelayRefused(frame.reason, f"session to {pending.target.short()}")
                 pending.event.set()
+        elif isinstance(frame, PathChallenge):  # the relay checks our new address reaches us
+            await self._send_control(PathResponse(frame.nonce))
         elif isinstance(frame, Close):
             if frame.session == 0:
                 self._lose(frame.reason)

@@ -17,12 +17,20 @@ Rules it keeps:
 - Limits: ``max_sessions`` in all, ``max_sessions_per_node`` per node, a byte bucket per
   session, total and idle timeouts (timed by the session's actor), registration expiry
   (``registration_ttl``) and liveness (``liveness_timeout``), checked by :meth:`sweep`.
+- Fair shares per source (an IPv4 address, an IPv6 /64; :mod:`.shares`): when the table is
+  full, a source holding its share of registrations (or of sessions it started) is refused
+  (``source_share``), and a source under its share takes one from the largest holder if that
+  one is over its share; the evicted node (both members of an evicted session) hears CLOSE
+  ``source_share``, so it goes elsewhere rather than being black-holed.
+- Roaming: an authentic, newest frame from a new source address does not move a registration.
+  The relay sends a PATH_CHALLENGE with a fresh single-use nonce to that address and keeps
+  serving the old one; only a PATH_RESPONSE with that nonce, authentic and from that address,
+  moves it (RFC 9000 8.2). A genuine frame replayed from elsewhere proves nothing.
 """
 
 from __future__ import annotations
 
 import secrets
-import socket
 import struct
 from collections.abc import Container
 from typing import TYPE_CHECKING, Final
@@ -32,7 +40,7 @@ import attrs
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.binding import ObserverAddresses, Outcome, answer
 from macula_nat.nat.rate_limit import TokenBuckets
-from macula_nat.net.address import Address
+from macula_nat.net.address import Address, source_prefix
 
 from .frames import (
     DATA_OVERHEAD,
@@ -44,6 +52,8 @@ from .frames import (
     FrameType,
     Hello,
     Keepalive,
+    PathChallenge,
+    PathResponse,
     Pong,
     Reason,
     Refused,
@@ -61,7 +71,8 @@ from .handshake import CookieJar, CookieVerdict, accept_registration
 from .limits import ByteBucket, admit
 from .link import Link, Verdict
 from .settings import RelayConfig, RelaySettings
-from .statistics import Counters, RelayStatistics
+from .shares import Evict, Refuse, SourceShares, share_of
+from .statistics import Counters, FairnessStatistics, RelayStatistics
 
 if TYPE_CHECKING:
     from macula_nat.actors import ActorRef
@@ -86,8 +97,24 @@ _NEWEST: Final = Verdict.NEWEST
 _ACCEPTED: Final = Verdict.ACCEPTED
 _REPLAYED: Final = Verdict.REPLAYED
 _ID_ATTEMPTS: Final = 64
+_PATH_NONCE_SIZE: Final = 8
+_EVICTION_SAMPLE: Final = 8
+"""Evictions pick the least recently heard of a source's 8 longest-held slots (sampled, as Redis
+approximates LRU), so one costs the same whether the source holds 20 or 10,000."""
 _NOTHING: Final[list[Send]] = []
 """Returned for "send nothing"; never appended to."""
+
+
+class PathProbe:
+    """A path challenge on trial: its nonce, when it was issued (its lifetime runs from there)
+    and when it was last sent."""
+
+    __slots__ = ("issued_at", "nonce", "sent_at")
+
+    def __init__(self, nonce: bytes, now: float) -> None:
+        self.nonce = nonce
+        self.issued_at = now
+        self.sent_at = now
 
 
 class NodeRegistration:
@@ -101,7 +128,9 @@ class NodeRegistration:
         "last_heard",
         "link",
         "node_id",
+        "probes",
         "registered_at",
+        "source",
     )
 
     def __init__(
@@ -123,6 +152,11 @@ class NodeRegistration:
         self.registered_at = now
         self.expires_at = now + ttl
         self.last_heard = now
+        self.source = source_prefix(address[0])
+        """The source it is accounted to (:func:`source_prefix` of the address it registered
+        from)."""
+        self.probes: dict[Address, PathProbe] = {}
+        """New addresses the node's frames came from, each on trial with a path challenge."""
 
 
 class RelayedSession:
@@ -143,13 +177,23 @@ class RelayedSession:
         "last_active",
         "notices",
         "request",
+        "source",
         "started_at",
     )
 
     def __init__(
-        self, id: int, a: NodeId, b: NodeId, request: int, settings: RelaySettings, now: float
+        self,
+        id: int,
+        a: NodeId,
+        b: NodeId,
+        request: int,
+        settings: RelaySettings,
+        now: float,
+        source: str,
     ) -> None:
         self.id = id
+        self.source = source
+        """The source it is accounted to: the initiator's registration's."""
         self.a = a
         self.b = b
         self.request = request
@@ -192,13 +236,6 @@ class SessionEnded:
 Effect = SessionOpened | SessionEnded
 
 
-def _source_key(ip: str) -> str | bytes:
-    """Rate-limit key: an IPv4 address, or an IPv6 /64 (one host's share)."""
-    if ":" not in ip:
-        return ip
-    return socket.inet_pton(socket.AF_INET6, ip)[:8]
-
-
 def _random_id(taken: Container[int]) -> int:
     for _ in range(_ID_ATTEMPTS):
         candidate = secrets.randbits(32)
@@ -236,6 +273,14 @@ class RelayCore:
         self._control = TokenBuckets(
             config.control_rate, config.control_burst, max(1, config.max_registrations)
         )
+        capacity = config.max_registrations
+        self._registration_shares: SourceShares[NodeId] = SourceShares(
+            capacity, share_of(capacity, config.registration_source_share)
+        )
+        self._session_shares: SourceShares[int] = SourceShares(0, 1)
+        """Sized by :meth:`enable`."""
+        self._probes: list[Send] = []
+        """The path challenge the datagram being handled draws, if any (see :meth:`_probe`)."""
         self.counters = Counters()
 
     # -- queries --------------------------------------------------------------------------------
@@ -281,6 +326,24 @@ class RelayCore:
             send_failures=counters.send_failures,
             drops=counters.drops(),
             refusals=counters.refusal_statistics(),
+            fairness=self._fairness(),
+        )
+
+    def _fairness(self) -> FairnessStatistics:
+        registrations, sessions = self._registration_shares, self._session_shares
+        settings, counters = self.settings, self.counters
+        return FairnessStatistics(
+            max_registrations=registrations.capacity,
+            registration_share=registrations.share,
+            max_sessions=sessions.capacity,
+            session_share=sessions.share,
+            max_sessions_per_node=0 if settings is None else settings.max_sessions_per_node,
+            largest_registrations=registrations.largest,
+            largest_sessions=sessions.largest,
+            registrations_evicted=counters.registrations_evicted,
+            sessions_evicted=counters.sessions_evicted,
+            path_challenges=counters.path_challenges,
+            path_validated=counters.path_validated,
         )
 
     def take_effects(self) -> list[Effect]:
@@ -297,19 +360,26 @@ class RelayCore:
             return _NOTHING
         first = data[0]
         if first == _DATA:
-            return self._on_data(data, source, now)
-        if first == _CONTROL:
-            return self._on_control(data, source, now)
-        if first < 4:
+            sends = self._on_data(data, source, now)
+        elif first == _CONTROL:
+            sends = self._on_control(data, source, now)
+        elif first < 4:
             return self._on_stun(data, source, now)
-        if first < _DATA:
+        elif first < _DATA:
             return self._on_handshake(data, source, now)
-        self.counters.malformed += 1
-        return _NOTHING
+        else:
+            self.counters.malformed += 1
+            return _NOTHING
+        if self._probes:  # the frame came from a new address: challenge it too
+            self.counters.path_challenges += 1
+            probes, self._probes = self._probes, []
+            return probes + sends
+        return sends
 
     def _authenticate(self, data: bytes, source: Address, now: float) -> NodeRegistration | None:
-        """The registration an authentic, fresh sealed frame belongs to (liveness and roaming
-        updated), or None with the drop counted."""
+        """The registration an authentic, fresh sealed frame belongs to (liveness updated), or
+        None with the drop counted. The newest frame from a new address queues that address's
+        path challenge, if one is due, in ``_probes``."""
         if len(data) < SEALED_HEADER_SIZE + TAG_SIZE:
             self.counters.malformed += 1
             return None
@@ -321,8 +391,7 @@ class RelayCore:
         verdict = registration.link.verify(data, counter)
         if verdict is _NEWEST:
             if source != registration.address:
-                registration.address = source
-                self.counters.roams += 1
+                self._probe(registration, source, now)
         elif verdict is not _ACCEPTED:
             if verdict is _REPLAYED:
                 self.counters.replayed += 1
@@ -402,6 +471,10 @@ class RelayCore:
         except FrameError:
             self.counters.malformed += 1
             return _NOTHING
+        if isinstance(frame, PathResponse):
+            self._probes.clear()  # it answers one: no need to challenge its address again
+            self._on_path_response(registration, frame, source, now)
+            return _NOTHING
         if isinstance(frame, Keepalive):
             pong = Pong(frame.echo, self.load(), registration.address)
             return [(registration.link.seal(pong), registration.address)]
@@ -422,6 +495,48 @@ class RelayCore:
             return self.end_session(frame.session, Reason.NORMAL, skip=node)
         self.counters.malformed += 1  # frames only a relay sends
         return _NOTHING
+
+    # -- roaming: a new source address is adopted once it answers a path challenge -----------------
+
+    def _probe(self, registration: NodeRegistration, source: Address, now: float) -> None:
+        """Challenge ``source`` (a new address the node's newest frame came from), unless a
+        challenge went there within ``path_challenge_interval``."""
+        config = self.config
+        trials = registration.probes
+        probe = trials.get(source)
+        if probe is not None and now - probe.issued_at >= config.path_challenge_lifetime:
+            del trials[source]
+            probe = None
+        if probe is None:
+            lifetime = config.path_challenge_lifetime
+            for stale in [a for a, p in trials.items() if now - p.issued_at >= lifetime]:
+                del trials[stale]
+            if len(trials) >= config.max_path_challenges:
+                if not trials:
+                    return  # max_path_challenges 0: never roam
+                del trials[min(trials, key=lambda address: trials[address].sent_at)]
+            probe = trials[source] = PathProbe(secrets.token_bytes(_PATH_NONCE_SIZE), now)
+        elif now - probe.sent_at < config.path_challenge_interval:
+            return
+        probe.sent_at = now
+        self._probes.append((registration.link.seal(PathChallenge(probe.nonce)), source))
+
+    def _on_path_response(
+        self, registration: NodeRegistration, response: PathResponse, source: Address, now: float
+    ) -> None:
+        """Adopt ``source`` if this answers the live challenge sent there; the nonce is spent."""
+        probe = registration.probes.get(source)
+        if probe is None or probe.nonce != response.nonce:
+            self.counters.expired += 1  # no challenge of this address on trial: spent or never sent
+            return
+        del registration.probes[source]
+        if now - probe.issued_at >= self.config.path_challenge_lifetime:
+            self.counters.expired += 1
+            return
+        registration.probes.clear()  # other trials lost to the one that answered
+        registration.address = source
+        self.counters.roams += 1
+        self.counters.path_validated += 1
 
     def _seal_to(self, node_id: NodeId, frame: SessionFrame) -> list[Send]:
         registration = self._by_node.get(node_id)
@@ -444,25 +559,40 @@ class RelayCore:
         mine = self._node_sessions.get(node, ())
         target = request.target
         target_registration = self._by_node.get(target)
+        shares = self._session_shares
+        decision = shares.decide(registration.source)
         reason = admit(
             self.settings,
             same_node=target == node,
             target_registered=target_registration is not None
             and target_registration.expires_at > now,
-            sessions=len(self._sessions),
+            sessions=len(self._sessions) - isinstance(decision, Evict),
             initiator_sessions=len(mine),
             target_sessions=len(self._node_sessions.get(target, ())),
         )
+        over_share = shares.held(registration.source) >= shares.share
+        if reason is Reason.MAX_SESSIONS_REACHED and isinstance(decision, Refuse) and over_share:
+            reason = Reason.SOURCE_SHARE
         if reason is not None:
             self._refuse(reason)
             refused = RequestRefused(request.request, reason)
             return [(registration.link.seal(refused), registration.address)]
         assert self.settings is not None and target_registration is not None
+        sends: list[Send] = []
+        if isinstance(decision, Evict):
+            sends = self._evict_session(decision.source)
         target = target_registration.node_id  # the one id object of that node (see _on_data)
         session = RelayedSession(
-            _random_id(self._sessions), node, target, request.request, self.settings, now
+            _random_id(self._sessions),
+            node,
+            target,
+            request.request,
+            self.settings,
+            now,
+            registration.source,
         )
         self._sessions[session.id] = session
+        shares.add(session.id, session.source)
         self._requests[node, request.request] = session.id
         self._node_sessions.setdefault(node, set()).add(session.id)
         self._node_sessions.setdefault(target, set()).add(session.id)
@@ -470,17 +600,25 @@ class RelayCore:
         self.effects.append(SessionOpened(session))
         accepted = RelayAccepted(request.request, session.id, target)
         notice = RelayAccepted(0, session.id, node)
-        return [
-            (registration.link.seal(accepted), registration.address),
-            (target_registration.link.seal(notice), target_registration.address),
-        ]
+        sends.append((registration.link.seal(accepted), registration.address))
+        sends.append((target_registration.link.seal(notice), target_registration.address))
+        return sends
+
+    def _evict_session(self, source: str) -> list[Send]:
+        """End a session ``source`` started (it holds over its share), telling both members
+        ``source_share``: the least recently active of its :data:`_EVICTION_SAMPLE` oldest."""
+        sessions = self._sessions
+        candidates = self._session_shares.oldest(source, _EVICTION_SAMPLE)
+        victim = min(candidates, key=lambda i: sessions[i].last_active)
+        self.counters.sessions_evicted += 1
+        return self.end_session(victim, Reason.SOURCE_SHARE)
 
     def _on_stun(self, data: bytes, source: Address, now: float) -> list[Send]:
         addresses = self.addresses
         if addresses is None:
             self.counters.malformed += 1
             return _NOTHING
-        if not self._sources.allow(_source_key(source[0]), now):
+        if not self._sources.allow(source_prefix(source[0]), now):
             self.counters.rate_limited += 1
             return _NOTHING
         decision = answer(data, source, addresses.primary, addresses)
@@ -495,7 +633,7 @@ class RelayCore:
 
     def _on_handshake(self, data: bytes, source: Address, now: float) -> list[Send]:
         counters = self.counters
-        if not self._sources.allow(_source_key(source[0]), now):
+        if not self._sources.allow(source_prefix(source[0]), now):
             counters.rate_limited += 1
             return _NOTHING
         try:
@@ -533,11 +671,17 @@ class RelayCore:
         ):
             counters.replayed += 1  # older than the registration it would replace
             return _NOTHING
+        shares = self._registration_shares
+        origin = source_prefix(source[0])
         reason = None
+        decision = None
         if self.settings is None:
             reason = Reason.RELAY_DISABLED
-        elif existing is None and len(self._by_node) >= self.config.max_registrations:
-            reason = Reason.MAX_REGISTRATIONS
+        elif existing is None or existing.source != origin:
+            decision = shares.decide(origin, renewing=existing is not None)
+            if isinstance(decision, Refuse):
+                full = shares.held(origin) >= shares.share
+                reason = Reason.SOURCE_SHARE if full else Reason.MAX_REGISTRATIONS
         if reason is not None:
             self._refuse(reason)
             return [(encode(Refused(register.client_nonce, reason)), source)]
@@ -547,6 +691,9 @@ class RelayCore:
         if accepted is None:
             counters.unauthenticated += 1
             return _NOTHING
+        sends: list[Send] = []
+        if isinstance(decision, Evict):  # only now: a forged REGISTER must not evict anyone
+            sends = self._evict_registration(decision.source)
         registered, link = accepted
         reply = encode(registered)
         node_id = register.node_id
@@ -556,8 +703,20 @@ class RelayCore:
         fresh = NodeRegistration(node_id, link, source, register.cookie, reply, now, ttl)
         self._by_node[register.node_id] = fresh
         self._by_id[registration_id] = fresh
+        shares.add(node_id, origin)
         counters.registered += 1
-        return [(reply, source)]
+        sends.append((reply, source))
+        return sends
+
+    def _evict_registration(self, source: str) -> list[Send]:
+        """End a registration of ``source`` (which holds over its share), telling it
+        ``source_share`` so it registers elsewhere: the least recently heard of its
+        :data:`_EVICTION_SAMPLE` oldest."""
+        by_node = self._by_node
+        candidates = self._registration_shares.oldest(source, _EVICTION_SAMPLE)
+        victim = min(candidates, key=lambda node: by_node[node].last_heard)
+        self.counters.registrations_evicted += 1
+        return self._deregister(victim, Reason.SOURCE_SHARE, notify=True)
 
     def _deregister(self, node_id: NodeId, reason: Reason, *, notify: bool) -> list[Send]:
         """End a registration and every session of its node (the peers hear ``peer_gone``)."""
@@ -572,6 +731,7 @@ class RelayCore:
         del self._by_node[node_id]
         del self._by_id[registration.link.registration]
         self._node_sessions.pop(node_id, None)
+        self._registration_shares.discard(node_id)
         return sends
 
     # -- what timers and the operator do ----------------------------------------------------------
@@ -584,6 +744,7 @@ class RelayCore:
         if session is None:
             return []
         del self._requests[session.a, session.request]
+        self._session_shares.discard(session_id)
         sends: list[Send] = []
         for node in (session.a, session.b):
             members = self._node_sessions.get(node)
@@ -616,6 +777,9 @@ class RelayCore:
 
     def enable(self, settings: RelaySettings) -> None:
         self.settings = settings
+        shares = self._session_shares
+        shares.capacity = settings.max_sessions
+        shares.share = share_of(settings.max_sessions, settings.session_source_share)
 
     def disable(self) -> list[Send]:
         """Stop relaying: end every session and registration (``relay_disabled``)."""

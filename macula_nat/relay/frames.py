@@ -28,7 +28,9 @@ Control kinds: RELAY_REQUEST (request id, target node id), RELAY_ACCEPTED (reque
 peer node id; request id 0 tells the target of a session another node opened), REQUEST_REFUSED
 (request id, reason), KEEPALIVE (echo, padding so that the PONG is no larger), PONG (echo, load
 in permille, observed address), CLOSE (session, reason; session 0 ends the registration),
-SESSION_ACK (session: the target heard of it).
+SESSION_ACK (session: the target heard of it), PATH_CHALLENGE (nonce (8): the relay checks that
+a node's new source address reaches it, RFC 9000 8.2 style) and PATH_RESPONSE (the nonce back,
+sent from that address).
 
 :func:`decode` turns any bytes into a frame or raises :class:`FrameError`, nothing else.
 """
@@ -54,6 +56,7 @@ __all__ = [
     "KEY_SIZE",
     "MAX_PAYLOAD",
     "NONCE_SIZE",
+    "PATH_NONCE_SIZE",
     "SEALED_HEADER_SIZE",
     "TAG_SIZE",
     "Challenge",
@@ -66,6 +69,8 @@ __all__ = [
     "HandshakeFrame",
     "Hello",
     "Keepalive",
+    "PathChallenge",
+    "PathResponse",
     "Pong",
     "Reason",
     "Refused",
@@ -110,6 +115,8 @@ class ControlKind(enum.IntEnum):
     PONG = 5
     CLOSE = 6
     SESSION_ACK = 7
+    PATH_CHALLENGE = 8
+    PATH_RESPONSE = 9
 
 
 class Reason(enum.IntEnum):
@@ -130,6 +137,8 @@ class Reason(enum.IntEnum):
     MAX_REGISTRATIONS = 12
     STALE_CHALLENGE = 13
     RELAY_SHUTDOWN = 14
+    SOURCE_SHARE = 15
+    """The table was full and the node's source (IP, IPv6 /64) held its share or more."""
 
     @property
     def label(self) -> str:
@@ -139,6 +148,7 @@ class Reason(enum.IntEnum):
 FIRST_BYTES: Final = range(4, 16)
 """First bytes reserved for relay frames on the shared socket."""
 NONCE_SIZE: Final = 16
+PATH_NONCE_SIZE: Final = 8
 COOKIE_SIZE: Final = 24
 KEY_SIZE: Final = 32
 TAG_SIZE: Final = 16
@@ -284,8 +294,32 @@ class SessionAck:
     session: int = attrs.field(validator=_uint(_U32, 1))
 
 
+@attrs.frozen
+class PathChallenge:
+    """Relay to node, sent to a new source address: answer from there to move the relay."""
+
+    nonce: bytes = attrs.field(validator=_sized(PATH_NONCE_SIZE))
+
+
+@attrs.frozen
+class PathResponse:
+    """Node to relay: a :class:`PathChallenge`'s nonce back."""
+
+    nonce: bytes = attrs.field(validator=_sized(PATH_NONCE_SIZE))
+
+
 HandshakeFrame = Hello | Challenge | Register | Registered | Refused
-ControlFrame = RelayRequest | RelayAccepted | RequestRefused | Keepalive | Pong | Close | SessionAck
+ControlFrame = (
+    RelayRequest
+    | RelayAccepted
+    | RequestRefused
+    | Keepalive
+    | Pong
+    | Close
+    | SessionAck
+    | PathChallenge
+    | PathResponse
+)
 SessionFrame = Data | ControlFrame
 
 
@@ -382,6 +416,10 @@ def encode_body(frame: SessionFrame) -> tuple[FrameType, bytes]:
         fields = struct.pack(">QH", frame.echo, frame.load) + encode_address(frame.observed)
     elif isinstance(frame, Close):
         kind, fields = ControlKind.CLOSE, struct.pack(">IB", frame.session, frame.reason)
+    elif isinstance(frame, PathChallenge):
+        kind, fields = ControlKind.PATH_CHALLENGE, frame.nonce
+    elif isinstance(frame, PathResponse):
+        kind, fields = ControlKind.PATH_RESPONSE, frame.nonce
     else:
         kind, fields = ControlKind.SESSION_ACK, _U32_STRUCT.pack(frame.session)
     return FrameType.CONTROL, bytes((kind,)) + fields
@@ -539,6 +577,10 @@ def decode_body(kind: FrameType, body: bytes) -> SessionFrame:
             frame = Pong(reader.uint(8), reader.uint(2), reader.address())
         elif control is ControlKind.CLOSE:
             frame = Close(reader.uint(4), reader.reason())
+        elif control is ControlKind.PATH_CHALLENGE:
+            frame = PathChallenge(reader.take(PATH_NONCE_SIZE))
+        elif control is ControlKind.PATH_RESPONSE:
+            frame = PathResponse(reader.take(PATH_NONCE_SIZE))
         else:
             frame = SessionAck(reader.uint(4))
     except FrameError:

@@ -182,6 +182,7 @@ class RelayNode:
         idle_timeout: float = 300.0,
         max_sessions_per_node: int = 16,
         bandwidth_burst: float | None = None,
+        session_source_share: float = 0.1,
     ) -> None:
         """Accept registrations and relay sessions within these limits (see
         :class:`RelaySettings`); calling it again changes the limits of later sessions."""
@@ -193,6 +194,7 @@ class RelayNode:
                 idle_timeout=idle_timeout,
                 max_sessions_per_node=max_sessions_per_node,
                 bandwidth_burst=bandwidth_burst,
+                session_source_share=session_source_share,
             )
         )
         self._on_session_start = on_session_start

@@ -26,6 +26,11 @@ def _optional_positive(
         raise ValueError(f"{attribute.name} must be a positive finite number, not {value!r}")
 
 
+def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"{attribute.name} must be in (0, 1], not {value!r}")
+
+
 def _count(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     if type(value) is not int or value < 0:
         raise ValueError(f"{attribute.name} must be an int >= 0, not {value!r}")
@@ -40,7 +45,10 @@ class RelaySettings:
     the limit, at least 64 KiB). A session ends after ``session_timeout`` seconds whatever it
     does, and after ``idle_timeout`` seconds without a forwarded datagram. A node takes part in
     at most ``max_sessions_per_node`` sessions at once (libp2p allows 16 circuits per peer).
-    Settings apply to sessions opened after they are set.
+    Once all ``max_sessions`` are open, one source (an IP, an IPv6 /64) may open more only while
+    it started fewer than ``session_source_share`` of them (at least 1); a source under its share
+    then takes a session from the source that started the most, if that one is over its share
+    (:mod:`macula_nat.relay.shares`). Settings apply to sessions opened after they are set.
     """
 
     max_sessions: int = attrs.field(default=100, validator=_count)
@@ -49,6 +57,7 @@ class RelaySettings:
     idle_timeout: float = attrs.field(default=300.0, validator=_positive)
     max_sessions_per_node: int = attrs.field(default=16, validator=_count)
     bandwidth_burst: float | None = attrs.field(default=None, validator=_optional_positive)
+    session_source_share: float = attrs.field(default=0.1, validator=_fraction)
 
     @property
     def burst(self) -> float:
@@ -69,6 +78,15 @@ class RelayConfig:
     send ``handshake_rate`` handshake and STUN datagrams a second (bursts of
     ``handshake_burst``); each registration ``control_rate`` control frames a second (bursts of
     ``control_burst``). Expiry is checked every ``sweep_interval`` seconds.
+
+    Once all ``max_registrations`` are taken, one source may register more nodes only while it
+    holds fewer than ``registration_source_share`` of them (at least 1); a source under its
+    share then takes a registration from the largest holder if that one is over its share.
+
+    A registration moves to a new source address only once the node answers, from there, a
+    path challenge sent there: each challenge carries a fresh single-use nonce valid for
+    ``path_challenge_lifetime`` seconds, is sent again at most every ``path_challenge_interval``
+    seconds, and a registration has at most ``max_path_challenges`` addresses on trial at once.
     """
 
     registration_ttl: float = attrs.field(default=3600.0, validator=_positive)
@@ -84,3 +102,7 @@ class RelayConfig:
     notice_interval: float = attrs.field(default=1.0, validator=_positive)
     """How often a session's target is told of it again until it acknowledges."""
     notice_attempts: int = attrs.field(default=5, validator=_count)
+    registration_source_share: float = attrs.field(default=0.1, validator=_fraction)
+    path_challenge_lifetime: float = attrs.field(default=5.0, validator=_positive)
+    path_challenge_interval: float = attrs.field(default=1.0, validator=_positive)
+    max_path_challenges: int = attrs.field(default=4, validator=_count)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["DropStatistics", "RefusalStatistics", "RelayStatistics"]
+__all__ = ["DropStatistics", "FairnessStatistics", "RefusalStatistics", "RelayStatistics"]
 
 
 @attrs.frozen
@@ -25,7 +25,8 @@ class DropStatistics:
     over_bandwidth: int
     """DATA beyond its session's token bucket."""
     expired: int
-    """Frames of an expired registration or session, or for a peer no longer registered."""
+    """Frames of an expired registration or session, or for a peer no longer registered; path
+    responses to no challenge on trial (spent, expired, or sent to another address)."""
 
     @property
     def total(self) -> int:
@@ -43,6 +44,36 @@ class RefusalStatistics:
     relay_disabled: int
     max_registrations: int
     stale_challenge: int
+    source_share: int
+    """The table was full and the asker's source already held its share."""
+
+
+@attrs.frozen
+class FairnessStatistics:
+    """The per-source limits in force, and what they did (see :mod:`macula_nat.relay.shares`).
+
+    A source is an IPv4 address or an IPv6 /64."""
+
+    max_registrations: int
+    registration_share: int
+    """Registrations one source may hold while the table is full (``registration_source_share``
+    of ``max_registrations``, at least 1)."""
+    max_sessions: int
+    session_share: int
+    """Sessions one source may have started while all are open."""
+    max_sessions_per_node: int
+    largest_registrations: int
+    """The most registrations one source holds now."""
+    largest_sessions: int
+    """The most sessions one source started of those open now."""
+    registrations_evicted: int
+    """Registrations ended (CLOSE ``source_share``) to make room for a source under its share."""
+    sessions_evicted: int
+    """Sessions ended (CLOSE ``source_share``) to make room for a source under its share."""
+    path_challenges: int
+    """Path challenges sent to a registered node's new source address."""
+    path_validated: int
+    """New source addresses adopted after their challenge was answered (also in ``roams``)."""
 
 
 @attrs.frozen
@@ -65,10 +96,12 @@ class RelayStatistics:
     """Payload bytes forwarded."""
     stun_answered: int
     roams: int
-    """Registrations that followed their node to a new address (a NAT rebinding)."""
+    """Registrations that followed their node to a new address (a NAT rebinding), each after
+    the node answered a path challenge sent there."""
     send_failures: int
     drops: DropStatistics
     refusals: RefusalStatistics
+    fairness: FairnessStatistics
     session_actors: int = 0
     """Session actors running (equal to ``sessions`` but for a moment after each change)."""
 
@@ -94,6 +127,10 @@ class Counters:
     rate_limited: int = 0
     over_bandwidth: int = 0
     expired: int = 0
+    registrations_evicted: int = 0
+    sessions_evicted: int = 0
+    path_challenges: int = 0
+    path_validated: int = 0
     refusals: dict[str, int] = attrs.Factory(dict)
 
     def drops(self) -> DropStatistics:

@@ -18,6 +18,7 @@ signatures = st.binary(min_size=64, max_size=64)
 u32 = st.integers(0, 2**32 - 1)
 nonzero_u32 = st.integers(1, 2**32 - 1)
 reasons = st.sampled_from(frames.Reason)
+path_nonces = st.binary(min_size=frames.PATH_NONCE_SIZE, max_size=frames.PATH_NONCE_SIZE)
 
 
 def _ip(version: int, packed: bytes) -> str:
@@ -46,4 +47,6 @@ session_frames: st.SearchStrategy[frames.SessionFrame] = st.one_of(
     st.builds(frames.Pong, st.integers(0, 2**64 - 1), st.integers(0, 1000), addresses),
     st.builds(frames.Close, u32, reasons),
     st.builds(frames.SessionAck, nonzero_u32),
+    st.builds(frames.PathChallenge, path_nonces),
+    st.builds(frames.PathResponse, path_nonces),
 )

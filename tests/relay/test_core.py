@@ -163,7 +163,7 @@ def test_a_node_cannot_use_a_session_it_is_not_part_of(
     assert core.statistics().relayed == 0
 
 
-def test_a_registration_follows_its_node_to_a_new_address_on_the_newest_frame_only(
+def test_a_registration_follows_its_node_to_a_new_address_once_it_answers_there(
     trio_of_nodes: tuple[RelayCore, Node, Node, Node],
 ) -> None:
     core, a, b, _ = trio_of_nodes
@@ -172,8 +172,14 @@ def test_a_registration_follows_its_node_to_a_new_address_on_the_newest_frame_on
     newer = a.sealed(frames.Data(session, b"2"))
     moved: Address = ("203.0.113.1", 40999)
 
-    core.receive(newer, moved, 1.0)
-    core.receive(older, A, 1.0)  # reordered, authentic, but not the newest: no move back
+    [(probe, to), (forwarded, to_b)] = core.receive(newer, moved, 1.0)
+    core.receive(older, A, 1.0)  # reordered, authentic, but not the newest: no new trial
+    challenge = a.opened(probe)
+    assert isinstance(challenge, frames.PathChallenge) and to == moved
+    assert to_b == B and b.opened(forwarded) == frames.Data(session, b"2")
+    assert address_of(core, a) == A  # served where it was until the new address answers
+
+    assert core.receive(a.sealed(frames.PathResponse(challenge.nonce)), moved, 1.5) == []
 
     assert address_of(core, a) == moved
     assert core.statistics().roams == 1
@@ -197,7 +203,7 @@ def test_requests_are_refused_with_the_reason(
 
 
 def test_max_sessions_holds() -> None:
-    core = new_core(max_sessions=3, max_sessions_per_node=10)
+    core = new_core(max_sessions=3, max_sessions_per_node=10, session_source_share=1.0)
     a, b = Node(A), Node(B)
     register(core, a)
     register(core, b)

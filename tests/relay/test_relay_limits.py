@@ -22,7 +22,8 @@ from .support import PATIENCE, connect, exchange, open_mesh
 async def test_max_sessions_reached_is_a_clear_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_mesh(max_sessions=2) as mesh:
+    # Each source may start all sessions: the plain total cap (fair shares: test_relay_attacks).
+    async with open_mesh(max_sessions=2, session_source_share=1.0) as mesh:
         a, b, c = [await mesh.node() for _ in range(3)]
         await connect(a, b)
         await connect(a, c)
