@@ -562,6 +562,7 @@ class Coordinator(Served):
                 async with listen(
                     link, self.key, {peer}, max_handshakes=1, config=self.config.connection
                 ) as listener:
+                    connection: Connection | None = None  # unless accepted in time
                     with trio.move_on_after(self.config.connection.handshake_timeout * 2):
                         connection = await listener.accept()
                     if connection is None:
@@ -587,6 +588,7 @@ class Coordinator(Served):
                 link, self.key, self._accept_peer, max_handshakes=1, config=self.config.connection
             ) as listener:
                 link.deliver_direct(data)
+                connection: Connection | None = None  # unless accepted in time
                 with trio.move_on_after(self.config.connection.handshake_timeout * 2):
                     connection = await listener.accept()
                 self._inbound_handshakes -= 1

@@ -1,0 +1,79 @@
+"""Crashes of a node's relay registry and coordinator, and a malicious home relay's session
+notices: what each costs, and that nothing else is lost (issue 11, points 10 and 11a)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+from trio.testing import MockClock
+
+from macula_nat.actors import ActorRef
+from macula_nat.connection import Connection
+from macula_nat.net.sim import Preset
+from macula_nat.system import NatSystem
+
+from .world import RELAY, World, open_world
+
+RECOVERY: float = 5.0
+"""Simulated seconds a crash may cost a connection whose owner survived (issue 11, point 10)."""
+
+
+def crash(ref: ActorRef, how: str) -> None:
+    """Crash the actor ``ref``: ``cast`` makes a handler raise (``terminate`` runs), ``kill``
+    cancels it where it stands (nothing of it runs)."""
+    if how == "kill":
+        ref._kill()
+    else:
+        ref.cast("a message no handler expects")
+
+
+async def restarted(old: ActorRef, current: Callable[[], ActorRef | None]) -> None:
+    """Until the supervisor has started a new incarnation (bounded: 100 looks)."""
+    for _ in range(100):
+        ref = current()
+        if ref is not None and ref is not old and ref.alive:
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("not restarted")
+
+
+async def exchange(sender: Connection, receiver: Connection, tag: bytes, count: int) -> None:
+    """``count`` messages each way; each arrives once, in order."""
+    for i in range(count):
+        await sender.send_message(b"%s %d" % (tag, i))
+    for i in range(count):
+        assert await receiver.receive_message() == b"%s %d" % (tag, i)
+
+
+async def relayed_pair(world: World, visit: bool) -> tuple[NatSystem, NatSystem]:
+    """Alice and bob on port-restricted cones: both homed on the gateway's relay, or (``visit``)
+    bob homed on a second relay that alice visits."""
+    alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice", home_relay=RELAY)
+    bob_home = (await world.add_relay("198.51.100.20")).address if visit else RELAY
+    bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob", home_relay=bob_home)
+    return alice, bob
+
+
+async def test_a_relay_session_that_never_handshakes_costs_nothing_else(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world() as world:
+        alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice", home_relay=RELAY)
+        bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob", home_relay=RELAY)
+        mallory = await world.node(Preset.PORT_RESTRICTED_CONE, "mallory", home_relay=RELAY)
+        with trio.fail_after(30):
+            connection = await bob.connector.connect(alice.node_id, prefer_direct=False)
+            accepted = await alice.connector.accept()
+        server = alice.coordinator.server
+        client = mallory.relays.client
+        assert client is not None
+        # mallory opens a relay session to alice and never sends an Initial over it
+        silent = await client.request_relay(alice.node_id)
+        await trio.sleep(alice.coordinator.config.connection.handshake_timeout * 2 + 1)
+        with trio.fail_after(RECOVERY):
+            await exchange(connection, accepted, b"still here", 3)
+        statistics = alice.coordinator.statistics()
+        await silent.aclose()
+    assert alice.coordinator.server is server  # alice's coordinator never crashed
+    assert statistics.connections == 1
