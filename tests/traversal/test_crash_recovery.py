@@ -10,7 +10,9 @@ from trio.testing import MockClock
 
 from macula_nat.actors import ActorRef
 from macula_nat.connection import Connection
+from macula_nat.identity import NodeKey
 from macula_nat.net.sim import Preset
+from macula_nat.relay.frames import RelayAccepted
 from macula_nat.system import NatSystem
 
 from .world import RELAY, World, open_world
@@ -76,4 +78,54 @@ async def test_a_relay_session_that_never_handshakes_costs_nothing_else(
         statistics = alice.coordinator.statistics()
         await silent.aclose()
     assert alice.coordinator.server is server  # alice's coordinator never crashed
-    assert statistics.connections == 1
+    assert statistics.relayed_handshakes == 0 and statistics.connections == 1
+
+
+def tasks_alive() -> int:
+    """Every task of this run (a walk of the task tree from the root)."""
+    found = 0
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        assert task is not None
+        found += 1
+        pending.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return found
+
+
+NOTICES: int = 5000
+MAX_NEW_TASKS: int = 200
+
+
+async def test_a_home_relays_flood_of_session_notices_spawns_a_bounded_number_of_tasks(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world() as world:
+        alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice", home_relay=RELAY)
+        bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob", home_relay=RELAY)
+        await trio.sleep(1.0)
+        before = tasks_alive()
+        # the relay is malicious: it tells alice of sessions nobody opened, 1,000 a second
+        registration = world.relay._core.registration(alice.node_id)
+        assert registration is not None
+        stranger = NodeKey.generate().node_id
+        peak = 0
+        for i in range(NOTICES):
+            notice = RelayAccepted(0, 1_000_000 + i, stranger)
+            await world.relay._send(registration.link.seal(notice), registration.address)
+            await trio.sleep(0.001)  # paced: alice's socket buffer takes every one
+            if i % 100 == 0:
+                peak = max(peak, tasks_alive())
+        for _ in range(10):
+            await trio.sleep(0.1)
+            peak = max(peak, tasks_alive())
+        refused = alice.coordinator.statistics().refused_sessions
+        # the flood's sessions give up their handshakes; then a genuine one gets through
+        await trio.sleep(alice.coordinator.config.connection.handshake_timeout * 2)
+        assert alice.coordinator.statistics().relayed_handshakes == 0
+        with trio.fail_after(30):
+            connection = await bob.connector.connect(alice.node_id, prefer_direct=False)
+            accepted = await alice.connector.accept()
+            await exchange(connection, accepted, b"genuine", 2)
+    assert peak - before <= MAX_NEW_TASKS, (before, peak)
+    assert refused >= NOTICES - alice.coordinator.config.max_relayed_handshakes - 64
