@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import trio
 from trio.testing import MockClock
 
 from macula_nat.actors import ActorRef
-from macula_nat.connection import Connection
+from macula_nat.connection import Connection, ConnectionFailed
+from macula_nat.connection.link import ConnectionMethod
 from macula_nat.identity import NodeKey
 from macula_nat.net.sim import Preset
 from macula_nat.relay.frames import RelayAccepted
@@ -55,6 +57,38 @@ async def relayed_pair(world: World, visit: bool) -> tuple[NatSystem, NatSystem]
     bob_home = (await world.add_relay("198.51.100.20")).address if visit else RELAY
     bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob", home_relay=bob_home)
     return alice, bob
+
+
+@pytest.mark.parametrize("how", ["cast", "kill"])
+@pytest.mark.parametrize("punched", [False, True], ids=["relayed", "punched"])
+@pytest.mark.parametrize("side", ["initiator", "responder"])
+async def test_a_peer_learns_of_a_coordinator_crash_within_seconds(
+    autojump_clock: MockClock, how: str, punched: bool, side: str
+) -> None:
+    async with open_world() as world:
+        alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice")
+        bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob")
+        with trio.fail_after(30):
+            connection = await alice.connector.connect(bob.node_id, prefer_direct=punched)
+            accepted = await bob.connector.accept()
+            await exchange(connection, accepted, b"before", 3)
+            if punched:
+                await accepted.method.wait_value(lambda m: m == ConnectionMethod.PUNCHED)
+        crashed, waiting = (alice, accepted) if side == "initiator" else (bob, connection)
+        server = crashed.coordinator.server
+        assert server is not None
+        crash(server, how)
+        crashed_at = trio.current_time()
+        with trio.fail_after(RECOVERY):  # the peer waits for a message: it hears of the crash
+            with pytest.raises(ConnectionFailed):
+                await waiting.receive_message()
+        told_after = trio.current_time() - crashed_at
+        await restarted(server, lambda: crashed.coordinator.server)
+        with trio.fail_after(30):
+            again = await alice.connector.connect(bob.node_id, prefer_direct=punched)
+            fresh = await bob.connector.accept()
+            await exchange(again, fresh, b"after", 3)
+    assert told_after < RECOVERY
 
 
 async def test_a_relay_session_that_never_handshakes_costs_nothing_else(
