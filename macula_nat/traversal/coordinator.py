@@ -633,7 +633,7 @@ class Coordinator(Served):
                 self.puncher.forget(link)
                 self._untrack(connection)
                 nursery.cancel_scope.cancel()
-                await connection.aclose()  # also when we crash: the peer hears at once
+                await connection._end("the coordinator carrying it ended")  # the peer hears
 
     def _hand_over(self, connection: Connection) -> None:
         try:
