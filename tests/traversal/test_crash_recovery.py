@@ -17,6 +17,7 @@ from macula_nat.net.sim import Preset
 from macula_nat.relay.frames import RelayAccepted
 from macula_nat.system import NatSystem
 
+from ..bench.attack_load import load
 from .world import RELAY, World, open_world
 
 RECOVERY: float = 5.0
@@ -190,3 +191,18 @@ async def test_a_relay_session_that_never_handshakes_costs_nothing_else(
         await silent.aclose()
     assert alice.coordinator.server is server  # alice's coordinator never crashed
     assert statistics.relayed_handshakes == 0 and statistics.connections == 1
+
+
+async def test_random_kills_under_load_cost_only_the_connections_they_take(
+    autojump_clock: MockClock,
+) -> None:
+    """The load test of ``tests/bench/attack_load.py``, scaled down (24 connections, 20 s)."""
+    report = await load(
+        clients=6, servers=6, per_client=4, connections=24, duration=20.0, kill_every=2.0
+    )
+    assert sum(report.kills.values()) >= 8 and report.failed > 0 and report.survivors > 0
+    assert report.sent > 0 and report.lost == report.duplicated == report.reordered == 0
+    assert report.unexpected_failures == report.silent_ends == 0
+    assert report.max_latency < RECOVERY and report.max_time_to_fail < RECOVERY
+    assert all(error.startswith("ConnectionClosed") for error in report.errors), report.errors
+    assert report.tasks_after <= report.tasks_before
