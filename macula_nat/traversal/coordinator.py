@@ -119,6 +119,8 @@ class CoordinatorStatistics:
     (``max_relayed_handshakes``)."""
     relayed_handshakes: int
     """Relay sessions other nodes opened that wait for their handshake now."""
+    max_relayed_handshakes: int
+    """The limit on ``relayed_handshakes`` (``TraversalConfig.max_relayed_handshakes``)."""
     punching: PuncherStatistics
 
 
@@ -285,6 +287,7 @@ class Coordinator(Served):
             refused_initials=counts["refused"],
             refused_sessions=counts["refused_sessions"],
             relayed_handshakes=self._relayed_handshakes,
+            max_relayed_handshakes=self.config.max_relayed_handshakes,
         )
 
     # -- deciding ----------------------------------------------------------------------------
