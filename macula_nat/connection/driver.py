@@ -285,7 +285,6 @@ class Connection:
     _next_ping: float = attrs.field(init=False, default=math.inf)
     _authenticated: trio.Event = attrs.field(init=False, factory=trio.Event)
     _terminated: trio.Event = attrs.field(init=False, factory=trio.Event)
-    _close_sent: trio.Event = attrs.field(init=False, factory=trio.Event)
     _progress: trio.lowlevel.ParkingLot = attrs.field(init=False, factory=trio.lowlevel.ParkingLot)
     """Where tasks wait for the next pass over aioquic's events."""
     _messages: deque[bytes] = attrs.field(init=False, factory=deque)
@@ -409,16 +408,21 @@ class Connection:
             await self._next_progress()
 
     async def aclose(self) -> None:
-        """Close the connection (CONNECTION_CLOSE sent within ``close_grace``); idempotent."""
+        """Close the connection (CONNECTION_CLOSE sent within ``close_grace``); idempotent.
+
+        The CONNECTION_CLOSE leaves from the calling task, shielded: when the connection's
+        owner crashed, its driver is cancelled with it, and the peer must still hear of the
+        end at once rather than at its idle timeout."""
         if self._closed_locally:
             await trio.lowlevel.checkpoint()
             return
         self._closed_locally = True
-        if not self._terminated.is_set():
-            self._quic.close(error_code=QuicErrorCode.NO_ERROR, reason_phrase="closed")
-            self._wake()
-            with trio.CancelScope(shield=True), trio.move_on_after(self._config.close_grace):
-                await self._close_sent.wait()
+        self._quic.close(
+            error_code=QuicErrorCode.NO_ERROR, reason_phrase="closed"
+        )  # no-op once ended
+        self._wake()
+        with trio.CancelScope(shield=True), trio.move_on_after(self._config.close_grace):
+            await self._transmit()
         self._notify()
         await trio.lowlevel.checkpoint()
 
@@ -574,7 +578,6 @@ class Connection:
                 not_before = now + _TIMER_GRANULARITY if due else -math.inf
         finally:
             self._terminated.set()
-            self._close_sent.set()
             self._notify()
 
     async def _receive(self) -> None:
@@ -604,8 +607,6 @@ class Connection:
         self._process_events()
         self._check_authenticated()
         await self._flush()
-        if self._closed_locally or self._failure is not None:
-            self._close_sent.set()
         self._notify()
 
     def _feed(self, data: bytes, source: Address) -> None:

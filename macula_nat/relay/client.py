@@ -73,6 +73,8 @@ _RTT_GAIN: Final = 0.125
 """Weight of a new round-trip sample in the smoothed RTT (TCP's alpha, RFC 6298)."""
 _MAX_PINGS: Final = 16
 _MAX_REQUEST_ID: Final = 0xFFFF_FFFF
+_CLOSE_GRACE: Final = 1.0
+"""Longest closing a session waits to send its CLOSE (one datagram: normally no wait)."""
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -345,9 +347,13 @@ class RelayClient:
         await self._send_control(Keepalive(echo))
 
     async def _close_session(self, session: RelaySession) -> None:
+        """End ``session`` and tell the relay (which tells the peer), shielded and bounded:
+        a session closed because its owner crashed must not stay open at the relay and the
+        peer until their timeouts."""
         self._sessions.pop(session.id, None)
         session._end(Reason.NORMAL)
-        await self._send_control(Close(session.id, Reason.NORMAL))
+        with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):
+            await self._send_control(Close(session.id, Reason.NORMAL))
 
     # -- receiving -------------------------------------------------------------------------------
 

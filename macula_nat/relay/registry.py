@@ -34,10 +34,14 @@ and counted). A relay keys registrations by source address, so the registrations
 relay are one :class:`RelayClient`, shared by its users and closed when the last one leaves.
 Without ``endpoint`` every registration binds a socket of its own.
 
-Ownership: the handle owns the table, the announced relays and the counters, so they survive a
-crash of :class:`RelayRegistryServer`; the home registration and the shared socket's
-registrations live in the server's tasks and a crash costs them (the next incarnation
-registers again and republishes).
+Ownership: the handle owns the table, the announced relays, the counters and, on the shared
+endpoint, the registrations themselves (each a :class:`RelayClient` handle: its link, its
+sessions), so all of them survive a crash of :class:`RelayRegistryServer`. The registrations'
+actors run in the server's tasks: a crash stops them for a moment, and the next incarnation
+runs them again (they register again, and the relay carries the node's sessions over, so the
+relayed connections riding them carry on: QUIC resends what the moment dropped) and holds the
+home relay it had again, republishing the record. A registration whose holder died with the
+crash (the home one) waits ``failover_grace`` for a holder to come back before it ends.
 """
 
 from __future__ import annotations
@@ -197,6 +201,8 @@ class RelayRegistry(Served):
         self._nursery: trio.Nursery | None = None
         """Where the shared registrations run, while the server reads ``endpoint``."""
         self._dropped = 0
+        self._resume: RelayInfo | None = None
+        """The home relay an incarnation held when it crashed: the next holds it again."""
 
     def __repr__(self) -> str:
         owner = self.key.node_id.short() if self.key is not None else "relays"
@@ -385,8 +391,13 @@ class RelayRegistry(Served):
         logger.info("%s: published home relay %s", self, home)
 
     async def _keep_home(self, key: NodeKey) -> None:
-        """Register with the best relay, hold it, fail over when it is lost; forever."""
+        """Register with the best relay, hold it, fail over when it is lost; forever. First
+        hold the home registration a crashed incarnation left, if it is still there."""
         config = self.config
+        resume, self._resume = self._resume, None
+        if resume is not None and resume.endpoint in self._shared:
+            logger.info("%s: holding home relay %s again after a restart", self, resume.endpoint)
+            await self._hold(key, resume)
         while True:
             ranked = await self.probe_relays()
             if config.home_relay is not None:
@@ -410,8 +421,10 @@ class RelayRegistry(Served):
         try:
             async with self._registration(key, info.endpoint, info.node_id, timeout) as client:
                 self.client = client
+                self._resume = info  # unless lost for good below: a crash leaves it held
                 try:
                     await self._watch(key, client, info)
+                    self._resume = None
                 finally:
                     self.client = None
                     self.home.value = None
@@ -481,7 +494,7 @@ class RelayRegistry(Served):
                 self.endpoint, relay, key, relay_id, config=self.config.home_client, receive=False
             )
             shared = self._shared[relay] = _Shared(client)
-            nursery.start_soon(self._run_shared, shared)
+            nursery.start_soon(self._run_shared, relay, shared)
         elif relay_id is not None and shared.client.relay_id not in (None, relay_id):
             raise RegistrationFailed(f"the relay at {relay} is not {relay_id.short()} any more")
         shared.holders += 1
@@ -492,14 +505,17 @@ class RelayRegistry(Served):
             shared.holders -= 1
             if not shared.holders:
                 shared.released.set()
-                if self._shared.get(relay) is shared:
-                    del self._shared[relay]
 
-    @staticmethod
-    async def _run_shared(shared: _Shared) -> None:
-        """Run a shared registration until its last holder leaves."""
+    async def _run_shared(self, relay: Address, shared: _Shared, linger: float = 0.0) -> None:
+        """Run a shared registration until its last holder leaves; one that a crashed
+        incarnation left runs ``linger`` seconds first, for its holder to come back."""
         async with open_relay_client(shared.client, timeout=None):
-            await shared.released.wait()
+            await trio.sleep(linger)
+            while shared.holders:
+                await shared.released.wait()
+                shared.released = trio.Event()
+            if self._shared.get(relay) is shared:  # at once: a new user registers anew
+                del self._shared[relay]
 
     async def _read(
         self,
@@ -511,6 +527,10 @@ class RelayRegistry(Served):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                for relay, left in self._shared.items():  # by a crashed incarnation
+                    logger.info("%s: running the registration with %s again", self, relay)
+                    left.released = trio.Event()
+                    nursery.start_soon(self._run_shared, relay, left, self.config.failover_grace)
                 task_status.started()
                 try:
                     while True:
@@ -526,7 +546,6 @@ class RelayRegistry(Served):
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
-            self._shared.clear()
 
 
 class RelayRegistryServer(Actor):

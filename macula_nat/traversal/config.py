@@ -60,5 +60,9 @@ class TraversalConfig:
     """Birthday datagrams a side sends per second, at most."""
     accept_backlog: int = attrs.field(default=64, validator=_at_least_one)
     max_inbound_handshakes: int = attrs.field(default=16, validator=_at_least_one)
+    max_relayed_handshakes: int = attrs.field(default=16, validator=_at_least_one)
+    """Relay sessions other nodes opened to this one (only the home relay's are accepted) that
+    may wait for their QUIC handshake at once; more are closed at once, so a home relay that
+    floods session notices costs a bounded number of tasks."""
     record_ttl: float = attrs.field(default=600.0, validator=_positive)
     """Lifetime of the record this node publishes when its profile changes."""

@@ -114,6 +114,13 @@ class CoordinatorStatistics:
     """Connections that started over a relay."""
     refused_initials: int
     """Direct Initials dropped: too many inbound handshakes at once."""
+    refused_sessions: int
+    """Relay sessions other nodes opened, closed at once: too many waiting for a handshake
+    (``max_relayed_handshakes``)."""
+    relayed_handshakes: int
+    """Relay sessions other nodes opened that wait for their handshake now."""
+    max_relayed_handshakes: int
+    """The limit on ``relayed_handshakes`` (``TraversalConfig.max_relayed_handshakes``)."""
     punching: PuncherStatistics
 
 
@@ -181,7 +188,10 @@ class Coordinator(Served):
             self.config.accept_backlog
         )
         self._inbound_handshakes = 0
-        self._counts = dict.fromkeys(("outbound", "inbound", "direct", "relayed", "refused"), 0)
+        self._relayed_handshakes = 0
+        self._counts = dict.fromkeys(
+            ("outbound", "inbound", "direct", "relayed", "refused", "refused_sessions"), 0
+        )
 
     def __repr__(self) -> str:
         return f"<Coordinator {self.key.node_id.short()} {len(self._connections)} connections>"
@@ -275,6 +285,9 @@ class Coordinator(Served):
             relayed=counts["relayed"],
             punching=self.puncher.statistics(),
             refused_initials=counts["refused"],
+            refused_sessions=counts["refused_sessions"],
+            relayed_handshakes=self._relayed_handshakes,
+            max_relayed_handshakes=self.config.max_relayed_handshakes,
         )
 
     # -- deciding ----------------------------------------------------------------------------
@@ -548,28 +561,34 @@ class Coordinator(Served):
                 raise failure
 
     async def _run_inbound_relayed(self, session: RelaySession) -> None:
-        """Serve the connection ``session``'s peer makes over it, until it closes."""
+        """Serve the connection ``session``'s peer makes over it, until it closes. Counted in
+        ``_relayed_handshakes`` (by the caller) until the handshake ends."""
         peer = session.peer
-        if not self._accept_peer(peer):
-            logger.info("%r: relay session from %s refused", self, peer.short())
-            await session.aclose()
-            return
-        self._nursery_or_raise().start_soon(self._measure_mapping)  # for our Answer, if punched
+        handshaking = True
         link = PeerLink(peer, self.shared.local_address, relay=session)
         try:
+            if not self._accept_peer(peer):
+                logger.info("%r: relay session from %s refused", self, peer.short())
+                return
+            self._nursery_or_raise().start_soon(self._measure_mapping)  # for our Answer
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(link.run)
                 async with listen(
                     link, self.key, {peer}, max_handshakes=1, config=self.config.connection
                 ) as listener:
+                    connection: Connection | None = None  # unless accepted in time
                     with trio.move_on_after(self.config.connection.handshake_timeout * 2):
                         connection = await listener.accept()
+                    self._relayed_handshakes -= 1
+                    handshaking = False
                     if connection is None:
                         logger.info("%r: no handshake from %s over the relay", self, peer.short())
                     else:
                         await self._carry_inbound(link, connection, "relayed")
                 nursery.cancel_scope.cancel()
         finally:
+            if handshaking:
+                self._relayed_handshakes -= 1
             link.close()
             await session.aclose()
 
@@ -587,6 +606,7 @@ class Coordinator(Served):
                 link, self.key, self._accept_peer, max_handshakes=1, config=self.config.connection
             ) as listener:
                 link.deliver_direct(data)
+                connection: Connection | None = None  # unless accepted in time
                 with trio.move_on_after(self.config.connection.handshake_timeout * 2):
                     connection = await listener.accept()
                 self._inbound_handshakes -= 1
@@ -616,6 +636,7 @@ class Coordinator(Served):
                 self.puncher.forget(link)
                 self._untrack(connection)
                 nursery.cancel_scope.cancel()
+                await connection._end("the coordinator carrying it ended")  # the peer hears
 
     def _hand_over(self, connection: Connection) -> None:
         try:
@@ -680,7 +701,23 @@ class Coordinator(Served):
                 watch.start_soon(until_lost)
                 while True:
                     session = await client.accept()
+                    if self._relayed_handshakes >= self.config.max_relayed_handshakes:
+                        self._refuse_session(session)
+                        await session.aclose()
+                        continue
+                    self._relayed_handshakes += 1
                     nursery.start_soon(self._run_inbound_relayed, session)
+
+    def _refuse_session(self, session: RelaySession) -> None:
+        """Count (and log, the first of each hundred) a relay session closed for want of room."""
+        refused = self._counts["refused_sessions"]
+        self._counts["refused_sessions"] = refused + 1
+        if refused % 100 == 0:
+            logger.warning(
+                "%r: %d relay sessions wait for a handshake; closing the one from %s "
+                "(%d refused so far)",
+                self, self._relayed_handshakes, session.peer.short(), refused + 1,
+            )  # fmt: skip
 
     # -- the profile -----------------------------------------------------------------------------
 
