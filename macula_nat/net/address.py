@@ -82,3 +82,12 @@ def any_address(version: int) -> str:
     if version == 6:
         return ANY_IPV6
     raise ValueError(f"IP version must be 4 or 6, not {version!r}")
+
+
+def source_prefix(host: str) -> str:
+    """The source a per-source limit counts: an IPv4 address unchanged, an IPv6 address's /64
+    as ``"2001:db8:1:2::/64"`` (a host owns a whole /64)."""
+    ip = ipaddress.ip_address(host)
+    if ip.version == 4:
+        return host
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
