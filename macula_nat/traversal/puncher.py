@@ -13,8 +13,9 @@ while the other side probes ``birthday_probes`` random ports of its public IP, b
 The first address proven both ways (:class:`~.prover.PathProver`) carries the connection
 (:meth:`~macula_nat.connection.link.PeerLink.use_direct`). Each side then checks the path every
 ``consent_interval``; unanswered for ``consent_timeout``, the link falls back to the relay and the
-initiator punches again after ``retry_interval``. A valid probe from a new address of the peer (a
-NAT rebinding) is probed back and, once it answers, followed.
+initiator punches again after ``retry_interval``. A fresh probe from a new address of the peer
+(a NAT rebinding) is probed back and, once it answers, followed; a replayed probe gets no answer
+at all (:mod:`.prover`).
 """
 
 from __future__ import annotations
@@ -498,18 +499,20 @@ class Puncher:
 
     async def _on_frame(self, punch: Punch, data: bytes, source: Address, via: UdpEndpoint) -> bool:
         """Handle a probe frame that came through ``via``; whether it was authentic."""
-        received = punch.prover.receive(data, source, trio.current_time())
-        if received.authentic and source not in punch.targets and len(punch.targets) < MAX_TARGETS:
-            # Peer-reflexive: where its packets really come from. A replayed probe from an
-            # attacker lands here too, bounded; it proves nothing (it cannot answer our nonce),
-            # and QUIC authenticates whatever the route lets through.
-            punch.targets += (source,)
-            self._routes.setdefault(source, punch.link)  # its QUIC may arrive before we adopt it
-        if received.reply is not None:
+        now = trio.current_time()
+        received = punch.prover.receive(data, source, now)
+        if received.reply is not None:  # a fresh probe: worth an answer
+            if source not in punch.targets and len(punch.targets) < MAX_TARGETS:
+                # Peer-reflexive: where its packets really come from. Only a fresh probe, not
+                # sent from where it was sent to, gets here: it proves nothing yet (the probe
+                # back must be answered from there), and QUIC authenticates what the route lets
+                # through.
+                punch.targets += (source,)
+                self._routes.setdefault(source, punch.link)  # its QUIC may come before we adopt it
             with contextlib.suppress(OSError):
                 await via.send_to(received.reply, source)
-        if received.probe_back:
-            await self._send_probe(punch, source, via)
+            if received.probe_back:
+                await self._send_probe(punch, source, via)
         if received.proven is not None:
             self._adopt(punch, received.proven, self._quic if via is self._probes else via)
         return received.authentic
