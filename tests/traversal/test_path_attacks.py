@@ -186,3 +186,37 @@ async def test_a_thousand_replays_in_a_second_get_no_answer(
                 nursery.cancel_scope.cancel()
         assert received == 0
         assert punch_of(alice, bob).prover.statistics().replays >= 1000 - 1
+
+
+async def test_fresh_probes_from_one_source_are_answered_within_its_rate(
+    autojump_clock: MockClock,
+) -> None:
+    """A peer (it holds the key) floods fresh probes from one address, say to reflect answers
+    at a victim there: over the 2 s of the flood and its aftermath the answers stay within the
+    per-source burst and rate, each the size of a probe, plus a probe back a second. Before the
+    limit each of the 1000 got an ACK."""
+    async with open_world(traversal=QUICK) as world:
+        _, alice, bob, _, _ = await direct_pair(world)
+        with trio.fail_after(60):
+            a = observed(alice)
+            prover = punch_of(bob, alice).prover
+            socket = await attacker_socket(world)
+            received = 0
+
+            async def count() -> None:
+                nonlocal received
+                while True:
+                    await socket.receive_from()
+                    received += 1
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(count)
+                for _ in range(1000):
+                    await socket.send_to(prover.probe(a, trio.current_time()), a)
+                    await trio.sleep(0.001)
+                await trio.sleep(1.0)
+                nursery.cancel_scope.cancel()
+        statistics = alice.coordinator.puncher.statistics()
+        allowed = statistics.probe_answer_burst + 2.0 * statistics.probe_answer_rate
+        assert received <= allowed + 3  # ACKs, and a probe back a second at most
+        assert statistics.probes_unanswered >= 1000 - allowed
