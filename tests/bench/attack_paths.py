@@ -4,9 +4,10 @@ Simulated (in-process internet under a MockClock, in a thread of its own so its 
 does not touch this run's clock): two full-cone nodes talk directly, and an attacker at its own
 public address (their NATs let it in)
 
-- replays one of bob's probes, captured on the way, to alice, and forwards whatever either node
-  sends it to the other, through an outage that leaves both real paths quiet: how many of the
-  two nodes end up with a path, a proof or a target at the attacker's address;
+- drops what goes between the two directly for a while (both paths go quiet), replays one of
+  bob's probes, captured on the way, to alice, and forwards whatever either node sends it to the
+  other: how many of the two nodes end up with their path, a proof or a target at the attacker's
+  address;
 - replays a captured probe 1,000 times in one second: how many answers come back, and their
   bytes against the replays';
 - floods 1,000 fresh probes in a second (the key holder, say to reflect answers at a victim):
@@ -27,6 +28,8 @@ from macula_nat.connection import Connection
 from macula_nat.net.address import Address
 from macula_nat.net.endpoint import UdpEndpoint
 from macula_nat.net.sim import Preset, add_site
+from macula_nat.net.sim.datagram import Datagram
+from macula_nat.net.sim.interface import Interface
 from macula_nat.net.sim.nat_box import NatBox
 from macula_nat.sim_world import World, open_world
 from macula_nat.system import NatSystem
@@ -77,8 +80,15 @@ async def _messages(a: Connection, b: Connection, count: int) -> None:
         nursery.start_soon(one_way, b, a)
 
 
-async def _outage(nat: NatBox, seconds: float) -> None:
-    nat._packet_arrived = lambda interface, packet: None  # type: ignore[method-assign]
+async def _cut(nat: NatBox, peer: Address, seconds: float) -> None:
+    """For ``seconds``, ``nat`` passes nothing to or from ``peer``."""
+    arrived = nat._packet_arrived
+
+    def dropping(interface: Interface, packet: Datagram) -> None:
+        if peer not in (packet.source, packet.destination):
+            arrived(interface, packet)
+
+    nat._packet_arrived = dropping  # type: ignore[method-assign]
     await trio.sleep(seconds)
     del nat._packet_arrived
 
@@ -128,9 +138,9 @@ async def _simulated() -> Simulated:
             with trio.fail_after(120):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_forward, socket, a, b)
-                    for second in range(20):
-                        if second == 5:
-                            nursery.start_soon(_outage, nat, 2 * QUICK.consent_interval)
+                    nursery.start_soon(_cut, nat, b, 4 * QUICK.consent_interval)
+                    await trio.sleep(2 * QUICK.consent_interval)
+                    for _ in range(10):
                         await socket.send_to(replay, a)
                         await trio.sleep(0.5)
                     await _messages(connection, accepted, 20)

@@ -15,6 +15,8 @@ from macula_nat.connection import Connection
 from macula_nat.net.address import Address
 from macula_nat.net.endpoint import UdpEndpoint
 from macula_nat.net.sim import Preset, add_site
+from macula_nat.net.sim.datagram import Datagram
+from macula_nat.net.sim.interface import Interface
 from macula_nat.net.sim.nat_box import NatBox
 from macula_nat.system import NatSystem
 from macula_nat.traversal.prover import PathProver
@@ -56,9 +58,16 @@ async def forward(socket: UdpEndpoint, a: Address, b: Address) -> None:
             await socket.send_to(data, a)
 
 
-async def outage(nat: NatBox, seconds: float) -> None:
-    """Nothing crosses ``nat`` either way for ``seconds``."""
-    nat._packet_arrived = lambda interface, packet: None  # type: ignore[method-assign]
+async def cut(nat: NatBox, peer: Address, seconds: float) -> None:
+    """For ``seconds``, ``nat`` passes nothing to or from ``peer`` (an attacker on the path
+    drops what goes between the two directly)."""
+    arrived = nat._packet_arrived
+
+    def dropping(interface: Interface, packet: Datagram) -> None:
+        if peer not in (packet.source, packet.destination):
+            arrived(interface, packet)
+
+    nat._packet_arrived = dropping  # type: ignore[method-assign]
     await trio.sleep(seconds)
     del nat._packet_arrived
 
@@ -108,11 +117,11 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Role, bytes]]:
 async def test_a_replayed_probe_forwarded_both_ways_moves_no_path(
     autojump_clock: MockClock, captured: list[tuple[Role, bytes]]
 ) -> None:
-    """The issue's attack: one of bob's probes, captured, is replayed to alice from the
-    attacker's address, which forwards whatever either peer sends it to the other. Before the
+    """The issue's attack: the attacker drops what goes between alice and bob directly for a
+    while, so both paths go quiet, replays one of bob's probes (captured on the way) to alice
+    from its own address, and forwards whatever either peer sends it to the other. Before the
     fix alice answered and probed the attacker back, bob answered that probe through it, and
-    both proved the attacker's address (a path either follows as soon as the real one is
-    quiet). A short outage then makes both real paths quiet."""
+    both moved their paths to the attacker's address."""
     async with open_world(traversal=QUICK) as world:
         nat, alice, bob, connection, accepted = await direct_pair(world)
         with trio.fail_after(60):
@@ -121,11 +130,9 @@ async def test_a_replayed_probe_forwarded_both_ways_moves_no_path(
             socket = await attacker_socket(world)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(forward, socket, a, b)
+                nursery.start_soon(cut, nat, b, 4 * QUICK.consent_interval)
+                await trio.sleep(2 * QUICK.consent_interval)  # both paths are quiet now
                 for _ in range(10):  # delivered to alice long ago, replayed now and then
-                    await socket.send_to(replay, a)
-                    await trio.sleep(0.5)
-                nursery.start_soon(outage, nat, 2 * QUICK.consent_interval)
-                for _ in range(30):
                     await socket.send_to(replay, a)
                     await trio.sleep(0.5)
                 await both_ways(connection, accepted, 20, 0.1)
