@@ -85,9 +85,9 @@ def any_address(version: int) -> str:
 
 
 def source_prefix(host: str) -> str:
-    """The source a per-source limit counts: an IPv4 address unchanged, an IPv6 address's /64
-    as ``"2001:db8:1:2::/64"`` (a host owns a whole /64)."""
+    """The source a host's traffic is accounted to: an IPv4 address unchanged, or the IPv6 /64
+    it lies in as ``"2001:db8:1:2::/64"`` (a host owns a whole /64, so it is one source)."""
     ip = ipaddress.ip_address(host)
     if ip.version == 4:
-        return host
+        return str(ip)
     return str(ipaddress.IPv6Network((ip, 64), strict=False))
