@@ -8,8 +8,9 @@ life; the link sends each datagram over the current path and delivers what arriv
 paths. Nothing is lost in a switch that QUIC would not retransmit anyway, and aioquic never sees
 an address change, so it never stalls on path validation.
 
-Paths are adopted only after the hole-punching layer proved them (authenticated probes answered
-from that address, :mod:`macula_nat.traversal.punch`); the link trusts its callers on that.
+Paths are adopted only after the hole-punching layer proved them (a fresh, single-use challenge
+sent to that address answered from it, :mod:`macula_nat.traversal.prover`); the link trusts its
+callers on that.
 """
 
 from __future__ import annotations

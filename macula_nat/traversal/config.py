@@ -58,6 +58,13 @@ class TraversalConfig:
     """Random ports the other side probes (98% success with 256 sockets, ARCHITECTURE.md 7)."""
     birthday_rate: float = attrs.field(default=1000.0, validator=_positive)
     """Birthday datagrams a side sends per second, at most."""
+    probe_answer_rate: float = attrs.field(default=50.0, validator=_positive)
+    """Probe frames a second this node answers (an ACK, a probe back) per source IP (IPv6: per
+    /64), sustained: a peer's punch reaches us from a few addresses every ``probe_interval``."""
+    probe_answer_burst: float = attrs.field(default=300.0, validator=_positive)
+    """Probe frames a source may have answered at once (a punch attempt's first rounds)."""
+    probe_answer_sources: int = attrs.field(default=16_384, validator=_at_least_one)
+    """Sources the probe-answer limit remembers; the least recently seen go first."""
     accept_backlog: int = attrs.field(default=64, validator=_at_least_one)
     max_inbound_handshakes: int = attrs.field(default=16, validator=_at_least_one)
     max_relayed_handshakes: int = attrs.field(default=16, validator=_at_least_one)

@@ -26,12 +26,17 @@ Offer with 32 IPv6 candidates and 32 predicted mappings is about 810 bytes befor
 socket that STUN (first byte 0-3), relay frames (4-15) and QUIC (64-127, 192-255) share. Their
 first bytes are 0x10-0x13 (16-19: ZRTP's in RFC 7983, which never runs on this socket):
 
-``type (1) | link id (8) | nonce (8) | tag (16)``, 33 bytes, where the type is
-``0x10 | kind << 1 | role`` and the tag is HMAC-SHA256 over the first 17 bytes under the Offer's
-key, cut to 16 bytes. A spoofed probe fails the tag. Intended use by the caller, which this module
-cannot enforce: find the key with :func:`peek_link_id`, then accept a frame only if its role is
-the *other* side's (so our own probe reflected back is refused), and count an ACK only if it
-echoes a nonce we sent to the very address the ACK comes from.
+``type (1) | link id (8) | nonce (8) | address (19) | tag (16)``, 52 bytes, where the type is
+``0x10 | kind << 1 | role``, the address is the *challenged* one (a family byte 4 or 6, the IP in
+16 bytes, an IPv4 one zero-padded, and the port): a PROBE names the address it was sent to, its
+ACK echoes it. The tag is HMAC-SHA256 over the first 36 bytes under the Offer's key, cut to 16
+bytes. A spoofed probe fails the tag. A PROBE and its ACK have the same size, so an answer never
+amplifies. Intended use by the caller, which this module cannot enforce (see
+:mod:`~macula_nat.traversal.prover`): find the key with :func:`peek_link_id`, then accept a frame
+only if its role is the *other* side's (so our own probe reflected back is refused), answer a
+PROBE only once (its nonce) and never one that arrives from the very address it was sent to (it
+went through a forwarder there), and count an ACK only if it echoes a nonce we sent to the very
+address the ACK comes from and names.
 
 :func:`decode_control` raises only :class:`ControlError`, :func:`decode_probe` only
 :class:`ProbeError` (for a well-sized key), whatever the bytes.
@@ -42,6 +47,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
 from collections.abc import Callable
@@ -52,9 +58,10 @@ import attrs
 from macula_nat.dht import bencoding
 from macula_nat.dht.compact import Address, check_address, decode_peer, encode_peer, is_ipv6
 from macula_nat.nat.profile import NatProfile
-from macula_nat.net.address import normalise_addresses
+from macula_nat.net.address import normalise_address, normalise_addresses
 
 __all__ = [
+    "ADDRESS_SIZE",
     "FIRST_BYTES",
     "FRAME_SIZE",
     "KEY_SIZE",
@@ -86,13 +93,16 @@ KEY_SIZE: Final = 32
 MAX_CANDIDATES: Final = 32
 """The most candidates, and the most predicted mappings, one message carries."""
 NONCE_SIZE: Final = 8
+ADDRESS_SIZE: Final = 1 + 16 + 2
+"""The challenged address in a probe frame: family byte, IP (IPv4 zero-padded), port."""
 TAG_SIZE: Final = 16
-FRAME_SIZE: Final = 1 + LINK_ID_SIZE + NONCE_SIZE + TAG_SIZE
-"""33: every probe frame's size."""
+FRAME_SIZE: Final = 1 + LINK_ID_SIZE + NONCE_SIZE + ADDRESS_SIZE + TAG_SIZE
+"""52: every probe frame's size."""
 FIRST_BYTES: Final = frozenset(range(0x10, 0x14))
 """First bytes reserved for probe frames on the shared socket."""
 
-_SIGNED: Final = 1 + LINK_ID_SIZE + NONCE_SIZE
+_SIGNED: Final = 1 + LINK_ID_SIZE + NONCE_SIZE + ADDRESS_SIZE
+_ADDRESS_AT: Final = 1 + LINK_ID_SIZE + NONCE_SIZE
 _SAME_IP: Final = 0
 _FAMILY: Final = {4: 6, 6: 18}
 """Family byte to the size of the compact peer info that follows it."""
@@ -366,12 +376,32 @@ class FrameKind(enum.IntEnum):
 
 @attrs.frozen
 class ProbeFrame:
-    """One punch datagram; ``role`` is the sender's, and an ACK echoes its PROBE's nonce."""
+    """One punch datagram; ``role`` is the sender's, and an ACK echoes its PROBE's nonce and
+    address (the one the PROBE was sent to)."""
 
     kind: FrameKind = attrs.field(validator=attrs.validators.instance_of(FrameKind))
     role: Role = attrs.field(validator=attrs.validators.instance_of(Role))
     link_id: bytes = attrs.field(validator=_sized(LINK_ID_SIZE))
     nonce: bytes = attrs.field(validator=_sized(NONCE_SIZE))
+    address: Address = attrs.field(converter=normalise_address)
+    """The challenged address: where the PROBE was sent."""
+
+
+def _encode_address(address: Address) -> bytes:
+    ip, port = address
+    packed = ipaddress.ip_address(ip).packed
+    return (
+        bytes((6 if len(packed) == 16 else 4,)) + packed.ljust(16, b"\0") + port.to_bytes(2, "big")
+    )
+
+
+def _decode_address(data: bytes) -> Address:
+    family, packed, port = data[0], data[1:17], int.from_bytes(data[17:19], "big")
+    if family == 4 and not any(packed[4:]):
+        return str(ipaddress.IPv4Address(packed[:4])), port
+    if family == 6:
+        return str(ipaddress.IPv6Address(packed)), port
+    raise ProbeError(f"not a challenged address: family byte {family}, IP {packed.hex()}")
 
 
 def _check_key(key: bytes) -> None:
@@ -389,9 +419,10 @@ def is_probe_frame(data: bytes) -> bool:
 
 
 def encode_probe(frame: ProbeFrame, key: bytes) -> bytes:
-    """The 33-byte datagram for ``frame``, tagged under ``key`` (the Offer's)."""
+    """The 52-byte datagram for ``frame``, tagged under ``key`` (the Offer's)."""
     _check_key(key)
-    signed = bytes((0x10 | frame.kind << 1 | frame.role,)) + frame.link_id + frame.nonce
+    first = bytes((0x10 | frame.kind << 1 | frame.role,))
+    signed = first + frame.link_id + frame.nonce + _encode_address(frame.address)
     return signed + _tag(key, signed)
 
 
@@ -417,5 +448,6 @@ def decode_probe(data: bytes, key: bytes) -> ProbeFrame:
         FrameKind(data[0] >> 1 & 1),
         Role(data[0] & 1),
         data[1 : 1 + LINK_ID_SIZE],
-        data[1 + LINK_ID_SIZE : _SIGNED],
+        data[1 + LINK_ID_SIZE : _ADDRESS_AT],
+        _decode_address(data[_ADDRESS_AT:_SIGNED]),
     )

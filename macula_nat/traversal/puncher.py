@@ -13,8 +13,10 @@ while the other side probes ``birthday_probes`` random ports of its public IP, b
 The first address proven both ways (:class:`~.prover.PathProver`) carries the connection
 (:meth:`~macula_nat.connection.link.PeerLink.use_direct`). Each side then checks the path every
 ``consent_interval``; unanswered for ``consent_timeout``, the link falls back to the relay and the
-initiator punches again after ``retry_interval``. A valid probe from a new address of the peer (a
-NAT rebinding) is probed back and, once it answers, followed.
+initiator punches again after ``retry_interval``. A fresh probe from a new address of the peer
+(a NAT rebinding) is probed back and, once it answers, followed. Probes are answered (an ACK of
+the probe's size, and a probe back) within ``probe_answer_rate`` per source IP (IPv6: /64); a
+replayed probe gets no answer at all (:mod:`.prover`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from macula_nat.connection import Connection, ConnectionFailed
 from macula_nat.connection.link import ConnectionMethod, DirectPath, PeerLink
 from macula_nat.identity import NodeId
 from macula_nat.nat.profile import NatProfile
-from macula_nat.net.address import ANY_IPV4, Address, normalise_address
+from macula_nat.nat.rate_limit import TokenBuckets
+from macula_nat.net.address import ANY_IPV4, Address, normalise_address, source_prefix
 from macula_nat.net.demux import Traffic, classify
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 from macula_nat.traversal.config import TraversalConfig
@@ -96,6 +99,12 @@ class PuncherStatistics:
     """Punched paths that died (the connection went back to the relay)."""
     birthday_sockets: int
     """Sockets opened for birthday punches, in all."""
+    probes_unanswered: int
+    """Fresh probe frames left unanswered: their source was over ``probe_answer_rate``."""
+    probe_answer_rate: float
+    probe_answer_burst: float
+    probe_answer_sources: int
+    """The per-source limit on answering probes (from :class:`TraversalConfig`)."""
 
 
 @attrs.define(eq=False)
@@ -172,6 +181,10 @@ class Puncher:
         self._refs = itertools.count(1)
         self._punches = self._failures = self._upgrades = self._fallbacks = 0
         self._birthday_sockets = 0
+        self._answers = TokenBuckets(
+            config.probe_answer_rate, config.probe_answer_burst, config.probe_answer_sources
+        )
+        self._unanswered = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -220,8 +233,17 @@ class Puncher:
         ]
 
     def statistics(self) -> PuncherStatistics:
+        config = self.config
         return PuncherStatistics(
-            self._punches, self._failures, self._upgrades, self._fallbacks, self._birthday_sockets
+            self._punches,
+            self._failures,
+            self._upgrades,
+            self._fallbacks,
+            self._birthday_sockets,
+            self._unanswered,
+            config.probe_answer_rate,
+            config.probe_answer_burst,
+            config.probe_answer_sources,
         )
 
     # -- signalling ------------------------------------------------------------------------------
@@ -498,18 +520,23 @@ class Puncher:
 
     async def _on_frame(self, punch: Punch, data: bytes, source: Address, via: UdpEndpoint) -> bool:
         """Handle a probe frame that came through ``via``; whether it was authentic."""
-        received = punch.prover.receive(data, source, trio.current_time())
-        if received.authentic and source not in punch.targets and len(punch.targets) < MAX_TARGETS:
-            # Peer-reflexive: where its packets really come from. A replayed probe from an
-            # attacker lands here too, bounded; it proves nothing (it cannot answer our nonce),
-            # and QUIC authenticates whatever the route lets through.
-            punch.targets += (source,)
-            self._routes.setdefault(source, punch.link)  # its QUIC may arrive before we adopt it
-        if received.reply is not None:
+        now = trio.current_time()
+        received = punch.prover.receive(data, source, now)
+        if received.reply is not None:  # a fresh probe: worth an answer, within the limit
+            if not self._answers.allow(source_prefix(source[0]), now):
+                self._unanswered += 1
+                return True
+            if source not in punch.targets and len(punch.targets) < MAX_TARGETS:
+                # Peer-reflexive: where its packets really come from. Only a fresh probe, not
+                # sent from where it was sent to, gets here: it proves nothing yet (the probe
+                # back must be answered from there), and QUIC authenticates what the route lets
+                # through.
+                punch.targets += (source,)
+                self._routes.setdefault(source, punch.link)  # its QUIC may come before we adopt it
             with contextlib.suppress(OSError):
                 await via.send_to(received.reply, source)
-        if received.probe_back:
-            await self._send_probe(punch, source, via)
+            if received.probe_back:
+                await self._send_probe(punch, source, via)
         if received.proven is not None:
             self._adopt(punch, received.proven, self._quic if via is self._probes else via)
         return received.authentic

@@ -162,9 +162,10 @@ def test_quick_liveness_settings_are_valid() -> None:
 async def test_replayed_and_forged_probes_cannot_hijack_the_path(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An attacker on the internet replays bob's genuine probes (and forges ACKs) to alice from
-    its own address: alice answers and probes back, but the attacker cannot answer her nonce,
-    so her connection never moves to it."""
+    """An attacker on the internet sends bob's genuine probes (and forges ACKs) to alice from
+    its own address: the attacker cannot answer her nonce itself, so her connection never moves
+    to it. (It does not forward alice's probe back to bob, and bob's port-restricted NAT would
+    drop it anyway: test_path_attacks has the forwarding attacker, between full-cone peers.)"""
     sent: list[bytes] = []
     async with open_world() as world:
         alice = await world.node(Preset.FULL_CONE, "alice")

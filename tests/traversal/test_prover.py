@@ -22,6 +22,7 @@ from macula_nat.traversal.punch_wire import (
     decode_probe,
     encode_probe,
 )
+from macula_nat.traversal.replay import stamped_nonce
 
 LINK = bytes(range(1, 1 + LINK_ID_SIZE))
 KEY = bytes(range(KEY_SIZE))
@@ -35,17 +36,35 @@ addresses = st.tuples(st.ip_addresses().map(str), st.integers(min_value=0, max_v
 
 
 def counter(start: int = 1) -> Callable[[int], bytes]:
-    """A deterministic ``random_bytes``: the nonces start, start + 1, ... (big-endian)."""
+    """A deterministic ``random_bytes``: the nonces' random parts are start, start + 1, ..."""
     count = itertools.count(start)
     return lambda size: next(count).to_bytes(size, "big")
 
 
-def nonce(n: int) -> bytes:
-    return n.to_bytes(NONCE_SIZE, "big")
+def nonce(n: int, at: float = 0.0) -> bytes:
+    """The ``n``-th nonce of a ``counter()`` prover, made at time ``at``."""
+    return stamped_nonce(at, NONCE_SIZE, lambda size: n.to_bytes(size, "big"))
 
 
-def frame(kind: FrameKind, role: Role, n: int, *, link_id: bytes = LINK, key: bytes = KEY) -> bytes:
-    return encode_probe(ProbeFrame(kind, role, link_id, nonce(n)), key)
+def frame(
+    kind: FrameKind,
+    role: Role,
+    n: int,
+    *,
+    to: Address = ADDR_B,
+    at: float = 0.0,
+    link_id: bytes = LINK,
+    key: bytes = KEY,
+) -> bytes:
+    """A frame of nonce ``n`` made at ``at``, challenging ``to`` (a PROBE's destination, which
+    its ACK echoes)."""
+    return encode_probe(ProbeFrame(kind, role, link_id, nonce(n, at), to), key)
+
+
+def stats(
+    sent: int, received: int, acks: int, rejected: int, replays: int = 0, looped: int = 0
+) -> ProverStatistics:
+    return ProverStatistics(sent, received, acks, rejected, replays, looped)
 
 
 def pair() -> tuple[PathProver, PathProver]:
@@ -82,12 +101,8 @@ def test_two_provers_prove_each_other() -> None:
     assert b.receive(ack.reply, ADDR_A, now=10.5).proven == ADDR_A
     assert b.proven == frozenset({ADDR_A})
 
-    assert a.statistics() == ProverStatistics(
-        probes_sent=1, probes_received=1, acks_received=1, rejected=0
-    )
-    assert b.statistics() == ProverStatistics(
-        probes_sent=1, probes_received=1, acks_received=1, rejected=0
-    )
+    assert a.statistics() == stats(1, 1, 1, 0)
+    assert b.statistics() == stats(1, 1, 1, 0)
 
 
 def test_the_ack_echoes_the_probes_nonce_with_the_repliers_role() -> None:
@@ -97,15 +112,18 @@ def test_the_ack_echoes_the_probes_nonce_with_the_repliers_role() -> None:
     reply = b.receive(probe, ADDR_A, now=0.0).reply
 
     assert reply is not None
-    assert decode_probe(probe, KEY) == ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK, nonce(1))
-    assert decode_probe(reply, KEY) == ProbeFrame(FrameKind.ACK, Role.RESPONDER, LINK, nonce(1))
+    sent = ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK, nonce(1), ADDR_B)
+    assert decode_probe(probe, KEY) == sent
+    assert decode_probe(reply, KEY) == ProbeFrame(
+        FrameKind.ACK, Role.RESPONDER, LINK, nonce(1), ADDR_B
+    )
 
 
 def test_a_deterministic_random_bytes_makes_the_probe_frames_exact() -> None:
     a, _ = pair()
 
     assert a.probe(ADDR_B, now=0.0) == frame(FrameKind.PROBE, Role.INITIATOR, 1)
-    assert a.probe(ELSEWHERE, now=0.0) == frame(FrameKind.PROBE, Role.INITIATOR, 2)
+    assert a.probe(ELSEWHERE, now=0.0) == frame(FrameKind.PROBE, Role.INITIATOR, 2, to=ELSEWHERE)
     assert len(frame(FrameKind.PROBE, Role.INITIATOR, 3)) == FRAME_SIZE
 
 
@@ -114,7 +132,8 @@ def test_a_hand_built_ack_to_our_nonce_proves_its_source() -> None:
     a.probe(ADDR_B, now=1.0)
     a.probe(ELSEWHERE, now=2.0)
 
-    received = a.receive(frame(FrameKind.ACK, Role.RESPONDER, 2), ELSEWHERE, now=5.0)
+    ack = frame(FrameKind.ACK, Role.RESPONDER, 2, to=ELSEWHERE, at=2.0)
+    received = a.receive(ack, ELSEWHERE, now=5.0)
 
     assert received == Received(proven=ELSEWHERE, rtt=3.0, authentic=True)
 
@@ -127,7 +146,8 @@ def test_proven_grows_with_each_address_proven() -> None:
 
     seen: list[frozenset[Address]] = []
     for n, target in enumerate(targets, start=1):
-        assert a.receive(frame(FrameKind.ACK, Role.RESPONDER, n), target, now=1.0).proven == target
+        ack = frame(FrameKind.ACK, Role.RESPONDER, n, to=target)
+        assert a.receive(ack, target, now=1.0).proven == target
         seen.append(a.proven)
 
     assert seen == [frozenset(targets[:1]), frozenset(targets[:2]), frozenset(targets)]
@@ -191,16 +211,14 @@ def test_a_replayed_ack_proves_only_once() -> None:
 
     assert replayed == Received(authentic=True)
     assert a.proven == frozenset()
-    assert a.statistics() == ProverStatistics(
-        probes_sent=1, probes_received=0, acks_received=1, rejected=1
-    )
+    assert a.statistics() == stats(1, 0, 1, 1)
 
 
 def test_an_ack_older_than_the_nonce_lifetime_proves_nothing() -> None:
     a = PathProver(LINK, KEY, Role.INITIATOR, nonce_lifetime=30.0, random_bytes=counter())
     a.probe(ADDR_B, now=100.0)
 
-    received = a.receive(frame(FrameKind.ACK, Role.RESPONDER, 1), ADDR_B, now=130.5)
+    received = a.receive(frame(FrameKind.ACK, Role.RESPONDER, 1, at=100.0), ADDR_B, now=130.5)
 
     assert received.proven is None
     assert received.authentic is True
@@ -211,7 +229,7 @@ def test_an_ack_within_the_nonce_lifetime_still_proves() -> None:
     a = PathProver(LINK, KEY, Role.INITIATOR, nonce_lifetime=30.0, random_bytes=counter())
     a.probe(ADDR_B, now=100.0)
 
-    received = a.receive(frame(FrameKind.ACK, Role.RESPONDER, 1), ADDR_B, now=130.0)
+    received = a.receive(frame(FrameKind.ACK, Role.RESPONDER, 1, at=100.0), ADDR_B, now=130.0)
 
     assert received.proven == ADDR_B
     assert received.rtt == 30.0
@@ -228,9 +246,7 @@ def test_our_own_probe_reflected_back_is_rejected() -> None:
 
     assert received == Received()
     assert received.reply is None
-    assert a.statistics() == ProverStatistics(
-        probes_sent=1, probes_received=0, acks_received=0, rejected=1
-    )
+    assert a.statistics() == stats(1, 0, 0, 1)
 
 
 def test_an_ack_with_our_own_role_is_rejected_even_to_our_nonce() -> None:
@@ -271,9 +287,7 @@ def test_frames_without_the_links_key_and_id_are_rejected(data: bytes) -> None:
     assert received == Received()
     assert received.authentic is False
     assert a.proven == frozenset()
-    assert a.statistics() == ProverStatistics(
-        probes_sent=1, probes_received=0, acks_received=0, rejected=1
-    )
+    assert a.statistics() == stats(1, 0, 0, 1)
 
 
 # -- probe back and forget -----------------------------------------------------------------------
@@ -284,16 +298,18 @@ def test_a_probe_from_a_proven_address_needs_no_probe_back_until_forgotten() -> 
     a.probe(ADDR_B, now=0.0)
     assert a.receive(frame(FrameKind.ACK, Role.RESPONDER, 1), ADDR_B, now=0.1).proven == ADDR_B
 
-    peer_probe = frame(FrameKind.PROBE, Role.RESPONDER, 77)
-    assert a.receive(peer_probe, ADDR_B, now=1.0).probe_back is False
-    assert a.receive(peer_probe, ELSEWHERE, now=1.0).probe_back is True
+    def peer_probe(n: int) -> bytes:
+        return frame(FrameKind.PROBE, Role.RESPONDER, n, to=ADDR_A, at=1.0)
+
+    assert a.receive(peer_probe(77), ADDR_B, now=1.0).probe_back is False
+    assert a.receive(peer_probe(78), ELSEWHERE, now=1.0).probe_back is True
 
     a.forget(ADDR_B)
 
     assert a.proven == frozenset()
-    again = a.receive(peer_probe, ADDR_B, now=2.0)
+    again = a.receive(peer_probe(79), ADDR_B, now=2.0)
     assert again.probe_back is True
-    assert again.reply == frame(FrameKind.ACK, Role.INITIATOR, 77)
+    assert again.reply == frame(FrameKind.ACK, Role.INITIATOR, 79, to=ADDR_A, at=1.0)
 
 
 def test_forgetting_an_unknown_address_is_harmless() -> None:
@@ -313,15 +329,13 @@ def test_only_the_newest_max_outstanding_nonces_can_be_acknowledged() -> None:
         a.probe(target, now=0.0)  # nonces 1..6
 
     results = [
-        a.receive(frame(FrameKind.ACK, Role.RESPONDER, n), target, now=1.0).proven
+        a.receive(frame(FrameKind.ACK, Role.RESPONDER, n, to=target), target, now=1.0).proven
         for n, target in enumerate(targets, start=1)
     ]
 
     assert results == [None, None, *targets[2:]]
     assert a.proven == frozenset(targets[2:])
-    assert a.statistics() == ProverStatistics(
-        probes_sent=6, probes_received=0, acks_received=4, rejected=2
-    )
+    assert a.statistics() == stats(6, 0, 4, 2)
 
 
 # -- whatever arrives ----------------------------------------------------------------------------
@@ -360,3 +374,79 @@ def test_an_ack_with_any_bit_flipped_proves_nothing(n: int, bit: int) -> None:
     assert received.proven is None
     assert a.proven == frozenset()
     assert a.receive(frame(FrameKind.ACK, Role.RESPONDER, n), ADDR_B, now=1.0).proven == ADDR_B
+
+
+# -- replays, forwarders and the challenged address (issue 11, point 8) --------------------------
+
+
+def test_a_replayed_probe_gets_no_answer_and_no_probe_back() -> None:
+    a, b = pair()
+    probe = a.probe(ADDR_B, now=0.0)
+    assert b.receive(probe, ADDR_A, now=0.0).reply is not None
+
+    for source in (ADDR_A, ELSEWHERE):  # the same probe again, from anywhere
+        assert b.receive(probe, source, now=0.5) == Received(authentic=True)
+
+    assert b.statistics() == stats(0, 3, 0, 0, replays=2)
+
+
+def test_a_probe_older_than_the_nonce_lifetime_by_its_senders_clock_gets_no_answer() -> None:
+    _, b = pair()
+    assert b.receive(frame(FrameKind.PROBE, Role.INITIATOR, 1, at=100.0), ADDR_A, now=0.0).reply
+    old = frame(FrameKind.PROBE, Role.INITIATOR, 2, at=69.0)  # made, then held back 31 s
+
+    assert b.receive(old, ELSEWHERE, now=0.0) == Received(authentic=True)
+    assert b.statistics().replays == 1
+
+
+def test_a_probe_from_the_address_it_was_sent_to_went_through_a_forwarder() -> None:
+    """alice probes the forwarder at ELSEWHERE, which sends it on to bob from ELSEWHERE: bob
+    refuses to answer for an address that is not where he was reached."""
+    a, b = pair()
+    probe = a.probe(ELSEWHERE, now=0.0)
+
+    assert b.receive(probe, ELSEWHERE, now=0.0) == Received(authentic=True)
+    assert b.statistics() == stats(0, 1, 0, 0, looped=1)
+    # the same probe straight from alice is still fresh: a loop burns no nonce
+    assert b.receive(probe, ADDR_A, now=0.0).reply is not None
+
+
+def test_an_ack_must_name_the_address_it_comes_from() -> None:
+    a, _ = pair()
+    a.probe(ADDR_B, now=0.0)
+
+    elsewhere = frame(FrameKind.ACK, Role.RESPONDER, 1, to=ELSEWHERE)
+    assert a.receive(elsewhere, ADDR_B, now=0.1) == Received(authentic=True)
+    assert a.receive(frame(FrameKind.ACK, Role.RESPONDER, 1), ADDR_B, now=0.1).proven == ADDR_B
+
+
+def test_probes_from_one_unproven_source_are_probed_back_once_a_gap() -> None:
+    a = PathProver(LINK, KEY, Role.INITIATOR, probe_back_gap=1.0, random_bytes=counter())
+    backs = [
+        a.receive(
+            frame(FrameKind.PROBE, Role.RESPONDER, n, to=ADDR_A), ADDR_B, now=n / 10
+        ).probe_back
+        for n in range(1, 25)
+    ]
+    assert backs.count(True) == 24  # nothing probed ADDR_B yet: the caller does on each True
+
+    for n in range(30, 54):
+        now = n / 10
+        received = a.receive(frame(FrameKind.PROBE, Role.RESPONDER, n, to=ADDR_A), ADDR_B, now)
+        if received.probe_back:
+            a.probe(ADDR_B, now)
+    assert a.statistics().probes_sent == 3  # at 3.0, 4.0 and 5.0
+
+
+@given(
+    replays=st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=40),
+    source=addresses,
+)
+def test_whatever_is_replayed_from_wherever_each_probe_is_answered_once(
+    replays: list[int], source: Address
+) -> None:
+    a, b = pair()
+    probes = [a.probe(ADDR_B, now=0.0) for _ in range(6)]
+    answered = [b.receive(probes[i], source, now=1.0).reply is not None for i in replays]
+
+    assert answered.count(True) == (0 if source == ADDR_B else len(set(replays)))

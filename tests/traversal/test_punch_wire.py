@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
 from macula_nat.dht import bencoding
 from macula_nat.nat.profile import Confidence, NatProfile
+from macula_nat.net.address import Address
 from macula_nat.relay import frames
 from macula_nat.traversal.punch_wire import (
+    ADDRESS_SIZE,
     FIRST_BYTES,
     FRAME_SIZE,
     KEY_SIZE,
@@ -97,6 +99,7 @@ probe_frames = st.builds(
     st.sampled_from(Role),
     link_ids,
     st.binary(min_size=NONCE_SIZE, max_size=NONCE_SIZE),
+    addresses,
 )
 
 
@@ -390,6 +393,8 @@ def test_the_key_stays_out_of_the_repr() -> None:
 
 # -- probe frames -------------------------------------------------------------------------------
 
+ADDR: Address = ("198.51.100.7", 4000)
+
 
 @given(probe_frames, keys)
 def test_probe_frames_round_trip(frame: ProbeFrame, key: bytes) -> None:
@@ -411,10 +416,35 @@ def test_probe_frames_round_trip(frame: ProbeFrame, key: bytes) -> None:
 )
 def test_probe_wire_form(kind: FrameKind, role: Role, first: int) -> None:
     nonce = b"\xa0" * NONCE_SIZE
-    data = encode_probe(ProbeFrame(kind, role, LINK, nonce), KEY)
-    signed = bytes((first,)) + LINK + nonce
+    data = encode_probe(ProbeFrame(kind, role, LINK, nonce, ("192.0.2.1", 0x1234)), KEY)
+    challenged = b"\x04" + bytes((192, 0, 2, 1)) + bytes(12) + b"\x12\x34"
+    signed = bytes((first,)) + LINK + nonce + challenged
+    assert len(challenged) == ADDRESS_SIZE
     assert data == signed + hmac.new(KEY, signed, hashlib.sha256).digest()[:16]
-    assert decode_probe(data, KEY) == ProbeFrame(kind, role, LINK, nonce)
+    assert decode_probe(data, KEY) == ProbeFrame(kind, role, LINK, nonce, ("192.0.2.1", 0x1234))
+
+
+def test_an_ipv6_challenged_address_fills_its_sixteen_bytes() -> None:
+    frame = ProbeFrame(FrameKind.ACK, Role.RESPONDER, LINK, bytes(8), ("2001:db8::1", 443))
+    data = encode_probe(frame, KEY)
+    assert data[17:36] == b"\x06" + bytes.fromhex("20010db8" + "00" * 11 + "01") + b"\x01\xbb"
+    assert decode_probe(data, KEY) == frame
+
+
+@pytest.mark.parametrize(
+    "challenged",
+    [
+        pytest.param(b"\x05" + bytes(18), id="unknown-family"),
+        pytest.param(b"\x04" + bytes(4) + b"\x01" + bytes(11) + b"\x00\x01", id="ipv4-padding"),
+    ],
+)
+def test_a_malformed_challenged_address_is_a_probe_error_even_well_tagged(
+    challenged: bytes,
+) -> None:
+    signed = b"\x10" + LINK + bytes(8) + challenged
+    data = signed + hmac.new(KEY, signed, hashlib.sha256).digest()[:16]
+    with pytest.raises(ProbeError, match="not a challenged address"):
+        decode_probe(data, KEY)
 
 
 def test_probe_first_bytes_are_no_one_elses() -> None:
@@ -453,7 +483,7 @@ def test_resized_probes_are_refused(frame: ProbeFrame, data: st.DataObject) -> N
     )
     assert not is_probe_frame(resized)
     assert peek_link_id(resized) is None
-    with pytest.raises(ProbeError, match="33 bytes"):
+    with pytest.raises(ProbeError, match="52 bytes"):
         decode_probe(resized, KEY)
 
 
@@ -461,7 +491,7 @@ def test_resized_probes_are_refused(frame: ProbeFrame, data: st.DataObject) -> N
 def test_other_first_bytes_are_not_probes(first: int) -> None:
     data = (
         bytes((first,))
-        + encode_probe(ProbeFrame(FrameKind.ACK, Role.RESPONDER, LINK, LINK), KEY)[1:]
+        + encode_probe(ProbeFrame(FrameKind.ACK, Role.RESPONDER, LINK, LINK, ADDR), KEY)[1:]
     )
     assert not is_probe_frame(data)
     assert peek_link_id(data) is None
@@ -470,7 +500,7 @@ def test_other_first_bytes_are_not_probes(first: int) -> None:
 
 
 def test_peek_needs_no_key_and_checks_no_tag() -> None:
-    data = encode_probe(ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK, bytes(8)), KEY)
+    data = encode_probe(ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK, bytes(8), ADDR), KEY)
     forged = data[:-1] + bytes((data[-1] ^ 1,))
     assert peek_link_id(data) == LINK
     assert peek_link_id(forged) == LINK
@@ -478,12 +508,14 @@ def test_peek_needs_no_key_and_checks_no_tag() -> None:
 
 def test_probe_fields_and_keys_are_validated() -> None:
     with pytest.raises(ValueError, match="link_id must be 8 bytes"):
-        ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK[:7], bytes(8))
+        ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK[:7], bytes(8), ADDR)
     with pytest.raises(ValueError, match="nonce must be 8 bytes"):
-        ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK, bytes(9))
+        ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK, bytes(9), ADDR)
     with pytest.raises(TypeError):
-        ProbeFrame(0, Role.INITIATOR, LINK, bytes(8))  # type: ignore[arg-type]
-    frame = ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK, bytes(8))
+        ProbeFrame(0, Role.INITIATOR, LINK, bytes(8), ADDR)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK, bytes(8), ("not an ip", 1))
+    frame = ProbeFrame(FrameKind.PROBE, Role.INITIATOR, LINK, bytes(8), ADDR)
     with pytest.raises(ValueError, match="32 bytes") as caught:
         encode_probe(frame, KEY[:16])
     assert type(caught.value) is ValueError
