@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -32,7 +31,7 @@ from macula_nat.nat.binding import (
     answer,
 )
 from macula_nat.nat.rate_limit import TokenBuckets
-from macula_nat.net.address import Address, is_unspecified, normalise_address
+from macula_nat.net.address import Address, is_unspecified, normalise_address, source_prefix
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 from macula_nat.wire import stun
 
@@ -158,13 +157,6 @@ class ObserverRef(ActorRef):
         return result
 
 
-def _source_key(ip: str) -> str | bytes:
-    """The rate-limit key of a source: its IPv4 address, or its IPv6 /64 (one host's share)."""
-    if ":" not in ip:
-        return ip
-    return socket.inet_pton(socket.AF_INET6, ip)[:8]
-
-
 def _format(address: Address) -> str:
     ip, port = address
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
@@ -275,7 +267,7 @@ class Observer(Actor):
                 counters.datagrams += 1
                 received.received += 1
                 # Keyed by IP: every reply goes to the source IP, whatever RESPONSE-PORT says.
-                if not allow(_source_key(source[0]), now()):
+                if not allow(source_prefix(source[0]), now()):
                     counters.rate_limited += 1
                     continue
                 decision = answer(

@@ -85,9 +85,16 @@ def any_address(version: int) -> str:
 
 
 def source_prefix(host: str) -> str:
-    """The source a host's traffic is accounted to: an IPv4 address unchanged, or the IPv6 /64
-    it lies in as ``"2001:db8:1:2::/64"`` (a host owns a whole /64, so it is one source)."""
-    ip = ipaddress.ip_address(host)
-    if ip.version == 4:
-        return str(ip)
+    """The source a host's traffic is accounted to by every per-source limit: an IPv4 address
+    unchanged (also when it arrives IPv4-mapped, ``::ffff:192.0.2.7``), or the IPv6 /64 it lies
+    in as ``"2001:db8:1:2::/64"`` (a host owns a whole /64, so it is one source).
+
+    ``host`` is an address as a socket reports it; the IPv4 case, the common one on a hot path,
+    is returned as it is."""
+    if ":" not in host:
+        return host
+    ip = ipaddress.IPv6Address(host.split("%", 1)[0])
+    mapped = ip.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
     return str(ipaddress.IPv6Network((ip, 64), strict=False))

@@ -71,7 +71,10 @@ def test_families_and_wildcards() -> None:
         ("192.0.2.7", "192.0.2.7"),
         ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
         ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:0db8:0001:0002:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
         ("::1", "::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),  # a dual-stack socket's IPv4 peer is that IPv4 host
+        ("fe80::1%eth0", "fe80::/64"),
     ],
 )
 def test_a_source_is_an_ipv4_address_or_an_ipv6_64(host: str, prefix: str) -> None:

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from macula_nat.net.address import source_prefix
 from macula_nat.relay.shares import Admit, Evict, Refuse, SourceShares, share_of
 
 SOURCES = [f"192.0.2.{n}" for n in range(1, 7)]
@@ -110,15 +109,3 @@ def test_bad_limits_are_a_clear_error() -> None:
     with pytest.raises(ValueError, match="share >= 1"):
         SourceShares(10, 0)
     assert share_of(5, 0.1) == 1  # a source may always hold one
-
-
-@pytest.mark.parametrize(
-    ("host", "prefix"),
-    [
-        ("203.0.113.7", "203.0.113.7"),
-        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
-        ("2001:0db8:0001:0002:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
-    ],
-)
-def test_a_source_is_an_ipv4_address_or_an_ipv6_slash_64(host: str, prefix: str) -> None:
-    assert source_prefix(host) == prefix
