@@ -55,10 +55,10 @@ class DhtConfig:
     """How often our own items are put again: well before other nodes let them expire."""
     peer_lifetime: float = attrs.field(default=30 * 60.0, validator=_positive)
     query_rate: float = attrs.field(default=50.0, validator=_positive)
-    """Datagrams a second accepted from one source IP (a token bucket per IP)."""
+    """Datagrams a second accepted from one source (a token bucket per IPv4 address or IPv6 /64)."""
     query_burst: float = attrs.field(default=100.0, validator=_positive)
     rate_limit_sources: int = attrs.field(default=4096, validator=_positive)
-    """Source IPs the rate limiter remembers (bounded memory under spoofed floods)."""
+    """Sources the rate limiter remembers (bounded memory under spoofed floods)."""
     max_items: int = attrs.field(default=4096, validator=_positive)
     max_info_hashes: int = attrs.field(default=4096, validator=_positive)
     version: bytes = b"MN\x00\x01"

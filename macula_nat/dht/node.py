@@ -12,10 +12,11 @@ Trio cancellation; they send through the server's socket and fail with ``NoProc`
 runs. Every lookup is bounded in queries and in time.
 
 Incoming datagrams: a response or error counts only when it matches a query of ours by
-transaction id and source address. Everything else is charged to its source IP's token bucket
-first; over the limit it is dropped. Malformed KRPC is counted (and answered with an error when
-that never amplifies); queries are answered by `Responder`, unless the node is read-only
-(BEP 43), which answers nothing and sends ``ro=1`` with its own queries.
+transaction id and source address. Everything else is charged to its source's token bucket
+first (an IPv4 address, or an IPv6 /64: one host's share); over the limit it is dropped.
+Malformed KRPC is counted (and answered with an error when that never amplifies); queries are
+answered by `Responder`, unless the node is read-only (BEP 43), which answers nothing and sends
+``ro=1`` with its own queries.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import trio
 
 from macula_nat.actors import Actor, ActorRef, ChildSpec, NoProc, open_actor
 from macula_nat.nat.rate_limit import TokenBuckets
+from macula_nat.net.address import source_prefix
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 
 from .compact import Address, NodeInfo
@@ -476,7 +478,7 @@ class DhtNode:
         try:
             message = decode(data)
         except MalformedMessage as exc:
-            if not self._limiter.allow(source[0], now):
+            if not self._limiter.allow(source_prefix(source[0]), now):
                 counters.rate_limited += 1
                 return None
             counters.malformed += 1
@@ -495,12 +497,12 @@ class DhtNode:
                 else:
                     counters.errors_received += 1
                 return None
-            if not self._limiter.allow(source[0], now):
+            if not self._limiter.allow(source_prefix(source[0]), now):
                 counters.rate_limited += 1
             else:
                 counters.unsolicited += 1
             return None
-        if not self._limiter.allow(source[0], now):
+        if not self._limiter.allow(source_prefix(source[0]), now):
             counters.rate_limited += 1
             return None
         if self.config.read_only:

@@ -68,7 +68,7 @@ class DhtStatistics:
     unsolicited: int
     """Responses and errors matching no query of ours (by transaction id and source address)."""
     rate_limited: int
-    """Datagrams dropped by the per-source-IP rate limit."""
+    """Datagrams dropped by the per-source rate limit (IPv4 address, IPv6 /64)."""
     ignored_read_only: int
     """Queries left unanswered because this node is read-only (BEP 43)."""
     overloaded: int

@@ -82,3 +82,15 @@ def any_address(version: int) -> str:
     if version == 6:
         return ANY_IPV6
     raise ValueError(f"IP version must be 4 or 6, not {version!r}")
+
+
+def source_prefix(host: str) -> str:
+    """The accounting key of a source (ARCHITECTURE section 10): an IPv4 address unchanged, or
+    the IPv6 /64 it lies in as ``"2001:db8:1:2::/64"``, since one host owns a whole /64. An
+    IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) is that IPv4 address."""
+    address = ipaddress.ip_address(host)
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))

@@ -13,6 +13,7 @@ from macula_nat.net.address import (
     is_unspecified,
     normalise_address,
     normalise_ip,
+    source_prefix,
 )
 
 
@@ -62,3 +63,13 @@ def test_families_and_wildcards() -> None:
     assert not is_unspecified("10.0.0.1")
     with pytest.raises(ValueError):
         any_address(5)
+
+
+def test_source_prefix_is_an_ipv4_address_or_an_ipv6_64() -> None:
+    assert source_prefix("203.0.113.7") == "203.0.113.7"
+    assert source_prefix("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert source_prefix("2001:DB8:1:2::ffff") == source_prefix("2001:db8:1:2:aaaa::1")
+    assert source_prefix("2001:db8:1:3::1") != source_prefix("2001:db8:1:2::1")
+    assert source_prefix("::ffff:203.0.113.7") == "203.0.113.7"
+    with pytest.raises(ValueError):
+        source_prefix("not an address")
