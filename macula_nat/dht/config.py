@@ -60,6 +60,10 @@ class DhtConfig:
     rate_limit_sources: int = attrs.field(default=4096, validator=_positive)
     """Sources the rate limiter remembers (bounded memory under spoofed floods)."""
     max_items: int = attrs.field(default=4096, validator=_positive)
+    """BEP 44 items stored for others; when full, the largest holder's oldest item goes."""
+    max_items_per_source: int = attrs.field(default=256, validator=_positive)
+    """Items one source (an IPv4 address or an IPv6 /64) may have stored here; beyond it, a new
+    one replaces that source's oldest. 16 sources at the quota fill the store."""
     max_info_hashes: int = attrs.field(default=4096, validator=_positive)
     version: bytes = b"MN\x00\x01"
     """The ``v`` client version sent with every message (BEP 5 convention: 2 + 2 bytes)."""

@@ -61,7 +61,7 @@ from .node_id import NodeId
 from .peer_store import PeerStore
 from .responder import Responder
 from .routing_table import Outcome, RoutingTable
-from .statistics import Counters, DhtStatistics
+from .statistics import Counters, DhtLimits, DhtStatistics
 from .tokens import WriteTokens
 from .transactions import Transactions
 
@@ -116,7 +116,11 @@ class DhtNode:
         self._counters = Counters()
         self._responder = Responder(
             table=self._table,
-            items=ItemStore(lifetime=config.item_lifetime, capacity=config.max_items),
+            items=ItemStore(
+                lifetime=config.item_lifetime,
+                capacity=config.max_items,
+                per_source=config.max_items_per_source,
+            ),
             peers=PeerStore(lifetime=config.peer_lifetime, max_info_hashes=config.max_info_hashes),
             tokens=WriteTokens(),
             counters=self._counters,
@@ -169,9 +173,21 @@ class DhtNode:
     def statistics(self) -> DhtStatistics:
         now = trio.current_time()
         c = self._counters
+        config = self.config
+        items = self._responder.items
+        items.expire(now)
         return DhtStatistics(
+            limits=DhtLimits(
+                query_rate=config.query_rate,
+                query_burst=config.query_burst,
+                rate_limit_sources=config.rate_limit_sources,
+                max_items=config.max_items,
+                max_items_per_source=config.max_items_per_source,
+            ),
             nodes=len(self._table),
-            items=len(self._responder.items.targets(now)),
+            items=len(items),
+            item_sources=items.sources,
+            largest_item_holding=items.largest_holding,
             info_hashes=len(self._responder.peers),
             own_items=len(self._own_items),
             in_flight=len(self._transactions),

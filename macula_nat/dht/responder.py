@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 
+from macula_nat.net.address import source_prefix
+
 from .compact import Address, NodeInfo, is_ipv6
 from .error_code import ErrorCode
-from .item_store import ItemStore, PutRejected
+from .item_store import OWN_SOURCE, ItemStore, PutRejected
 from .krpc import (
     AnnouncePeer,
     Error,
@@ -156,17 +158,19 @@ class Responder:
             self._counters.bad_tokens += 1
             return self._error(query, ErrorCode.PROTOCOL, "bad token")
         try:
-            self.store(query.item, now, cas=query.cas)
+            self.store(query.item, now, cas=query.cas, source=source_prefix(source[0]))
         except PutRejected as rejected:
             logger.debug("refused a put to %s from %s: %s", target, source, rejected)
             return self._error(query, rejected.code, rejected.message)
         return self._response(query, source)
 
-    def store(self, item: Item, now: float, *, cas: int | None = None) -> None:
-        """Store ``item`` here (a peer's put, or our own when we are among the nearest);
-        `PutRejected` is counted by reason and re-raised."""
+    def store(
+        self, item: Item, now: float, *, cas: int | None = None, source: str = OWN_SOURCE
+    ) -> None:
+        """Store ``item`` here (a peer's put, charged to its `source_prefix`, or our own when
+        we are among the nearest); `PutRejected` is counted by reason and re-raised."""
         try:
-            self.items.put(item, now, cas=cas)
+            self.items.put(item, now, cas=cas, source=source)
         except PutRejected as rejected:
             if rejected.code is ErrorCode.INVALID_SIGNATURE:
                 self._counters.bad_signatures += 1

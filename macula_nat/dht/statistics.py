@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["Counters", "DhtStatistics"]
+__all__ = ["Counters", "DhtLimits", "DhtStatistics"]
+
+
+@attrs.frozen
+class DhtLimits:
+    """The node's limits on what strangers may take (ARCHITECTURE section 10), as configured.
+
+    A source is an IPv4 address or an IPv6 /64.
+    """
+
+    query_rate: float
+    """Datagrams a second accepted from one source, sustained."""
+    query_burst: float
+    rate_limit_sources: int
+    """Sources the rate limiter remembers."""
+    max_items: int
+    max_items_per_source: int
 
 
 @attrs.define
@@ -37,10 +53,15 @@ class Counters:
 class DhtStatistics:
     """A snapshot of one DHT node. Every rejected input is counted under its reason."""
 
+    limits: DhtLimits
     nodes: int
     """Nodes in the routing table."""
     items: int
     """BEP 44 items stored for others (live)."""
+    item_sources: int
+    """Sources (IPv4 addresses, IPv6 /64s) holding stored items."""
+    largest_item_holding: int
+    """Items held by the source holding the most (at most ``limits.max_items_per_source``)."""
     info_hashes: int
     """Info-hashes with announced peers."""
     own_items: int
