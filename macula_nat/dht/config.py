@@ -59,6 +59,11 @@ class DhtConfig:
     query_burst: float = attrs.field(default=100.0, validator=_positive)
     rate_limit_sources: int = attrs.field(default=4096, validator=_positive)
     """Sources the rate limiter remembers (bounded memory under spoofed floods)."""
+    amplification: float = attrs.field(default=3.0, validator=attrs.validators.ge(1.0))
+    """Bytes answered per byte asked, at most, to an address not yet proven by a round trip
+    (RFC 9000 8.1's 3x): a spoofed source cannot use this node as an amplifier."""
+    proven_addresses: int = attrs.field(default=4096, validator=_positive)
+    """Addresses remembered as proven (they answered us, or echoed our token), 10 min each."""
     max_items: int = attrs.field(default=4096, validator=_positive)
     """BEP 44 items stored for others; when full, the largest holder's oldest item goes."""
     max_items_per_source: int = attrs.field(default=256, validator=_positive)

@@ -59,6 +59,7 @@ from .lookup import Lookup
 from .mutable_item import ImmutableItem, Item, MutableItem
 from .node_id import NodeId
 from .peer_store import PeerStore
+from .proven_addresses import ProvenAddresses
 from .responder import Responder
 from .routing_table import Outcome, RoutingTable
 from .statistics import Counters, DhtLimits, DhtStatistics
@@ -125,6 +126,8 @@ class DhtNode:
             tokens=WriteTokens(),
             counters=self._counters,
             version=config.version,
+            proven=ProvenAddresses(capacity=config.proven_addresses),
+            amplification=config.amplification,
         )
         self._transactions = Transactions(config.max_outstanding)
         self._limiter = TokenBuckets(
@@ -181,9 +184,12 @@ class DhtNode:
                 query_rate=config.query_rate,
                 query_burst=config.query_burst,
                 rate_limit_sources=config.rate_limit_sources,
+                amplification=config.amplification,
+                proven_addresses=config.proven_addresses,
                 max_items=config.max_items,
                 max_items_per_source=config.max_items_per_source,
             ),
+            proven_addresses=len(self._responder.proven),
             nodes=len(self._table),
             items=len(items),
             item_sources=items.sources,
@@ -287,14 +293,20 @@ class DhtNode:
         ):
             here = None  # stored with another salt, or not newer than what the caller has
         best: list[Item] = [] if here is None else [here]
+        withheld: dict[NodeId, tuple[NodeInfo, bytes, int | None]] = {}
+        """Nodes that answered with a token and no value: maybe one too large for an address
+        they had not seen prove itself (a mutable one's ``seq`` comes along)."""
 
         def query() -> Query:
             return Get(target=target, seq=seq, **self._fields())
 
-        def collect(_: NodeInfo, response: Response) -> None:
+        def collect(node: NodeInfo, response: Response) -> None:
             item = self._verified_item(response, target, salt)
             if item is None:
+                if response.token is not None and response.value is None:
+                    withheld[node.node_id] = (node, response.token, response.seq)
                 return
+            withheld.pop(node.node_id, None)
             if not best:
                 best.append(item)
             elif (
@@ -305,7 +317,39 @@ class DhtNode:
                 best[0] = item
 
         result = await self._lookup(target, query, collect)
+        again = self._ask_again(target, best[0] if best else None, seq, withheld)
+        if again:
+            # One more round trip, only for what was held back: now with each node's token.
+            async def ask(node: NodeInfo, token: bytes) -> None:
+                get = Get(target=target, seq=seq, token=token, **self._fields())
+                reply = await self._query(node.address, get, node.node_id)
+                if isinstance(reply, Response):
+                    collect(node, reply)
+
+            with trio.move_on_after(self.config.operation_timeout):
+                async with trio.open_nursery() as nursery:
+                    for node, token in again:
+                        nursery.start_soon(ask, node, token)
         return GetResult(best[0] if best else None, result)
+
+    def _ask_again(
+        self,
+        target: NodeId,
+        best: Item | None,
+        seq: int | None,
+        withheld: dict[NodeId, tuple[NodeInfo, bytes, int | None]],
+    ) -> list[tuple[NodeInfo, bytes]]:
+        """The nodes (nearest first, k at most) to ask again with their token: all that sent
+        no value when nothing was found, else those saying they hold a newer seq."""
+        newest = best.seq if isinstance(best, MutableItem) else seq
+        chosen = [
+            (node, token)
+            for node, token, held in withheld.values()
+            if (best is None and (held is None or newest is None or held > newest))
+            or (held is not None and newest is not None and held > newest)
+        ]
+        chosen.sort(key=lambda pair: pair[0].node_id.distance(target))
+        return chosen[: self.config.k]
 
     async def put(
         self, item: Item, *, cas: int | None = None, republish_until: float | None = None
@@ -510,6 +554,8 @@ class DhtNode:
                 if isinstance(message, Response):
                     counters.responses_received += 1
                     self._table.on_response(NodeInfo(message.sender, source), now)
+                    # It echoed a random transaction id sent only to it: a round trip.
+                    self._responder.proven.prove(source[0], now)
                 else:
                     counters.errors_received += 1
                 return None
@@ -528,7 +574,7 @@ class DhtNode:
         sender = NodeInfo(message.sender, source)
         if self._table.on_query(sender, now, read_only=message.read_only) is Outcome.ADDED:
             self._verify_soon(sender)
-        answer = self._responder.answer(message, source, now)
+        answer = self._responder.answer(message, source, now, len(data))
         if isinstance(answer, Response):
             counters.responses_sent += 1
         else:

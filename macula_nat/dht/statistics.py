@@ -19,6 +19,10 @@ class DhtLimits:
     query_burst: float
     rate_limit_sources: int
     """Sources the rate limiter remembers."""
+    amplification: float
+    """Bytes answered per byte asked, at most, to an address not proven by a round trip."""
+    proven_addresses: int
+    """Proven addresses remembered, at most."""
     max_items: int
     max_items_per_source: int
 
@@ -42,6 +46,7 @@ class Counters:
     bad_tokens: int = 0
     unsolicited: int = 0
     rate_limited: int = 0
+    trimmed: int = 0
     ignored_read_only: int = 0
     overloaded: int = 0
     send_failures: int = 0
@@ -54,6 +59,8 @@ class DhtStatistics:
     """A snapshot of one DHT node. Every rejected input is counted under its reason."""
 
     limits: DhtLimits
+    proven_addresses: int
+    """Addresses proven by a round trip (answered us, or echoed our token), remembered."""
     nodes: int
     """Nodes in the routing table."""
     items: int
@@ -90,6 +97,8 @@ class DhtStatistics:
     """Responses and errors matching no query of ours (by transaction id and source address)."""
     rate_limited: int
     """Datagrams dropped by the per-source rate limit (IPv4 address, IPv6 /64)."""
+    trimmed: int
+    """Answers cut to the amplification bound: to an address not yet proven by a round trip."""
     ignored_read_only: int
     """Queries left unanswered because this node is read-only (BEP 43)."""
     overloaded: int

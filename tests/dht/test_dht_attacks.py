@@ -10,17 +10,29 @@ import random
 
 import trio
 import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from macula_nat.dht.config import DhtConfig
-from macula_nat.dht.krpc import Get, Ping, Put, Response, decode, encode
-from macula_nat.dht.mutable_item import ImmutableItem
+from macula_nat.dht.krpc import (
+    AnnouncePeer,
+    FindNode,
+    Get,
+    GetPeers,
+    Ping,
+    Put,
+    Query,
+    Response,
+    decode,
+    encode,
+)
+from macula_nat.dht.mutable_item import ImmutableItem, MutableItem, encode_value
 from macula_nat.dht.node import open_dht_node
 from macula_nat.dht.node_id import NodeId
 from macula_nat.net import Address, UdpEndpoint
 from macula_nat.net.sim import open_internet
 
-from .swarm import LINK, PORT, public_config
-from .test_node import exchange, raw_endpoint
+from .swarm import LINK, PORT, open_swarm, public_config
+from .test_node import exchange, raw_endpoint, sum_of
 
 
 async def test_ipv6_addresses_of_one_64_share_one_rate_limit(
@@ -91,3 +103,96 @@ async def test_a_put_flood_from_one_source_evicts_no_other_sources_items(
                 assert isinstance(got, Response) and got.value == item.value
             stats = node.statistics()
             assert (stats.items, stats.item_sources, stats.largest_item_holding) == (32, 9, 24)
+
+
+async def raw_exchange(endpoint: UdpEndpoint, query: Query, to: Address) -> bytes:
+    """Send ``query``; the datagram that answers it (the node's own verifying pings skipped)."""
+    await endpoint.send_to(encode(query), to)
+    with trio.fail_after(5):
+        for _ in range(10):
+            data = (await endpoint.receive_from())[0]
+            if not isinstance(decode(data), Query):
+                return data
+    raise AssertionError("only queries came back")
+
+
+async def test_an_unproven_address_is_answered_within_3x(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Spoofing a victim's address, an attacker gets at most 3x its bytes sent to the victim;
+    the real owner of an address proves it by echoing the token, then gets the value."""
+    async with open_internet(seed=43) as internet, open_swarm(internet, 20) as swarm:
+        node = swarm.nodes[0]
+        assert node.address is not None
+        big = ImmutableItem(encode_value(b"x" * 996))
+        assert len(big.value) == 1000
+        writer = await raw_endpoint(internet)
+        assert await put_from(writer, big, node.address, 1)
+        info_hash = NodeId.random(random.Random(2))
+        for n in range(30):  # 30 peers under one info-hash, each from an address of its own
+            peer = await raw_endpoint(internet)
+            got = await exchange(
+                peer,
+                GetPeers(transaction_id=b"a", sender=info_hash, info_hash=info_hash),
+                node.address,
+            )
+            assert isinstance(got, Response) and got.token is not None
+            announce = AnnouncePeer(
+                transaction_id=b"b",
+                sender=info_hash,
+                info_hash=info_hash,
+                port=n + 1,
+                token=got.token,
+            )
+            assert isinstance(await exchange(peer, announce, node.address), Response)
+
+        victim = await raw_endpoint(internet)  # the address an attacker would spoof
+        trimmed = node.statistics().trimmed
+        sender = NodeId.random(random.Random(3))
+        queries: list[Query] = [
+            Get(transaction_id=b"g1", sender=sender, target=big.target),
+            FindNode(transaction_id=b"f1", sender=sender, target=sender),
+            GetPeers(transaction_id=b"p1", sender=sender, info_hash=info_hash),
+        ]
+        answers = {}
+        for query in queries:
+            answer = await raw_exchange(victim, query, node.address)
+            assert len(answer) <= 3 * len(encode(query)), (query, len(answer))
+            answers[type(query)] = decoded = decode(answer)
+            assert (isinstance(decoded, Response) and decoded.token is not None) or isinstance(
+                query, FindNode
+            )
+        get_answer = answers[Get]
+        assert isinstance(get_answer, Response) and get_answer.value is None
+        assert get_answer.token is not None and get_answer.nodes
+        assert answers[GetPeers].peers and answers[FindNode].nodes  # type: ignore[union-attr]
+        assert node.statistics().trimmed == trimmed + 3
+
+        # The victim's own client proves its address by echoing the token: the value comes.
+        again = Get(transaction_id=b"g2", sender=sender, target=big.target, token=get_answer.token)
+        proven = decode(await raw_exchange(victim, again, node.address))
+        assert isinstance(proven, Response) and proven.value == big.value
+        # ... and from then on nothing is cut for it.
+        full = decode(await raw_exchange(victim, queries[2], node.address))
+        assert isinstance(full, Response) and len(full.peers) == 30
+        assert node.statistics().trimmed == trimmed + 3
+
+
+async def test_our_client_asks_again_with_the_token_for_large_items(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Nodes that remember no proven address answer every get trimmed; our get still finds
+    a 1000-byte item (one more round trip, with each node's token)."""
+    config = DhtConfig(proven_addresses=1)
+    async with open_internet(seed=44) as internet, open_swarm(internet, 20, config) as swarm:
+        big = ImmutableItem(encode_value(b"y" * 995))
+        assert (await swarm.nodes[0].put(big)).stored >= 4
+        trimmed = sum_of(swarm, "trimmed")
+        assert (await swarm.nodes[9].get(big.target)).item == big
+        assert sum_of(swarm, "trimmed") > trimmed
+        key = Ed25519PrivateKey.generate()
+        mutable = MutableItem.sign(key, encode_value(b"z" * 995), 1, b"salt")
+        assert (await swarm.nodes[0].put(mutable)).stored >= 4
+        newer = MutableItem.sign(key, encode_value(b"w" * 995), 2, b"salt")
+        assert (await swarm.nodes[1].put(newer)).stored >= 4
+        assert (await swarm.nodes[12].get(mutable.target, salt=b"salt")).item == newer
