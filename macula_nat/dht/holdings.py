@@ -24,12 +24,15 @@ class Holdings(Generic[K]):
     A key is held once per source (adding it again makes it that source's newest). Sources
     holding two keys or more are indexed by their count, so the largest holder is found in
     O(1); adding or dropping a key costs O(keys of that source), which a per-source quota bounds.
+    A source holding one key (the common case) costs one dict entry, no list.
     """
 
     __slots__ = ("_by_count", "_keys", "_most", "_total")
 
     def __init__(self) -> None:
-        self._keys: dict[str, list[K]] = {}
+        self._keys: dict[str, K | list[K]] = {}
+        """Per source: its one key, or its keys (two or more) oldest first. K is hashable, so
+        never a list."""
         self._by_count: dict[int, OrderedDict[str, None]] = {}
         """Sources by how many keys they hold, for counts of 2 and more."""
         self._most = 0
@@ -51,42 +54,63 @@ class Holdings(Generic[K]):
 
     def count(self, source: str) -> int:
         """How many keys ``source`` holds."""
-        keys = self._keys.get(source)
-        return 0 if keys is None else len(keys)
+        held = self._keys.get(source)
+        if held is None:
+            return 0
+        return len(held) if isinstance(held, list) else 1
 
     def oldest(self, source: str) -> K:
         """The key ``source`` added longest ago; KeyError if it holds none."""
-        return self._keys[source][0]
+        held = self._keys[source]
+        return held[0] if isinstance(held, list) else held
+
+    def keys(self, source: str) -> list[K]:
+        """The keys ``source`` holds, oldest first (a copy)."""
+        held = self._keys.get(source)
+        if held is None:
+            return []
+        return list(held) if isinstance(held, list) else [held]
 
     def add(self, source: str, key: K) -> None:
         """Record that ``source`` holds ``key`` (now its newest)."""
-        keys = self._keys.get(source)
-        if keys is None:
-            self._keys[source] = [key]
+        held = self._keys.get(source)
+        if held is None:
+            self._keys[source] = key
             self._total += 1
             self._most = max(self._most, 1)
             return
-        if key in keys:
-            keys.remove(key)
-            keys.append(key)
+        if not isinstance(held, list):
+            if held == key:
+                return
+            held = self._keys[source] = [held]
+        elif key in held:
+            held.remove(key)
+            held.append(key)
             return
-        self._unindex(source, len(keys))
-        keys.append(key)
+        self._unindex(source, len(held))
+        held.append(key)
         self._total += 1
-        self._index(source, len(keys))
+        self._index(source, len(held))
 
     def discard(self, source: str, key: K) -> bool:
         """Forget that ``source`` holds ``key``; False if it did not."""
-        keys = self._keys.get(source)
-        if keys is None or key not in keys:
+        held = self._keys.get(source)
+        if held is None:
             return False
-        self._unindex(source, len(keys))
-        keys.remove(key)
-        self._total -= 1
-        if keys:
-            self._index(source, len(keys))
-        else:
+        if not isinstance(held, list):
+            if held != key:
+                return False
             del self._keys[source]
+        else:
+            if key not in held:
+                return False
+            self._unindex(source, len(held))
+            held.remove(key)
+            if len(held) == 1:
+                self._keys[source] = held[0]
+            else:
+                self._index(source, len(held))
+        self._total -= 1
         self._lower_most()
         return True
 
@@ -104,15 +128,16 @@ class Holdings(Generic[K]):
         """
         if self._most >= 2:
             source = next(iter(self._by_count[self._most]))
-            key = self._keys[source][0]
+            key = self.oldest(source)
             self.discard(source, key)
             return source, key
         if not self._keys:
             raise KeyError("nothing is held")
-        source, keys = self._keys.popitem()  # O(1), where a scan for the last would not be
+        source, held = self._keys.popitem()  # O(1), where a scan for the last would not be
         self._total -= 1
         self._lower_most()
-        return source, keys[0]
+        assert not isinstance(held, list)  # every source holds one key here
+        return source, held
 
     def _index(self, source: str, count: int) -> None:
         if count >= 2:

@@ -122,7 +122,12 @@ class DhtNode:
                 capacity=config.max_items,
                 per_source=config.max_items_per_source,
             ),
-            peers=PeerStore(lifetime=config.peer_lifetime, max_info_hashes=config.max_info_hashes),
+            peers=PeerStore(
+                lifetime=config.peer_lifetime,
+                max_peers=config.max_peers_per_info_hash,
+                max_info_hashes=config.max_info_hashes,
+                per_source=config.max_announces_per_source,
+            ),
             tokens=WriteTokens(),
             counters=self._counters,
             version=config.version,
@@ -177,7 +182,7 @@ class DhtNode:
         now = trio.current_time()
         c = self._counters
         config = self.config
-        items = self._responder.items
+        items, peers = self._responder.items, self._responder.peers
         items.expire(now)
         return DhtStatistics(
             limits=DhtLimits(
@@ -188,13 +193,20 @@ class DhtNode:
                 proven_addresses=config.proven_addresses,
                 max_items=config.max_items,
                 max_items_per_source=config.max_items_per_source,
+                max_info_hashes=config.max_info_hashes,
+                max_peers_per_info_hash=config.max_peers_per_info_hash,
+                max_announces_per_source=config.max_announces_per_source,
             ),
             proven_addresses=len(self._responder.proven),
             nodes=len(self._table),
             items=len(items),
             item_sources=items.sources,
             largest_item_holding=items.largest_holding,
-            info_hashes=len(self._responder.peers),
+            info_hashes=len(peers),
+            announcements=peers.announcements,
+            peer_sources=peers.sources,
+            largest_peer_holding=peers.largest_holding,
+            refused_info_hashes=peers.refused,
             own_items=len(self._own_items),
             in_flight=len(self._transactions),
             **attrs.asdict(c),
@@ -274,9 +286,9 @@ class DhtNode:
 
         def store_here(now: float) -> None:
             assert self._address is not None  # _among_nearest checked it
-            self._responder.peers.announce(
-                info_hash, (self._address[0], port or self._address[1]), now
-            )
+            peer = (self._address[0], port or self._address[1])
+            if not self._responder.peers.announce(info_hash, peer, now):
+                raise PutRejected(ErrorCode.SERVER, "peer table full")
 
         outcome = await self._write(info_hash, result, tokens, write, store_here)
         if republish_until is not None:

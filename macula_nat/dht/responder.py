@@ -211,7 +211,8 @@ class Responder:
         port = source[1] if query.implied_port else query.port
         if port == 0:
             return self._error(query, ErrorCode.PROTOCOL, "port 0")
-        self.peers.announce(query.info_hash, (source[0], port), now)
+        if not self.peers.announce(query.info_hash, (source[0], port), now):
+            return self._error(query, ErrorCode.SERVER, "peer table full")
         return self._response(query, source)
 
     def _get(self, query: Get, source: Address, now: float) -> Response:

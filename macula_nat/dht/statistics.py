@@ -25,6 +25,9 @@ class DhtLimits:
     """Proven addresses remembered, at most."""
     max_items: int
     max_items_per_source: int
+    max_info_hashes: int
+    max_peers_per_info_hash: int
+    max_announces_per_source: int
 
 
 @attrs.define
@@ -71,6 +74,14 @@ class DhtStatistics:
     """Items held by the source holding the most (at most ``limits.max_items_per_source``)."""
     info_hashes: int
     """Info-hashes with announced peers."""
+    announcements: int
+    """Announced peers held, over all info-hashes."""
+    peer_sources: int
+    """Sources (IPv4 addresses, IPv6 /64s) holding announcements."""
+    largest_peer_holding: int
+    """Announcements of the source holding the most (at most ``max_announces_per_source``)."""
+    refused_info_hashes: int
+    """Announcements of a new info-hash refused: every slot held by a shared swarm."""
     own_items: int
     """Our own items, republished before they expire."""
     in_flight: int

@@ -196,3 +196,46 @@ async def test_our_client_asks_again_with_the_token_for_large_items(
         newer = MutableItem.sign(key, encode_value(b"w" * 995), 2, b"salt")
         assert (await swarm.nodes[1].put(newer)).stored >= 4
         assert (await swarm.nodes[12].get(mutable.target, salt=b"salt")).item == newer
+
+
+async def announce_from(endpoint: UdpEndpoint, info_hash: NodeId, to: Address, port: int) -> bool:
+    """One peer's get_peers-for-a-token then announce_peer; whether the node took it."""
+    got = await exchange(
+        endpoint, GetPeers(transaction_id=b"a", sender=info_hash, info_hash=info_hash), to
+    )
+    assert isinstance(got, Response) and got.token is not None
+    announce = AnnouncePeer(
+        transaction_id=b"b", sender=info_hash, info_hash=info_hash, port=port, token=got.token
+    )
+    return isinstance(await exchange(endpoint, announce, to), Response)
+
+
+async def test_an_announce_flood_from_one_source_evicts_no_other_sources_peers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = DhtConfig(max_info_hashes=16, max_peers_per_info_hash=4, query_rate=1e6)
+    async with open_internet(seed=45) as internet:
+        stack, config = public_config(internet, config)
+        async with open_dht_node(stack, config) as node:
+            assert node.address is not None
+            rng = random.Random(5)
+            others = []
+            for n in range(8):
+                endpoint = await raw_endpoint(internet)
+                info_hash = NodeId.random(rng)
+                assert await announce_from(endpoint, info_hash, node.address, 1000 + n)
+                others.append((info_hash, (endpoint.local_address[0], 1000 + n)))
+                await trio.sleep(1)
+            flooder = await raw_endpoint(internet)
+            shared = others[0][0]
+            assert await announce_from(flooder, shared, node.address, 1)  # into a swarm too
+            for n in range(100):
+                assert await announce_from(flooder, NodeId.random(rng), node.address, n + 2)
+            reader = await raw_endpoint(internet)
+            for info_hash, peer in others:
+                get = GetPeers(transaction_id=b"r", sender=info_hash, info_hash=info_hash)
+                found = await exchange(reader, get, node.address)
+                assert isinstance(found, Response) and peer in found.peers
+            stats = node.statistics()
+            assert stats.info_hashes == 16 and stats.peer_sources == 9
+            assert stats.announcements == 17 and stats.largest_peer_holding == 9

@@ -80,3 +80,4 @@ def test_holdings_match_a_model(ops: list[tuple[str, int, int]]) -> None:
         for s, k in model.items():
             assert holdings.count(s) == len(k)
             assert holdings.oldest(s) == k[0]
+            assert holdings.keys(s) == k
