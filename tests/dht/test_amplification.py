@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from macula_nat.dht.compact import NodeInfo
 from macula_nat.dht.item_store import ItemStore
-from macula_nat.dht.krpc import FindNode, Get, GetPeers, Ping, Query, Response, encode
+from macula_nat.dht.krpc import (
+    AnnouncePeer,
+    FindNode,
+    Get,
+    GetPeers,
+    Ping,
+    Query,
+    Response,
+    encode,
+)
 from macula_nat.dht.mutable_item import ImmutableItem, encode_value
 from macula_nat.dht.node_id import NodeId
 from macula_nat.dht.peer_store import PeerStore
+from macula_nat.dht.proven_addresses import ProvenAddresses
 from macula_nat.dht.responder import Responder
 from macula_nat.dht.routing_table import RoutingTable
 from macula_nat.dht.statistics import Counters
@@ -84,3 +95,29 @@ def test_an_unproven_address_gets_at_most_3x(
         proof = Get(transaction_id=tid, sender=sender, target=target, token=full.token)
         proven = r.answer(proof, source, 0.0, len(encode(proof)))
         assert proven == full
+
+
+def test_proofs_expire_and_are_bounded() -> None:
+    proven = ProvenAddresses(capacity=2, lifetime=10.0)
+    proven.prove("192.0.2.1", 0.0)
+    assert proven.is_proven("192.0.2.1", 9.9) and not proven.is_proven("192.0.2.1", 10.0)
+    for n in range(5):
+        proven.prove(f"192.0.2.{n}", 20.0)
+    assert len(proven) == 2
+    assert proven.is_proven("192.0.2.4", 20.0) and not proven.is_proven("192.0.2.0", 20.0)
+    with pytest.raises(ValueError):
+        ProvenAddresses(capacity=0)
+
+
+def test_a_write_with_a_valid_token_proves_the_address() -> None:
+    r = responder(nodes=50, peers=0, value_size=0, rng=random.Random(1))
+    sender = NodeId(7)
+    get_peers = GetPeers(transaction_id=b"t", sender=sender, info_hash=NodeId(1))
+    first = r.answer(get_peers, SOURCE, 0.0, len(encode(get_peers)))
+    assert isinstance(first, Response) and first.token is not None
+    assert not r.proven.is_proven(SOURCE[0], 0.0)
+    announce = AnnouncePeer(
+        transaction_id=b"u", sender=sender, info_hash=NodeId(1), port=1, token=first.token
+    )
+    assert isinstance(r.answer(announce, SOURCE, 1.0, len(encode(announce))), Response)
+    assert r.proven.is_proven(SOURCE[0], 1.0)

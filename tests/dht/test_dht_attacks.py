@@ -166,7 +166,8 @@ async def test_an_unproven_address_is_answered_within_3x(
         assert isinstance(get_answer, Response) and get_answer.value is None
         assert get_answer.token is not None and get_answer.nodes
         assert answers[GetPeers].peers and answers[FindNode].nodes  # type: ignore[union-attr]
-        assert node.statistics().trimmed == trimmed + 3
+        stats = node.statistics()
+        assert stats.trimmed == trimmed + 3 and stats.limits.amplification == 3.0
 
         # The victim's own client proves its address by echoing the token: the value comes.
         again = Get(transaction_id=b"g2", sender=sender, target=big.target, token=get_answer.token)
