@@ -55,11 +55,28 @@ class DhtConfig:
     """How often our own items are put again: well before other nodes let them expire."""
     peer_lifetime: float = attrs.field(default=30 * 60.0, validator=_positive)
     query_rate: float = attrs.field(default=50.0, validator=_positive)
-    """Datagrams a second accepted from one source IP (a token bucket per IP)."""
+    """Datagrams a second accepted from one source (a token bucket per IPv4 address or IPv6 /64)."""
     query_burst: float = attrs.field(default=100.0, validator=_positive)
     rate_limit_sources: int = attrs.field(default=4096, validator=_positive)
-    """Source IPs the rate limiter remembers (bounded memory under spoofed floods)."""
+    """Sources the rate limiter remembers (bounded memory under spoofed floods)."""
+    amplification: float = attrs.field(default=3.0, validator=attrs.validators.ge(1.0))
+    """Bytes answered per byte asked, at most, to an address not yet proven by a round trip
+    (RFC 9000 8.1's 3x): a spoofed source cannot use this node as an amplifier."""
+    proven_addresses: int = attrs.field(default=4096, validator=_positive)
+    """Addresses remembered as proven (they answered us, or echoed our token), 10 min each."""
     max_items: int = attrs.field(default=4096, validator=_positive)
+    """BEP 44 items stored for others; when full, the largest holder's oldest item goes."""
+    max_items_per_source: int = attrs.field(default=256, validator=_positive)
+    """Items one source (an IPv4 address or an IPv6 /64) may have stored here; beyond it, a new
+    one replaces that source's oldest. 16 sources at the quota fill the store."""
     max_info_hashes: int = attrs.field(default=4096, validator=_positive)
+    """Info-hashes with announced peers; a new one takes the slot of the largest holder's
+    oldest announcement that is alone in its swarm (if none is, it is refused: error 202)."""
+    max_peers_per_info_hash: int = attrs.field(default=64, validator=_positive)
+    """Announcements kept per info-hash (an answer carries 50 at most); when full, that of the
+    source holding the most announcements goes. With ``max_info_hashes`` this caps the table at
+    262,144 announcements, about 41 MiB (tests/bench/attack_dht.py)."""
+    max_announces_per_source: int = attrs.field(default=256, validator=_positive)
+    """Announcements one source may have here, one per info-hash; beyond it, its oldest goes."""
     version: bytes = b"MN\x00\x01"
     """The ``v`` client version sent with every message (BEP 5 convention: 2 + 2 bytes)."""

@@ -243,18 +243,26 @@ class AnnouncePeer(Query):
 
 @attrs.frozen(kw_only=True)
 class Get(Query):
-    """BEP 44 get; ``seq`` asks for the item only when it is newer than that."""
+    """BEP 44 get; ``seq`` asks for the item only when it is newer than that.
+
+    ``token`` (our extension; other nodes ignore an argument they do not know) echoes the token
+    this node got for ``target`` from the node it asks: the round trip proves our address, so a
+    value too large to send an unproven address comes back (see `Responder`).
+    """
 
     METHOD: ClassVar[bytes] = b"get"
 
     target: NodeId = attrs.field(validator=_node_id)
     seq: int | None = attrs.field(default=None, validator=_optional_int)
     want: tuple[bytes, ...] = attrs.field(default=(), converter=_want)
+    token: bytes | None = attrs.field(default=None, validator=_optional_bytes("token"))
 
     def _arguments(self) -> dict[bytes, Any]:
         arguments: dict[bytes, Any] = {b"target": self.target.to_bytes()}
         if self.seq is not None:
             arguments[b"seq"] = self.seq
+        if self.token is not None:
+            arguments[b"token"] = self.token
         return {**arguments, **_want_argument(self.want)}
 
 
@@ -555,6 +563,7 @@ def _get(arguments: _Reader, common: dict[str, Any]) -> Query:
         target=arguments.node_id(b"target"),
         seq=arguments.optional_int(b"seq"),
         want=arguments.want(),
+        token=arguments.optional_bytes(b"token"),
         **common,
     )
 

@@ -12,10 +12,11 @@ Trio cancellation; they send through the server's socket and fail with ``NoProc`
 runs. Every lookup is bounded in queries and in time.
 
 Incoming datagrams: a response or error counts only when it matches a query of ours by
-transaction id and source address. Everything else is charged to its source IP's token bucket
-first; over the limit it is dropped. Malformed KRPC is counted (and answered with an error when
-that never amplifies); queries are answered by `Responder`, unless the node is read-only
-(BEP 43), which answers nothing and sends ``ro=1`` with its own queries.
+transaction id and source address. Everything else is charged to its source's token bucket
+first (an IPv4 address, or an IPv6 /64: one host's share); over the limit it is dropped.
+Malformed KRPC is counted (and answered with an error when that never amplifies); queries are
+answered by `Responder`, unless the node is read-only (BEP 43), which answers nothing and sends
+``ro=1`` with its own queries.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import trio
 
 from macula_nat.actors import Actor, ActorRef, ChildSpec, NoProc, open_actor
 from macula_nat.nat.rate_limit import TokenBuckets
+from macula_nat.net.address import source_prefix
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 
 from .compact import Address, NodeInfo
@@ -57,9 +59,10 @@ from .lookup import Lookup
 from .mutable_item import ImmutableItem, Item, MutableItem
 from .node_id import NodeId
 from .peer_store import PeerStore
+from .proven_addresses import ProvenAddresses
 from .responder import Responder
 from .routing_table import Outcome, RoutingTable
-from .statistics import Counters, DhtStatistics
+from .statistics import Counters, DhtLimits, DhtStatistics
 from .tokens import WriteTokens
 from .transactions import Transactions
 
@@ -114,11 +117,22 @@ class DhtNode:
         self._counters = Counters()
         self._responder = Responder(
             table=self._table,
-            items=ItemStore(lifetime=config.item_lifetime, capacity=config.max_items),
-            peers=PeerStore(lifetime=config.peer_lifetime, max_info_hashes=config.max_info_hashes),
+            items=ItemStore(
+                lifetime=config.item_lifetime,
+                capacity=config.max_items,
+                per_source=config.max_items_per_source,
+            ),
+            peers=PeerStore(
+                lifetime=config.peer_lifetime,
+                max_peers=config.max_peers_per_info_hash,
+                max_info_hashes=config.max_info_hashes,
+                per_source=config.max_announces_per_source,
+            ),
             tokens=WriteTokens(),
             counters=self._counters,
             version=config.version,
+            proven=ProvenAddresses(capacity=config.proven_addresses),
+            amplification=config.amplification,
         )
         self._transactions = Transactions(config.max_outstanding)
         self._limiter = TokenBuckets(
@@ -167,10 +181,32 @@ class DhtNode:
     def statistics(self) -> DhtStatistics:
         now = trio.current_time()
         c = self._counters
+        config = self.config
+        items, peers = self._responder.items, self._responder.peers
+        items.expire(now)
         return DhtStatistics(
+            limits=DhtLimits(
+                query_rate=config.query_rate,
+                query_burst=config.query_burst,
+                rate_limit_sources=config.rate_limit_sources,
+                amplification=config.amplification,
+                proven_addresses=config.proven_addresses,
+                max_items=config.max_items,
+                max_items_per_source=config.max_items_per_source,
+                max_info_hashes=config.max_info_hashes,
+                max_peers_per_info_hash=config.max_peers_per_info_hash,
+                max_announces_per_source=config.max_announces_per_source,
+            ),
+            proven_addresses=len(self._responder.proven),
             nodes=len(self._table),
-            items=len(self._responder.items.targets(now)),
-            info_hashes=len(self._responder.peers),
+            items=len(items),
+            item_sources=items.sources,
+            largest_item_holding=items.largest_holding,
+            info_hashes=len(peers),
+            announcements=peers.announcements,
+            peer_sources=peers.sources,
+            largest_peer_holding=peers.largest_holding,
+            refused_info_hashes=peers.refused,
             own_items=len(self._own_items),
             in_flight=len(self._transactions),
             **attrs.asdict(c),
@@ -250,9 +286,9 @@ class DhtNode:
 
         def store_here(now: float) -> None:
             assert self._address is not None  # _among_nearest checked it
-            self._responder.peers.announce(
-                info_hash, (self._address[0], port or self._address[1]), now
-            )
+            peer = (self._address[0], port or self._address[1])
+            if not self._responder.peers.announce(info_hash, peer, now):
+                raise PutRejected(ErrorCode.SERVER, "peer table full")
 
         outcome = await self._write(info_hash, result, tokens, write, store_here)
         if republish_until is not None:
@@ -269,14 +305,20 @@ class DhtNode:
         ):
             here = None  # stored with another salt, or not newer than what the caller has
         best: list[Item] = [] if here is None else [here]
+        withheld: dict[NodeId, tuple[NodeInfo, bytes, int | None]] = {}
+        """Nodes that answered with a token and no value: maybe one too large for an address
+        they had not seen prove itself (a mutable one's ``seq`` comes along)."""
 
         def query() -> Query:
             return Get(target=target, seq=seq, **self._fields())
 
-        def collect(_: NodeInfo, response: Response) -> None:
+        def collect(node: NodeInfo, response: Response) -> None:
             item = self._verified_item(response, target, salt)
             if item is None:
+                if response.token is not None and response.value is None:
+                    withheld[node.node_id] = (node, response.token, response.seq)
                 return
+            withheld.pop(node.node_id, None)
             if not best:
                 best.append(item)
             elif (
@@ -287,7 +329,39 @@ class DhtNode:
                 best[0] = item
 
         result = await self._lookup(target, query, collect)
+        again = self._ask_again(target, best[0] if best else None, seq, withheld)
+        if again:
+            # One more round trip, only for what was held back: now with each node's token.
+            async def ask(node: NodeInfo, token: bytes) -> None:
+                get = Get(target=target, seq=seq, token=token, **self._fields())
+                reply = await self._query(node.address, get, node.node_id)
+                if isinstance(reply, Response):
+                    collect(node, reply)
+
+            with trio.move_on_after(self.config.operation_timeout):
+                async with trio.open_nursery() as nursery:
+                    for node, token in again:
+                        nursery.start_soon(ask, node, token)
         return GetResult(best[0] if best else None, result)
+
+    def _ask_again(
+        self,
+        target: NodeId,
+        best: Item | None,
+        seq: int | None,
+        withheld: dict[NodeId, tuple[NodeInfo, bytes, int | None]],
+    ) -> list[tuple[NodeInfo, bytes]]:
+        """The nodes (nearest first, k at most) to ask again with their token: all that sent
+        no value when nothing was found, else those saying they hold a newer seq."""
+        newest = best.seq if isinstance(best, MutableItem) else seq
+        chosen = [
+            (node, token)
+            for node, token, held in withheld.values()
+            if (best is None and (held is None or newest is None or held > newest))
+            or (held is not None and newest is not None and held > newest)
+        ]
+        chosen.sort(key=lambda pair: pair[0].node_id.distance(target))
+        return chosen[: self.config.k]
 
     async def put(
         self, item: Item, *, cas: int | None = None, republish_until: float | None = None
@@ -476,7 +550,7 @@ class DhtNode:
         try:
             message = decode(data)
         except MalformedMessage as exc:
-            if not self._limiter.allow(source[0], now):
+            if not self._limiter.allow(source_prefix(source[0]), now):
                 counters.rate_limited += 1
                 return None
             counters.malformed += 1
@@ -492,15 +566,17 @@ class DhtNode:
                 if isinstance(message, Response):
                     counters.responses_received += 1
                     self._table.on_response(NodeInfo(message.sender, source), now)
+                    # It echoed a random transaction id sent only to it: a round trip.
+                    self._responder.proven.prove(source[0], now)
                 else:
                     counters.errors_received += 1
                 return None
-            if not self._limiter.allow(source[0], now):
+            if not self._limiter.allow(source_prefix(source[0]), now):
                 counters.rate_limited += 1
             else:
                 counters.unsolicited += 1
             return None
-        if not self._limiter.allow(source[0], now):
+        if not self._limiter.allow(source_prefix(source[0]), now):
             counters.rate_limited += 1
             return None
         if self.config.read_only:
@@ -510,7 +586,7 @@ class DhtNode:
         sender = NodeInfo(message.sender, source)
         if self._table.on_query(sender, now, read_only=message.read_only) is Outcome.ADDED:
             self._verify_soon(sender)
-        answer = self._responder.answer(message, source, now)
+        answer = self._responder.answer(message, source, now, len(data))
         if isinstance(answer, Response):
             counters.responses_sent += 1
         else:

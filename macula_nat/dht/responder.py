@@ -3,15 +3,27 @@
 Writes need a token this node issued to the writer's IP for that target (announce_peer: the
 info-hash; put: the item's target). Puts go through `ItemStore`, so bad signatures, stale
 ``seq`` and ``cas`` mismatches are refused with their BEP 44 codes, and counted.
+
+Amplification (ARCHITECTURE section 10): an answer to an address that has not proven it receives
+our packets (`ProvenAddresses`; a valid token in the query proves it too) is at most
+``amplification`` times the request's size, measured on the encoded datagrams. To fit, a get
+answer drops the value when it does not fit with the token (a mutable one keeps its ``seq``, so
+the reader knows to ask again with the token), then answers lose their farthest nodes, then
+peers. The token always stays: it is how the address proves itself.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+
+import attrs
+
+from macula_nat.net.address import source_prefix
 
 from .compact import Address, NodeInfo, is_ipv6
 from .error_code import ErrorCode
-from .item_store import ItemStore, PutRejected
+from .item_store import OWN_SOURCE, ItemStore, PutRejected
 from .krpc import (
     AnnouncePeer,
     Error,
@@ -22,10 +34,12 @@ from .krpc import (
     Put,
     Query,
     Response,
+    encode,
 )
 from .mutable_item import Item, MutableItem
 from .node_id import NodeId
 from .peer_store import PeerStore
+from .proven_addresses import ProvenAddresses
 from .routing_table import RoutingTable
 from .statistics import Counters
 from .tokens import WriteTokens
@@ -50,11 +64,17 @@ class Responder:
         tokens: WriteTokens,
         counters: Counters,
         version: bytes | None,
+        proven: ProvenAddresses | None = None,
+        amplification: float = 3.0,
     ) -> None:
+        if not amplification >= 1:
+            raise ValueError(f"amplification must be at least 1, not {amplification!r}")
         self.table = table
         self.items = items
         self.peers = peers
         self.tokens = tokens
+        self.proven = proven if proven is not None else ProvenAddresses()
+        self.amplification = amplification
         self._counters = counters
         self._version = version
 
@@ -62,8 +82,24 @@ class Responder:
     def own_id(self) -> NodeId:
         return self.table.own_id
 
-    def answer(self, query: Query, source: Address, now: float) -> Response | Error:
-        """The reply to ``query`` from ``source``; stores what a valid write carries."""
+    def answer(
+        self, query: Query, source: Address, now: float, request_size: int | None = None
+    ) -> Response | Error:
+        """The reply to ``query`` from ``source``; stores what a valid write carries.
+
+        With ``request_size`` (the datagram's bytes), a response to an unproven address is cut
+        to ``amplification`` times it (see the module docstring).
+        """
+        reply = self._answer(query, source, now)
+        if (
+            request_size is None
+            or not isinstance(reply, Response)
+            or self.proven.is_proven(source[0], now)
+        ):
+            return reply
+        return self._fit(reply, math.floor(self.amplification * request_size))
+
+    def _answer(self, query: Query, source: Address, now: float) -> Response | Error:
         if isinstance(query, Ping):
             return self._response(query, source)
         if isinstance(query, FindNode):
@@ -77,6 +113,42 @@ class Responder:
         if isinstance(query, Put):
             return self._put(query, source, now)
         return self._error(query, ErrorCode.METHOD_UNKNOWN)
+
+    def _fit(self, reply: Response, budget: int) -> Response:
+        """``reply`` cut to at most ``budget`` encoded bytes, as far as it can be: value first
+        unless it fits alone, then the farthest nodes, then the peers; never the token."""
+        size = len(encode(reply))
+        if size <= budget:
+            return reply
+        self._counters.trimmed += 1
+        if reply.value is not None:
+            bare = attrs.evolve(reply, nodes=(), nodes6=(), peers=())
+            if len(encode(bare)) > budget:
+                mutable = reply.key is not None
+                reply = attrs.evolve(
+                    reply, value=None, key=None, signature=None, seq=reply.seq if mutable else None
+                )
+                size = len(encode(reply))
+        # Each pass drops at least what the excess takes (lengths only shrink as items go), so
+        # this ends within one pass per field in practice, and is bounded by the items anyway.
+        for _ in range(len(reply.all_nodes) + len(reply.peers) + 1):
+            excess = size - budget
+            if excess <= 0:
+                break
+            if reply.nodes6:
+                keep = max(0, len(reply.nodes6) - math.ceil(excess / 38))
+                reply = attrs.evolve(reply, nodes6=reply.nodes6[:keep])
+            elif reply.nodes:
+                keep = max(0, len(reply.nodes) - math.ceil(excess / 26))
+                reply = attrs.evolve(reply, nodes=reply.nodes[:keep])
+            elif reply.peers:
+                width = 21 if is_ipv6(reply.peers[0]) else 8
+                keep = max(0, len(reply.peers) - math.ceil(excess / width))
+                reply = attrs.evolve(reply, peers=reply.peers[:keep])
+            else:
+                break  # the bare answer: the floor (ids, token, version) is a few dozen bytes
+            size = len(encode(reply))
+        return reply
 
     def _nodes(self, target: NodeId, source: Address, now: float) -> tuple[NodeInfo, ...]:
         ipv6 = is_ipv6(source)
@@ -135,13 +207,19 @@ class Responder:
         if not self.tokens.verify(query.token, source[0], query.info_hash, now):
             self._counters.bad_tokens += 1
             return self._error(query, ErrorCode.PROTOCOL, "bad token")
+        self.proven.prove(source[0], now)
         port = source[1] if query.implied_port else query.port
         if port == 0:
             return self._error(query, ErrorCode.PROTOCOL, "port 0")
-        self.peers.announce(query.info_hash, (source[0], port), now)
+        if not self.peers.announce(query.info_hash, (source[0], port), now):
+            return self._error(query, ErrorCode.SERVER, "peer table full")
         return self._response(query, source)
 
     def _get(self, query: Get, source: Address, now: float) -> Response:
+        if query.token is not None and self.tokens.verify(
+            query.token, source[0], query.target, now
+        ):
+            self.proven.prove(source[0], now)
         nodes = self._nodes(query.target, source, now)
         token = self.tokens.issue(source[0], query.target, now)
         item = self.items.get(query.target, now)
@@ -155,18 +233,21 @@ class Responder:
         if not self.tokens.verify(query.token, source[0], target, now):
             self._counters.bad_tokens += 1
             return self._error(query, ErrorCode.PROTOCOL, "bad token")
+        self.proven.prove(source[0], now)
         try:
-            self.store(query.item, now, cas=query.cas)
+            self.store(query.item, now, cas=query.cas, source=source_prefix(source[0]))
         except PutRejected as rejected:
             logger.debug("refused a put to %s from %s: %s", target, source, rejected)
             return self._error(query, rejected.code, rejected.message)
         return self._response(query, source)
 
-    def store(self, item: Item, now: float, *, cas: int | None = None) -> None:
-        """Store ``item`` here (a peer's put, or our own when we are among the nearest);
-        `PutRejected` is counted by reason and re-raised."""
+    def store(
+        self, item: Item, now: float, *, cas: int | None = None, source: str = OWN_SOURCE
+    ) -> None:
+        """Store ``item`` here (a peer's put, charged to its `source_prefix`, or our own when
+        we are among the nearest); `PutRejected` is counted by reason and re-raised."""
         try:
-            self.items.put(item, now, cas=cas)
+            self.items.put(item, now, cas=cas, source=source)
         except PutRejected as rejected:
             if rejected.code is ErrorCode.INVALID_SIGNATURE:
                 self._counters.bad_signatures += 1

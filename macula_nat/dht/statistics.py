@@ -4,7 +4,30 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["Counters", "DhtStatistics"]
+__all__ = ["Counters", "DhtLimits", "DhtStatistics"]
+
+
+@attrs.frozen
+class DhtLimits:
+    """The node's limits on what strangers may take (ARCHITECTURE section 10), as configured.
+
+    A source is an IPv4 address or an IPv6 /64.
+    """
+
+    query_rate: float
+    """Datagrams a second accepted from one source, sustained."""
+    query_burst: float
+    rate_limit_sources: int
+    """Sources the rate limiter remembers."""
+    amplification: float
+    """Bytes answered per byte asked, at most, to an address not proven by a round trip."""
+    proven_addresses: int
+    """Proven addresses remembered, at most."""
+    max_items: int
+    max_items_per_source: int
+    max_info_hashes: int
+    max_peers_per_info_hash: int
+    max_announces_per_source: int
 
 
 @attrs.define
@@ -26,6 +49,7 @@ class Counters:
     bad_tokens: int = 0
     unsolicited: int = 0
     rate_limited: int = 0
+    trimmed: int = 0
     ignored_read_only: int = 0
     overloaded: int = 0
     send_failures: int = 0
@@ -37,12 +61,27 @@ class Counters:
 class DhtStatistics:
     """A snapshot of one DHT node. Every rejected input is counted under its reason."""
 
+    limits: DhtLimits
+    proven_addresses: int
+    """Addresses proven by a round trip (answered us, or echoed our token), remembered."""
     nodes: int
     """Nodes in the routing table."""
     items: int
     """BEP 44 items stored for others (live)."""
+    item_sources: int
+    """Sources (IPv4 addresses, IPv6 /64s) holding stored items."""
+    largest_item_holding: int
+    """Items held by the source holding the most (at most ``limits.max_items_per_source``)."""
     info_hashes: int
     """Info-hashes with announced peers."""
+    announcements: int
+    """Announced peers held, over all info-hashes."""
+    peer_sources: int
+    """Sources (IPv4 addresses, IPv6 /64s) holding announcements."""
+    largest_peer_holding: int
+    """Announcements of the source holding the most (at most ``max_announces_per_source``)."""
+    refused_info_hashes: int
+    """Announcements of a new info-hash refused: every slot held by a shared swarm."""
     own_items: int
     """Our own items, republished before they expire."""
     in_flight: int
@@ -68,7 +107,9 @@ class DhtStatistics:
     unsolicited: int
     """Responses and errors matching no query of ours (by transaction id and source address)."""
     rate_limited: int
-    """Datagrams dropped by the per-source-IP rate limit."""
+    """Datagrams dropped by the per-source rate limit (IPv4 address, IPv6 /64)."""
+    trimmed: int
+    """Answers cut to the amplification bound: to an address not yet proven by a round trip."""
     ignored_read_only: int
     """Queries left unanswered because this node is read-only (BEP 43)."""
     overloaded: int

@@ -17,7 +17,10 @@ from .krpc import Error, Response
 
 __all__ = ["Pending", "Transactions"]
 
-_ID_SIZE: Final = 2
+_ID_SIZE: Final = 4
+"""Random bytes per transaction id. A matching answer proves its address gets our packets (the
+amplification bound trusts it), so the id must not be guessable: with 2 bytes (BEP 5's
+suggestion) a spoofer's few hundred rate-limited guesses per query would win 1 time in 300."""
 _ID_TRIES: Final = 8
 
 

@@ -89,7 +89,12 @@ announces = st.builds(
     **_query_fields(),
 )
 gets = st.builds(
-    Get, target=node_ids, seq=st.none() | st.integers(0, MAX_SEQ), want=wants, **_query_fields()
+    Get,
+    target=node_ids,
+    seq=st.none() | st.integers(0, MAX_SEQ),
+    want=wants,
+    token=st.none() | st.binary(max_size=20),
+    **_query_fields(),
 )
 puts = st.one_of(
     st.builds(Put, token=st.binary(max_size=20), item=immutable_items, **_query_fields()),

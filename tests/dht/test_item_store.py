@@ -102,7 +102,7 @@ def test_items_expire_unless_put_again() -> None:
     assert store.get(item.target, 200.0) == signed(0)
 
 
-def test_capacity_evicts_the_item_closest_to_expiry() -> None:
+def test_capacity_evicts_one_sources_item_closest_to_expiry() -> None:
     store = ItemStore(capacity=2, lifetime=100.0)
     first, second, third = (ImmutableItem(b"i%de" % n) for n in range(3))
     store.put(first, 0.0)
@@ -114,11 +114,70 @@ def test_capacity_evicts_the_item_closest_to_expiry() -> None:
     assert store.get(third.target, 3.0) == third
 
 
+def test_a_flood_from_one_source_evicts_only_its_own_items() -> None:
+    store = ItemStore(capacity=10, per_source=100, lifetime=1000.0)
+    others = [ImmutableItem(b"i%de" % n) for n in range(4)]
+    for n, item in enumerate(others):
+        store.put(item, 0.0, source=f"192.0.2.{n}")
+    flood = [ImmutableItem(b"3:f%02d" % n) for n in range(50)]
+    for n, item in enumerate(flood):
+        store.put(item, 1.0 + n, source="203.0.113.66")
+    assert all(store.get(item.target, 60.0) == item for item in others)
+    assert store.held_by("203.0.113.66") == 6
+    assert (len(store), store.sources, store.largest_holding) == (10, 5, 6)
+    assert [store.get(item.target, 60.0) for item in flood[-6:]] == flood[-6:]
+
+
+def test_a_source_at_its_quota_replaces_its_oldest_item() -> None:
+    store = ItemStore(capacity=100, per_source=3, lifetime=1000.0)
+    items = [ImmutableItem(b"i%de" % n) for n in range(5)]
+    for n, item in enumerate(items):
+        store.put(item, float(n), source="2001:db8::/64")
+    assert [store.get(item.target, 9.0) is not None for item in items] == [False, False] + [
+        True
+    ] * 3
+    store.put(items[2], 9.0, source="2001:db8::/64")  # a refresh makes it the newest
+    store.put(items[0], 10.0, source="2001:db8::/64")
+    assert store.get(items[3].target, 10.0) is None
+    assert store.held_by("2001:db8::/64") == 3
+
+
+_sourced_puts = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 30), st.floats(0, 10)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_sourced_puts)
+def test_eviction_takes_from_the_largest_holder(puts: list[tuple[int, int, float]]) -> None:
+    """Whatever the puts: the store stays within its bounds, and an item that goes before it
+    expires belonged to a source holding the most items at that moment."""
+    store = ItemStore(capacity=8, per_source=5, lifetime=100.0)
+    owners: dict[ImmutableItem, str] = {}
+    now = 0.0
+    for source_number, value, step in puts:
+        now += step
+        source = f"10.0.0.{source_number}"
+        item = ImmutableItem(b"i%de" % value)
+        before = {o: store.held_by(o) for o in set(owners.values())}
+        live = {i for i in owners if store.get(i.target, now) is not None}
+        owners = {i: o for i, o in owners.items() if i in live}
+        store.put(item, now, source=source)
+        owners.setdefault(item, source)
+        gone = [i for i in live if store.get(i.target, now) is None]
+        assert len(gone) <= 1
+        for lost in gone:
+            owner = owners.pop(lost)
+            assert owner == source or before[owner] == max(before.values())
+        assert len(store) <= 8
+        assert all(store.held_by(o) <= 5 for o in before)
+
+
 def test_configuration_is_checked() -> None:
     with pytest.raises(ValueError):
         ItemStore(lifetime=0)
     with pytest.raises(ValueError):
         ItemStore(capacity=0)
+    with pytest.raises(ValueError):
+        ItemStore(per_source=0)
     assert ITEM_LIFETIME == 7200.0
 
 
