@@ -1,0 +1,163 @@
+"""QUIC connections under attack: a peer filling the receiver's memory, spoofed Initials
+taking the listener's handshake slots. Simulated internet, mock clock."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+import pytest
+import trio
+import trio.testing
+
+from macula_nat.connection import (
+    Connection,
+    ConnectionClosed,
+    ConnectionConfig,
+    connect,
+    listen,
+)
+from macula_nat.identity import NodeKey
+from macula_nat.net import UdpEndpoint
+from macula_nat.net.sim import Internet, open_internet
+
+CLIENT = NodeKey.generate()
+SERVER = NodeKey.generate()
+MIB = 1 << 20
+BOUND = MIB
+"""The receiver's ``max_receive_buffer`` in these tests: small, so an attack is quick."""
+SMALL = ConnectionConfig(max_message_size=BOUND, max_receive_buffer=BOUND)
+
+
+async def pair(internet: Internet) -> tuple[UdpEndpoint, UdpEndpoint]:
+    client_host = internet.add_host(name="client")
+    server_host = internet.add_host(name="server")
+    client = await client_host.bind((client_host.addresses[0], 0))
+    server = await server_host.bind((server_host.addresses[0], 4433))
+    return client, server
+
+
+def held(connection: Connection) -> int:
+    """What ``connection`` holds of its peer's data: in the driver and in aioquic."""
+    statistics = connection.statistics()
+    return statistics.held + statistics.reassembly
+
+
+# -- receive memory ----------------------------------------------------------------------------
+# The attacker is an authenticated peer whose aioquic the test drives directly: it queues far
+# more than the bound and keeps sending what the receiver's flow control lets through.
+
+
+def incomplete_messages(attacker: Connection) -> None:
+    """A message stream per call, each holding a maximum-size message but its last byte."""
+    quic = attacker._quic
+    for _ in range(16):
+        stream_id = quic.get_next_available_stream_id(is_unidirectional=True)
+        quic.send_stream_data(stream_id, b"M" + struct.pack("!I", BOUND) + bytes(BOUND - 1))
+
+
+def unread_streams(attacker: Connection) -> None:
+    """64 bidirectional streams of data the receiver's application never reads."""
+    quic = attacker._quic
+    for _ in range(64):
+        quic.send_stream_data(quic.get_next_available_stream_id(), bytes(BOUND // 4))
+
+
+def out_of_order(attacker: Connection) -> None:
+    """64 streams whose first half never comes: the receiver reassembles behind a gap."""
+    quic = attacker._quic
+    gap = BOUND // 2
+    for _ in range(64):
+        stream_id = quic.get_next_available_stream_id()
+        quic.send_stream_data(stream_id, bytes(gap + 1000))
+        quic._streams[stream_id].sender._pending.subtract(0, gap)
+
+
+@pytest.mark.parametrize("attack", [incomplete_messages, unread_streams, out_of_order])
+async def test_a_peer_cannot_make_the_receiver_hold_more_than_its_bound(
+    autojump_clock: trio.testing.MockClock, attack: Callable[[Connection], None]
+) -> None:
+    peak = 0
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=SMALL) as listener,
+            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as attacker,
+        ):
+            receiver = await listener.accept()
+            attack(attacker)
+            for _ in range(200):
+                if not attacker._usable():
+                    break
+                await attacker._transmit()
+                await trio.sleep(0.05)
+                peak = max(peak, held(receiver))
+                if peak > BOUND + MIB:
+                    break
+    assert 0 < peak <= BOUND + MIB
+
+
+async def test_a_slow_reader_slows_the_sender_and_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Flow control, not a closed connection, answers a reader that falls behind; maximum-size
+    messages still pass a window just their size."""
+    messages = [bytes([n]) * BOUND for n in range(6)]
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=SMALL) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=SMALL
+            ) as conn,
+        ):
+            receiver = await listener.accept()
+            received: list[bytes] = []
+
+            async def read_slowly() -> None:
+                for _ in messages:
+                    await trio.sleep(1)
+                    received.append(await receiver.receive_message())
+                    assert held(receiver) <= BOUND + MIB
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_slowly)
+                for message in messages:
+                    await conn.send_message(message)
+            assert received == messages
+
+
+async def test_a_peer_sending_past_its_credit_is_closed_with_the_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=SMALL) as listener,
+            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as attacker,
+        ):
+            receiver = await listener.accept()
+            quic = attacker._quic
+            quic._remote_max_data = 1 << 40  # the attacker ignores the credit it was given
+            stream_id = quic.get_next_available_stream_id()
+            quic.send_stream_data(stream_id, bytes(2 * BOUND))
+            quic._streams[stream_id].max_stream_data_remote = 1 << 40
+            with trio.move_on_after(10):
+                await attacker._transmit()
+                await receiver.wait_closed()
+            with pytest.raises(ConnectionClosed, match=r"broke the protocol.*data limit"):
+                await receiver.receive_message()
+
+
+@pytest.mark.parametrize(
+    ("fields", "complaint"),
+    [
+        ({"max_message_size": 2 * MIB, "max_receive_buffer": MIB}, "exceeds max_receive_buffer"),
+        ({"max_receive_buffer": 0}, "max_receive_buffer"),
+        ({"handshake_timeout": -1.0}, "handshake_timeout"),
+        ({"keepalive_interval": 0.0}, "keepalive_interval"),
+    ],
+)
+def test_a_nonsense_config_is_refused(fields: dict[str, float], complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        ConnectionConfig(**fields)  # type: ignore[arg-type]
