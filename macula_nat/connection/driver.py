@@ -8,7 +8,11 @@
   :class:`PeerAuthenticationFailed` too.
 - **Hygiene.** Only datagrams from the connection's remote address whose QUIC header parses reach
   aioquic; a listener starts a connection only for a full-size Initial from an allowed address,
-  with at most ``max_handshakes`` in flight, each bounded by ``handshake_timeout``.
+  with at most ``max_handshakes`` in flight, each bounded by ``handshake_timeout``. Once
+  ``retry_threshold`` handshakes from unproven addresses are pending, an Initial without a
+  token gets a stateless Retry (RFC 9000 8.1.2) instead of a slot, and a proven source holds at
+  most ``max_handshakes_per_source`` (see :mod:`macula_nat.connection.admission`): spoofed
+  Initials cannot take the slots a real peer needs.
 - **Messages** travel on one unidirectional stream per direction, each prefixed by its length
   (4 bytes, big endian): reliable, ordered, any size up to ``max_message_size``. A second
   unidirectional stream carries the traversal layer's signalling (:meth:`Connection.send_control`),
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import ssl
 import struct
 from collections import deque
@@ -60,14 +65,17 @@ from aioquic.quic.packet import (
     QuicFrameType,
     QuicHeader,
     QuicPacketType,
+    encode_quic_retry,
     pull_quic_header,
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.retry import QuicRetryTokenHandler
 from aioquic.quic.stream import QuicStream as QuicStreamState
 from aioquic.tls import AlertDescription
 from trio_util import AsyncValue
 
+from macula_nat.connection.admission import HandshakeLimits, HandshakeSlots, Verdict
 from macula_nat.connection.certificate import (
     NotANodeCertificate,
     node_certificate,
@@ -81,7 +89,7 @@ from macula_nat.connection.errors import (
 )
 from macula_nat.connection.link import ConnectionMethod, PeerLink
 from macula_nat.identity import NodeId, NodeKey
-from macula_nat.net.address import Address
+from macula_nat.net.address import Address, source_prefix
 from macula_nat.net.endpoint import UdpEndpoint
 
 __all__ = [
@@ -92,6 +100,7 @@ __all__ = [
     "ConnectionInfo",
     "ConnectionStatistics",
     "Listener",
+    "ListenerStatistics",
     "QuicStream",
     "connect",
     "listen",
@@ -587,6 +596,12 @@ class Connection:
             await self._next_progress()
             checkpointed = True
 
+    def _abort(self, reason: str) -> None:
+        """End the connection from outside (a listener evicting its handshake)."""
+        self._fail(ConnectionClosed(reason))
+        self._wake()
+        self._notify()
+
     def _release(self, count: int) -> None:
         """``count`` received bytes are read (or dropped): the peer may send that many more."""
         self._buffered -= count
@@ -958,6 +973,22 @@ async def connect(
         raise failure
 
 
+@attrs.frozen
+class ListenerStatistics:
+    """A listener's handshakes and what it refused."""
+
+    pending: int
+    """Handshakes in flight."""
+    unproven: int
+    """Of those, from addresses that did not prove they receive our packets (no token)."""
+    retries_sent: int
+    refused: int
+    """Initials dropped: a source over its share, a bad token."""
+    evicted: int
+    """Handshakes ended early to make room for a proven newcomer."""
+    limits: HandshakeLimits
+
+
 @attrs.define(eq=False)
 class Listener:
     """Accepts connections from allowed nodes on one endpoint (see :func:`listen`)."""
@@ -967,20 +998,37 @@ class Listener:
     _allowed: Callable[[NodeId], bool]
     _allow_address: Callable[[Address], bool]
     _config: ConnectionConfig
-    _max_handshakes: int
+    _limits: HandshakeLimits
     _nursery: trio.Nursery
     failures: deque[ConnectionFailed] = attrs.field(init=False, factory=lambda: deque(maxlen=32))
     """The latest connections that failed their handshake, newest last."""
     _by_address: dict[Address, Connection] = attrs.field(init=False, factory=dict)
+    _slots: HandshakeSlots = attrs.field(init=False)
+    _retry: QuicRetryTokenHandler = attrs.field(init=False, factory=QuicRetryTokenHandler)
+    _retries_sent: int = attrs.field(init=False, default=0)
+    _refused: int = attrs.field(init=False, default=0)
+    _evicted: int = attrs.field(init=False, default=0)
     _accepted_send: trio.MemorySendChannel[Connection] = attrs.field(init=False)
     _accepted: trio.MemoryReceiveChannel[Connection] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._accepted_send, self._accepted = trio.open_memory_channel(self._max_handshakes)
+        self._slots = HandshakeSlots(self._limits)
+        self._accepted_send, self._accepted = trio.open_memory_channel(self._limits.max_handshakes)
 
     async def accept(self) -> Connection:
         """The next authenticated connection; it lives until closed or the listener ends."""
         return await self._accepted.receive()
+
+    def statistics(self) -> ListenerStatistics:
+        """Handshakes now, and what was refused so far."""
+        return ListenerStatistics(
+            pending=self._slots.pending,
+            unproven=self._slots.unproven,
+            retries_sent=self._retries_sent,
+            refused=self._refused,
+            evicted=self._evicted,
+            limits=self._limits,
+        )
 
     async def _read(self) -> None:
         while True:
@@ -997,7 +1045,7 @@ class Listener:
             if known is not None:
                 await known._take(data, source)
             elif self._may_start(header, data, source):
-                self._start(header, data, source)
+                await self._admit(header, data, source)
 
     def _may_start(self, header: QuicHeader, data: bytes, source: Address) -> bool:
         if header.packet_type != QuicPacketType.INITIAL or len(data) < MIN_INITIAL_SIZE:
@@ -1007,22 +1055,84 @@ class Listener:
         if not self._allow_address(source):
             logger.debug("listener: Initial from %s refused (address not allowed)", source)
             return False
-        pending = sum(1 for c in self._by_address.values() if not c._authenticated.is_set())
-        if pending >= self._max_handshakes:
-            logger.debug("listener: Initial from %s refused (too many handshakes)", source)
-            return False
         return True
 
-    def _start(self, header: QuicHeader, data: bytes, source: Address) -> None:
+    async def _admit(self, header: QuicHeader, data: bytes, source: Address) -> None:
+        """Start a handshake for the Initial ``data``, answer it with a Retry, or drop it."""
+        original_cid = header.destination_cid
+        retry_cid: bytes | None = None
+        if header.token:
+            try:
+                original_cid = self._retry.validate_token(
+                    address=source,
+                    destination_cid=header.destination_cid,
+                    token=header.token,
+                    now=trio.current_time(),
+                )
+            except ValueError as exc:
+                logger.debug("listener: Initial from %s refused (token: %s)", source, exc)
+                self._refused += 1
+                return
+            retry_cid = header.destination_cid
+        prefix = source_prefix(source[0])
+        admission = self._slots.decide(prefix, proven=retry_cid is not None)
+        if admission.verdict is Verdict.RETRY:
+            await self._send_retry(header, source)
+        elif admission.verdict is Verdict.REFUSE:
+            logger.debug("listener: Initial from %s refused (its source holds its share)", source)
+            self._refused += 1
+        else:
+            victim = admission.evict
+            if isinstance(victim, Connection):
+                logger.info("listener: evicting the handshake of %s for %s", victim._remote, source)
+                self._slots.release(victim)
+                victim._abort("handshake evicted to make room for another source")
+                self._evicted += 1
+            self._start(data, source, original_cid, retry_cid, prefix)
+
+    async def _send_retry(self, header: QuicHeader, source: Address) -> None:
+        """Answer with a Retry (smaller than the Initial): a real client comes back with the
+        token, proving it receives at ``source``; we keep nothing meanwhile."""
+        assert header.version is not None  # an Initial's long header carries one
+        retry_cid = os.urandom(CID_LENGTH)
+        token = self._retry.create_token(
+            address=source,
+            original_destination_connection_id=header.destination_cid,
+            retry_source_connection_id=retry_cid,
+            now=trio.current_time(),
+        )
+        packet = encode_quic_retry(
+            version=header.version,
+            source_cid=retry_cid,
+            destination_cid=header.source_cid,
+            original_destination_cid=header.destination_cid,
+            retry_token=token,
+        )
+        self._retries_sent += 1
+        try:
+            await self._endpoint.send_to(packet, source)
+        except (OSError, trio.ClosedResourceError) as exc:
+            logger.debug("listener: Retry to %s not sent: %s", source, exc)
+
+    def _start(
+        self,
+        data: bytes,
+        source: Address,
+        original_cid: bytes,
+        retry_cid: bytes | None,
+        prefix: str,
+    ) -> None:
         quic = _ServerQuicConnection(
             configuration=self._configuration,
-            original_destination_connection_id=header.destination_cid,
+            original_destination_connection_id=original_cid,
+            retry_source_connection_id=retry_cid,
             window=self._config.receive_window,
         )
         connection = Connection(
             quic, self._endpoint, source, self._allowed, self._config, is_client=False
         )
         self._by_address[source] = connection
+        self._slots.take(connection, prefix, proven=retry_cid is not None)
         connection._feed(data, source)
         connection._wake()  # its driver's first pass answers the Initial
         self._nursery.start_soon(self._serve, connection)
@@ -1033,6 +1143,7 @@ class Listener:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(connection._drive)
                 failure = await connection._handshake()
+                self._slots.release(connection)
                 if failure is None:
                     try:
                         self._accepted_send.send_nowait(connection)
@@ -1045,6 +1156,7 @@ class Listener:
                     logger.info("listener: handshake from %s failed: %s", remote, failure)
                     await connection.aclose()
         finally:
+            self._slots.release(connection)
             if self._by_address.get(remote) is connection:
                 del self._by_address[remote]
 
@@ -1057,14 +1169,20 @@ async def listen(
     *,
     allow_address: Callable[[Address], bool] | None = None,
     max_handshakes: int = 16,
+    max_handshakes_per_source: int = 4,
+    retry_threshold: int = 4,
     config: ConnectionConfig | None = None,
 ) -> AsyncIterator[Listener]:
     """Accept connections from ``allowed_peers`` (node ids, or a predicate) during the block.
 
     Only an Initial from an address ``allow_address`` accepts (default: any) starts a
-    handshake, at most ``max_handshakes`` at a time. The block owns ``endpoint``'s receiving;
-    leaving it closes every connection accepted here.
+    handshake, at most ``max_handshakes`` at a time and ``max_handshakes_per_source`` from one
+    source that proved its address; once ``retry_threshold`` handshakes from unproven
+    addresses are pending, the others must prove theirs with a Retry first (see
+    :class:`HandshakeLimits`). The block owns ``endpoint``'s receiving; leaving it closes every
+    connection accepted here.
     """
+    limits = HandshakeLimits(max_handshakes, max_handshakes_per_source, retry_threshold)
     settings = config if config is not None else ConnectionConfig()
     allowed = allowed_peers if callable(allowed_peers) else frozenset(allowed_peers).__contains__
     async with trio.open_nursery() as nursery:
@@ -1074,7 +1192,7 @@ async def listen(
             allowed,
             allow_address if allow_address is not None else (lambda _: True),
             settings,
-            max_handshakes,
+            limits,
             nursery,
         )
         nursery.start_soon(listener._read)

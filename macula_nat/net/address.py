@@ -82,3 +82,12 @@ def any_address(version: int) -> str:
     if version == 6:
         return ANY_IPV6
     raise ValueError(f"IP version must be 4 or 6, not {version!r}")
+
+
+def source_prefix(host: str) -> str:
+    """The source a host's traffic is accounted to: an IPv4 address itself, or the IPv6 /64
+    it lies in (a host owns a whole /64), as ``"2001:db8:1:2::/64"``."""
+    ip = ipaddress.ip_address(host)
+    if ip.version == 4:
+        return str(ip)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 import trio
 import trio.testing
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 
 from macula_nat.connection import (
+    ALPN,
     Connection,
     ConnectionClosed,
     ConnectionConfig,
@@ -18,7 +22,7 @@ from macula_nat.connection import (
     listen,
 )
 from macula_nat.identity import NodeKey
-from macula_nat.net import UdpEndpoint
+from macula_nat.net import Address, UdpEndpoint
 from macula_nat.net.sim import Internet, open_internet
 
 CLIENT = NodeKey.generate()
@@ -161,3 +165,66 @@ async def test_a_peer_sending_past_its_credit_is_closed_with_the_reason(
 def test_a_nonsense_config_is_refused(fields: dict[str, float], complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
         ConnectionConfig(**fields)  # type: ignore[arg-type]
+
+
+# -- handshake slots ---------------------------------------------------------------------------
+
+
+def bogus_initial(server: Address) -> bytes:
+    """A well-formed, full-size client Initial (a fresh one: its own connection ids)."""
+    quic = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=[ALPN]))
+    quic.connect(server, now=trio.current_time())
+    data, _ = quic.datagrams_to_send(now=trio.current_time())[0]
+    assert len(data) >= 1200
+    return data
+
+
+async def spoofed_flood(
+    internet: Internet, server: Address, *, per_second: int, seconds: float
+) -> None:
+    """``per_second`` Initials a second, each from another address that never answers (what
+    comes back to a spoofed source is lost on the victim's side)."""
+    sources = internet.add_host(addresses=64, name="spoofed sources")
+    endpoints = [await sources.bind((address, 0)) for address in sources.addresses]
+    for n in range(int(per_second * seconds)):
+        await endpoints[n % len(endpoints)].send_to(bogus_initial(server), server)
+        await trio.sleep(1 / per_second)
+
+
+async def test_a_legitimate_connect_succeeds_within_2s_under_a_spoofed_initial_flood(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        server = server_ep.local_address
+        async with listen(server_ep, SERVER, [CLIENT.node_id]) as listener:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    partial(spoofed_flood, internet, server, per_second=16, seconds=20)
+                )
+                await trio.sleep(5)  # the flood has filled what it can
+                held_by_flood = listener.statistics().pending
+                with trio.fail_after(2):
+                    async with connect(client_ep, server, CLIENT, SERVER.node_id) as conn:
+                        accepted = await listener.accept()
+                        await conn.send_message(b"through")
+                        assert await accepted.receive_message() == b"through"
+                nursery.cancel_scope.cancel()
+            statistics = listener.statistics()
+    assert held_by_flood <= statistics.limits.retry_threshold
+    assert statistics.retries_sent >= 16
+
+
+async def test_a_listener_that_always_retries_still_accepts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """aioquic's client follows a Retry: with ``retry_threshold=0`` every connect pays one
+    round trip more and succeeds."""
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with listen(server_ep, SERVER, [CLIENT.node_id], retry_threshold=0) as listener:
+            async with connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn:
+                accepted = await listener.accept()
+                await accepted.send_message(b"proven")
+                assert await conn.receive_message() == b"proven"
+            assert listener.statistics().retries_sent == 1

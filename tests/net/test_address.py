@@ -13,6 +13,7 @@ from macula_nat.net.address import (
     is_unspecified,
     normalise_address,
     normalise_ip,
+    source_prefix,
 )
 
 
@@ -62,3 +63,16 @@ def test_families_and_wildcards() -> None:
     assert not is_unspecified("10.0.0.1")
     with pytest.raises(ValueError):
         any_address(5)
+
+
+@pytest.mark.parametrize(
+    ("host", "source"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:0db8:0001:0002::1", "2001:db8:1:2::/64"),
+        ("::1", "::/64"),
+    ],
+)
+def test_a_source_is_an_ipv4_address_or_an_ipv6_64(host: str, source: str) -> None:
+    assert source_prefix(host) == source
