@@ -23,7 +23,7 @@ from macula_nat.connection import (
 )
 from macula_nat.identity import NodeKey
 from macula_nat.net import Address, UdpEndpoint
-from macula_nat.net.sim import Internet, open_internet
+from macula_nat.net.sim import Internet, LinkProfile, open_internet
 
 CLIENT = NodeKey.generate()
 SERVER = NodeKey.generate()
@@ -33,9 +33,11 @@ BOUND = MIB
 SMALL = ConnectionConfig(max_message_size=BOUND, max_receive_buffer=BOUND)
 
 
-async def pair(internet: Internet) -> tuple[UdpEndpoint, UdpEndpoint]:
-    client_host = internet.add_host(name="client")
-    server_host = internet.add_host(name="server")
+async def pair(
+    internet: Internet, link: LinkProfile | None = None
+) -> tuple[UdpEndpoint, UdpEndpoint]:
+    client_host = internet.add_host(name="client", link=link)
+    server_host = internet.add_host(name="server", link=link)
     client = await client_host.bind((client_host.addresses[0], 0))
     server = await server_host.bind((server_host.addresses[0], 4433))
     return client, server
@@ -52,25 +54,25 @@ def held(connection: Connection) -> int:
 # more than the bound and keeps sending what the receiver's flow control lets through.
 
 
-def incomplete_messages(attacker: Connection) -> None:
-    """A message stream per call, each holding a maximum-size message but its last byte."""
+def incomplete_messages(attacker: Connection, bound: int = BOUND) -> None:
+    """16 message streams, each holding a maximum-size message but its last byte."""
     quic = attacker._quic
     for _ in range(16):
         stream_id = quic.get_next_available_stream_id(is_unidirectional=True)
-        quic.send_stream_data(stream_id, b"M" + struct.pack("!I", BOUND) + bytes(BOUND - 1))
+        quic.send_stream_data(stream_id, b"M" + struct.pack("!I", bound) + bytes(bound - 1))
 
 
-def unread_streams(attacker: Connection) -> None:
+def unread_streams(attacker: Connection, bound: int = BOUND) -> None:
     """64 bidirectional streams of data the receiver's application never reads."""
     quic = attacker._quic
     for _ in range(64):
-        quic.send_stream_data(quic.get_next_available_stream_id(), bytes(BOUND // 4))
+        quic.send_stream_data(quic.get_next_available_stream_id(), bytes(bound // 4))
 
 
-def out_of_order(attacker: Connection) -> None:
+def out_of_order(attacker: Connection, bound: int = BOUND) -> None:
     """64 streams whose first half never comes: the receiver reassembles behind a gap."""
     quic = attacker._quic
-    gap = BOUND // 2
+    gap = bound // 2
     for _ in range(64):
         stream_id = quic.get_next_available_stream_id()
         quic.send_stream_data(stream_id, bytes(gap + 1000))
