@@ -206,8 +206,19 @@ class _QuicConnection(QuicConnection):
     less than half of it left (it may be waiting).
     """
 
-    def __init__(self, *, window: int, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        *,
+        configuration: QuicConfiguration,
+        window: int,
+        original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
+    ) -> None:
+        super().__init__(
+            configuration=configuration,
+            original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
+        )
         self.window = window
         self.released = 0
         """Bytes the application has read (or dropped) of all that aioquic delivered."""
@@ -512,7 +523,7 @@ class Connection:
             reassembly=self._quic.reassembly(),
             receive_bound=self._config.max_receive_buffer,
             peer_streams=sum(
-                1 for stream_id in self._quic._streams if bool(stream_id & 1) != self._is_client
+                1 for stream_id in self._quic._streams if bool(stream_id & 1) == self._is_client
             ),
         )
 
@@ -757,7 +768,12 @@ class Connection:
         self._quic.receive_datagram(data, source, now=trio.current_time())
         self._check_peer_certificate()
         close = self._quic._close_event
-        if self._quic._close_pending and close is not None and self._failure is None:
+        if (
+            self._quic._close_pending
+            and close is not None
+            and self._failure is None
+            and not self._closed_locally
+        ):
             # aioquic closes by itself when the peer breaks the protocol (flow control, streams)
             self._failure = ConnectionClosed(
                 f"the peer broke the protocol (code {close.error_code:#x}: {close.reason_phrase})"

@@ -83,7 +83,7 @@ def out_of_order(attacker: Connection, bound: int = BOUND) -> None:
 async def test_a_peer_cannot_make_the_receiver_hold_more_than_its_bound(
     autojump_clock: trio.testing.MockClock, attack: Callable[[Connection], None]
 ) -> None:
-    peak = 0
+    peak = streams = 0
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         async with (
@@ -98,9 +98,11 @@ async def test_a_peer_cannot_make_the_receiver_hold_more_than_its_bound(
                 await attacker._transmit()
                 await trio.sleep(0.05)
                 peak = max(peak, held(receiver))
+                streams = max(streams, receiver.statistics().peer_streams)
                 if peak > BOUND + MIB:
                     break
     assert 0 < peak <= BOUND + MIB
+    assert 0 < streams <= 128 + 2  # aioquic's bidirectional streams, our two unidirectional
 
 
 async def test_a_slow_reader_slows_the_sender_and_loses_nothing(
