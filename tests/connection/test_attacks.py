@@ -21,9 +21,11 @@ from macula_nat.connection import (
     connect,
     listen,
 )
+from macula_nat.connection.link import LINK_ADDRESS, PeerLink
 from macula_nat.identity import NodeKey
 from macula_nat.net import Address, UdpEndpoint
 from macula_nat.net.sim import Internet, LinkProfile, open_internet
+from tests.connection.test_link import LOCAL, FakeRelay, session
 
 CLIENT = NodeKey.generate()
 SERVER = NodeKey.generate()
@@ -232,3 +234,36 @@ async def test_a_listener_that_always_retries_still_accepts(
                 await accepted.send_message(b"proven")
                 assert await conn.receive_message() == b"proven"
             assert listener.statistics().retries_sent == 1
+
+
+class WiredRelay(FakeRelay):
+    """A relay session whose sends arrive on another (the peer's end)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.other: FakeRelay | None = None
+
+    async def send(self, payload: bytes) -> None:
+        await super().send(payload)
+        assert self.other is not None
+        self.other.push(payload)
+
+
+async def test_a_retry_crosses_a_relayed_link(autojump_clock: trio.testing.MockClock) -> None:
+    """Over a relay the peer has one fixed link address; its token proves that address."""
+    client_relay, server_relay = WiredRelay(), WiredRelay()
+    client_relay.other, server_relay.other = server_relay, client_relay
+    client_link = PeerLink(SERVER.node_id, LOCAL, relay=session(client_relay))
+    server_link = PeerLink(None, LOCAL, relay=session(server_relay))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client_link.run)
+        nursery.start_soon(server_link.run)
+        async with (
+            listen(server_link, SERVER, [CLIENT.node_id], retry_threshold=0) as listener,
+            connect(client_link, LINK_ADDRESS, CLIENT, SERVER.node_id) as conn,
+        ):
+            accepted = await listener.accept()
+            await conn.send_message(b"relayed")
+            assert await accepted.receive_message() == b"relayed"
+            assert listener.statistics().retries_sent == 1
+        nursery.cancel_scope.cancel()
