@@ -8,7 +8,11 @@
   :class:`PeerAuthenticationFailed` too.
 - **Hygiene.** Only datagrams from the connection's remote address whose QUIC header parses reach
   aioquic; a listener starts a connection only for a full-size Initial from an allowed address,
-  with at most ``max_handshakes`` in flight, each bounded by ``handshake_timeout``.
+  with at most ``max_handshakes`` in flight, each bounded by ``handshake_timeout``. Once
+  ``retry_threshold`` handshakes from unproven addresses are pending, an Initial without a
+  token gets a stateless Retry (RFC 9000 8.1.2) instead of a slot, and a proven source holds at
+  most ``max_handshakes_per_source`` (see :mod:`macula_nat.connection.admission`): spoofed
+  Initials cannot take the slots a real peer needs.
 - **Messages** travel on one unidirectional stream per direction, each prefixed by its length
   (4 bytes, big endian): reliable, ordered, any size up to ``max_message_size``. A second
   unidirectional stream carries the traversal layer's signalling (:meth:`Connection.send_control`),
@@ -27,15 +31,21 @@
   ACK rides with outgoing data instead of leaving alone after aioquic's ACK delay. Together
   these made a small-message round trip ~1.5x faster.
 - **Time** is ``trio.current_time()``, so aioquic's timers follow ``trio.testing.MockClock``.
-- **Memory.** Received data not yet read is bounded by ``max_receive_buffer`` (the connection
-  closes if the application falls that far behind); a send waits while more than
-  ``send_buffer`` bytes of its stream are unacknowledged.
+- **Memory.** QUIC flow control is the receive bound: the peer may send at most
+  ``max_receive_buffer`` bytes beyond what the application has read (whole messages, partial
+  ones, stream data, and the gaps aioquic holds for out-of-order data all count), so a slow
+  reader slows the sender instead of growing a buffer; aioquic would instead double its windows
+  as data arrives, read or not. The peer may open 2 unidirectional streams (messages,
+  signalling) and aioquic's 128 bidirectional ones. A peer that sends past its credit breaks
+  the protocol and the connection closes (:class:`ConnectionClosed` says why). A send waits
+  while more than ``send_buffer`` bytes of its stream are unacknowledged.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import ssl
 import struct
 from collections import deque
@@ -55,11 +65,17 @@ from aioquic.quic.packet import (
     QuicFrameType,
     QuicHeader,
     QuicPacketType,
+    encode_quic_retry,
     pull_quic_header,
 )
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.retry import QuicRetryTokenHandler
+from aioquic.quic.stream import QuicStream as QuicStreamState
 from aioquic.tls import AlertDescription
 from trio_util import AsyncValue
 
+from macula_nat.connection.admission import HandshakeLimits, HandshakeSlots, Verdict
 from macula_nat.connection.certificate import (
     NotANodeCertificate,
     node_certificate,
@@ -73,7 +89,7 @@ from macula_nat.connection.errors import (
 )
 from macula_nat.connection.link import ConnectionMethod, PeerLink
 from macula_nat.identity import NodeId, NodeKey
-from macula_nat.net.address import Address
+from macula_nat.net.address import Address, source_prefix
 from macula_nat.net.endpoint import UdpEndpoint
 
 __all__ = [
@@ -82,7 +98,9 @@ __all__ = [
     "Connection",
     "ConnectionConfig",
     "ConnectionInfo",
+    "ConnectionStatistics",
     "Listener",
+    "ListenerStatistics",
     "QuicStream",
     "connect",
     "listen",
@@ -103,24 +121,65 @@ _CONTROL: Final = b"C"
 """First byte of a unidirectional stream: application messages, or traversal signalling."""
 _RECEIVE_CHUNK: Final = 65536
 _ACK_NOW: Final = 1e-6
+"""How far before now an early ACK is made due (see :meth:`Connection._ack_now`)."""
 _TIMER_GRANULARITY: Final = 0.001
 """aioquic's own timer granularity (``K_GRANULARITY``)."""
-"""How far before now an early ACK is made due (see :meth:`Connection._ack_now`)."""
+_FRAMING: Final = 1 + _LENGTH.size
+"""Bytes a message stream adds around one message at most (its kind byte, the length)."""
+_PEER_UNI_STREAMS: Final = 2
+"""Unidirectional streams a peer opens: its messages and its signalling."""
+
+
+_POSITIVE: Final = attrs.validators.gt(0)
+_POSITIVE_TIME: Final = attrs.validators.gt(0.0)
 
 
 @attrs.frozen
 class ConnectionConfig:
     """Timing and memory bounds of a connection."""
 
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 30.0
+    handshake_timeout: float = attrs.field(default=10.0, validator=_POSITIVE_TIME)
+    idle_timeout: float = attrs.field(default=30.0, validator=_POSITIVE_TIME)
     keepalive_interval: float | None = 10.0
     """Seconds between PINGs once connected; None sends none (the idle timeout then bites)."""
-    max_message_size: int = 16 * 1024 * 1024
-    max_receive_buffer: int = 64 * 1024 * 1024
-    send_buffer: int = 1024 * 1024
-    close_grace: float = 1.0
+    max_message_size: int = attrs.field(default=16 * 1024 * 1024, validator=_POSITIVE)
+    max_receive_buffer: int = attrs.field(default=64 * 1024 * 1024, validator=_POSITIVE)
+    """Received bytes the application has not read that the peer may make this side hold
+    (the QUIC flow-control window, connection and each stream): at least ``max_message_size``."""
+    send_buffer: int = attrs.field(default=1024 * 1024, validator=_POSITIVE)
+    close_grace: float = attrs.field(default=1.0, validator=_POSITIVE_TIME)
     """Longest :meth:`Connection.aclose` waits to send the CONNECTION_CLOSE."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.keepalive_interval is not None and not self.keepalive_interval > 0:
+            raise ValueError(
+                f"keepalive_interval must be positive or None, not {self.keepalive_interval}"
+            )
+        if self.max_message_size > self.max_receive_buffer:
+            raise ValueError(
+                f"max_message_size ({self.max_message_size}) exceeds max_receive_buffer "
+                f"({self.max_receive_buffer}): such a message could never arrive"
+            )
+
+    @property
+    def receive_window(self) -> int:
+        """The flow-control window: the receive bound, plus room for one message's framing."""
+        return self.max_receive_buffer + _FRAMING
+
+
+@attrs.frozen
+class ConnectionStatistics:
+    """What a connection holds of the peer's data now (its receive memory)."""
+
+    held: int
+    """Bytes received and not yet read by the application: whole and partial messages,
+    signalling, stream data."""
+    reassembly: int
+    """Bytes aioquic holds for out-of-order stream data (gaps included)."""
+    receive_bound: int
+    """``max_receive_buffer``: ``held + reassembly`` stays within it plus a message's framing."""
+    peer_streams: int
+    """Streams the peer has opened (aioquic's stream states alive)."""
 
 
 @attrs.frozen
@@ -136,7 +195,75 @@ class ConnectionInfo:
     """The peer's address on the direct path; None while relayed."""
 
 
-class _ServerQuicConnection(QuicConnection):
+class _QuicConnection(QuicConnection):
+    """aioquic's connection with flow control that follows the application.
+
+    aioquic doubles its windows once half is used, whether the application has read the data
+    or not. Here the peer's connection credit is ``window`` bytes beyond what the application
+    has read (:meth:`release`), and a stream's is ``window`` beyond what aioquic has handed
+    over (the connection credit binds first; this bounds aioquic's reassembly per stream).
+    Credit is announced in steps of an eighth of the window, or at once while the peer has
+    less than half of it left (it may be waiting).
+    """
+
+    def __init__(
+        self,
+        *,
+        configuration: QuicConfiguration,
+        window: int,
+        original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
+    ) -> None:
+        super().__init__(
+            configuration=configuration,
+            original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
+        )
+        self.window = window
+        self.released = 0
+        """Bytes the application has read (or dropped) of all that aioquic delivered."""
+        uni = self._local_max_streams_uni
+        uni.value = uni.sent = _PEER_UNI_STREAMS
+
+    def release(self, count: int) -> bool:
+        """Count ``count`` more bytes read; whether the peer should hear of new credit now."""
+        self.released += count
+        limit = self._local_max_data
+        return self._due(limit.sent, limit.used, self.released)
+
+    def _due(self, sent: int, used: int, base: int) -> bool:
+        return base + self.window - sent >= self.window // 8 or sent - used < self.window // 2
+
+    def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
+        limit = self._local_max_data
+        if self._due(limit.sent, limit.used, self.released):
+            limit.value = max(limit.value, self.released + self.window)
+        used, limit.used = limit.used, 0  # hidden from aioquic, which would double the window
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            limit.used = used
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStreamState
+    ) -> None:
+        receiver = stream.receiver
+        if stream.max_stream_data_local:  # zero only on our own unidirectional streams
+            base = receiver.starting_offset()
+            if self._due(stream.max_stream_data_local_sent, receiver.highest_offset, base):
+                stream.max_stream_data_local = max(stream.max_stream_data_local, base + self.window)
+        highest, receiver.highest_offset = receiver.highest_offset, 0  # as above
+        try:
+            super()._write_stream_limits(builder, space, stream)
+        finally:
+            receiver.highest_offset = highest
+
+    def reassembly(self) -> int:
+        """Bytes held for out-of-order stream data."""
+        return sum(len(stream.receiver._buffer) for stream in self._streams.values())
+
+
+class _ServerQuicConnection(_QuicConnection):
     """A server connection that requests the client's certificate (aioquic keeps that private)."""
 
     def _initialize(self, peer_cid: bytes) -> None:
@@ -149,6 +276,8 @@ def _configuration(key: NodeKey, config: ConnectionConfig, *, is_client: bool) -
         is_client=is_client,
         alpn_protocols=[ALPN],
         idle_timeout=config.idle_timeout,
+        max_data=config.receive_window,
+        max_stream_data=config.receive_window,
         verify_mode=ssl.CERT_NONE,  # no CA: the driver checks the key against the node id
         connection_id_length=CID_LENGTH,
     )
@@ -217,7 +346,7 @@ class QuicStream(trio.abc.HalfCloseableStream):
                 if self._received:
                     chunk = bytes(self._received[:limit])
                     del self._received[:limit]
-                    self._connection._buffered -= len(chunk)
+                    self._connection._release(len(chunk))
                     if not waited:
                         await trio.lowlevel.checkpoint()
                     return chunk
@@ -237,7 +366,7 @@ class QuicStream(trio.abc.HalfCloseableStream):
         if not self._closed:
             self._end_sending()
             self._closed = True
-            self._connection._buffered -= len(self._received)
+            self._connection._release(len(self._received))
             self._received.clear()
         await trio.lowlevel.checkpoint()
 
@@ -250,9 +379,10 @@ class QuicStream(trio.abc.HalfCloseableStream):
             self._connection._wake()
 
     def _receive(self, data: bytes, end_stream: bool) -> None:
-        if not self._closed:
+        if self._closed:
+            self._connection._release(len(data))
+        else:
             self._received += data
-            self._connection._buffered += len(data)
         self._eof = self._eof or end_stream
 
 
@@ -261,7 +391,7 @@ class Connection:
     """A mutually authenticated QUIC connection to one peer; build with :func:`connect` or
     :meth:`Listener.accept`."""
 
-    _quic: QuicConnection
+    _quic: _QuicConnection
     _endpoint: UdpEndpoint
     _remote: Address
     _accepts: Callable[[NodeId], bool]
@@ -271,6 +401,7 @@ class Connection:
     _failure: ConnectionFailed | None = None
     _closed_locally: bool = False
     _buffered: int = 0
+    """Bytes aioquic delivered that the application has not read yet (partial messages too)."""
     _message_stream: int | None = None
     _control_stream: int | None = None
     _ping_uid: int = 0
@@ -376,13 +507,24 @@ class Connection:
             self._raise_if_closed()
             if queue:
                 message = queue.popleft()
-                self._buffered -= len(message)
+                self._release(len(message))
                 if not waited:
                     await trio.lowlevel.checkpoint()
                 return message
             self._raise_if_unusable()
             await self._next_progress()
             waited = True
+
+    def statistics(self) -> ConnectionStatistics:
+        """What this connection holds of the peer's data now."""
+        return ConnectionStatistics(
+            held=self._buffered,
+            reassembly=self._quic.reassembly(),
+            receive_bound=self._config.max_receive_buffer,
+            peer_streams=sum(
+                1 for stream_id in self._quic._streams if bool(stream_id & 1) == self._is_client
+            ),
+        )
 
     def _open_uni(self, kind: bytes) -> int:
         stream_id = self._quic.get_next_available_stream_id(is_unidirectional=True)
@@ -468,6 +610,18 @@ class Connection:
             self._raise_if_unusable()
             await self._next_progress()
             checkpointed = True
+
+    def _abort(self, reason: str) -> None:
+        """End the connection from outside (a listener evicting its handshake)."""
+        self._fail(ConnectionClosed(reason))
+        self._wake()
+        self._notify()
+
+    def _release(self, count: int) -> None:
+        """``count`` received bytes are read (or dropped): the peer may send that many more."""
+        self._buffered -= count
+        if self._quic.release(count) and self._usable():
+            self._wake()  # the driver's next pass announces the credit
 
     def _on_path_change(self) -> None:
         """A new path: PING over it at once, so packets lost on the old one are declared lost
@@ -614,6 +768,18 @@ class Connection:
             return
         self._quic.receive_datagram(data, source, now=trio.current_time())
         self._check_peer_certificate()
+        close = self._quic._close_event
+        if (
+            self._quic._close_pending
+            and close is not None
+            and self._failure is None
+            and not self._closed_locally
+        ):
+            # aioquic closes by itself when the peer breaks the protocol (flow control, streams)
+            self._failure = ConnectionClosed(
+                f"the peer broke the protocol (code {close.error_code:#x}: {close.reason_phrase})"
+            )
+            logger.warning("connection to %s: %s", self._remote, self._failure)
 
     def _check_peer_certificate(self) -> None:
         """Check the peer's key as soon as aioquic has its certificate, before we answer."""
@@ -694,6 +860,7 @@ class Connection:
 
     def _on_stream_data(self, event: events.StreamDataReceived) -> None:
         stream_id = event.stream_id
+        self._buffered += len(event.data)
         if stream_id & 2:  # unidirectional: the peer's message or control stream
             buffer = self._framing.setdefault(stream_id, bytearray())
             buffer += event.data
@@ -701,12 +868,17 @@ class Connection:
             if kind is None and buffer:
                 kind = self._uni_kinds[stream_id] = bytes(buffer[:1])
                 del buffer[:1]
+                self._release(1)
             if kind == _MESSAGES:
                 self._split_messages(buffer, self._messages)
             elif kind == _CONTROL:
                 self._split_messages(buffer, self._controls)
             elif kind is not None:
                 self._fail(ConnectionClosed(f"peer opened a stream of unknown kind {kind!r}"))
+                self._release(len(buffer))
+                buffer.clear()
+            if event.end_stream:  # what is left is a message that will never complete
+                self._release(len(self._framing.pop(stream_id)))
         else:
             stream = self._streams.get(stream_id)
             if stream is None:
@@ -714,16 +886,13 @@ class Connection:
                 self._streams[stream_id] = stream
                 self._new_streams.append(stream)
             stream._receive(event.data, event.end_stream)
-        if self._buffered > self._config.max_receive_buffer:
-            self._fail(
-                ConnectionClosed("receive buffer overflow: the application reads too slowly")
-            )
 
     def _split_messages(self, buffer: bytearray, queue: deque[bytes]) -> None:
         while len(buffer) >= _LENGTH.size:
             (length,) = _LENGTH.unpack_from(buffer)
             if length > self._config.max_message_size:
                 self._fail(ConnectionClosed(f"peer sent a message of {length} bytes"))
+                self._release(len(buffer))
                 buffer.clear()
                 return
             end = _LENGTH.size + length
@@ -732,7 +901,7 @@ class Connection:
             message = bytes(buffer[_LENGTH.size : end])
             del buffer[:end]
             queue.append(message)
-            self._buffered += length
+            self._release(_LENGTH.size)
 
     async def _flush(self) -> bool:
         """Send aioquic's datagrams, in order, whichever task (driver or sender) calls; True
@@ -788,7 +957,9 @@ async def connect(
     it only once it has accepted us. The traversal layer starts its signalling there.
     """
     settings = config if config is not None else ConnectionConfig()
-    quic = QuicConnection(configuration=_configuration(key, settings, is_client=True))
+    quic = _QuicConnection(
+        configuration=_configuration(key, settings, is_client=True), window=settings.receive_window
+    )
     connection = Connection(
         quic,
         endpoint,
@@ -819,6 +990,22 @@ async def connect(
         raise failure
 
 
+@attrs.frozen
+class ListenerStatistics:
+    """A listener's handshakes and what it refused."""
+
+    pending: int
+    """Handshakes in flight."""
+    unproven: int
+    """Of those, from addresses that did not prove they receive our packets (no token)."""
+    retries_sent: int
+    refused: int
+    """Initials dropped: a source over its share, a bad token."""
+    evicted: int
+    """Handshakes ended early to make room for a proven newcomer."""
+    limits: HandshakeLimits
+
+
 @attrs.define(eq=False)
 class Listener:
     """Accepts connections from allowed nodes on one endpoint (see :func:`listen`)."""
@@ -828,20 +1015,37 @@ class Listener:
     _allowed: Callable[[NodeId], bool]
     _allow_address: Callable[[Address], bool]
     _config: ConnectionConfig
-    _max_handshakes: int
+    _limits: HandshakeLimits
     _nursery: trio.Nursery
     failures: deque[ConnectionFailed] = attrs.field(init=False, factory=lambda: deque(maxlen=32))
     """The latest connections that failed their handshake, newest last."""
     _by_address: dict[Address, Connection] = attrs.field(init=False, factory=dict)
+    _slots: HandshakeSlots = attrs.field(init=False)
+    _retry: QuicRetryTokenHandler = attrs.field(init=False, factory=QuicRetryTokenHandler)
+    _retries_sent: int = attrs.field(init=False, default=0)
+    _refused: int = attrs.field(init=False, default=0)
+    _evicted: int = attrs.field(init=False, default=0)
     _accepted_send: trio.MemorySendChannel[Connection] = attrs.field(init=False)
     _accepted: trio.MemoryReceiveChannel[Connection] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._accepted_send, self._accepted = trio.open_memory_channel(self._max_handshakes)
+        self._slots = HandshakeSlots(self._limits)
+        self._accepted_send, self._accepted = trio.open_memory_channel(self._limits.max_handshakes)
 
     async def accept(self) -> Connection:
         """The next authenticated connection; it lives until closed or the listener ends."""
         return await self._accepted.receive()
+
+    def statistics(self) -> ListenerStatistics:
+        """Handshakes now, and what was refused so far."""
+        return ListenerStatistics(
+            pending=self._slots.pending,
+            unproven=self._slots.unproven,
+            retries_sent=self._retries_sent,
+            refused=self._refused,
+            evicted=self._evicted,
+            limits=self._limits,
+        )
 
     async def _read(self) -> None:
         while True:
@@ -858,7 +1062,7 @@ class Listener:
             if known is not None:
                 await known._take(data, source)
             elif self._may_start(header, data, source):
-                self._start(header, data, source)
+                await self._admit(header, data, source)
 
     def _may_start(self, header: QuicHeader, data: bytes, source: Address) -> bool:
         if header.packet_type != QuicPacketType.INITIAL or len(data) < MIN_INITIAL_SIZE:
@@ -868,21 +1072,84 @@ class Listener:
         if not self._allow_address(source):
             logger.debug("listener: Initial from %s refused (address not allowed)", source)
             return False
-        pending = sum(1 for c in self._by_address.values() if not c._authenticated.is_set())
-        if pending >= self._max_handshakes:
-            logger.debug("listener: Initial from %s refused (too many handshakes)", source)
-            return False
         return True
 
-    def _start(self, header: QuicHeader, data: bytes, source: Address) -> None:
+    async def _admit(self, header: QuicHeader, data: bytes, source: Address) -> None:
+        """Start a handshake for the Initial ``data``, answer it with a Retry, or drop it."""
+        original_cid = header.destination_cid
+        retry_cid: bytes | None = None
+        if header.token:
+            try:
+                original_cid = self._retry.validate_token(
+                    address=source,
+                    destination_cid=header.destination_cid,
+                    token=header.token,
+                    now=trio.current_time(),
+                )
+            except ValueError as exc:
+                logger.debug("listener: Initial from %s refused (token: %s)", source, exc)
+                self._refused += 1
+                return
+            retry_cid = header.destination_cid
+        prefix = source_prefix(source[0])
+        admission = self._slots.decide(prefix, proven=retry_cid is not None)
+        if admission.verdict is Verdict.RETRY:
+            await self._send_retry(header, source)
+        elif admission.verdict is Verdict.REFUSE:
+            logger.debug("listener: Initial from %s refused (its source holds its share)", source)
+            self._refused += 1
+        else:
+            victim = admission.evict
+            if isinstance(victim, Connection):
+                logger.info("listener: evicting the handshake of %s for %s", victim._remote, source)
+                self._slots.release(victim)
+                victim._abort("handshake evicted to make room for another source")
+                self._evicted += 1
+            self._start(data, source, original_cid, retry_cid, prefix)
+
+    async def _send_retry(self, header: QuicHeader, source: Address) -> None:
+        """Answer with a Retry (smaller than the Initial): a real client comes back with the
+        token, proving it receives at ``source``; we keep nothing meanwhile."""
+        assert header.version is not None  # an Initial's long header carries one
+        retry_cid = os.urandom(CID_LENGTH)
+        token = self._retry.create_token(
+            address=source,
+            original_destination_connection_id=header.destination_cid,
+            retry_source_connection_id=retry_cid,
+            now=trio.current_time(),
+        )
+        packet = encode_quic_retry(
+            version=header.version,
+            source_cid=retry_cid,
+            destination_cid=header.source_cid,
+            original_destination_cid=header.destination_cid,
+            retry_token=token,
+        )
+        self._retries_sent += 1
+        try:
+            await self._endpoint.send_to(packet, source)
+        except (OSError, trio.ClosedResourceError) as exc:
+            logger.debug("listener: Retry to %s not sent: %s", source, exc)
+
+    def _start(
+        self,
+        data: bytes,
+        source: Address,
+        original_cid: bytes,
+        retry_cid: bytes | None,
+        prefix: str,
+    ) -> None:
         quic = _ServerQuicConnection(
             configuration=self._configuration,
-            original_destination_connection_id=header.destination_cid,
+            original_destination_connection_id=original_cid,
+            retry_source_connection_id=retry_cid,
+            window=self._config.receive_window,
         )
         connection = Connection(
             quic, self._endpoint, source, self._allowed, self._config, is_client=False
         )
         self._by_address[source] = connection
+        self._slots.take(connection, prefix, proven=retry_cid is not None)
         connection._feed(data, source)
         connection._wake()  # its driver's first pass answers the Initial
         self._nursery.start_soon(self._serve, connection)
@@ -893,6 +1160,7 @@ class Listener:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(connection._drive)
                 failure = await connection._handshake()
+                self._slots.release(connection)
                 if failure is None:
                     try:
                         self._accepted_send.send_nowait(connection)
@@ -905,6 +1173,7 @@ class Listener:
                     logger.info("listener: handshake from %s failed: %s", remote, failure)
                     await connection.aclose()
         finally:
+            self._slots.release(connection)
             if self._by_address.get(remote) is connection:
                 del self._by_address[remote]
 
@@ -917,14 +1186,20 @@ async def listen(
     *,
     allow_address: Callable[[Address], bool] | None = None,
     max_handshakes: int = 16,
+    max_handshakes_per_source: int = 4,
+    retry_threshold: int = 4,
     config: ConnectionConfig | None = None,
 ) -> AsyncIterator[Listener]:
     """Accept connections from ``allowed_peers`` (node ids, or a predicate) during the block.
 
     Only an Initial from an address ``allow_address`` accepts (default: any) starts a
-    handshake, at most ``max_handshakes`` at a time. The block owns ``endpoint``'s receiving;
-    leaving it closes every connection accepted here.
+    handshake, at most ``max_handshakes`` at a time and ``max_handshakes_per_source`` from one
+    source that proved its address; once ``retry_threshold`` handshakes from unproven
+    addresses are pending, the others must prove theirs with a Retry first (see
+    :class:`HandshakeLimits`). The block owns ``endpoint``'s receiving; leaving it closes every
+    connection accepted here.
     """
+    limits = HandshakeLimits(max_handshakes, max_handshakes_per_source, retry_threshold)
     settings = config if config is not None else ConnectionConfig()
     allowed = allowed_peers if callable(allowed_peers) else frozenset(allowed_peers).__contains__
     async with trio.open_nursery() as nursery:
@@ -934,7 +1209,7 @@ async def listen(
             allowed,
             allow_address if allow_address is not None else (lambda _: True),
             settings,
-            max_handshakes,
+            limits,
             nursery,
         )
         nursery.start_soon(listener._read)
