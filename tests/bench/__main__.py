@@ -6,14 +6,43 @@ import logging
 
 import trio
 
-from . import actors, cache, connections, detection, dht, observer, relay
+from . import (
+    actors,
+    attack_dht,
+    attack_load,
+    attack_paths,
+    attack_quic,
+    attack_relay,
+    cache,
+    connections,
+    detection,
+    dht,
+    observer,
+    relay,
+)
+
+SECTIONS = (
+    ("speed and memory", (actors, cache, observer, relay, dht, detection, connections)),
+    (
+        "under attack (issue 11: each figure beside its bound)",
+        (
+            attack_quic,
+            attack_relay,
+            attack_dht,
+            attack_paths,
+            attack_load,
+        ),
+    ),
+)
 
 
 async def main() -> None:
     logging.disable(logging.CRITICAL)  # crash reports of provoked crashes are not figures
-    for module in (actors, cache, observer, relay, dht, detection, connections):
-        for figure in await module.run():
-            print(figure.render(), flush=True)
+    for title, modules in SECTIONS:
+        print(f"== {title}", flush=True)
+        for module in modules:
+            for figure in await module.run():
+                print(figure.render(), flush=True)
 
 
 trio.run(main)
