@@ -11,8 +11,9 @@
   with at most ``max_handshakes`` in flight, each bounded by ``handshake_timeout``. Once
   ``retry_threshold`` handshakes from unproven addresses are pending, an Initial without a
   token gets a stateless Retry (RFC 9000 8.1.2) instead of a slot, and a proven source holds at
-  most ``max_handshakes_per_source`` (see :mod:`macula_nat.connection.admission`): spoofed
-  Initials cannot take the slots a real peer needs.
+  most ``max_handshakes_per_source`` (see :mod:`macula_nat.connection.gate`, which a node's
+  coordinator uses too, with :func:`answer`): spoofed Initials cannot take the slots a real
+  peer needs.
 - **Messages** travel on one unidirectional stream per direction, each prefixed by its length
   (4 bytes, big endian): reliable, ordered, any size up to ``max_message_size``. A second
   unidirectional stream carries the traversal layer's signalling (:meth:`Connection.send_control`),

@@ -18,7 +18,10 @@ It owns this node's connections and the punching that upgrades them:
   lately) while the relayed connection is being set up, not from the relay's view of an
   allocation that other flows may have moved past (:mod:`.fresh_mapping`).
 - **Inbound**: relay sessions other nodes open to this one, and Initials arriving directly on the
-  node's socket, become connections handed out by :meth:`Coordinator.accept`.
+  node's socket, become connections handed out by :meth:`Coordinator.accept`. A direct Initial
+  passes the same :class:`~macula_nat.connection.gate.HandshakeGate` a listener's does
+  (``TraversalConfig.inbound_handshakes``): once unproven handshakes pile up the shared socket
+  answers with a stateless Retry, so spoofed Initials hold a few slots, not all of them.
 - **Liveness**: a punched path is checked every ``consent_interval`` with an authenticated probe;
   without an answer for ``consent_timeout`` the connection falls back to the relay, and the
   initiator punches again after ``retry_interval``. A peer whose probes start arriving from a new
