@@ -11,8 +11,9 @@
   with at most ``max_handshakes`` in flight, each bounded by ``handshake_timeout``. Once
   ``retry_threshold`` handshakes from unproven addresses are pending, an Initial without a
   token gets a stateless Retry (RFC 9000 8.1.2) instead of a slot, and a proven source holds at
-  most ``max_handshakes_per_source`` (see :mod:`macula_nat.connection.admission`): spoofed
-  Initials cannot take the slots a real peer needs.
+  most ``max_handshakes_per_source`` (see :mod:`macula_nat.connection.gate`, which a node's
+  coordinator uses too, with :func:`answer`): spoofed Initials cannot take the slots a real
+  peer needs.
 - **Messages** travel on one unidirectional stream per direction, each prefixed by its length
   (4 bytes, big endian): reliable, ordered, any size up to ``max_message_size``. A second
   unidirectional stream carries the traversal layer's signalling (:meth:`Connection.send_control`),
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import ssl
 import struct
 from collections import deque
@@ -64,18 +64,15 @@ from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
     QuicHeader,
-    QuicPacketType,
-    encode_quic_retry,
     pull_quic_header,
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
-from aioquic.quic.retry import QuicRetryTokenHandler
 from aioquic.quic.stream import QuicStream as QuicStreamState
 from aioquic.tls import AlertDescription
 from trio_util import AsyncValue
 
-from macula_nat.connection.admission import HandshakeLimits, HandshakeSlots, Verdict
+from macula_nat.connection.admission import HandshakeLimits
 from macula_nat.connection.certificate import (
     NotANodeCertificate,
     node_certificate,
@@ -87,21 +84,33 @@ from macula_nat.connection.errors import (
     HandshakeTimeout,
     PeerAuthenticationFailed,
 )
+from macula_nat.connection.gate import (
+    CID_LENGTH,
+    MIN_INITIAL_SIZE,
+    Admitted,
+    HandshakeGate,
+    HandshakeStatistics,
+    opens_connection,
+)
 from macula_nat.connection.link import ConnectionMethod, PeerLink
 from macula_nat.identity import NodeId, NodeKey
-from macula_nat.net.address import Address, source_prefix
+from macula_nat.net.address import Address
 from macula_nat.net.endpoint import UdpEndpoint
 
 __all__ = [
     "ALPN",
     "AUTH_FAILED",
+    "CID_LENGTH",
+    "MIN_INITIAL_SIZE",
     "Connection",
     "ConnectionConfig",
     "ConnectionInfo",
     "ConnectionStatistics",
+    "HandshakeStatistics",
     "Listener",
     "ListenerStatistics",
     "QuicStream",
+    "answer",
     "connect",
     "listen",
 ]
@@ -111,10 +120,6 @@ logger = logging.getLogger(__name__)
 ALPN: Final = "macula-nat/1"
 AUTH_FAILED: Final = QuicErrorCode.CRYPTO_ERROR + AlertDescription.bad_certificate
 """Transport error code closing a connection whose peer failed authentication."""
-CID_LENGTH: Final = 8
-"""aioquic's connection id length (its default), needed to parse short headers."""
-MIN_INITIAL_SIZE: Final = 1200
-"""RFC 9000 14.1: a client's Initial datagram is at least this large."""
 _LENGTH: Final = struct.Struct("!I")
 _MESSAGES: Final = b"M"
 _CONTROL: Final = b"C"
@@ -971,13 +976,50 @@ async def connect(
         reads_endpoint=True,
     )
     quic.connect(remote_address, now=trio.current_time())
+    async with _carried(connection) as connection:
+        logger.info("connected to %s at %s", expected_peer.short(), remote_address)
+        yield connection
+
+
+@asynccontextmanager
+async def answer(
+    endpoint: UdpEndpoint,
+    remote_address: Address,
+    key: NodeKey,
+    allowed_peers: Callable[[NodeId], bool],
+    initial: bytes,
+    admitted: Admitted,
+    *,
+    config: ConnectionConfig | None = None,
+) -> AsyncIterator[Connection]:
+    """Answer the Initial ``initial`` from ``remote_address`` (which ``admitted`` let through
+    the owner's :class:`~.gate.HandshakeGate`) and accept that one peer, if
+    ``allowed_peers`` allows it, for the duration of the block: the server side of
+    :func:`connect`, for an owner that reads a shared socket itself and hands this connection
+    an endpoint of its own (a :class:`~.link.PeerLink`). Raises like :func:`connect`.
+    """
+    settings = config if config is not None else ConnectionConfig()
+    configuration = _configuration(key, settings, is_client=False)
+    connection = _server_connection(
+        endpoint, configuration, remote_address, allowed_peers, settings, admitted
+    )
+    connection._reads_endpoint = True
+    connection._feed(initial, remote_address)
+    async with _carried(connection) as connection:
+        logger.info("accepted %s from %s", connection.peer_id.short(), remote_address)
+        yield connection
+
+
+@asynccontextmanager
+async def _carried(connection: Connection) -> AsyncIterator[Connection]:
+    """Drive ``connection`` (its handshake under way) and hold it for the block once it is
+    authenticated; raise its failure if it is not."""
     failure: ConnectionFailed | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(connection._drive)
         connection._wake()
         failure = await connection._handshake()
         if failure is None:
-            logger.info("connected to %s at %s", expected_peer.short(), remote_address)
             try:
                 yield connection
             finally:
@@ -990,20 +1032,28 @@ async def connect(
         raise failure
 
 
-@attrs.frozen
-class ListenerStatistics:
-    """A listener's handshakes and what it refused."""
+def _server_connection(
+    endpoint: UdpEndpoint,
+    configuration: QuicConfiguration,
+    remote: Address,
+    allowed: Callable[[NodeId], bool],
+    settings: ConnectionConfig,
+    admitted: Admitted,
+) -> Connection:
+    """The server side of a connection an ``admitted`` Initial from ``remote`` opens (fed by
+    the caller): with the gate's connection ids, so aioquic's transport parameters name the
+    original destination and Retry source connection ids the client expects."""
+    quic = _ServerQuicConnection(
+        configuration=configuration,
+        original_destination_connection_id=admitted.original_cid,
+        retry_source_connection_id=admitted.retry_cid,
+        window=settings.receive_window,
+    )
+    return Connection(quic, endpoint, remote, allowed, settings, is_client=False)
 
-    pending: int
-    """Handshakes in flight."""
-    unproven: int
-    """Of those, from addresses that did not prove they receive our packets (no token)."""
-    retries_sent: int
-    refused: int
-    """Initials dropped: a source over its share, a bad token."""
-    evicted: int
-    """Handshakes ended early to make room for a proven newcomer."""
-    limits: HandshakeLimits
+
+ListenerStatistics = HandshakeStatistics
+"""A listener's handshakes and what it refused (its gate's)."""
 
 
 @attrs.define(eq=False)
@@ -1020,32 +1070,21 @@ class Listener:
     failures: deque[ConnectionFailed] = attrs.field(init=False, factory=lambda: deque(maxlen=32))
     """The latest connections that failed their handshake, newest last."""
     _by_address: dict[Address, Connection] = attrs.field(init=False, factory=dict)
-    _slots: HandshakeSlots = attrs.field(init=False)
-    _retry: QuicRetryTokenHandler = attrs.field(init=False, factory=QuicRetryTokenHandler)
-    _retries_sent: int = attrs.field(init=False, default=0)
-    _refused: int = attrs.field(init=False, default=0)
-    _evicted: int = attrs.field(init=False, default=0)
+    _gate: HandshakeGate = attrs.field(init=False)
     _accepted_send: trio.MemorySendChannel[Connection] = attrs.field(init=False)
     _accepted: trio.MemoryReceiveChannel[Connection] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._slots = HandshakeSlots(self._limits)
+        self._gate = HandshakeGate(self._limits)
         self._accepted_send, self._accepted = trio.open_memory_channel(self._limits.max_handshakes)
 
     async def accept(self) -> Connection:
         """The next authenticated connection; it lives until closed or the listener ends."""
         return await self._accepted.receive()
 
-    def statistics(self) -> ListenerStatistics:
+    def statistics(self) -> HandshakeStatistics:
         """Handshakes now, and what was refused so far."""
-        return ListenerStatistics(
-            pending=self._slots.pending,
-            unproven=self._slots.unproven,
-            retries_sent=self._retries_sent,
-            refused=self._refused,
-            evicted=self._evicted,
-            limits=self._limits,
-        )
+        return self._gate.statistics()
 
     async def _read(self) -> None:
         while True:
@@ -1065,9 +1104,7 @@ class Listener:
                 await self._admit(header, data, source)
 
     def _may_start(self, header: QuicHeader, data: bytes, source: Address) -> bool:
-        if header.packet_type != QuicPacketType.INITIAL or len(data) < MIN_INITIAL_SIZE:
-            return False
-        if header.version not in self._configuration.supported_versions:
+        if not opens_connection(header, data):
             return False
         if not self._allow_address(source):
             logger.debug("listener: Initial from %s refused (address not allowed)", source)
@@ -1075,84 +1112,23 @@ class Listener:
         return True
 
     async def _admit(self, header: QuicHeader, data: bytes, source: Address) -> None:
-        """Start a handshake for the Initial ``data``, answer it with a Retry, or drop it."""
-        original_cid = header.destination_cid
-        retry_cid: bytes | None = None
-        if header.token:
-            try:
-                original_cid = self._retry.validate_token(
-                    address=source,
-                    destination_cid=header.destination_cid,
-                    token=header.token,
-                    now=trio.current_time(),
-                )
-            except ValueError as exc:
-                logger.debug("listener: Initial from %s refused (token: %s)", source, exc)
-                self._refused += 1
-                return
-            retry_cid = header.destination_cid
-        prefix = source_prefix(source[0])
-        admission = self._slots.decide(prefix, proven=retry_cid is not None)
-        if admission.verdict is Verdict.RETRY:
-            await self._send_retry(header, source)
-        elif admission.verdict is Verdict.REFUSE:
-            logger.debug("listener: Initial from %s refused (its source holds its share)", source)
-            self._refused += 1
-        else:
-            victim = admission.evict
-            if isinstance(victim, Connection):
-                logger.info("listener: evicting the handshake of %s for %s", victim._remote, source)
-                self._slots.release(victim)
-                victim._abort("handshake evicted to make room for another source")
-                self._evicted += 1
-            self._start(data, source, original_cid, retry_cid, prefix)
-
-    async def _send_retry(self, header: QuicHeader, source: Address) -> None:
-        """Answer with a Retry (smaller than the Initial): a real client comes back with the
-        token, proving it receives at ``source``; we keep nothing meanwhile."""
-        assert header.version is not None  # an Initial's long header carries one
-        retry_cid = os.urandom(CID_LENGTH)
-        token = self._retry.create_token(
-            address=source,
-            original_destination_connection_id=header.destination_cid,
-            retry_source_connection_id=retry_cid,
-            now=trio.current_time(),
-        )
-        packet = encode_quic_retry(
-            version=header.version,
-            source_cid=retry_cid,
-            destination_cid=header.source_cid,
-            original_destination_cid=header.destination_cid,
-            retry_token=token,
-        )
-        self._retries_sent += 1
-        try:
-            await self._endpoint.send_to(packet, source)
-        except (OSError, trio.ClosedResourceError) as exc:
-            logger.debug("listener: Retry to %s not sent: %s", source, exc)
-
-    def _start(
-        self,
-        data: bytes,
-        source: Address,
-        original_cid: bytes,
-        retry_cid: bytes | None,
-        prefix: str,
-    ) -> None:
-        quic = _ServerQuicConnection(
-            configuration=self._configuration,
-            original_destination_connection_id=original_cid,
-            retry_source_connection_id=retry_cid,
-            window=self._config.receive_window,
-        )
-        connection = Connection(
-            quic, self._endpoint, source, self._allowed, self._config, is_client=False
+        """Start a handshake for the Initial ``data`` if the gate lets it through."""
+        admitted = await self._gate.admit(self._endpoint, header, source, self._evict)
+        if admitted is None:
+            return
+        connection = _server_connection(
+            self._endpoint, self._configuration, source, self._allowed, self._config, admitted
         )
         self._by_address[source] = connection
-        self._slots.take(connection, prefix, proven=retry_cid is not None)
+        self._gate.take(connection, admitted)
         connection._feed(data, source)
         connection._wake()  # its driver's first pass answers the Initial
         self._nursery.start_soon(self._serve, connection)
+
+    @staticmethod
+    def _evict(victim: object) -> None:
+        assert isinstance(victim, Connection)
+        victim._abort("handshake evicted to make room for another source")
 
     async def _serve(self, connection: Connection) -> None:
         remote = connection._remote
@@ -1160,7 +1136,7 @@ class Listener:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(connection._drive)
                 failure = await connection._handshake()
-                self._slots.release(connection)
+                self._gate.release(connection)
                 if failure is None:
                     try:
                         self._accepted_send.send_nowait(connection)
@@ -1173,7 +1149,7 @@ class Listener:
                     logger.info("listener: handshake from %s failed: %s", remote, failure)
                     await connection.aclose()
         finally:
-            self._slots.release(connection)
+            self._gate.release(connection)
             if self._by_address.get(remote) is connection:
                 del self._by_address[remote]
 

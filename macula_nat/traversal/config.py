@@ -7,6 +7,7 @@ import math
 import attrs
 
 from macula_nat.connection import ConnectionConfig
+from macula_nat.connection.admission import HandshakeLimits
 
 __all__ = ["TraversalConfig"]
 
@@ -66,7 +67,11 @@ class TraversalConfig:
     probe_answer_sources: int = attrs.field(default=16_384, validator=_at_least_one)
     """Sources the probe-answer limit remembers; the least recently seen go first."""
     accept_backlog: int = attrs.field(default=64, validator=_at_least_one)
-    max_inbound_handshakes: int = attrs.field(default=16, validator=_at_least_one)
+    inbound_handshakes: HandshakeLimits = attrs.Factory(HandshakeLimits)
+    """QUIC handshakes other nodes start straight on this node's socket (a direct dial): at most
+    ``max_handshakes`` (16) at once, ``per_source`` (4) from one proven source; past
+    ``retry_threshold`` (4) unproven ones, Initials get a stateless Retry first, so spoofed
+    Initials hold at most that many (:mod:`macula_nat.connection.gate`)."""
     max_relayed_handshakes: int = attrs.field(default=16, validator=_at_least_one)
     """Relay sessions other nodes opened to this one (only the home relay's are accepted) that
     may wait for their QUIC handshake at once; more are closed at once, so a home relay that

@@ -18,7 +18,10 @@ It owns this node's connections and the punching that upgrades them:
   lately) while the relayed connection is being set up, not from the relay's view of an
   allocation that other flows may have moved past (:mod:`.fresh_mapping`).
 - **Inbound**: relay sessions other nodes open to this one, and Initials arriving directly on the
-  node's socket, become connections handed out by :meth:`Coordinator.accept`.
+  node's socket, become connections handed out by :meth:`Coordinator.accept`. A direct Initial
+  passes the same :class:`~macula_nat.connection.gate.HandshakeGate` a listener's does
+  (``TraversalConfig.inbound_handshakes``): once unproven handshakes pile up the shared socket
+  answers with a stateless Retry, so spoofed Initials hold a few slots, not all of them.
 - **Liveness**: a punched path is checked every ``consent_interval`` with an authenticated probe;
   without an answer for ``consent_timeout`` the connection falls back to the relay, and the
   initiator punches again after ``retry_interval``. A peer whose probes start arriving from a new
@@ -42,8 +45,14 @@ import trio
 from aioquic.quic.packet import QuicPacketType
 
 from macula_nat.actors import Actor, Served, Stop, open_actor
-from macula_nat.connection import Connection, ConnectionFailed, connect, listen
-from macula_nat.connection.driver import MIN_INITIAL_SIZE, parse_header
+from macula_nat.connection import Connection, ConnectionFailed, answer, connect, listen
+from macula_nat.connection.driver import parse_header
+from macula_nat.connection.gate import (
+    Admitted,
+    HandshakeGate,
+    HandshakeStatistics,
+    opens_connection,
+)
 from macula_nat.connection.link import LINK_ADDRESS, ConnectionMethod, DirectPath, PeerLink
 from macula_nat.directory import Directory, DirectoryError
 from macula_nat.directory.record import NodeRecord
@@ -112,8 +121,9 @@ class CoordinatorStatistics:
     """Connections made straight to the peer's published address."""
     relayed: int
     """Connections that started over a relay."""
-    refused_initials: int
-    """Direct Initials dropped: too many inbound handshakes at once."""
+    direct_handshakes: HandshakeStatistics
+    """Handshakes other nodes started straight on this node's socket, Retries sent, Initials
+    refused, handshakes evicted, and their limits (``TraversalConfig.inbound_handshakes``)."""
     refused_sessions: int
     """Relay sessions other nodes opened, closed at once: too many waiting for a handshake
     (``max_relayed_handshakes``)."""
@@ -187,10 +197,12 @@ class Coordinator(Served):
         self._accepted_in, self._accepted = trio.open_memory_channel[Connection](
             self.config.accept_backlog
         )
-        self._inbound_handshakes = 0
+        self._gate = HandshakeGate(self.config.inbound_handshakes)
+        self._handshaking: dict[PeerLink, trio.CancelScope] = {}
+        """Inbound direct handshakes under way, by link: cancelling one ends it (eviction)."""
         self._relayed_handshakes = 0
         self._counts = dict.fromkeys(
-            ("outbound", "inbound", "direct", "relayed", "refused", "refused_sessions"), 0
+            ("outbound", "inbound", "direct", "relayed", "refused_sessions"), 0
         )
 
     def __repr__(self) -> str:
@@ -284,7 +296,7 @@ class Coordinator(Served):
             direct=counts["direct"],
             relayed=counts["relayed"],
             punching=self.puncher.statistics(),
-            refused_initials=counts["refused"],
+            direct_handshakes=self._gate.statistics(),
             refused_sessions=counts["refused_sessions"],
             relayed_handshakes=self._relayed_handshakes,
             max_relayed_handshakes=self.config.max_relayed_handshakes,
@@ -592,34 +604,35 @@ class Coordinator(Served):
             link.close()
             await session.aclose()
 
-    async def _run_inbound_direct(self, data: bytes, source: Address) -> None:
-        """Serve the connection whose Initial ``data`` just came straight from ``source``."""
-        link = PeerLink(
-            None, self.shared.local_address,
-            direct=DirectPath(self._quic, source, ConnectionMethod.DIRECT),
-        )  # fmt: skip
-        self._route(source, link)
-        self._inbound_handshakes += 1
-        handshaking = True
+    async def _run_inbound_direct(self, link: PeerLink, initial: bytes, admitted: Admitted) -> None:
+        """Serve the connection whose Initial ``initial`` came straight to ``link``'s peer
+        address, once ``admitted`` by the gate (which holds its slot until the handshake ends);
+        carry it until it closes."""
         try:
-            async with listen(
-                link, self.key, self._accept_peer, max_handshakes=1, config=self.config.connection
-            ) as listener:
-                link.deliver_direct(data)
-                connection: Connection | None = None  # unless accepted in time
-                with trio.move_on_after(self.config.connection.handshake_timeout * 2):
-                    connection = await listener.accept()
-                self._inbound_handshakes -= 1
-                handshaking = False
-                if connection is None:
-                    return
-                link.peer = connection.peer_id
-                await self._carry_inbound(link, connection, "direct")
+            with self._handshaking.setdefault(link, trio.CancelScope()):
+                async with answer(
+                    link,
+                    LINK_ADDRESS,
+                    self.key,
+                    self._accept_peer,
+                    initial,
+                    admitted,
+                    config=self.config.connection,
+                ) as connection:
+                    self._handshake_ended(link)  # no eviction from here on
+                    link.peer = connection.peer_id
+                    await self._carry_inbound(link, connection, "direct")
+        except ConnectionFailed as exc:
+            logger.debug("%r: inbound direct connection failed: %s", self, exc)
         finally:
-            if handshaking:
-                self._inbound_handshakes -= 1
+            self._handshake_ended(link)
             self._unroute(link)
             link.close()
+
+    def _handshake_ended(self, link: PeerLink) -> None:
+        """Free the gate's slot of ``link``'s handshake (done, failed or evicted)."""
+        self._gate.release(link)
+        self._handshaking.pop(link, None)
 
     async def _carry_inbound(self, link: PeerLink, connection: Connection, kind: str) -> None:
         """Count, track and hand over an accepted ``kind`` connection; carry it (and its
@@ -657,8 +670,8 @@ class Coordinator(Served):
             link = self._routes.get(source) or self._by_connection_id(data)
             if link is not None:
                 link.deliver_direct(data)
-            elif self._may_start(data, source):
-                nursery.start_soon(self._run_inbound_direct, data, source)
+            else:
+                await self._admit(nursery, data, source)
 
     def _by_connection_id(self, data: bytes) -> PeerLink | None:
         """The direct link whose connection the datagram's destination connection id names."""
@@ -671,16 +684,28 @@ class Coordinator(Served):
                 return link
         return None
 
-    def _may_start(self, data: bytes, source: Address) -> bool:
+    async def _admit(self, nursery: trio.Nursery, data: bytes, source: Address) -> None:
+        """Start an inbound direct handshake for an Initial from a new address if the gate
+        lets it through (it may answer with a Retry instead, or drop it)."""
         header = parse_header(data)
-        if header is None or len(data) < MIN_INITIAL_SIZE:
-            return False
-        if header.packet_type != QuicPacketType.INITIAL:
-            return False
-        if self._inbound_handshakes >= self.config.max_inbound_handshakes:
-            self._counts["refused"] += 1
-            return False
-        return True
+        if header is None or not opens_connection(header, data):
+            return
+        admitted = await self._gate.admit(self._quic, header, source, self._evict)
+        if admitted is None:
+            return
+        link = PeerLink(
+            None, self.shared.local_address,
+            direct=DirectPath(self._quic, source, ConnectionMethod.DIRECT),
+        )  # fmt: skip
+        self._route(source, link)  # its next datagrams go to the handshake
+        self._gate.take(link, admitted)
+        nursery.start_soon(self._run_inbound_direct, link, data, admitted)
+
+    def _evict(self, victim: object) -> None:
+        """End the inbound direct handshake on ``victim`` (a link) to make room."""
+        assert isinstance(victim, PeerLink)
+        scope = self._handshaking.setdefault(victim, trio.CancelScope())
+        scope.cancel()  # before its task runs, too: it enters a cancelled scope
 
     async def _accept_relayed(self) -> None:
         """Turn the relay sessions other nodes open to this one into connections."""

@@ -1,5 +1,6 @@
 """QUIC connections under attack: receive memory against a flooding peer, handshake slots and
-connect time under spoofed Initials.
+connect time under spoofed Initials (of a listener, and of a node whose coordinator reads QUIC
+on its shared socket).
 
 Each scenario runs on the simulated internet under a mock clock (in a worker thread with its
 own ``trio.run``), so times are simulated seconds set by the link's latency and QUIC's timers,
@@ -25,7 +26,9 @@ from macula_nat.connection import (
     listen,
 )
 from macula_nat.net import Address, UdpEndpoint
-from macula_nat.net.sim import LinkProfile, open_internet
+from macula_nat.net.sim import LinkProfile, Preset, open_internet
+from macula_nat.sim_world import open_world
+from macula_nat.traversal import TraversalError
 from tests.connection.test_attacks import (
     CLIENT,
     SERVER,
@@ -138,6 +141,61 @@ async def _connect_time(*, flood: bool, retry_threshold: int = 4) -> tuple[float
         return took, slots, amplification
 
 
+async def _node_connect_time(*, flood: bool) -> tuple[float, int]:
+    """Seconds a direct dial of a public node takes (5 s into a flood of its shared socket, if
+    any; 3 s, the dial's bound, if it fails), and the node's inbound handshake slots the flood
+    held then (its coordinator reads QUIC on that socket itself)."""
+    async with open_world() as world:
+        alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice")
+        bob = await world.node(Preset.OPEN_INTERNET, "bob")
+        record = await world.directory.resolve_record(bob.node_id.text())
+        assert record is not None and record.candidates
+        async with trio.open_nursery() as nursery:
+            if flood:
+                nursery.start_soon(
+                    functools.partial(
+                        spoofed_flood,
+                        world.internet,
+                        record.candidates[0],
+                        per_second=FLOOD_RATE,
+                        seconds=30,
+                    )
+                )
+                await trio.sleep(5)
+            slots = bob.coordinator.statistics().direct_handshakes.pending
+            start = trio.current_time()
+            try:
+                await alice.coordinator.request_connection(
+                    bob.node_id, timeout=3.0, allow_relay=False, punch=False
+                )
+                await bob.connector.accept()
+            except (ConnectionFailed, TraversalError):
+                pass
+            took = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+        return took, slots
+
+
+async def _node_figures() -> list[Figure]:
+    quiet, _ = await _simulated(functools.partial(_node_connect_time, flood=False))
+    flooded, slots = await _simulated(functools.partial(_node_connect_time, flood=True))
+    return [
+        Figure(
+            f"under attack: node's direct handshake slots held, {FLOOD_RATE} spoofed/s",
+            slots,
+            "slots",
+            goal="<= 4 (retry_threshold) of 16",
+        ),
+        Figure(
+            f"under attack: direct dial of a node under {FLOOD_RATE} spoofed Initials/s (sim)",
+            flooded,
+            "s",
+            quiet,
+            "<= 2 s",
+        ),
+    ]
+
+
 async def run() -> list[Figure]:
     quiet, _, _ = await _simulated(functools.partial(_connect_time, flood=False))
     flooded, slots, amplification = await _simulated(functools.partial(_connect_time, flood=True))
@@ -183,4 +241,5 @@ async def run() -> list[Figure]:
                 "<= bound + 1 MiB",
             )
         )
+    figures += await _node_figures()
     return figures
