@@ -1,6 +1,7 @@
 """QUIC connections between nodes: aioquic's sans-IO core driven by Trio, mutually authenticated
 by node id (see :mod:`macula_nat.connection.driver`)."""
 
+from macula_nat.connection.admission import HandshakeLimits
 from macula_nat.connection.certificate import node_certificate, peer_node_id
 from macula_nat.connection.driver import (
     ALPN,
@@ -10,7 +11,6 @@ from macula_nat.connection.driver import (
     ConnectionStatistics,
     HandshakeStatistics,
     Listener,
-    ListenerStatistics,
     QuicStream,
     answer,
     connect,
@@ -33,11 +33,11 @@ __all__ = [
     "ConnectionInfo",
     "ConnectionMethod",
     "ConnectionStatistics",
+    "HandshakeLimits",
     "HandshakeStatistics",
     "HandshakeTimeout",
     "LinkStatistics",
     "Listener",
-    "ListenerStatistics",
     "PeerAuthenticationFailed",
     "PeerLink",
     "QuicStream",

@@ -108,7 +108,6 @@ __all__ = [
     "ConnectionStatistics",
     "HandshakeStatistics",
     "Listener",
-    "ListenerStatistics",
     "QuicStream",
     "answer",
     "connect",
@@ -1050,10 +1049,6 @@ def _server_connection(
         window=settings.receive_window,
     )
     return Connection(quic, endpoint, remote, allowed, settings, is_client=False)
-
-
-ListenerStatistics = HandshakeStatistics
-"""A listener's handshakes and what it refused (its gate's)."""
 
 
 @attrs.define(eq=False)
