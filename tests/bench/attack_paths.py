@@ -24,25 +24,26 @@ import attrs
 import trio
 import trio.testing
 
-from macula_nat.connection import Connection
 from macula_nat.net.address import Address
-from macula_nat.net.endpoint import UdpEndpoint
-from macula_nat.net.sim import Preset, add_site
-from macula_nat.net.sim.datagram import Datagram
-from macula_nat.net.sim.interface import Interface
-from macula_nat.net.sim.nat_box import NatBox
-from macula_nat.sim_world import World, open_world
-from macula_nat.system import NatSystem
-from macula_nat.traversal.config import TraversalConfig
 from macula_nat.traversal.prover import PathProver
 from macula_nat.traversal.punch_wire import FRAME_SIZE, KEY_SIZE, LINK_ID_SIZE, Role
-from macula_nat.traversal.puncher import Punch
 
+from ..traversal.attacker import (
+    ATTACKER,
+    attacker_socket,
+    capturing_probes,
+    direct_pair,
+    flood,
+    last_responder_probe,
+    observed,
+    punch_of,
+    replay_and_forward,
+)
+from ..traversal.test_paths import QUICK
+from ..traversal.world import open_world
 from .timing import Figure, now
 
-ATTACKER: Final[Address] = ("203.0.113.66", 4444)
 FLOOD: Final = 1000
-QUICK: Final = TraversalConfig(consent_interval=1.0, consent_timeout=3.5, retry_interval=5.0)
 
 
 @attrs.frozen
@@ -55,123 +56,26 @@ class Simulated:
     """Simulated seconds from the flood's first probe to the end of the count."""
 
 
-def _observed(node: NatSystem) -> Address:
-    assert node.relays.client is not None
-    registration = node.relays.client.registration.value
-    assert registration is not None
-    return registration.observed
-
-
-def _punch(node: NatSystem, peer: NatSystem) -> Punch:
-    punch = node.coordinator.puncher.find(peer.node_id)
-    assert punch is not None
-    return punch
-
-
-async def _messages(a: Connection, b: Connection, count: int) -> None:
-    async def one_way(sender: Connection, receiver: Connection) -> None:
-        for i in range(count):
-            await sender.send_message(b"%d" % i)
-            assert await receiver.receive_message() == b"%d" % i
-            await trio.sleep(0.1)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(one_way, a, b)
-        nursery.start_soon(one_way, b, a)
-
-
-async def _cut(nat: NatBox, peer: Address, seconds: float) -> None:
-    """For ``seconds``, ``nat`` passes nothing to or from ``peer``."""
-    arrived = nat._packet_arrived
-
-    def dropping(interface: Interface, packet: Datagram) -> None:
-        if peer not in (packet.source, packet.destination):
-            arrived(interface, packet)
-
-    nat._packet_arrived = dropping  # type: ignore[method-assign]
-    await trio.sleep(seconds)
-    del nat._packet_arrived
-
-
-async def _forward(socket: UdpEndpoint, a: Address, b: Address) -> None:
-    while True:
-        data, source = await socket.receive_from()
-        if source in (a, b):
-            await socket.send_to(data, b if source == a else a)
-
-
-async def _count(socket: UdpEndpoint, into: list[int]) -> None:
-    while True:
-        await socket.receive_from()
-        into[0] += 1
-
-
-async def _pair(world: World) -> tuple[NatBox, NatSystem, NatSystem, Connection, Connection]:
-    site = add_site(world.internet.public, Preset.FULL_CONE, link=world.site_link)
-    alice = await world.node_at(site.host)
-    bob = await world.node(Preset.FULL_CONE, "bob")
-    with trio.fail_after(30):
-        connection = await alice.connector.connect(bob.node_id)
-        accepted = await bob.connector.accept()
-        await _messages(connection, accepted, 10)
-    return site.nats[0], alice, bob, connection, accepted
-
-
 async def _simulated() -> Simulated:
-    captured: list[bytes] = []
-    original = PathProver.probe
-
-    def recording(self: PathProver, address: Address, at: float) -> bytes:
-        frame = original(self, address, at)
-        if self.role is Role.RESPONDER:
-            captured.append(frame)
-        return frame
-
-    PathProver.probe = recording  # type: ignore[method-assign]
-    try:
+    with capturing_probes() as captured:
         async with open_world(traversal=QUICK) as world:
-            nat, alice, bob, connection, accepted = await _pair(world)
-            a, b = _observed(alice), _observed(bob)
-            host = world.internet.add_host([ATTACKER[0]], link=world.site_link)
-            socket = await host.bind(ATTACKER)
-            replay = captured[-1]
+            nat, alice, bob, connection, accepted = await direct_pair(world)
+            a, b = observed(alice), observed(bob)
+            socket = await attacker_socket(world)
+            replay = last_responder_probe(captured)
             with trio.fail_after(120):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_forward, socket, a, b)
-                    nursery.start_soon(_cut, nat, b, 4 * QUICK.consent_interval)
-                    await trio.sleep(2 * QUICK.consent_interval)
-                    for _ in range(10):
-                        await socket.send_to(replay, a)
-                        await trio.sleep(0.5)
-                    await _messages(connection, accepted, 20)
-                    nursery.cancel_scope.cancel()
+                await replay_and_forward(socket, nat, a, b, replay, connection, accepted)
                 moved = 0
                 for node, peer in ((alice, bob), (bob, alice)):
-                    punch = _punch(node, peer)
+                    punch = punch_of(node, peer)
                     held = (punch.link.remote_address, *punch.proofs, *punch.targets)
                     moved += ATTACKER in held
-                replies = [0]
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_count, socket, replies)
-                    for _ in range(FLOOD):
-                        await socket.send_to(replay, a)
-                        await trio.sleep(1 / FLOOD)
-                    await trio.sleep(1.0)
-                    nursery.cancel_scope.cancel()
-                fresh = [0]
-                prover = _punch(bob, alice).prover
+                replies = await flood(socket, lambda: replay, a, FLOOD)
+                prover = punch_of(bob, alice).prover
                 start = trio.current_time()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_count, socket, fresh)
-                    for _ in range(FLOOD):
-                        await socket.send_to(prover.probe(a, trio.current_time()), a)
-                        await trio.sleep(1 / FLOOD)
-                    await trio.sleep(1.0)
-                    nursery.cancel_scope.cancel()
+                fresh = await flood(socket, lambda: prover.probe(a, trio.current_time()), a, FLOOD)
                 seconds = trio.current_time() - start
-    finally:
-        PathProver.probe = original  # type: ignore[method-assign]
-    return Simulated(moved, replies[0], fresh[0], seconds)
+    return Simulated(moved, replies, fresh, seconds)
 
 
 def _simulated_in_own_run() -> Simulated:
@@ -195,6 +99,17 @@ def _receive_cost(n: int) -> tuple[float, float]:
     return (now() - start) / n, fresh / n
 
 
+def _bytes_answered(of: str, answered: int) -> Figure:
+    """What a flood of ``FLOOD`` frames got back, in bytes against its own: above 1x, an
+    amplifier."""
+    return Figure(
+        f"under attack: bytes answered / bytes of {of}",
+        answered * FRAME_SIZE / (FLOOD * FRAME_SIZE),
+        "x",
+        goal="<= 1x",
+    )
+
+
 async def run() -> list[Figure]:
     simulated = await trio.to_thread.run_sync(_simulated_in_own_run)
     replay, fresh = min(_receive_cost(5_000) for _ in range(3))
@@ -214,24 +129,14 @@ async def run() -> list[Figure]:
             "answer/s",
             goal=f"rate-limited (<= {limit:g}/s sustained): replays get none",
         ),
-        Figure(
-            "under attack: bytes answered / bytes of replays",
-            simulated.replays_answered * FRAME_SIZE / (FLOOD * FRAME_SIZE),
-            "x",
-            goal="<= 1x",
-        ),
+        _bytes_answered("replays", simulated.replays_answered),
         Figure(
             f"under attack: answers to {FLOOD} fresh probes from one source in 1 s",
             simulated.fresh_answered,
             "answers",
             goal=f"<= {allowed:g} (burst {burst:g} + {limit:g}/s x {seconds:g} s)",
         ),
-        Figure(
-            "under attack: bytes answered / bytes of fresh probes (one source)",
-            simulated.fresh_answered * FRAME_SIZE / (FLOOD * FRAME_SIZE),
-            "x",
-            goal="<= 1x",
-        ),
+        _bytes_answered("fresh probes (one source)", simulated.fresh_answered),
         Figure(
             "under attack: PathProver.receive of a replay (refused), vs a fresh probe",
             replay * 1e6,

@@ -17,7 +17,7 @@ from macula_nat.net.sim import Preset
 from macula_nat.relay.frames import RelayAccepted
 from macula_nat.system import NatSystem
 
-from ..bench.attack_load import load
+from .relayed_load import load, tasks_alive
 from .world import RELAY, World, open_world
 
 RECOVERY: float = 5.0
@@ -119,18 +119,6 @@ async def test_a_peer_learns_of_a_coordinator_crash_within_seconds(
     assert told_after < RECOVERY
 
 
-def tasks_alive() -> int:
-    """Every task of this run (a walk of the task tree from the root)."""
-    found = 0
-    pending = [trio.lowlevel.current_root_task()]
-    while pending:
-        task = pending.pop()
-        assert task is not None
-        found += 1
-        pending.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
-    return found
-
-
 NOTICES: int = 5000
 MAX_NEW_TASKS: int = 200
 
@@ -139,8 +127,7 @@ async def test_a_home_relays_flood_of_session_notices_spawns_a_bounded_number_of
     autojump_clock: MockClock,
 ) -> None:
     async with open_world() as world:
-        alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice", home_relay=RELAY)
-        bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob", home_relay=RELAY)
+        alice, bob = await relayed_pair(world, visit=False)
         await trio.sleep(1.0)
         before = tasks_alive()
         # the relay is malicious: it tells alice of sessions nobody opened, 1,000 a second
@@ -174,8 +161,7 @@ async def test_a_relay_session_that_never_handshakes_costs_nothing_else(
     autojump_clock: MockClock,
 ) -> None:
     async with open_world() as world:
-        alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice", home_relay=RELAY)
-        bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob", home_relay=RELAY)
+        alice, bob = await relayed_pair(world, visit=False)
         mallory = await world.node(Preset.PORT_RESTRICTED_CONE, "mallory", home_relay=RELAY)
         with trio.fail_after(30):
             connection = await bob.connector.connect(alice.node_id, prefer_direct=False)
@@ -197,7 +183,8 @@ async def test_a_relay_session_that_never_handshakes_costs_nothing_else(
 async def test_random_kills_under_load_cost_only_the_connections_they_take(
     autojump_clock: MockClock,
 ) -> None:
-    """The load test of ``tests/bench/attack_load.py``, scaled down (24 connections, 20 s)."""
+    """The load test of ``tests/bench/attack_load.py`` (``relayed_load``), scaled down (24
+    connections, 20 s)."""
     report = await load(
         clients=6, servers=6, per_client=4, connections=24, duration=20.0, kill_every=2.0
     )

@@ -7,84 +7,30 @@ withheld from its peer, and whatever either peer sends it, forwarded to the othe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import trio
 from trio.testing import MockClock
 
-from macula_nat.connection import Connection
 from macula_nat.net.address import Address
-from macula_nat.net.endpoint import UdpEndpoint
-from macula_nat.net.sim import Preset, add_site
-from macula_nat.net.sim.datagram import Datagram
-from macula_nat.net.sim.interface import Interface
-from macula_nat.net.sim.nat_box import NatBox
 from macula_nat.system import NatSystem
-from macula_nat.traversal.prover import PathProver
 from macula_nat.traversal.punch_wire import Role
-from macula_nat.traversal.puncher import Punch
 
+from .attacker import (
+    ATTACKER,
+    attacker_socket,
+    capturing_probes,
+    direct_pair,
+    flood,
+    forward,
+    last_responder_probe,
+    observed,
+    punch_of,
+    replay_and_forward,
+)
 from .test_paths import QUICK, both_ways
-from .world import World, open_world
-
-ATTACKER: Address = ("203.0.113.66", 4444)
-
-
-def observed(node: NatSystem) -> Address:
-    """Where the internet sees ``node``'s shared socket (its relay registration)."""
-    assert node.relays.client is not None
-    registration = node.relays.client.registration.value
-    assert registration is not None
-    return registration.observed
-
-
-def punch_of(node: NatSystem, peer: NatSystem) -> Punch:
-    punch = node.coordinator.puncher.find(peer.node_id)
-    assert punch is not None
-    return punch
-
-
-async def attacker_socket(world: World) -> UdpEndpoint:
-    host = world.internet.add_host([ATTACKER[0]], link=world.site_link)
-    return await host.bind(ATTACKER)
-
-
-async def forward(socket: UdpEndpoint, a: Address, b: Address) -> None:
-    """A man in the middle: whatever comes from ``a`` goes to ``b``, and back."""
-    while True:
-        data, source = await socket.receive_from()
-        if source == a:
-            await socket.send_to(data, b)
-        elif source == b:
-            await socket.send_to(data, a)
-
-
-async def cut(nat: NatBox, peer: Address, seconds: float) -> None:
-    """For ``seconds``, ``nat`` passes nothing to or from ``peer`` (an attacker on the path
-    drops what goes between the two directly)."""
-    arrived = nat._packet_arrived
-
-    def dropping(interface: Interface, packet: Datagram) -> None:
-        if peer not in (packet.source, packet.destination):
-            arrived(interface, packet)
-
-    nat._packet_arrived = dropping  # type: ignore[method-assign]
-    await trio.sleep(seconds)
-    del nat._packet_arrived
-
-
-async def direct_pair(
-    world: World,
-) -> tuple[NatBox, NatSystem, NatSystem, Connection, Connection]:
-    """alice (behind a full-cone NAT the test can cut, returned first) and bob (full cone too),
-    connected directly, and the two ends of their connection."""
-    site = add_site(world.internet.public, Preset.FULL_CONE, link=world.site_link)
-    alice = await world.node_at(site.host)
-    bob = await world.node(Preset.FULL_CONE, "bob")
-    with trio.fail_after(30):
-        connection = await alice.connector.connect(bob.node_id)
-        accepted = await bob.connector.accept()
-        await both_ways(connection, accepted, 10, 0.1)  # introduced, consent checks running
-    return site.nats[0], alice, bob, connection, accepted
+from .world import open_world
 
 
 def assert_not_diverted(alice: NatSystem, bob: NatSystem, a: Address, b: Address) -> None:
@@ -99,19 +45,11 @@ def assert_not_diverted(alice: NatSystem, bob: NatSystem, a: Address, b: Address
 
 
 @pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Role, bytes]]:
+def captured() -> Iterator[list[tuple[Role, bytes]]]:
     """Every probe frame any prover makes, with its maker's role: what an on-path attacker
     sees go by."""
-    frames: list[tuple[Role, bytes]] = []
-    original = PathProver.probe
-
-    def recording(self: PathProver, address: Address, now: float) -> bytes:
-        frame = original(self, address, now)
-        frames.append((self.role, frame))
-        return frame
-
-    monkeypatch.setattr(PathProver, "probe", recording)
-    return frames
+    with capturing_probes() as frames:
+        yield frames
 
 
 async def test_a_replayed_probe_forwarded_both_ways_moves_no_path(
@@ -126,17 +64,9 @@ async def test_a_replayed_probe_forwarded_both_ways_moves_no_path(
         nat, alice, bob, connection, accepted = await direct_pair(world)
         with trio.fail_after(60):
             a, b = observed(alice), observed(bob)
-            replay = [frame for role, frame in captured if role is Role.RESPONDER][-1]
+            replay = last_responder_probe(captured)
             socket = await attacker_socket(world)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(forward, socket, a, b)
-                nursery.start_soon(cut, nat, b, 4 * QUICK.consent_interval)
-                await trio.sleep(2 * QUICK.consent_interval)  # both paths are quiet now
-                for _ in range(10):  # delivered to alice long ago, replayed now and then
-                    await socket.send_to(replay, a)
-                    await trio.sleep(0.5)
-                await both_ways(connection, accepted, 20, 0.1)
-                nursery.cancel_scope.cancel()
+            await replay_and_forward(socket, nat, a, b, replay, connection, accepted)
         assert_not_diverted(alice, bob, a, b)
         assert punch_of(alice, bob).prover.statistics().replays >= 10
 
@@ -174,23 +104,9 @@ async def test_a_thousand_replays_in_a_second_get_no_answer(
         _, alice, bob, _, _ = await direct_pair(world)
         with trio.fail_after(60):
             a = observed(alice)
-            replay = [frame for role, frame in captured if role is Role.RESPONDER][-1]
+            replay = last_responder_probe(captured)
             socket = await attacker_socket(world)
-            received = 0
-
-            async def count() -> None:
-                nonlocal received
-                while True:
-                    await socket.receive_from()
-                    received += 1
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(count)
-                for _ in range(1000):
-                    await socket.send_to(replay, a)
-                    await trio.sleep(0.001)
-                await trio.sleep(1.0)
-                nursery.cancel_scope.cancel()
+            received = await flood(socket, lambda: replay, a, 1000)
         assert received == 0
         assert punch_of(alice, bob).prover.statistics().replays >= 1000 - 1
 
@@ -208,21 +124,7 @@ async def test_fresh_probes_from_one_source_are_answered_within_its_rate(
             a = observed(alice)
             prover = punch_of(bob, alice).prover
             socket = await attacker_socket(world)
-            received = 0
-
-            async def count() -> None:
-                nonlocal received
-                while True:
-                    await socket.receive_from()
-                    received += 1
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(count)
-                for _ in range(1000):
-                    await socket.send_to(prover.probe(a, trio.current_time()), a)
-                    await trio.sleep(0.001)
-                await trio.sleep(1.0)
-                nursery.cancel_scope.cancel()
+            received = await flood(socket, lambda: prover.probe(a, trio.current_time()), a, 1000)
         statistics = alice.coordinator.puncher.statistics()
         allowed = statistics.probe_answer_burst + 2.0 * statistics.probe_answer_rate
         assert received <= allowed + 3  # ACKs, and a probe back a second at most
