@@ -19,8 +19,6 @@ import trio
 import trio.testing
 
 from macula_nat.connection import (
-    Connection,
-    ConnectionConfig,
     ConnectionFailed,
     connect,
     listen,
@@ -32,10 +30,10 @@ from macula_nat.traversal import TraversalError
 from tests.connection.test_attacks import (
     CLIENT,
     SERVER,
-    held,
     incomplete_messages,
     out_of_order,
     pair,
+    peak_held,
     spoofed_flood,
     unread_streams,
 )
@@ -85,27 +83,6 @@ class _CountingEndpoint(UdpEndpoint):
 
     def close(self) -> None:
         self.inner.close()
-
-
-async def _memory(attack: Callable[[Connection, int], None]) -> int:
-    """Peak bytes a receiver with a ``BOUND`` receive buffer holds while ``attack`` runs."""
-    config = ConnectionConfig(max_message_size=BOUND, max_receive_buffer=BOUND)
-    peak = 0
-    async with open_internet() as internet:
-        client_ep, server_ep = await pair(internet)
-        async with (
-            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
-            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as attacker,
-        ):
-            receiver = await listener.accept()
-            attack(attacker, BOUND)
-            for _ in range(400):
-                if not attacker._usable():
-                    break
-                await attacker._transmit()
-                await trio.sleep(0.05)
-                peak = max(peak, held(receiver))
-    return peak
 
 
 async def _connect_time(*, flood: bool, retry_threshold: int = 4) -> tuple[float, int, float]:
@@ -231,7 +208,7 @@ async def run() -> list[Figure]:
         ),
     ]
     for attack in (incomplete_messages, unread_streams, out_of_order):
-        peak = await _simulated(functools.partial(_memory, attack))
+        peak, _ = await _simulated(functools.partial(peak_held, attack, BOUND))
         figures.append(
             Figure(
                 f"under attack: receiver holds, {attack.__name__.replace('_', ' ')}",

@@ -81,28 +81,39 @@ def out_of_order(attacker: Connection, bound: int = BOUND) -> None:
         quic._streams[stream_id].sender._pending.subtract(0, gap)
 
 
-@pytest.mark.parametrize("attack", [incomplete_messages, unread_streams, out_of_order])
-async def test_a_peer_cannot_make_the_receiver_hold_more_than_its_bound(
-    autojump_clock: trio.testing.MockClock, attack: Callable[[Connection], None]
-) -> None:
+async def peak_held(
+    attack: Callable[[Connection, int], None], bound: int = BOUND
+) -> tuple[int, int]:
+    """The most a receiver with a ``bound`` receive buffer holds of the peer's data while
+    ``attack`` runs (sampled every 50 ms, stopping early past ``bound`` + 1 MiB), and the most
+    streams the peer had open at once."""
+    config = ConnectionConfig(max_message_size=bound, max_receive_buffer=bound)
     peak = streams = 0
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         async with (
-            listen(server_ep, SERVER, [CLIENT.node_id], config=SMALL) as listener,
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
             connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as attacker,
         ):
             receiver = await listener.accept()
-            attack(attacker)
-            for _ in range(200):
+            attack(attacker, bound)
+            for _ in range(400):
                 if not attacker._usable():
                     break
                 await attacker._transmit()
                 await trio.sleep(0.05)
                 peak = max(peak, held(receiver))
                 streams = max(streams, receiver.statistics().peer_streams)
-                if peak > BOUND + MIB:
+                if peak > bound + MIB:
                     break
+    return peak, streams
+
+
+@pytest.mark.parametrize("attack", [incomplete_messages, unread_streams, out_of_order])
+async def test_a_peer_cannot_make_the_receiver_hold_more_than_its_bound(
+    autojump_clock: trio.testing.MockClock, attack: Callable[[Connection, int], None]
+) -> None:
+    peak, streams = await peak_held(attack)
     assert 0 < peak <= BOUND + MIB
     assert 0 < streams <= 128 + 2  # aioquic's bidirectional streams, our two unidirectional
 
