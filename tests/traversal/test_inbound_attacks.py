@@ -27,6 +27,19 @@ async def shared_address(world: World, node: NatSystem) -> Address:
     return record.candidates[0]
 
 
+async def dial_directly(caller: NatSystem, target: NatSystem, message: bytes) -> ConnectionMethod:
+    """``caller`` dials ``target``'s shared socket (no relay, no punch) within 2 s and
+    ``message`` crosses the connection; the method it connected by."""
+    with trio.fail_after(2):
+        method, connection = await caller.coordinator.request_connection(
+            target.node_id, allow_relay=False, punch=False
+        )
+        accepted = await target.connector.accept()
+        await connection.send_message(message)
+        assert await accepted.receive_message() == message
+    return method
+
+
 async def test_a_direct_connect_succeeds_within_2s_under_a_spoofed_initial_flood(
     autojump_clock: MockClock,
 ) -> None:
@@ -40,13 +53,7 @@ async def test_a_direct_connect_succeeds_within_2s_under_a_spoofed_initial_flood
             )
             await trio.sleep(5)  # the flood has filled what it can
             held_by_flood = bob.coordinator.statistics().direct_handshakes.pending
-            with trio.fail_after(2):
-                method, connection = await alice.coordinator.request_connection(
-                    bob.node_id, allow_relay=False, punch=False
-                )
-                accepted = await bob.connector.accept()
-                await connection.send_message(b"through the flood")
-                assert await accepted.receive_message() == b"through the flood"
+            method = await dial_directly(alice, bob, b"through the flood")
             nursery.cancel_scope.cancel()
         statistics = bob.coordinator.statistics().direct_handshakes
     assert method is ConnectionMethod.DIRECT
@@ -71,13 +78,7 @@ async def test_a_proven_dial_evicts_an_unproven_handshake_when_every_slot_is_tak
             )
             await trio.sleep(5)
             assert bob.coordinator.statistics().direct_handshakes.pending == 4
-            with trio.fail_after(2):
-                method, connection = await alice.coordinator.request_connection(
-                    bob.node_id, allow_relay=False, punch=False
-                )
-                accepted = await bob.connector.accept()
-                await connection.send_message(b"evicted one")
-                assert await accepted.receive_message() == b"evicted one"
+            method = await dial_directly(alice, bob, b"evicted one")
         assert method is ConnectionMethod.DIRECT
         statistics = bob.coordinator.statistics().direct_handshakes
         assert statistics.evicted >= 1
@@ -94,13 +95,7 @@ async def test_a_node_that_retries_every_initial_still_accepts_direct_dials(
     async with open_world(traversal=TraversalConfig(inbound_handshakes=always)) as world:
         alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice")
         bob = await world.node(Preset.OPEN_INTERNET, "bob")
-        with trio.fail_after(2):
-            method, connection = await alice.coordinator.request_connection(
-                bob.node_id, allow_relay=False, punch=False
-            )
-            accepted = await bob.connector.accept()
-            await accepted.send_message(b"after a Retry")
-            assert await connection.receive_message() == b"after a Retry"
+        method = await dial_directly(alice, bob, b"after a Retry")
         assert method is ConnectionMethod.DIRECT
         statistics = bob.coordinator.statistics().direct_handshakes
         assert (statistics.retries_sent, statistics.pending) == (1, 0)
