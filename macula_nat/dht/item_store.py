@@ -16,8 +16,9 @@ from typing import Final
 
 import attrs
 
+from macula_nat.holdings import Holdings
+
 from .error_code import ErrorCode
-from .holdings import Holdings
 from .mutable_item import Item, MutableItem
 from .node_id import NodeId
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from macula_nat.holdings import Holdings
 from macula_nat.net.address import source_prefix
 
 from .compact import Address, check_address, decode_peer, encode_peer
-from .holdings import Holdings
 from .node_id import NodeId
 
 __all__ = ["PEER_LIFETIME", "PeerStore"]

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from macula_nat.holdings import Holdings
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.binding import ObserverAddresses, Outcome, answer
 from macula_nat.nat.rate_limit import TokenBuckets
@@ -71,7 +72,7 @@ from .handshake import CookieJar, CookieVerdict, accept_registration
 from .limits import ByteBucket, admit
 from .link import Link, Verdict
 from .settings import RelayConfig, RelaySettings
-from .shares import Evict, Refuse, SourceShares, share_of
+from .shares import Evict, Refuse, Shares, share_of
 from .statistics import Counters, FairnessStatistics, RelayStatistics
 
 if TYPE_CHECKING:
@@ -274,11 +275,15 @@ class RelayCore:
             config.control_rate, config.control_burst, max(1, config.max_registrations)
         )
         capacity = config.max_registrations
-        self._registration_shares: SourceShares[NodeId] = SourceShares(
+        self._registration_shares = Shares(
             capacity, share_of(capacity, config.registration_source_share)
         )
-        self._session_shares: SourceShares[int] = SourceShares(0, 1)
+        self._registrations_held: Holdings[NodeId] = Holdings()
+        """Registered nodes per source (:attr:`NodeRegistration.source`)."""
+        self._session_shares = Shares(0, 1)
         """Sized by :meth:`enable`."""
+        self._sessions_held: Holdings[int] = Holdings()
+        """Session ids per source of their initiator (:attr:`RelayedSession.source`)."""
         self._probes: list[Send] = []
         """The path challenge the datagram being handled draws, if any (see :meth:`_probe`)."""
         self.counters = Counters()
@@ -338,8 +343,8 @@ class RelayCore:
             max_sessions=sessions.capacity,
             session_share=sessions.share,
             max_sessions_per_node=0 if settings is None else settings.max_sessions_per_node,
-            largest_registrations=registrations.largest,
-            largest_sessions=sessions.largest,
+            largest_registrations=self._registrations_held.most,
+            largest_sessions=self._sessions_held.most,
             registrations_evicted=counters.registrations_evicted,
             sessions_evicted=counters.sessions_evicted,
             path_challenges=counters.path_challenges,
@@ -559,8 +564,8 @@ class RelayCore:
         mine = self._node_sessions.get(node, ())
         target = request.target
         target_registration = self._by_node.get(target)
-        shares = self._session_shares
-        decision = shares.decide(registration.source)
+        shares, held = self._session_shares, self._sessions_held
+        decision = shares.decide(held, registration.source)
         reason = admit(
             self.settings,
             same_node=target == node,
@@ -570,7 +575,7 @@ class RelayCore:
             initiator_sessions=len(mine),
             target_sessions=len(self._node_sessions.get(target, ())),
         )
-        over_share = shares.held(registration.source) >= shares.share
+        over_share = held.count(registration.source) >= shares.share
         if reason is Reason.MAX_SESSIONS_REACHED and isinstance(decision, Refuse) and over_share:
             reason = Reason.SOURCE_SHARE
         if reason is not None:
@@ -592,7 +597,7 @@ class RelayCore:
             registration.source,
         )
         self._sessions[session.id] = session
-        shares.add(session.id, session.source)
+        held.add(session.source, session.id)
         self._requests[node, request.request] = session.id
         self._node_sessions.setdefault(node, set()).add(session.id)
         self._node_sessions.setdefault(target, set()).add(session.id)
@@ -608,7 +613,7 @@ class RelayCore:
         """End a session ``source`` started (it holds over its share), telling both members
         ``source_share``: the least recently active of its :data:`_EVICTION_SAMPLE` oldest."""
         sessions = self._sessions
-        candidates = self._session_shares.oldest(source, _EVICTION_SAMPLE)
+        candidates = self._sessions_held.keys(source, _EVICTION_SAMPLE)
         victim = min(candidates, key=lambda i: sessions[i].last_active)
         self.counters.sessions_evicted += 1
         return self.end_session(victim, Reason.SOURCE_SHARE)
@@ -671,16 +676,16 @@ class RelayCore:
         ):
             counters.replayed += 1  # older than the registration it would replace
             return _NOTHING
-        shares = self._registration_shares
+        shares, held = self._registration_shares, self._registrations_held
         origin = source_prefix(source[0])
         reason = None
         decision = None
         if self.settings is None:
             reason = Reason.RELAY_DISABLED
         elif existing is None or existing.source != origin:
-            decision = shares.decide(origin, renewing=existing is not None)
+            decision = shares.decide(held, origin, renewing=existing is not None)
             if isinstance(decision, Refuse):
-                full = shares.held(origin) >= shares.share
+                full = held.count(origin) >= shares.share
                 reason = Reason.SOURCE_SHARE if full else Reason.MAX_REGISTRATIONS
         if reason is not None:
             self._refuse(reason)
@@ -700,10 +705,11 @@ class RelayCore:
         if existing is not None:
             del self._by_id[existing.link.registration]
             node_id = existing.node_id  # keep one id object per node: sessions compare by identity
+            held.discard(existing.source, node_id)  # held by one source: the one it came from
         fresh = NodeRegistration(node_id, link, source, register.cookie, reply, now, ttl)
         self._by_node[register.node_id] = fresh
         self._by_id[registration_id] = fresh
-        shares.add(node_id, origin)
+        held.add(origin, node_id)
         counters.registered += 1
         sends.append((reply, source))
         return sends
@@ -713,7 +719,7 @@ class RelayCore:
         ``source_share`` so it registers elsewhere: the least recently heard of its
         :data:`_EVICTION_SAMPLE` oldest."""
         by_node = self._by_node
-        candidates = self._registration_shares.oldest(source, _EVICTION_SAMPLE)
+        candidates = self._registrations_held.keys(source, _EVICTION_SAMPLE)
         victim = min(candidates, key=lambda node: by_node[node].last_heard)
         self.counters.registrations_evicted += 1
         return self._deregister(victim, Reason.SOURCE_SHARE, notify=True)
@@ -731,7 +737,7 @@ class RelayCore:
         del self._by_node[node_id]
         del self._by_id[registration.link.registration]
         self._node_sessions.pop(node_id, None)
-        self._registration_shares.discard(node_id)
+        self._registrations_held.discard(registration.source, node_id)
         return sends
 
     # -- what timers and the operator do ----------------------------------------------------------
@@ -744,7 +750,7 @@ class RelayCore:
         if session is None:
             return []
         del self._requests[session.a, session.request]
-        self._session_shares.discard(session_id)
+        self._sessions_held.discard(session.source, session_id)
         sends: list[Send] = []
         for node in (session.a, session.b):
             members = self._node_sessions.get(node)
@@ -777,9 +783,9 @@ class RelayCore:
 
     def enable(self, settings: RelaySettings) -> None:
         self.settings = settings
-        shares = self._session_shares
-        shares.capacity = settings.max_sessions
-        shares.share = share_of(settings.max_sessions, settings.session_source_share)
+        self._session_shares = Shares(
+            settings.max_sessions, share_of(settings.max_sessions, settings.session_source_share)
+        )
 
     def disable(self) -> list[Send]:
         """Stop relaying: end every session and registration (``relay_disabled``)."""

@@ -118,6 +118,21 @@ def test_an_ipv6_host_is_one_source_across_its_whole_slash_64() -> None:
     assert same_host is Reason.SOURCE_SHARE
 
 
+def test_a_node_registering_again_from_another_source_moves_its_slot() -> None:
+    core = new_core(attrs.evolve(OPEN, max_registrations=2))  # a share of 1 each
+    mover, other = Node(("192.0.2.1", 4000)), Node(("192.0.2.2", 4000))
+    assert try_register(core, mover)[0] is None and try_register(core, other)[0] is None
+
+    mover.address = ("192.0.2.3", 4000)
+    moved, _ = try_register(core, mover, now=1.0)  # full, but it takes no new slot
+    core.receive(mover.sealed(frames.Close(0, Reason.NORMAL)), mover.address, 2.0)
+    newcomer, _ = try_register(core, Node(("192.0.2.4", 4000)), now=3.0)
+
+    assert moved is None
+    assert newcomer is None  # the slot the mover held, at either source, is free again
+    assert core.statistics().fairness.largest_registrations == 1
+
+
 async def test_an_evicted_client_is_told_and_not_let_back_in_over_its_share(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

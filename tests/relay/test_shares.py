@@ -1,5 +1,6 @@
-"""Fair shares per source (macula_nat.relay.shares), sans-IO: properties over any sequence of
-takes and releases from any mix of sources."""
+"""Fair shares per source (macula_nat.relay.shares), sans-IO: properties of the policy over any
+sequence of takes and releases from any mix of sources (the accounting under it, Holdings, is
+tested in tests/test_holdings.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from macula_nat.relay.shares import Admit, Evict, Refuse, SourceShares, share_of
+from macula_nat.holdings import Holdings
+from macula_nat.relay.shares import Admit, Evict, Refuse, Shares, share_of
 
 SOURCES = [f"192.0.2.{n}" for n in range(1, 7)]
 
@@ -21,16 +23,18 @@ operations = st.lists(
 )
 
 
-def _play(shares: SourceShares[int], source: str, key: int) -> tuple[bool, str | None]:
-    """One take, done as the relay does it; (admitted, evicted source)."""
-    decision = shares.decide(source)
+def _play(
+    shares: Shares, holdings: Holdings[int], source: str, key: int
+) -> tuple[bool, tuple[str, int] | None]:
+    """One take, done as the relay does it; (admitted, (evicted source, its key))."""
+    decision = shares.decide(holdings, source)
     if isinstance(decision, Refuse):
         return False, None
     evicted = None
     if isinstance(decision, Evict):
-        evicted = decision.source
-        shares.discard(shares.oldest(evicted, 1)[0])
-    shares.add(key, source)
+        evicted = (decision.source, holdings.oldest(decision.source))
+        holdings.discard(*evicted)
+    holdings.add(source, key)
     return True, evicted
 
 
@@ -39,73 +43,74 @@ def _play(shares: SourceShares[int], source: str, key: int) -> tuple[bool, str |
 def test_no_source_grows_past_its_share_while_the_table_is_full(
     capacity: int, fraction: float, ops: list[tuple[bool, str | int]]
 ) -> None:
-    shares: SourceShares[int] = SourceShares(capacity, share_of(capacity, fraction))
+    shares = Shares(capacity, share_of(capacity, fraction))
     share = shares.share
-    held: list[int] = []
+    holdings: Holdings[int] = Holdings()
+    held: list[tuple[str, int]] = []
     next_key = 0
     for take, value in ops:
         if not take:
             if held:
-                key = held.pop(int(value) % len(held))
-                shares.discard(key)
+                holdings.discard(*held.pop(int(value) % len(held)))
             continue
         source = str(value)
-        before = {s: shares.held(s) for s in SOURCES}
-        largest_before = shares.largest
-        full = len(shares) >= capacity
+        before = {s: holdings.count(s) for s in SOURCES}
+        largest_before = holdings.most
+        full = len(holdings) >= capacity
         next_key += 1
-        admitted, evicted = _play(shares, source, next_key)
+        admitted, evicted = _play(shares, holdings, source, next_key)
         if admitted:
-            held.append(next_key)
+            held.append((source, next_key))
         if evicted is not None:
-            held.remove(next(k for k in held if shares.source_of(k) is None))
+            held.remove(evicted)
             # eviction takes from the largest holder, and only one over its share
-            assert before[evicted] == largest_before > share
+            assert before[evicted[0]] == largest_before > share
         if full:
             # a full table never lets a source grow past its share
-            assert shares.held(source) <= max(share, before[source])
+            assert holdings.count(source) <= max(share, before[source])
             # a source under its share gets in while the largest holder is over its share
             if before[source] < share and largest_before > share:
                 assert admitted
         else:
             assert admitted and evicted is None
-        assert len(shares) <= capacity
-        assert shares.largest == max(shares.held(s) for s in SOURCES)
-        assert sum(shares.held(s) for s in SOURCES) == len(shares) == len(held)
+        assert len(holdings) <= capacity
+        assert sum(holdings.count(s) for s in SOURCES) == len(holdings) == len(held)
 
 
 def test_a_flooder_that_filled_the_table_loses_a_slot_to_each_newcomer_down_to_its_share() -> None:
-    shares: SourceShares[int] = SourceShares(10, share_of(10, 0.2))
+    shares = Shares(10, share_of(10, 0.2))
+    holdings: Holdings[int] = Holdings()
     for key in range(10):
-        shares.add(key, "192.0.2.66")
+        holdings.add("192.0.2.66", key)
     newcomers = [f"198.51.100.{n}" for n in range(1, 10)]
 
     decisions = []
     for key, newcomer in enumerate(newcomers, start=100):
-        decision = shares.decide(newcomer)
+        decision = shares.decide(holdings, newcomer)
         decisions.append(decision)
         if isinstance(decision, Evict):
-            shares.discard(shares.oldest(decision.source, 1)[0])
-            shares.add(key, newcomer)
+            holdings.discard(decision.source, holdings.oldest(decision.source))
+            holdings.add(newcomer, key)
 
     assert decisions[:8] == [Evict("192.0.2.66")] * 8  # down to its share of 2
     assert decisions[8] == Refuse()  # nobody over their share: the table is fairly shared
-    assert shares.held("192.0.2.66") == 2
-    assert shares.decide("192.0.2.66") == Refuse()
+    assert holdings.count("192.0.2.66") == 2
+    assert shares.decide(holdings, "192.0.2.66") == Refuse()
 
 
 def test_a_key_that_moves_source_takes_no_new_slot() -> None:
-    shares: SourceShares[str] = SourceShares(2, 1)
-    shares.add("a", "192.0.2.1")
-    shares.add("b", "192.0.2.2")
+    shares = Shares(2, 1)
+    holdings: Holdings[str] = Holdings()
+    holdings.add("192.0.2.1", "a")
+    holdings.add("192.0.2.2", "b")
 
-    assert shares.decide("192.0.2.3", renewing=True) == Admit()
-    assert shares.decide("192.0.2.2", renewing=True) == Refuse()  # already holds its share
-    shares.add("a", "192.0.2.3")
-    assert shares.held("192.0.2.1") == 0 and shares.held("192.0.2.3") == 1 and len(shares) == 2
+    assert shares.decide(holdings, "192.0.2.3", renewing=True) == Admit()
+    assert shares.decide(holdings, "192.0.2.2", renewing=True) == Refuse()  # holds its share
 
 
 def test_bad_limits_are_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="share >= 1"):
-        SourceShares(10, 0)
+    with pytest.raises(ValueError, match="share"):
+        Shares(10, 0)
+    with pytest.raises(ValueError, match="capacity"):
+        Shares(-1, 1)
     assert share_of(5, 0.1) == 1  # a source may always hold one
