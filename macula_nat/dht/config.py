@@ -72,10 +72,11 @@ class DhtConfig:
     max_info_hashes: int = attrs.field(default=4096, validator=_positive)
     """Info-hashes with announced peers; a new one takes the slot of the largest holder's
     oldest announcement that is alone in its swarm (if none is, it is refused: error 202)."""
-    max_peers_per_info_hash: int = attrs.field(default=64, validator=_positive)
+    max_peers_per_info_hash: int = attrs.field(default=50, validator=_positive)
     """Announcements kept per info-hash (an answer carries 50 at most); when full, that of the
     source holding the most announcements goes. With ``max_info_hashes`` this caps the table at
-    262,144 announcements, about 41 MiB (tests/bench/attack_dht.py)."""
+    204,800 announcements: 35 MiB from IPv4 sources of one each, 56 MiB at worst (IPv6 /64s of
+    two each; tests/bench/attack_dht.py)."""
     max_announces_per_source: int = attrs.field(default=256, validator=_positive)
     """Announcements one source may have here, one per info-hash; beyond it, its oldest goes."""
     version: bytes = b"MN\x00\x01"

