@@ -25,8 +25,8 @@ from collections.abc import Callable
 
 import trio
 
+from macula_nat.cli.observe import address_argument
 from macula_nat.nat.detector import NatDetector
-from macula_nat.nat.observe_command import address_argument
 from macula_nat.nat.profile import NatProfile
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import trio
 
+from macula_nat.cli.observe import address_argument
 from macula_nat.connection import Connection, ConnectionFailed
 from macula_nat.dht.config import DhtConfig
 from macula_nat.identity import NodeId, NodeKey
-from macula_nat.nat.observe_command import address_argument
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 
 

@@ -28,9 +28,9 @@ from collections.abc import Callable
 import trio
 
 from macula_nat.actors import run_actor
+from macula_nat.cli.observe import address_argument
 from macula_nat.gateway import Gateway, GatewayConfig
 from macula_nat.identity import NodeId, NodeKey
-from macula_nat.nat.observe_command import address_argument
 from macula_nat.net import RealUdpStack, UdpStack
 from macula_nat.net.address import is_unspecified
 from macula_nat.relay import MIB

@@ -3,8 +3,8 @@ the relay registry (this node's home relay) and the coordinator (its connections
 
 ``async with open_nat_system(NatConfig(...)) as nat:`` (or ``await nursery.start(run_nat_system,
 config)``) starts it inside the caller's nursery; ``supervision.md`` draws the tree. While it
-runs, the module-level calls of :mod:`macula_nat.nat_detector` and :mod:`macula_nat.nat_cache`
-(the Erlang modules' API) find it through :func:`current_system`.
+runs, the module-level calls of :mod:`macula_nat.erlang` (the Erlang modules' API, such as
+``nat_detector`` and ``nat_cache``) find it through :func:`current_system`.
 """
 
 from __future__ import annotations

@@ -8,18 +8,18 @@ import pytest
 import trio
 import trio.testing
 
-from macula_nat.dht.config import DhtConfig
-from macula_nat.dht.node import open_dht_node
-from macula_nat.directory.mainline import MainlineDirectory
-from macula_nat.gateway import Gateway, GatewayConfig
-from macula_nat.gateway_command import (
+from macula_nat.cli.detect import detect_once
+from macula_nat.cli.gateway import (
     add_gateway_parser,
     config_from_args,
     gateway_main,
     run_gateway,
 )
+from macula_nat.dht.config import DhtConfig
+from macula_nat.dht.node import open_dht_node
+from macula_nat.directory.mainline import MainlineDirectory
+from macula_nat.gateway import Gateway, GatewayConfig
 from macula_nat.identity import NodeKey
-from macula_nat.nat.detect_command import detect_once
 from macula_nat.net.address import Address
 from macula_nat.net.sim import LinkProfile, Preset, add_site, open_internet
 from macula_nat.relay.registry import RegistryConfig, RelayRegistry, open_relay_registry

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from trio.testing import MockClock
 
-from macula_nat import runtime_demo
 from macula_nat.cli import build_parser
+from macula_nat.demo import runtime as runtime_demo
 
 
 async def test_the_demo_tells_a_crash_a_restart_and_a_clean_shutdown(

@@ -6,11 +6,11 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from macula_nat import nat_cache, nat_detector
+from macula_nat.cli.gateway import gateway_main
 from macula_nat.dht.config import DhtConfig
 from macula_nat.directory.mainline import MainlineDirectory
+from macula_nat.erlang import nat_cache, nat_detector
 from macula_nat.gateway import GatewayConfig
-from macula_nat.gateway_command import gateway_main
 from macula_nat.identity import NodeKey
 from macula_nat.nat.errors import NotDetected
 from macula_nat.net.sim import Preset, add_site, open_internet

@@ -23,9 +23,9 @@ from macula_nat.connection import (
     connect,
     listen,
 )
+from macula_nat.demo.world import open_world
 from macula_nat.net import Address, UdpEndpoint
 from macula_nat.net.sim import LinkProfile, Preset, open_internet
-from macula_nat.sim_world import open_world
 from macula_nat.traversal import TraversalError
 from tests.connection.test_attacks import (
     CLIENT,

@@ -9,7 +9,7 @@ not touch the caller's clock; times are simulated, deterministic per seed, not t
   both ways, then up to ``nat_demo.PUNCH_WAIT``, 10 simulated seconds, for both ends to leave
   the relay). The pair is direct when the connecting side's method ended ``direct`` or
   ``punched``.
-  :func:`~macula_nat.nat_demo.weighted_direct_share` weighs *unordered* pairs, so each direction
+  :func:`~macula_nat.demo.nat.weighted_direct_share` weighs *unordered* pairs, so each direction
   is one unordered matrix (``local <= remote``, then ``local >= remote`` in ``NAT_TYPES`` order)
   and the share is the mean of the two: both have the same total weight, so the mean weighs every
   ordered pair by ``share_local * share_remote``. Passing all 25 rows at once would count mixed
@@ -50,8 +50,7 @@ from aioquic.quic.packet import pull_quic_header
 
 from macula_nat.connection import Connection, ConnectionConfig, connect, listen, node_certificate
 from macula_nat.connection.link import ConnectionMethod
-from macula_nat.identity import NodeKey
-from macula_nat.nat_demo import (
+from macula_nat.demo.nat import (
     PAIR_TIMEOUT,
     PairResult,
     _off_relay,
@@ -59,9 +58,10 @@ from macula_nat.nat_demo import (
     node_name,
     weighted_direct_share,
 )
+from macula_nat.demo.world import World, open_world
+from macula_nat.identity import NodeKey
 from macula_nat.net import Address, RealUdpStack
 from macula_nat.net.sim import Preset
-from macula_nat.sim_world import World, open_world
 from macula_nat.system import NatSystem
 
 from .timing import Figure, now

@@ -32,7 +32,6 @@ from typing import Any
 
 import trio
 
-from macula_nat.lab import Host, Lab, LabError, NatPreset, lab_available, open_lab
 from tests.lab.detection_support import (
     RUN_MARGIN_S,
     coturn_missing,
@@ -40,6 +39,7 @@ from tests.lab.detection_support import (
     run_natdiscovery,
     start_coturn,
 )
+from tests.nat_lab import Host, Lab, LabError, NatPreset, lab_available, open_lab
 
 from .timing import Figure, now
 
@@ -54,7 +54,7 @@ import json, sys, time
 import trio
 from macula_nat.actors import open_actor
 from macula_nat.nat.detector import NatDetector, NatDetectorServer
-from macula_nat.nat.observe_command import parse_address
+from macula_nat.cli.observe import parse_address
 from macula_nat.nat.probe import ProbeSettings
 from macula_nat.net.real import RealUdpStack
 

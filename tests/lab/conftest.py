@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from macula_nat.lab import lab_available
+from tests.nat_lab import lab_available
 
 
 @pytest.fixture(autouse=True)

@@ -17,16 +17,16 @@ import attrs
 import trio
 
 from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
-from macula_nat.lab import Host, NatPreset
 from macula_nat.nat.profile import Confidence, NatProfile
 from macula_nat.traversal.strategy import Method, Plan, Side, choose
 from tests.lab.gateway_support import SERVER_PORTS, dht_address
+from tests.nat_lab import Host, NatPreset
 
 NODE_LINE = re.compile(r"^node ([0-9a-f]{64})$")
 NAT_LINE = re.compile(r"^NAT: (.+), public address (\S+)$")
 METHOD_LINE = re.compile(r"^(?:connected to [0-9a-f]{16} \((\w+)\)|\[[0-9a-f]{16}: now (\w+)\])$")
 SEQUENTIAL_DELTA = {NatPreset.SYMMETRIC_SEQUENTIAL: 1}
-"""The port delta of the ``pc`` presets (see ``macula_nat/lab/README.md``)."""
+"""The port delta of the ``pc`` presets (see ``tests/nat_lab/README.md``)."""
 
 
 def gateway_arguments(primary: str) -> list[str]:

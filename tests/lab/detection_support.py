@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from macula_nat.lab import Host, Lab, NatPreset, Node, Server
+from tests.nat_lab import Host, Lab, NatPreset, Node, Server
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ NATDISCOVERY_TIMEOUT_S = 30.0
 """natdiscovery waits about 3 s per unanswered test, and runs its tests one after another."""
 
 SEQUENTIAL_DELTA = {NatPreset.SYMMETRIC_SEQUENTIAL: 1}
-"""The port delta of the ``pc`` presets (see ``macula_nat/lab/README.md``)."""
+"""The port delta of the ``pc`` presets (see ``tests/nat_lab/README.md``)."""
 NATDISCOVERY_MAPPING_UNSOUND = {NatPreset.ADDRESS_DEPENDENT}
 """Presets whose mapping natdiscovery (coturn 4.6.1) cannot classify against an RFC 5780 server.
 

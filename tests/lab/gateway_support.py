@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from macula_nat.lab import Node
+from tests.nat_lab import Node
 
 SERVER_PORTS = (3478, 3479)
 """The observer's ports on the primary and alternate IP (relay and DHT follow: 3480, 3481)."""

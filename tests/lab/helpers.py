@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from macula_nat.lab import Host, Lab, Node
+from tests.nat_lab import Host, Lab, Node
 
 PROBE = str(Path(__file__).with_name("udp_probe.py"))
 PORTS = (3478, 3479)

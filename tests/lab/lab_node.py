@@ -22,12 +22,12 @@ from typing import Any
 
 import trio
 
+from macula_nat.cli.observe import address_argument
 from macula_nat.dht.config import DhtConfig
 from macula_nat.dht.node import open_dht_node
 from macula_nat.directory.mainline import MainlineDirectory
 from macula_nat.gateway import GatewayConfig, open_gateway
 from macula_nat.identity import NodeId, NodeKey
-from macula_nat.nat.observe_command import address_argument
 from macula_nat.net.address import Address
 from macula_nat.net.real import RealUdpStack
 from macula_nat.relay.client_session import RelaySession

@@ -39,7 +39,6 @@ import attrs
 import pytest
 import trio
 
-from macula_nat.lab import Host, Lab, NatPreset, SiteConfig, open_lab
 from macula_nat.traversal.strategy import Method
 from tests.lab.connect_support import (
     NAT_LINE,
@@ -51,6 +50,7 @@ from tests.lab.connect_support import (
     start_chat_node,
 )
 from tests.lab.gateway_support import start_cli_gateway
+from tests.nat_lab import Host, Lab, NatPreset, SiteConfig, open_lab
 
 pytestmark = pytest.mark.lab
 

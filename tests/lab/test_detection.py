@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from macula_nat.lab import NatPreset, open_lab
 from tests.lab.detection_support import (
     detect_everywhere,
     expected_everywhere,
@@ -22,6 +21,7 @@ from tests.lab.detection_support import (
     start_coturn,
     start_our_observer,
 )
+from tests.nat_lab import NatPreset, open_lab
 
 pytestmark = pytest.mark.lab
 

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import trio
 
-from macula_nat.lab import Lab, NatPreset, open_lab
 from macula_nat.relay.settings import RelaySettings
 from tests.lab.gateway_support import (
     STEP_TIMEOUT_S,
@@ -28,6 +27,7 @@ from tests.lab.gateway_support import (
     start_limited_gateway,
     start_script,
 )
+from tests.nat_lab import Lab, NatPreset, open_lab
 
 pytestmark = pytest.mark.lab
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import trio
 
-from macula_nat.lab import LabError, NatPreset, SiteConfig, open_lab, remove_leftovers, topology
-from macula_nat.lab.names import NETNS_DIR, own_prefix
 from tests.lab.helpers import measure, run_probe, start_probe_server, start_reflector
+from tests.nat_lab import LabError, NatPreset, SiteConfig, open_lab, remove_leftovers, topology
+from tests.nat_lab.names import NETNS_DIR, own_prefix
 
 pytestmark = pytest.mark.lab
 
@@ -188,7 +188,7 @@ async def test_failed_build_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> N
 
 async def test_python_helper_runs_this_interpreter_inside_the_namespace() -> None:
     script = (
-        "import socket, sys, macula_nat.lab\n"
+        "import socket, sys, tests.nat_lab\n"
         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         "s.bind((sys.argv[1], 0))\n"
         "print(sys.executable)\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from macula_nat.lab import NatPreset, open_lab
 from tests.lab.helpers import classify, measure, start_reflector
+from tests.nat_lab import NatPreset, open_lab
 
 pytestmark = pytest.mark.lab
 

@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from macula_nat.lab import NatPreset, SiteConfig, lab_available
-from macula_nat.lab.names import claim_prefix, own_prefix, release_prefix
-from macula_nat.lab.nft import nat_flush_script, router_ruleset
-from macula_nat.lab.topology import netns_scripts, plan_lab, root_batch, teardown_batch
+from tests.nat_lab import NatPreset, SiteConfig, lab_available
+from tests.nat_lab.names import claim_prefix, own_prefix, release_prefix
+from tests.nat_lab.nft import nat_flush_script, router_ruleset
+from tests.nat_lab.topology import netns_scripts, plan_lab, root_batch, teardown_batch
 
 ALL = [SiteConfig(p, hosts=2, delay_ms=5) for p in NatPreset]
 

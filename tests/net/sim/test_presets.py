@@ -8,8 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from macula_nat.lab.presets import NatPreset
 from macula_nat.net.sim import Preset, add_site, open_internet
+from tests.nat_lab.presets import NatPreset
 from tests.net.sim.support import SERVER_PORTS, bind_servers, observe, receive_all
 
 # (mapping, filtering, allocation) an outside observer must measure; None: no NAT at all.

@@ -20,9 +20,9 @@ import trio
 
 from macula_nat.connection import Connection
 from macula_nat.connection.link import ConnectionMethod
+from macula_nat.demo.world import open_world
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.sim import Preset
-from macula_nat.sim_world import open_world
 from macula_nat.system import NatSystem
 from macula_nat.traversal.strategy import Method, choose
 

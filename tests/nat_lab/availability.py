@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from macula_nat.lab.names import claim_prefix, release_prefix
+from tests.nat_lab.names import claim_prefix, release_prefix
 
 logger = logging.getLogger(__name__)
 

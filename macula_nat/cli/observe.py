@@ -14,7 +14,7 @@ import logging
 import trio
 
 from macula_nat.actors import StartFailed
-from macula_nat.command import run_until_interrupted
+from macula_nat.cli.running import run_until_interrupted
 from macula_nat.nat.binding import ObserverAddresses
 from macula_nat.nat.observer import DEFAULT_BURST, DEFAULT_RATE, Observer, open_observer
 from macula_nat.net.address import Address, is_unspecified, normalise_address

@@ -10,9 +10,9 @@ import trio
 from trio.testing import MockClock
 
 from macula_nat.cli import build_parser
-from macula_nat.connect_command import connect_main, listen_main, node_config
+from macula_nat.cli.connect import connect_main, listen_main, node_config
+from macula_nat.cli.gateway import gateway_main
 from macula_nat.gateway import GatewayConfig
-from macula_nat.gateway_command import gateway_main
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
 from macula_nat.system import NatSystem

@@ -10,12 +10,12 @@ Usage::
 :func:`lab_available` says whether this machine can run it, and why not.
 """
 
-from macula_nat.lab.availability import lab_available, netem_available
-from macula_nat.lab.commands import LabError
-from macula_nat.lab.lab import open_lab, remove_leftovers
-from macula_nat.lab.nodes import Host, Lab, Node, Router, Server, Site
-from macula_nat.lab.presets import NatClassification, NatPreset
-from macula_nat.lab.topology import SERVER_IPS, SiteConfig
+from tests.nat_lab.availability import lab_available, netem_available
+from tests.nat_lab.commands import LabError
+from tests.nat_lab.lab import open_lab, remove_leftovers
+from tests.nat_lab.nodes import Host, Lab, Node, Router, Server, Site
+from tests.nat_lab.presets import NatClassification, NatPreset
+from tests.nat_lab.topology import SERVER_IPS, SiteConfig
 
 __all__ = [
     "SERVER_IPS",

@@ -8,7 +8,7 @@ import pytest
 from trio.testing import MockClock
 
 from macula_nat.cli import build_parser
-from macula_nat.nat.detect_command import describe, detect_once, run_detect
+from macula_nat.cli.detect import describe, detect_once, run_detect
 from macula_nat.nat.observer import Observer, open_observer
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.sim import Preset, add_site, open_internet

@@ -17,7 +17,7 @@ COMMAND_TIMEOUT_S = 30.0
 """Upper bound for one command of the harness itself."""
 
 WIRE_READY = b"ready\n"
-"""What the userspace wire (:mod:`macula_nat.lab.wire`) prints once it forwards frames."""
+"""What the userspace wire (:mod:`tests.nat_lab.wire`) prints once it forwards frames."""
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 

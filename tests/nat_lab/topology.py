@@ -14,8 +14,8 @@ from typing import Literal
 
 import attrs
 
-from macula_nat.lab.nft import router_ruleset
-from macula_nat.lab.presets import NatPreset
+from tests.nat_lab.nft import router_ruleset
+from tests.nat_lab.presets import NatPreset
 
 Impairment = Literal["netem", "wire"]
 """How delay and loss are applied: kernel netem qdiscs, or the userspace delay line."""

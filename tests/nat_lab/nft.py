@@ -8,7 +8,7 @@ ports at random, so address- or port-dependent mapping needs ``fully-random`` or
 
 from __future__ import annotations
 
-from macula_nat.lab.presets import NatPreset
+from tests.nat_lab.presets import NatPreset
 
 NAT_TABLE = "lab_nat"
 """Name of the per-preset table; :func:`nat_flush_script` empties its dynamic maps."""

@@ -7,7 +7,7 @@ like netem's ``limit``). Only IP frames are dropped: losing ARP stalls the first
 address for a second, which tests the kernel's neighbour cache rather than our protocols. Run it
 inside the first namespace::
 
-    python -m macula_nat.lab.wire TAP PEER_NETNS PEER_TAP --delay-ms 20 --loss 0.05
+    python -m tests.nat_lab.wire TAP PEER_NETNS PEER_TAP --delay-ms 20 --loss 0.05
 
 It writes ``ready`` on stdout once both devices are attached, and exits on SIGTERM, when its
 parent dies, or after ``--max-seconds``.
@@ -30,7 +30,7 @@ from functools import partial
 import attrs
 import trio
 
-from macula_nat.lab.commands import WIRE_READY
+from tests.nat_lab.commands import WIRE_READY
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ async def forward(
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m macula_nat.lab.wire", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.nat_lab.wire", description=__doc__)
     parser.add_argument("tap", help="TAP device in this namespace")
     parser.add_argument("peer_netns", help="namespace of the other TAP device")
     parser.add_argument("peer_tap", help="TAP device in PEER_NETNS")

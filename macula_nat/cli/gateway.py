@@ -14,10 +14,10 @@ from pathlib import Path
 import trio
 
 from macula_nat.actors import StartFailed
-from macula_nat.command import run_until_interrupted
+from macula_nat.cli.observe import address_argument
+from macula_nat.cli.running import run_until_interrupted
 from macula_nat.gateway import Gateway, GatewayConfig, open_gateway
 from macula_nat.identity import KeyFileError, NodeKey
-from macula_nat.nat.observe_command import address_argument
 from macula_nat.net.endpoint import UdpStack
 
 __all__ = ["add_gateway_parser", "gateway_main", "run_gateway"]

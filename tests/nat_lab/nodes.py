@@ -8,16 +8,16 @@ from collections.abc import Mapping, Sequence
 import attrs
 import trio
 
-from macula_nat.lab.commands import (
+from tests.nat_lab.commands import (
     netns_argv,
     python_argv,
     python_env,
     run_checked,
 )
-from macula_nat.lab.nft import nat_flush_script
-from macula_nat.lab.presets import NatPreset
-from macula_nat.lab.processes import ProcessGroup
-from macula_nat.lab.topology import SERVER_IPS, Impairment
+from tests.nat_lab.nft import nat_flush_script
+from tests.nat_lab.presets import NatPreset
+from tests.nat_lab.processes import ProcessGroup
+from tests.nat_lab.topology import SERVER_IPS, Impairment
 
 
 @attrs.frozen(eq=False)

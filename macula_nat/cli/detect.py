@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 import trio
 
 from macula_nat.actors import open_actor
+from macula_nat.cli.observe import address_argument
 from macula_nat.nat.detector import NatDetector, NatDetectorServer
 from macula_nat.nat.errors import DetectionError
-from macula_nat.nat.observe_command import address_argument
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.address import Address
 from macula_nat.net.endpoint import UdpStack

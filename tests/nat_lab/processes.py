@@ -10,8 +10,8 @@ from pathlib import Path
 
 import trio
 
-from macula_nat.lab.commands import LabError
-from macula_nat.lab.names import NETNS_DIR
+from tests.nat_lab.commands import LabError
+from tests.nat_lab.names import NETNS_DIR
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,10 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from macula_nat import cli, nat_demo, runtime_demo
+from macula_nat import cli
 from macula_nat.connection.link import ConnectionMethod
+from macula_nat.demo import nat as nat_demo
+from macula_nat.demo import runtime as runtime_demo
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.sim import Preset
 from macula_nat.traversal.strategy import Method, Side, choose

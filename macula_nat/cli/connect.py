@@ -22,11 +22,11 @@ from pathlib import Path
 import trio
 
 from macula_nat.actors import StartFailed
-from macula_nat.command import print_line, run_until_interrupted
+from macula_nat.cli.observe import address_argument
+from macula_nat.cli.running import print_line, run_until_interrupted
 from macula_nat.connection import Connection, ConnectionFailed
 from macula_nat.dht.config import DhtConfig
 from macula_nat.identity import KeyFileError, NodeId, NodeKey
-from macula_nat.nat.observe_command import address_argument
 from macula_nat.net.endpoint import UdpStack
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.errors import TraversalError

@@ -11,8 +11,8 @@ from typing import Literal
 
 import trio
 
-from macula_nat.lab.availability import lab_available, netem_available, tun_available
-from macula_nat.lab.commands import (
+from tests.nat_lab.availability import lab_available, netem_available, tun_available
+from tests.nat_lab.commands import (
     WIRE_READY,
     LabError,
     netns_argv,
@@ -20,16 +20,16 @@ from macula_nat.lab.commands import (
     python_env,
     run_checked,
 )
-from macula_nat.lab.names import (
+from tests.nat_lab.names import (
     claim_prefix,
     existing_namespaces,
     leftover_namespaces,
     release_prefix,
 )
-from macula_nat.lab.nodes import Host, Lab, Node, Router, Server, Site
-from macula_nat.lab.presets import NatPreset
-from macula_nat.lab.processes import ProcessGroup, kill_pids, pids_in_namespaces
-from macula_nat.lab.topology import (
+from tests.nat_lab.nodes import Host, Lab, Node, Router, Server, Site
+from tests.nat_lab.presets import NatPreset
+from tests.nat_lab.processes import ProcessGroup, kill_pids, pids_in_namespaces
+from tests.nat_lab.topology import (
     LabPlan,
     LinkPlan,
     SiteConfig,
@@ -66,7 +66,7 @@ async def _run_all(argvs: Sequence[tuple[Sequence[str], bytes]]) -> None:
 async def _start_wire(plan: LabPlan, link: LinkPlan, processes: ProcessGroup) -> None:
     args = [
         "-m",
-        "macula_nat.lab.wire",
+        "tests.nat_lab.wire",
         link.port,
         link.netns,
         link.ifname,
