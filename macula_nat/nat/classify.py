@@ -19,13 +19,11 @@ else, or refused with an error, is inconclusive (a server that ignores CHANGE-RE
 that disagree give the strictest verdict. No conclusive test: ``pd`` assumed.
 
 **Allocation**, from the allocation samples' mapped ports in send order (each sample a fresh
-socket's first mapping): every port equal to its local port: ``pp``. Else, with at least
-`MIN_ALLOCATION_SAMPLES` samples, sort the distinct ports and take the most common gap between
-neighbours: if it is at most `MAX_PORT_DELTA` and at least half the gaps (and at least two)
-equal it: ``pc``, with that gap as ``port_delta`` (negative when later samples mostly got
-lower ports).
-Otherwise ``rd`` (assumed with fewer samples). Without a NAT: ``pp``. Sorting first makes the
-verdict survive reordering and mappings interleaved by other traffic.
+socket's first mapping), by :func:`macula_nat.nat.allocation.decide_allocation`: every port
+equal to its local port: ``pp``; the steps between consecutive samples all equal (one odd step
+tolerated from 7 samples on) and at most `MAX_PORT_DELTA`: ``pc`` with that step as
+``port_delta``; otherwise ``rd`` (assumed with fewer than `MIN_ALLOCATION_SAMPLES` answered).
+Without a NAT: ``pp``. That module states how often random allocation passes for ``pc``.
 
 **Hairpinning**: a probe arrived: True. None arrived under measured ``ei`` mapping: False.
 Otherwise None: no NAT, or ``hd``/``pd`` mapping, where the probe leaves by a new mapping that
@@ -42,7 +40,7 @@ the NAT's own filtering may drop, hairpinning or not.
   verdict), and it is corroborated: two or more independent observers agree on the public
   address (IP, and port under ``ei`` mapping), peer reports counting as one; or the allocation
   samples are consistent: at least `MIN_ALLOCATION_SAMPLES` answered, all on the public IP,
-  with a decisive verdict (``pp``; ``pc`` with every gap equal; ``rd`` with no two gaps equal).
+  with a decisive verdict (:mod:`macula_nat.nat.allocation`: wrong less than 1 time in 10,000).
 - *medium*: the rest, i.e. one kind of evidence: RFC 5780 uncorroborated, or several
   single-address observers compared.
 
@@ -54,13 +52,12 @@ from __future__ import annotations
 
 import enum
 import itertools
-import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import attrs
 
 from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
+from macula_nat.nat.allocation import MAX_PORT_DELTA, MIN_STEPS, decide_allocation
 from macula_nat.nat.errors import DetectionTimeout
 from macula_nat.nat.evidence import BindingObservation, Evidence, FilteringObservation
 from macula_nat.nat.profile import Confidence, NatProfile
@@ -75,10 +72,8 @@ __all__ = [
     "contradicts",
 ]
 
-MAX_PORT_DELTA = 64
-"""Largest step between consecutive mappings still called port contiguity (``pc``)."""
-MIN_ALLOCATION_SAMPLES = 3
-"""Answered samples needed to tell ``pc`` from ``rd``, and for consistent allocation."""
+MIN_ALLOCATION_SAMPLES = MIN_STEPS + 1
+"""Answered samples needed to tell ``pc`` from ``rd`` (:mod:`macula_nat.nat.allocation`)."""
 
 _STRICTNESS = {
     FilteringBehavior.ENDPOINT_INDEPENDENT: 0,
@@ -363,36 +358,16 @@ def _allocation(
     evidence: Evidence, public_ip: str, nat_present: bool, disagreements: list[str]
 ) -> _Verdict:
     samples = [s for s in evidence.allocation if s.mapped is not None]
-    mapped = [s.mapped for s in samples if s.mapped is not None]
-    if any(ip != public_ip for ip, _ in mapped):
+    if any(s.mapped[0] != public_ip for s in samples if s.mapped is not None):
         disagreements.append("allocation samples came out on another public IP")
-    enough = len(samples) >= MIN_ALLOCATION_SAMPLES
     if not nat_present:
-        return _Verdict(PortAllocation.PRESERVATION, decisive=enough)
-    if not samples:
+        return _Verdict(PortAllocation.PRESERVATION, decisive=len(samples) > MIN_STEPS)
+    verdict = decide_allocation(
+        [(s.local_port, s.mapped[1] if s.mapped is not None else None) for s in evidence.allocation]
+    )
+    if verdict.allocation == PortAllocation.RANDOM and verdict.steps < MIN_STEPS:
         return _Verdict(PortAllocation.RANDOM, assumed=True)
-    if all(port == sample.local_port for sample, (_, port) in zip(samples, mapped, strict=True)):
-        return _Verdict(PortAllocation.PRESERVATION, decisive=enough)
-    if not enough:
-        return _Verdict(PortAllocation.RANDOM, assumed=True)
-    ports = [port for _, port in mapped]
-    distinct = sorted(set(ports))
-    gaps = [b - a for a, b in itertools.pairwise(distinct)]
-    counts = Counter(gaps)
-    step, count = min(counts.items(), key=lambda item: (-item[1], item[0]), default=(0, 0))
-    if 0 < step <= MAX_PORT_DELTA and count >= max(2, math.ceil(len(gaps) / 2)):
-        return _Verdict(
-            PortAllocation.CONTIGUITY,
-            decisive=count == len(gaps),
-            delta=step * _direction(ports),
-        )
-    return _Verdict(PortAllocation.RANDOM, decisive=max(counts.values(), default=0) <= 1)
-
-
-def _direction(ports: Sequence[int]) -> int:
-    """+1 if later samples mostly got higher ports, -1 if mostly lower."""
-    rising = sum((b > a) - (b < a) for a, b in itertools.combinations(ports, 2))
-    return -1 if rising < 0 else 1
+    return _Verdict(verdict.allocation, decisive=verdict.decisive, delta=verdict.delta)
 
 
 def _hairpinning(evidence: Evidence, nat_present: bool, mapping: _Verdict) -> bool | None:

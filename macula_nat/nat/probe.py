@@ -76,7 +76,9 @@ class ProbeSettings:
     Observers beyond ``max_observers`` are not asked.
     """
 
-    allocation_samples: int = attrs.field(default=5, validator=_non_negative)
+    allocation_samples: int = attrs.field(default=7, validator=_non_negative)
+    """Fresh sockets for the allocation test; 7 lets one mapping taken by other traffic pass
+    (:mod:`macula_nat.nat.allocation`)."""
     filtering: bool = True
     hairpinning: bool = True
     max_observers: int = attrs.field(default=4, validator=_at_least_one)
