@@ -109,18 +109,15 @@ class Plan:
         )
 
 
-def _can_dial(dialer: NatProfile, target: NatProfile) -> bool:
-    """Whether ``dialer`` reaches ``target``'s published address without any coordination.
+def _accepts_dials(target: NatProfile) -> bool:
+    """Whether any peer reaches ``target``'s published address without any coordination.
 
-    The target's EIF filter admits anything; its answer leaves from its mapping toward the dialer,
-    which for a non-fixed target is a new port, admitted only by a dialer filter that is not APDF.
+    The target's EIF filter admits anything; its answer belongs to the flow the dial opened, so
+    it leaves through the same mapping (connection tracking, as every NAT in the lab does),
+    whatever the target's mapping behaviour, and passes the dialer's filter. The dialer's
+    own mapping toward the target may be new: the target adopts it (:func:`_adopters`).
     """
-    if target.filtering != FilteringBehavior.ENDPOINT_INDEPENDENT:
-        return False
-    return (
-        port_kind(target) is PortKind.FIXED
-        or dialer.filtering != FilteringBehavior.ADDRESS_AND_PORT_DEPENDENT
-    )
+    return target.filtering == FilteringBehavior.ENDPOINT_INDEPENDENT
 
 
 def _adopters(local: NatProfile, remote: NatProfile) -> frozenset[Side]:
@@ -134,8 +131,8 @@ def _adopters(local: NatProfile, remote: NatProfile) -> frozenset[Side]:
 
 
 def _direct(local: NatProfile, remote: NatProfile) -> Plan | None:
-    local_dials = _can_dial(local, remote)
-    remote_dials = _can_dial(remote, local)
+    local_dials = _accepts_dials(remote)
+    remote_dials = _accepts_dials(local)
     if not (local_dials or remote_dials):
         return None
     if local_dials and remote_dials:

@@ -15,7 +15,8 @@ import trio
 from trio.testing import MockClock
 
 from macula_nat.connection.link import ConnectionMethod
-from macula_nat.net.sim import Preset
+from macula_nat.net.sim import NatBehavior, Preset
+from macula_nat.system import NatSystem
 from macula_nat.traversal.strategy import Method, Side, choose
 
 from .world import open_world
@@ -43,28 +44,63 @@ async def test_every_nat_pair_connects_by_the_expected_method(
     async with open_world(seed=seed, loss=loss) as world:
         alice = await world.node(local, "alice")
         bob = await world.node(remote, "bob")
-        assert alice.detector.profile.value is not None
-        assert bob.detector.profile.value is not None
-        plan = choose(alice.detector.profile.value, bob.detector.profile.value)
-        started = trio.current_time()
-        with trio.fail_after(40):
-            connection = await alice.connector.connect(bob.node_id)
-            accepted = await bob.connector.accept()
-            await connection.send_message(b"first")
-            assert await accepted.receive_message() == b"first"
-            first_byte = trio.current_time() - started
-            with trio.move_on_after(20):  # both ends, each on its own proof
-                await connection.method.wait_value(lambda m: m is not ConnectionMethod.RELAYED)
-                await accepted.method.wait_value(lambda m: m is not ConnectionMethod.RELAYED)
-            direct_after = trio.current_time() - started
-            for i in range(MESSAGES):
-                await connection.send_message(b"%d" % i)
-                await accepted.send_message(b"%d" % i)
-            for i in range(MESSAGES):
-                assert await accepted.receive_message() == b"%d" % i
-                assert await connection.receive_message() == b"%d" % i
-            method = connection.info().connection_method
-            assert accepted.info().connection_method is method
+        await connect_as_planned(alice, bob, loss)
+
+
+# Endpoint-dependent mapping with endpoint-independent filtering: no named preset has it, and
+# the table once left it relayed against a symmetric peer (issue 15). A connection-tracking NAT
+# sends the answer to a dial through the mapping that admitted it, so anyone can dial it.
+EIF_BEHIND_EDM = [
+    NatBehavior(mapping=mapping, filtering="ei", allocation=allocation, port_delta=1)
+    for mapping in ("hd", "pd")
+    for allocation in ("rd", "pc")
+]
+
+
+@pytest.mark.parametrize("dialled_first", [True, False], ids=["it-dials", "it-is-dialled"])
+@pytest.mark.parametrize("peer", NAT_TYPES)
+@pytest.mark.parametrize(
+    "behavior", EIF_BEHIND_EDM, ids=[f"{b.mapping}-ei-{b.allocation}" for b in EIF_BEHIND_EDM]
+)
+async def test_endpoint_dependent_mapping_with_open_filtering_is_dialled_directly(
+    behavior: NatBehavior, peer: Preset, dialled_first: bool, autojump_clock: MockClock
+) -> None:
+    async with open_world(seed=NAT_TYPES.index(peer)) as world:
+        nat = world.internet.public.add_nat(behavior, name="edm-nat", link=world.site_link)
+        edm = await world.node_at(nat.network.add_host(name="edm"))
+        other = await world.node(peer, "other")
+        profile = edm.detector.profile.value
+        assert profile is not None
+        assert (profile.mapping, profile.filtering) == (behavior.mapping, "ei")
+        pair = (other, edm) if dialled_first else (edm, other)
+        method = await connect_as_planned(*pair, 0.0)
+        assert method is not ConnectionMethod.RELAYED
+
+
+async def connect_as_planned(alice: NatSystem, bob: NatSystem, loss: float) -> ConnectionMethod:
+    """Connect ``alice`` to ``bob``, exchange messages, check the method the plan expects."""
+    assert alice.detector.profile.value is not None
+    assert bob.detector.profile.value is not None
+    plan = choose(alice.detector.profile.value, bob.detector.profile.value)
+    started = trio.current_time()
+    with trio.fail_after(60):
+        connection = await alice.connector.connect(bob.node_id)
+        accepted = await bob.connector.accept()
+        await connection.send_message(b"first")
+        assert await accepted.receive_message() == b"first"
+        first_byte = trio.current_time() - started
+        with trio.move_on_after(45):  # both ends, each on its own proof
+            await connection.method.wait_value(lambda m: m is not ConnectionMethod.RELAYED)
+            await accepted.method.wait_value(lambda m: m is not ConnectionMethod.RELAYED)
+        direct_after = trio.current_time() - started
+        for i in range(MESSAGES):
+            await connection.send_message(b"%d" % i)
+            await accepted.send_message(b"%d" % i)
+        for i in range(MESSAGES):
+            assert await accepted.receive_message() == b"%d" % i
+            assert await connection.receive_message() == b"%d" % i
+        method = connection.info().connection_method
+        assert accepted.info().connection_method is method
 
     if plan.method is Method.DIRECT and plan.initiator in (None, Side.LOCAL):
         assert method is ConnectionMethod.DIRECT
@@ -75,5 +111,8 @@ async def test_every_nat_pair_connects_by_the_expected_method(
     # simulated time, deterministic per seed: 20 ms between nodes, 40 ms through the relay
     assert first_byte <= (0.3 if not loss else 5.0)
     if method is not ConnectionMethod.RELAYED:
-        # a birthday attempt succeeds ~97% of the time: a second one may be needed
-        assert direct_after <= (15.0 if loss or plan.birthday else 1.5)
+        # A birthday attempt succeeds ~97% of the time without loss, so a second one may be
+        # needed; at 5% loss about 1 run in 15 needed a third (seen at 15-20 s).
+        limit = 40.0 if loss and plan.birthday else 15.0 if loss or plan.birthday else 1.5
+        assert direct_after <= limit
+    return method

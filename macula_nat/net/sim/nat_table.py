@@ -7,8 +7,11 @@ Model (RFC 4787): a mapping binds an internal endpoint, and under ``hd``/``pd`` 
 remote IP or remote endpoint, to one external address that no other mapping shares. Each mapping
 remembers the remote endpoints it sent to; filtering admits an inbound datagram to the mapping's
 external address by comparing its source with them. Those permissions live and die with their
-mapping. Several public IPs are pooled "paired" (REQ-2): all mappings of one internal IP use the
-same public IP, assigned round robin on its first mapping.
+mapping. An inbound datagram a mapping admits opens a session, as a connection-tracking NAT
+does: the internal endpoint's answers to that remote endpoint leave through the same mapping,
+even where ``hd``/``pd`` mapping would have made a new one (so a node behind ``pd`` mapping and
+``ei`` filtering can be dialled directly). Several public IPs are pooled "paired" (REQ-2): all
+mappings of one internal IP use the same public IP, assigned round robin on its first mapping.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class _Mapping:
     last_active: float
     permissions: set[Address] = attrs.Factory(set)
     permitted_ips: set[str] = attrs.Factory(set)
+    sessions: set[Address] = attrs.Factory(set)
+    """Remote endpoints whose inbound datagrams this mapping admitted: answers go through it."""
 
 
 class NatTable:
@@ -100,6 +105,8 @@ class NatTable:
         self._by_key: OrderedDict[_MappingKey, _Mapping] = OrderedDict()
         """Ordered by last activity, least recent first, so expiry pops from the front."""
         self._by_external: dict[Address, _Mapping] = {}
+        self._sessions: dict[tuple[Address, Address], _Mapping] = {}
+        """(internal, remote) -> the mapping that admitted the remote's datagram."""
         self._used_ports: dict[str, set[int]] = {ip: set() for ip in self._public_ips}
         self._last_port: dict[str, int] = {}
         self._paired_ip: dict[str, str] = {}
@@ -125,7 +132,7 @@ class NatTable:
         """Translate an outbound datagram: return its external source, or None if dropped."""
         self.expire(now)
         key = self._key(source, destination)
-        mapping = self._by_key.get(key)
+        mapping = self._sessions.get((source, destination)) or self._by_key.get(key)
         if mapping is None:
             external = self._allocate(source)
             if external is None:
@@ -158,6 +165,9 @@ class NatTable:
             return None
         if self._behavior.inbound_refresh:
             self._refresh(mapping, now)
+        if mapping.key != self._key(mapping.internal, source):
+            mapping.sessions.add(source)
+            self._sessions[(mapping.internal, source)] = mapping
         self._inbound += 1
         return mapping.internal
 
@@ -196,6 +206,7 @@ class NatTable:
             del self._by_key[mapping.key]
             del self._by_external[mapping.external]
             self._used_ports[mapping.external[0]].discard(mapping.external[1])
+            self._end_sessions(mapping)
             expired += 1
             logger.debug("mapping %s -> %s expired", mapping.internal, mapping.external)
         self._expired += expired
@@ -208,6 +219,7 @@ class NatTable:
         dropped = len(self._by_key)
         self._by_key.clear()
         self._by_external.clear()
+        self._sessions.clear()
         self._expired += dropped
         return dropped
 
@@ -255,6 +267,11 @@ class NatTable:
         if filtering is FilteringBehavior.ADDRESS_DEPENDENT:
             return source[0] in mapping.permitted_ips
         return source in mapping.permissions
+
+    def _end_sessions(self, mapping: _Mapping) -> None:
+        for remote in mapping.sessions:
+            if self._sessions.get((mapping.internal, remote)) is mapping:
+                del self._sessions[(mapping.internal, remote)]
 
     def _refresh(self, mapping: _Mapping, now: float) -> None:
         mapping.last_active = now

@@ -266,6 +266,19 @@ def test_hairpin_refused_when_off() -> None:
     assert nat.statistics().mappings == 1
 
 
+@pytest.mark.parametrize("mapping", ["hd", "pd"])
+def test_an_answer_to_an_admitted_datagram_leaves_through_the_mapping_that_admitted_it(
+    mapping: str,
+) -> None:
+    """Connection tracking: endpoint-dependent mapping would give S2 a mapping of its own,
+    but S2's datagram arrived on the mapping toward S1, so the answer is part of that flow."""
+    nat = table(mapping, "ei", "rd")
+    toward_s1 = out(nat, INSIDE, S1)
+    assert nat.inbound(S2, toward_s1, 0.0) == INSIDE
+    assert out(nat, INSIDE, S2) == toward_s1
+    assert nat.statistics().mappings == 1
+
+
 def test_mapping_snapshot_names_the_remote_it_is_bound_to() -> None:
     nat = table("pd", "pd", "pp", mapping_lifetime=30.0)
     out(nat, INSIDE, S1, now=3.0)
@@ -339,6 +352,8 @@ def test_translation_matches_a_model_of_rfc_4787(
     external_of: dict[tuple[object, ...], Address] = {}
     owner_of: dict[Address, Address] = {}
     permissions: dict[Address, set[Address]] = {}
+    key_of: dict[Address, tuple[object, ...]] = {}
+    sessions: dict[tuple[Address, Address], Address] = {}  # opened by admitted inbound
     seen_externals: list[Address] = []
     nones = refused = 0
     for op in ops:
@@ -346,6 +361,11 @@ def test_translation_matches_a_model_of_rfc_4787(
             _, internal, remote = op
             assert isinstance(remote, tuple)
             external = nat.outbound(internal, remote, 0.0)
+            session = sessions.get((internal, remote))
+            if session is not None:  # an answer leaves through the mapping that admitted it
+                assert external == session
+                permissions[session].add(remote)
+                continue
             key = _key(behavior, internal, remote)
             if external is None:
                 nones += 1
@@ -353,6 +373,7 @@ def test_translation_matches_a_model_of_rfc_4787(
                 continue
             assert external_of.setdefault(key, external) == external
             assert owner_of.setdefault(external, internal) == internal
+            key_of[external] = key
             assert external[0] == PUBLIC
             assert behavior.port_range[0] <= external[1] <= behavior.port_range[1]
             permissions.setdefault(external, set()).add(remote)
@@ -373,6 +394,9 @@ def test_translation_matches_a_model_of_rfc_4787(
             result = nat.inbound(remote, external, 0.0)
             assert result == (owner_of[external] if admitted else None)
             refused += not admitted
+            owner = owner_of[external]
+            if admitted and key_of[external] != _key(behavior, owner, remote):
+                sessions[(owner, remote)] = external
     assert len(set(external_of.values())) == len(external_of)
     stats = nat.statistics()
     assert stats.mappings == stats.mappings_created == len(external_of)
