@@ -45,9 +45,14 @@ Decisions, with their grounds:
   section 6.3.1). Requests of other methods get 400 (this observer serves Binding only; a TURN
   client learns that at once instead of timing out). Indications and responses are dropped:
   RFC 8489 never answers them, and answering responses would let two servers loop.
+- **RFC 3489 requests** (no magic cookie; legacy NAT-type clients such as Debian's ``stun``)
+  get a classic answer (:mod:`macula_nat.wire.classic_stun`): MAPPED-ADDRESS, SOURCE-ADDRESS
+  (the answering socket) and, with an alternate address, CHANGED-ADDRESS (the same address
+  OTHER-ADDRESS names), CHANGE-REQUEST honoured as above, under the same amplification bound.
+  RESPONSE-ADDRESS, which would send the answer to a third party, gets 400; other mandatory
+  attributes (USERNAME, MESSAGE-INTEGRITY: shared secrets are not served) get 420. IPv4 only.
 - **Malformed datagrams** (not STUN, a bad FINGERPRINT, a source no response can be sent to:
-  port 0 or the unspecified IP) are dropped. So are RFC 3489 requests, which lack the magic
-  cookie the codec requires.
+  port 0 or the unspecified IP) are dropped.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from typing import Final
 import attrs
 
 from macula_nat.net.address import Address, normalise_address, optional_address
-from macula_nat.wire import stun
+from macula_nat.wire import classic_stun, stun
 
 __all__ = [
     "DEFAULT_MAX_AMPLIFICATION",
@@ -234,6 +239,11 @@ def answer(
             transaction_id, fingerprint, False, data, source, local, local, addresses, limit,
             software, source,
         )  # fmt: skip
+    if data[4:8] != _COOKIE:
+        classic = classic_stun.parse_classic_request(data)
+        if classic is None or not reachable or ":" in source[0]:
+            return _MALFORMED
+        return _classic(classic, source, local, addresses, limit)
     try:
         request = stun.decode(data)
     except stun.StunParseError:
@@ -351,6 +361,46 @@ def _success(
     )
     response = _message(transaction_id, attributes, bool(optional[_FINGERPRINT]))
     return Answer(Outcome.ANSWERED, response, origin, destination, left_out)
+
+
+def _classic(
+    request: classic_stun.ClassicRequest,
+    source: Address,
+    local: Address,
+    addresses: ObserverAddresses,
+    limit: int,
+) -> Answer:
+    """The answer to an RFC 3489 request (see the module docstring)."""
+    transaction_id = request.transaction_id
+    if request.response_address:
+        reason = "RESPONSE-ADDRESS is not honoured: answers go to the request's source"
+        reply = classic_stun.classic_error_response(transaction_id, 400, reason)
+        return _classic_reply(Outcome.BAD_REQUEST, reply, local, source, limit)
+    unknown = request.unknown
+    wants_change = request.change_ip or request.change_port
+    if wants_change and not addresses.rfc5780:
+        unknown = (*unknown, classic_stun.CHANGE_REQUEST)
+    if unknown:
+        reply = classic_stun.classic_error_response(
+            transaction_id, 420, "Unknown attribute", unknown
+        )
+        return _classic_reply(Outcome.UNKNOWN_ATTRIBUTE, reply, local, source, limit)
+    origin = addresses.response_socket(local, request.change_ip, request.change_port)
+    reply = classic_stun.classic_binding_response(
+        transaction_id,
+        source,
+        None if origin[0] in _UNSPECIFIED else origin,
+        addresses.other_address(local),
+    )
+    return _classic_reply(Outcome.ANSWERED, reply, origin, source, limit)
+
+
+def _classic_reply(
+    outcome: Outcome, reply: bytes, origin: Address, destination: Address, limit: int
+) -> Answer:
+    if len(reply) > limit:
+        return _REFUSED
+    return Answer(outcome, reply, origin, destination)
 
 
 def _trim(optional: dict[int, bytes], size: int, limit: int) -> tuple[int, tuple[int, ...]]:

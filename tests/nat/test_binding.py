@@ -266,7 +266,7 @@ def _with_last_byte_flipped(data: bytes) -> bytes:
     [
         b"",
         b"hello",
-        b"\x00\x01\x00\x00" + bytes(16),  # no magic cookie
+        b"\x00\x01\x00\x04" + bytes(16),  # no magic cookie, length past the end
         _with_last_byte_flipped(stun.binding_request().encode()),  # FINGERPRINT does not match
     ],
     ids=["empty", "text", "no-cookie", "bad-fingerprint"],

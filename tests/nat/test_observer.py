@@ -504,6 +504,28 @@ async def test_coturn_natdiscovery_classifies_loopback_against_our_observer() ->
     assert statistics.answered == statistics.requests >= 4
 
 
+@pytest.mark.skipif(
+    shutil.which("stun") is None,
+    reason="Debian's stun-client (an RFC 3489 client) is not installed: `make test` installs it",
+)
+async def test_a_legacy_rfc_3489_client_classifies_loopback_against_our_observer() -> None:
+    stack = RealUdpStack(list(LOOPBACK))
+    async with open_observer(Observer(stack, (LOOPBACK[0], 0), (LOOPBACK[1], 0))) as observer:
+        port = (await observer.addresses()).primary[1]
+        with trio.fail_after(15):
+            result = await trio.run_process(
+                ["stun", f"{LOOPBACK[0]}:{port}"],
+                capture_stdout=True,
+                stderr=subprocess.STDOUT,
+                check=False,  # its exit status is the NAT type it found
+            )
+        statistics = await observer.observer_statistics()
+
+    output = result.stdout.decode()
+    assert "Primary: Open" in output, output  # every test answered, no NAT on loopback
+    assert statistics.answered >= 4
+
+
 # -- the command --------------------------------------------------------------------------------
 
 
