@@ -1,12 +1,14 @@
 """Drives a sans-IO `Lookup` over real queries, and the frozen results operations return.
 
 `run_lookup` keeps up to alpha queries in flight (each its own task), feeds every answer or
-timeout back into the lookup, and stops when the lookup is done, has nobody left to ask, or has
+timeout back into the lookup, wakes when a query turns slow to send the next, and stops (slow
+queries still pending are dropped) when the lookup is done, has nobody left to ask, or has
 sent ``max_queries`` (plus at most alpha - 1 sent in the same round): the loop is bounded by it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -90,14 +92,17 @@ async def run_lookup(lookup: Lookup, ask: Ask, max_queries: int) -> LookupResult
         wake.unpark_all()
 
     async with trio.open_nursery() as nursery:
-        # Each pass starts queries or waits for one to end; there are at most
-        # max_queries + alpha - 1 queries, so this many passes always suffice.
-        for _ in range(2 * max_queries + 2):
+        # Each pass starts queries or waits for one to end or turn slow; there are at most
+        # max_queries + alpha - 1 queries, each ending or turning slow once, so this many
+        # passes always suffice.
+        for _ in range(4 * max_queries + 2):
             if lookup.statistics().queries < max_queries:
                 for node in lookup.next_queries(trio.current_time()):
                     nursery.start_soon(query, node)
-            if not lookup.in_flight:
+            if lookup.done or not lookup.in_flight:
                 break
-            await wake.park()
+            slow_at = lookup.slow_at()
+            with trio.move_on_at(math.inf if slow_at is None else slow_at):
+                await wake.park()
         nursery.cancel_scope.cancel()
     return result_of(lookup)

@@ -5,8 +5,10 @@ query to each node `Lookup.next_queries` returns, report each answer with `Looku
 (the nodes it carried) and each timeout with `Lookup.on_timeout`. At most ``alpha`` queries are
 outstanding, always to the nearest nodes not yet asked among the ``k`` nearest that have not
 failed. The lookup is done when those ``k`` nearest have all answered: no closer node is left to
-ask. A query outstanding for ``slow_after`` seconds stops holding its slot, so one slow node
-does not stall the lookup (libtorrent's "short timeout"); its answer still counts if it comes.
+ask. A query outstanding for ``slow_after`` seconds (the caller derives it from measured round
+trips) is *slow*: it stops holding its slot and stops counting among the ``k`` nearest, so a
+gone node stalls the lookup for a few round trips, not for the whole query timeout (libtorrent's
+"short timeout"); its answer still counts if it comes before the lookup ends.
 
 Hop counts: a seed is hop 0, a node first heard of from a hop-``h`` node is hop ``h + 1``;
 `LookupStatistics.hops` is the number of round trips in sequence the result needed.
@@ -34,8 +36,14 @@ ALPHA: Final = 3
 class _Status(enum.Enum):
     NEW = "new"
     IN_FLIGHT = "in flight"
+    SLOW = "slow"
+    """In flight past ``slow_after``: still awaited, no longer waited for."""
     RESPONDED = "responded"
     FAILED = "failed"
+
+
+_PENDING: Final = frozenset({_Status.IN_FLIGHT, _Status.SLOW})
+_GIVEN_UP: Final = frozenset({_Status.SLOW, _Status.FAILED})
 
 
 @attrs.define
@@ -110,8 +118,16 @@ class Lookup:
 
     @property
     def in_flight(self) -> list[NodeInfo]:
-        """Nodes queried and not yet answered nor timed out."""
-        return [c.node for c in self._order if c.status is _Status.IN_FLIGHT]
+        """Nodes queried and not yet answered nor timed out (slow ones included)."""
+        return [c.node for c in self._order if c.status in _PENDING]
+
+    def slow_at(self) -> float | None:
+        """When the next query in flight turns slow (None: none will)."""
+        if self._slow_after is None:
+            return None
+        sent = [c.sent_at for c in self._order if c.status is _Status.IN_FLIGHT]
+        # The same sum next_queries compares with: at that time the query is slow, exactly.
+        return min(sent) + self._slow_after if sent else None
 
     def statistics(self) -> LookupStatistics:
         """The lookup's cost so far."""
@@ -126,14 +142,13 @@ class Lookup:
 
     def next_queries(self, now: float) -> list[NodeInfo]:
         """The nodes to query now (possibly none); they count as in flight from ``now``."""
+        if self._slow_after is not None:
+            for c in self._order:
+                if c.status is _Status.IN_FLIGHT and c.sent_at + self._slow_after <= now:
+                    c.status = _Status.SLOW
         if self.done:
             return []
-        busy = sum(
-            1
-            for c in self._order
-            if c.status is _Status.IN_FLIGHT
-            and (self._slow_after is None or now - c.sent_at < self._slow_after)
-        )
+        busy = sum(1 for c in self._order if c.status is _Status.IN_FLIGHT)
         free = self._alpha - busy
         if free <= 0:
             return []
@@ -148,7 +163,7 @@ class Lookup:
         """``node`` answered with ``nodes``. False (and nothing changes) unless a query to it
         was in flight."""
         candidate = self._by_id.get(node.node_id)
-        if candidate is None or candidate.status is not _Status.IN_FLIGHT:
+        if candidate is None or candidate.status not in _PENDING:
             return False
         candidate.status = _Status.RESPONDED
         self._responses += 1
@@ -158,7 +173,7 @@ class Lookup:
     def on_timeout(self, node: NodeInfo) -> bool:
         """The query to ``node`` got no answer in time. False unless one was in flight."""
         candidate = self._by_id.get(node.node_id)
-        if candidate is None or candidate.status is not _Status.IN_FLIGHT:
+        if candidate is None or candidate.status not in _PENDING:
             return False
         candidate.status = _Status.FAILED
         self._timeouts += 1
@@ -167,7 +182,7 @@ class Lookup:
     def _nearest_alive(self) -> list[_Candidate]:
         nearest: list[_Candidate] = []
         for candidate in self._order:
-            if candidate.status is not _Status.FAILED:
+            if candidate.status not in _GIVEN_UP:
                 nearest.append(candidate)
                 if len(nearest) == self._k:
                     break

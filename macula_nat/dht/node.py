@@ -34,6 +34,7 @@ from macula_nat.actors import Actor, ActorRef, ChildSpec, NoProc, open_actor
 from macula_nat.nat.rate_limit import TokenBuckets
 from macula_nat.net.address import source_prefix
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
+from macula_nat.net.rtt import RttEstimator
 
 from .compact import Address, NodeInfo
 from .config import DhtConfig
@@ -80,6 +81,9 @@ _MAX_REPUBLISH: Final = 32
 """Own items or announcements republished per maintenance round, at most."""
 _MAX_PEERS: Final = 1000
 """Peers one get_peers lookup collects, at most."""
+_MIN_SLOW: Final = 0.05
+"""The shortest wait before a lookup moves on past a silent node, whatever the round trips
+measured (answers on loopback take microseconds; a busy node a little longer)."""
 
 
 @attrs.define
@@ -135,6 +139,10 @@ class DhtNode:
             amplification=config.amplification,
         )
         self._transactions = Transactions(config.max_outstanding)
+        self._rtt = RttEstimator(
+            initial=min(1.0, config.query_timeout), floor=_MIN_SLOW, ceiling=config.query_timeout
+        )
+        """Round trips of this node's queries: when a lookup stops waiting for a silent node."""
         self._limiter = TokenBuckets(
             config.query_rate, config.query_burst, config.rate_limit_sources
         )
@@ -413,7 +421,14 @@ class DhtNode:
         if not seeds and self.config.bootstrap:
             await self.bootstrap()
             seeds = self._table.closest(target)
-        lookup = Lookup(target, seeds, k=self.config.k, alpha=self.config.alpha, exclude=self._id)
+        lookup = Lookup(
+            target,
+            seeds,
+            k=self.config.k,
+            alpha=self.config.alpha,
+            slow_after=self._rtt.timeout(),
+            exclude=self._id,
+        )
 
         async def ask(node: NodeInfo) -> Response | None:
             reply = await self._query(node.address, query(), node.node_id)
@@ -512,8 +527,10 @@ class DhtNode:
         self._counters.queries_sent += 1
         try:
             if await self._send(attrs.evolve(query, transaction_id=tid), address):
+                sent = trio.current_time()
                 with trio.move_on_after(self.config.query_timeout):
                     await pending.wait()
+                    self._rtt.add(trio.current_time() - sent)
         finally:
             self._transactions.close(tid, address)
         reply = pending.reply

@@ -96,6 +96,32 @@ def test_slow_queries_free_their_slot() -> None:
     assert ids(lookup.in_flight) == [2]
 
 
+def test_a_silent_node_does_not_hold_up_the_end_of_a_lookup() -> None:
+    """A slow node no longer counts among the k nearest: the lookup is done without it (a gone
+    node costs ``slow_after``, not the whole query timeout), and it wakes the driver in time."""
+    lookup = Lookup(TARGET, [node(d) for d in (1, 2, 3)], k=2, alpha=3, slow_after=0.1)
+    assert ids(lookup.next_queries(0.0)) == [1, 2]
+    assert lookup.slow_at() == 0.1
+    lookup.on_response(node(2), [])
+    assert not lookup.done  # node 1 may still answer
+    assert ids(lookup.next_queries(0.1)) == [3]  # node 1 turned slow: the next takes its place
+    lookup.on_response(node(3), [])
+    assert lookup.done
+    assert ids(lookup.result) == [2, 3]
+    assert ids(lookup.in_flight) == [1]  # still awaited, no longer waited for
+    assert lookup.slow_at() is None
+
+
+def test_a_slow_answer_that_comes_in_time_is_used() -> None:
+    lookup = Lookup(TARGET, [node(d) for d in (1, 2)], k=2, alpha=2, slow_after=0.1)
+    lookup.next_queries(0.0)
+    lookup.on_response(node(2), [])
+    lookup.next_queries(0.2)
+    assert lookup.on_response(node(1), [node(0)])  # late, and it knew a nearer node
+    assert not lookup.done
+    assert ids(lookup.next_queries(0.3)) == [0]
+
+
 def test_exclude_and_duplicates() -> None:
     lookup = Lookup(TARGET, [node(1), node(1), node(2)], exclude=NodeId(2))
     assert lookup.statistics().candidates == 1
