@@ -28,6 +28,7 @@ async def serve_page(
     config = Config()
     config.bind = [address_text(address) or ""]
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # through the program's logging
     config.graceful_timeout = 1.0
     config.keep_alive_timeout = 5.0
     async with trio.open_nursery() as nursery:

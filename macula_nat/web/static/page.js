@@ -20,6 +20,12 @@ function seconds(value) {
   return (value / 3600).toFixed(1) + " h";
 }
 
+function shown(value) {
+  if (value === null || value === undefined) return "–";
+  if (typeof value === "number" && !Number.isInteger(value)) return value.toFixed(2);
+  return value;
+}
+
 function short(id) { return id ? id.slice(0, 16) + "…" : "–"; }
 
 function table(columns, rows, empty) {
@@ -36,7 +42,7 @@ function flatten(value, prefix, out) {
   if (value !== null && typeof value === "object" && !Array.isArray(value)) {
     for (const [k, v] of Object.entries(value)) flatten(v, prefix ? prefix + "." + k : k, out);
   } else {
-    out.push([prefix, Array.isArray(value) ? value.join(", ") || "–" : value === null ? "–" : value]);
+    out.push([prefix, Array.isArray(value) ? value.join(", ") || "–" : shown(value)]);
   }
   return out;
 }
