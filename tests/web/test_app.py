@@ -319,3 +319,26 @@ async def test_the_gateway_page_shows_relay_observer_registry_and_dht(
         assert "nodes" in snapshot["figures"]["DHT"]
         assert "relays" in snapshot["figures"]["relay registry"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_node_running_a_relay_shows_its_sessions_and_limits(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_world() as world:
+        node = await world.node(Preset.SYMMETRIC_RANDOM)
+        peer = await world.node(Preset.SYMMETRIC_RANDOM)  # random ports both: relayed for good
+        connection = await node.connector.connect(peer.node_id)
+        async with client(app(node, relay=world.relay)) as http:
+            snapshot = (await http.get("/snapshot")).json()
+        relay = snapshot["relay"]
+        assert snapshot["connections"][0]["method"] == "relayed"
+        assert snapshot["connections"][0]["path"].endswith("-> relay")
+        assert relay["limits"]["max_sessions"] == 1000
+        assert relay["figures"]["enabled"] is True
+        assert relay["figures"]["registrations"] >= 2
+        [session] = relay["sessions"]
+        assert {node.node_id.short(), peer.node_id.short()} == set(
+            session["between"].split(" <-> ")
+        )
+        assert session["bytes"] > 0
+        await connection.aclose()
