@@ -100,7 +100,7 @@ def _peer_action(action: PeerAction) -> Callable[[Request], Awaitable[Response]]
             return _bad(f"the request is {len(body)} bytes; at most {_MAX_BODY}")
         peer = _peer_of(body, request.headers.get("content-type", ""))
         if peer is None:
-            return _bad('send {"peer": "<node id>"} as JSON')
+            return _bad('send {"peer": "<node id>"} as JSON, or peer=<node id> as a form')
         return JSONResponse(await action(peer))
 
     return route
