@@ -1,12 +1,13 @@
 # Every target installs what it needs itself: a virtual environment with the package and its
-# test extras, and (as root) the Debian packages the real-NAT lab uses.
+# test extras, and (as root) the Debian packages the real-NAT lab and the browser test use.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 LAB_PACKAGES := nftables iptables conntrack iproute2 coturn stun-client
+BROWSER_PACKAGES := chromium chromium-driver
 
-.PHONY: run test bench lint lab-deps clean
+.PHONY: run test bench lint lab-deps browser-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +27,21 @@ lab-deps:
 	  fi; \
 	fi
 
+# Headless Chromium and its driver for the status page's real-browser test (tests/web); only as
+# root, only when missing (elsewhere that test skips, saying why).
+browser-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	    echo "installing browser packages: $(BROWSER_PACKAGES)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	  fi; \
+	fi
+
 run: $(STAMP)
 	$(VENV)/bin/macula-nat demo
 
-test: $(STAMP) lab-deps lint
+test: $(STAMP) lab-deps browser-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

@@ -38,9 +38,12 @@ from macula_nat.net.real import RealUdpStack
 from macula_nat.relay import MIB, RelayConfig, RelayNode
 from macula_nat.relay.registry import RegistryConfig, RelayRegistry
 
-__all__ = ["Gateway", "GatewayConfig", "open_gateway"]
+__all__ = ["OBSERVER", "Gateway", "GatewayConfig", "open_gateway"]
 
 logger = logging.getLogger(__name__)
+
+OBSERVER: str = "gateway_observer"
+"""The observer's registered name (``registry.whereis(OBSERVER)``: its current incarnation)."""
 
 
 def _port(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
@@ -138,7 +141,12 @@ class Gateway:
         config = self.config
         return Supervisor(
             [
-                ChildSpec("observer", Observer, (self.stack, config.listen, config.alternate)),
+                ChildSpec(
+                    "observer",
+                    Observer,
+                    (self.stack, config.listen, config.alternate),
+                    name=OBSERVER,
+                ),
                 self.relay.child_spec("relay"),
                 self.dht.child_spec("dht"),
                 self.registry.child_spec("relay_registry"),

@@ -13,12 +13,15 @@ from pathlib import Path
 
 import trio
 
-from macula_nat.actors import StartFailed
+from macula_nat.actors import Registry, StartFailed
 from macula_nat.cli.observe import address_argument
 from macula_nat.cli.running import run_until_interrupted
-from macula_nat.gateway import Gateway, GatewayConfig, open_gateway
+from macula_nat.gateway import OBSERVER, Gateway, GatewayConfig, open_gateway
 from macula_nat.identity import KeyFileError, NodeKey
+from macula_nat.nat.observer import ObserverRef
+from macula_nat.net.address import Address
 from macula_nat.net.endpoint import UdpStack
+from macula_nat.web import gateway_app, serve_page
 
 __all__ = ["add_gateway_parser", "gateway_main", "run_gateway"]
 
@@ -86,6 +89,12 @@ def add_gateway_parser(
         metavar="FILE",
         help="the node key file, created if missing (default: a new key for this run)",
     )
+    parser.add_argument(
+        "--web",
+        type=address_argument,
+        metavar="IP:PORT",
+        help="serve the gateway's live status page there (e.g. 127.0.0.1:8080)",
+    )
     parser.set_defaults(handler=run_gateway)
     return parser
 
@@ -113,7 +122,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     except (ValueError, KeyFileError, OSError) as exc:
         logger.error("gateway not started: %s", exc)
         return 1
-    main = functools.partial(gateway_main, config, key)
+    main = functools.partial(gateway_main, config, key, web=args.web)
     return run_until_interrupted(main, "gateway", (StartFailed, ValueError, OSError))
 
 
@@ -122,9 +131,23 @@ async def gateway_main(
     key: NodeKey,
     *,
     stack: UdpStack | None = None,
+    web: Address | None = None,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a gateway until cancelled; with ``nursery.start`` it reports the running gateway."""
-    async with open_gateway(config, stack=stack, key=key) as gateway:
+    """Run a gateway (and its status page at ``web``) until cancelled; with ``nursery.start``
+    it reports the running gateway."""
+    registry = Registry()
+    async with (
+        open_gateway(config, stack=stack, key=key, registry=registry) as gateway,
+        trio.open_nursery() as nursery,
+    ):
+        if web is not None:
+            page = gateway_app(gateway, functools.partial(_observer, registry))
+            await nursery.start(serve_page, page, web)
         task_status.started(gateway)
         await trio.sleep_forever()
+
+
+def _observer(registry: Registry) -> ObserverRef | None:
+    ref = registry.whereis(OBSERVER)
+    return ref if isinstance(ref, ObserverRef) else None

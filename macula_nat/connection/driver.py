@@ -431,6 +431,8 @@ class Connection:
     change): the link's, or always ``direct`` on a plain endpoint."""
     _streams: dict[int, QuicStream] = attrs.field(init=False, factory=dict)
     _new_streams: deque[QuicStream] = attrs.field(init=False, factory=deque)
+    opened_at: float = attrs.field(init=False, factory=trio.current_time)
+    """When the connection was made (``trio.current_time()``): status pages show its age."""
 
     def __attrs_post_init__(self) -> None:
         link = self.link
@@ -573,6 +575,11 @@ class Connection:
         await trio.lowlevel.checkpoint()
 
     # -- shared with streams -----------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is closed (by either side) or failed: no longer usable."""
+        return not self._usable()
 
     def _usable(self) -> bool:
         return not (self._closed_locally or self._failure or self._terminated.is_set())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 import trio
@@ -29,6 +29,7 @@ from macula_nat.traversal.strategy import Method, choose
 __all__ = [
     "NAT_TYPES",
     "SHARES",
+    "DemoObserver",
     "DemoResult",
     "PairResult",
     "connect_pair",
@@ -61,6 +62,16 @@ SHARES: Final[Mapping[Preset, float]] = {
 }
 """NAT type shares in the field (ARCHITECTURE.md section 9, NATCracker); "symmetric" is taken as
 the random-port kind, the harder of the two."""
+
+
+class DemoObserver(Protocol):
+    """Hears the demo's progress as it happens (the status page's pair matrix does)."""
+
+    def node_ready(self, name: str, nat_type: str) -> None:
+        """The node ``name`` detected its NAT as ``nat_type``."""
+
+    def pair_done(self, local: str, remote: str, method: str) -> None:
+        """The pair connected and ended ``method`` (direct, punched or relayed)."""
 
 
 def node_name(preset: Preset) -> str:
@@ -204,8 +215,11 @@ def _summary(rows: Sequence[PairResult], share: float) -> tuple[str, str]:
     )
 
 
-async def run(emit: Callable[[str], None], seed: int = 1) -> DemoResult:
-    """Run the demonstration on a simulated internet seeded with ``seed``."""
+async def run(
+    emit: Callable[[str], None], seed: int = 1, observer: DemoObserver | None = None
+) -> DemoResult:
+    """Run the demonstration on a simulated internet seeded with ``seed``; ``observer`` hears
+    of each node and pair as it is done."""
     emit(
         f"A simulated internet: a gateway (STUN observer, relay) and {len(NAT_TYPES)} nodes, "
         "one behind each NAT type."
@@ -223,12 +237,16 @@ async def run(emit: Callable[[str], None], seed: int = 1) -> DemoResult:
             profile = _profile(nodes[preset])
             address = f"{profile.public_ip}:{profile.public_port}"
             emit(f"{node_name(preset):<20}  {profile.nat_type:<20}  {address}")
+            if observer is not None:
+                observer.node_ready(node_name(preset), str(profile.nat_type))
         emit("")
         emit(_ROW.format("from", "to", "method", "first byte", "to direct", "upgrades"))
         for local, remote in itertools.combinations(NAT_TYPES, 2):
             row = await connect_pair(nodes[local], nodes[remote], local, remote)
             rows.append(row)
             emit(_format_row(row))
+            if observer is not None:
+                observer.pair_done(node_name(local), node_name(remote), str(row.method))
     share = weighted_direct_share(rows)
     emit("")
     for line in _summary(rows, share):
