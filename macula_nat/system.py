@@ -35,6 +35,7 @@ from macula_nat.directory.mainline import MainlineDirectory
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.cache import ProfileCache
 from macula_nat.nat.detector import NatDetector
+from macula_nat.nat.errors import NotDetected
 from macula_nat.nat.observer import Observer, ObserverRef
 from macula_nat.nat.profile import NatProfile
 from macula_nat.nat.stun_client import StunClient, open_stun_client
@@ -129,6 +130,25 @@ class NatSystem:
     @property
     def node_id(self) -> NodeId:
         return self.key.node_id
+
+    def get_node_id(self) -> NodeId:
+        """This node's id (the guide's ``macula_nat_system:get_node_id/0``); ``str()`` of it is
+        the 64 hex digits peers connect to."""
+        return self.key.node_id
+
+    def get_public_endpoint(self) -> Address:
+        """This node's public ``(ip, port)`` as peers see it (the guide's
+        ``get_public_endpoint/0``): the detected profile's, else the address the home relay
+        saw at registration. Raises :class:`NotDetected` before either is known."""
+        profile: NatProfile | None = self.detector.profile.value
+        if profile is not None:
+            return profile.public_address
+        if self.relays.observed is not None:
+            return self.relays.observed
+        raise NotDetected(
+            "no public endpoint yet: the NAT is not detected and no relay has seen this node "
+            "(await nat.wait_ready() or nat_detector.detect() first)"
+        )
 
     async def wait_ready(self) -> tuple[NatProfile, RelayInfo]:
         """Wait until this node can connect and be connected to: its NAT detected and a home

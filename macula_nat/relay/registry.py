@@ -188,6 +188,8 @@ class RelayRegistry(Served):
         ``await registry.home.wait_value(...)``."""
         self.client: RelayClient | None = None
         """The home registration (request and accept sessions through it), while there is one."""
+        self.observed: Address | None = None
+        """This node's address as its home relay last saw it (its public endpoint there)."""
         self._table = RelayTable(config.gain)
         self._own: dict[Address, NodeId] = {}
         self._probe_key = NodeKey.generate()
@@ -376,6 +378,7 @@ class RelayRegistry(Served):
         """Publish the node's record with ``home``, keeping the profile and candidates of the
         record already there (published by the NAT detector)."""
         node_id = key.node_id.text()
+        self.observed = observed
         try:
             current = await self.directory.resolve_record(node_id)
             profile = None if current is None else current.profile
