@@ -64,6 +64,7 @@ from macula_nat.net.address import Address, normalise_address, optional_address
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 
 from .client import ClientConfig, RelayClient, open_relay_client
+from .client_session import RelaySession
 from .errors import RegistrationFailed
 from .selection import DEFAULT_GAIN, DEFAULT_MAX_LOAD, NoRelay, RelayInfo, RelayTable, choose, rank
 
@@ -223,6 +224,26 @@ class RelayRegistry(Served):
         """Like :meth:`register`, without announcing now: the server announces it when it
         starts (for a tree whose directory is not running yet) and at every refresh."""
         self._own[normalise_address(endpoint)] = node_id
+
+    def remove_relay(self, endpoint: Address) -> bool:
+        """Stop announcing the relay at ``endpoint`` (what is published lapses with its TTL);
+        False if it was not announced here."""
+        return self._own.pop(normalise_address(endpoint), None) is not None
+
+    async def request_relay(self, target: NodeId | str, *, timeout: float = 10.0) -> RelaySession:
+        """A relayed session to ``target`` through this node's home relay (the guide's
+        ``macula_relay_node:request_relay/1``), waiting up to ``timeout`` seconds for the home
+        registration first. Raises :class:`NoRelay` when there is no home relay by then, and
+        :class:`RelayRefused` / :class:`RelayTimeout` as :meth:`RelayClient.request_relay`."""
+        node = target if isinstance(target, NodeId) else NodeId.from_text(target)
+        with trio.move_on_after(timeout) as scope:
+            await self.home.wait_value(lambda home: home is not None)
+        client = self.client
+        if scope.cancelled_caught or client is None:
+            raise NoRelay(f"{self}: no home relay to ask for a session within {timeout} s")
+        return await client.request_relay(
+            node, timeout=max(scope.deadline - trio.current_time(), 0.001)
+        )
 
     async def find_relay(self, target: str) -> RelayInfo:
         """The relay to reach ``target`` (a node id's text form): its home relay when known and
