@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from macula_nat.nat.errors import DetectionError, DetectionTimeout, NoObservers, NotDetected
     from macula_nat.nat.profile import Confidence, NatProfile
     from macula_nat.relay import (
+        NoRelay,
         RegistrationFailed,
         RegistryConfig,
         RelayConfig,
@@ -96,7 +97,6 @@ if TYPE_CHECKING:
         Connector,
         ConnectTimeout,
         Coordinator,
-        NoRelay,
         NotConnected,
         PendingPunch,
         PunchFailed,
@@ -225,7 +225,6 @@ _EXPORTS: Final[dict[str, str]] = {
     "ConnectTimeout": "macula_nat.traversal",
     "Connector": "macula_nat.traversal",
     "Coordinator": "macula_nat.traversal",
-    "NoRelay": "macula_nat.traversal",
     "NotConnected": "macula_nat.traversal",
     "PendingPunch": "macula_nat.traversal",
     "PunchFailed": "macula_nat.traversal",
@@ -240,6 +239,7 @@ _EXPORTS: Final[dict[str, str]] = {
     "ConnectionMethod": "macula_nat.connection",
     "HandshakeTimeout": "macula_nat.connection",
     "PeerAuthenticationFailed": "macula_nat.connection",
+    "NoRelay": "macula_nat.relay",
     "RegistrationFailed": "macula_nat.relay",
     "RegistryConfig": "macula_nat.relay",
     "RelayConfig": "macula_nat.relay",
