@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from types import ModuleType
 
 import pytest
@@ -12,6 +13,7 @@ import trio
 from trio.testing import MockClock
 
 from examples import connection_manager, nat_monitor, p2p_chat, relay_server
+from macula_nat import NotDetected
 from macula_nat.connection import Connection
 from macula_nat.dht.config import DhtConfig
 from macula_nat.gateway import Gateway, GatewayConfig
@@ -106,17 +108,22 @@ async def test_the_monitor_reports_the_first_detection_and_a_change(
         out, late = Output(), Output()
         async with open_nat_system(config) as system, trio.open_nursery() as nursery:
             # started with the system: the first detection is still running
-            nursery.start_soon(lambda: nat_monitor.main(system, refresh_every=10, emit=out))
+            monitor = await nursery.start(partial(nat_monitor.main, refresh_every=10, emit=out))
+            with pytest.raises(NotDetected):
+                await monitor.call(nat_monitor.GetProfile())
             first = await out.wait_for("NAT detected")
             detected = system.detector.get_local_profile()
+            assert await monitor.call(nat_monitor.GetProfile()) == detected
             # a monitor started later says what the NAT is now
-            nursery.start_soon(lambda: nat_monitor.main(system, emit=late))
+            await nursery.start(partial(nat_monitor.main, emit=late))
             await late.wait_for("NAT now")
-            # the NAT forgets its mappings, as after a reboot: the next periodic detection sees
-            # the node's socket at a new public port
+            # the NAT forgets its mappings, as after a reboot: a refresh (the monitor's cast)
+            # sees the node's socket at a new public port
             site.nats[0].rebind()
+            monitor.cast(nat_monitor.ForceRefresh())
             change = await out.wait_for("NAT changed")
             changed = system.detector.get_local_profile()
+            assert await monitor.call(nat_monitor.GetProfile()) == changed
             nursery.cancel_scope.cancel()
 
     assert out.lines[0] == first == f"NAT detected: {nat_monitor.describe(detected)}"
