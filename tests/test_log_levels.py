@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from macula_nat.cli.main import build_parser
+from macula_nat.cli.main import build_parser, main
 from macula_nat.log_levels import GUIDE_MODULES, UnknownLogger, parse_log_option, set_log_level
 
 
@@ -64,3 +64,12 @@ def test_the_cli_takes_log_options_repeatedly() -> None:
         ["--log", "macula_nat.nat.detector=debug", "--log", "macula_relay_node=info", "detect"]
     )
     assert args.log == [("macula_nat.nat.detector", "debug"), ("macula_relay_node", "info")]
+
+
+def test_the_command_line_applies_its_log_options() -> None:
+    """``macula-nat --log macula_nat_detector=debug detect`` sets the detector's logger before
+    the command runs (here ``detect`` fails at once: no observer given, nothing is sent)."""
+    with pytest.raises(SystemExit, match="no STUN observers"):
+        main(["--log", "macula_nat_detector=debug", "--log", "macula_nat.relay=error", "detect"])
+    assert logging.getLogger("macula_nat.nat.detector").level == logging.DEBUG
+    assert logging.getLogger("macula_nat.relay").level == logging.ERROR
