@@ -13,6 +13,7 @@ import trio
 from trio.testing import MockClock
 
 from macula_nat import (
+    ConnectTimeout,
     Detect,
     DetectionTimeout,
     DirectoryError,
@@ -28,6 +29,7 @@ from macula_nat import (
     RelayRefused,
     RelayRegistry,
     SessionInfo,
+    SymmetricNat,
     TraversalError,
     current_system,
     nat_cache,
@@ -214,3 +216,23 @@ async def test_a_running_node_spawns_a_relay_that_other_nodes_use_then_stops_it(
         lonely = RelayRegistry(world.directory, host, NodeKey.generate())
         with pytest.raises(NoRelay, match="no home relay"):
             await lonely.request_relay(NodeKey.generate().node_id, timeout=1.0)
+
+
+async def test_the_connect_rows_by_method_and_module_call(autojump_clock: MockClock) -> None:
+    async with open_world() as world:
+        alice = await world.node(Preset.SYMMETRIC_RANDOM)
+        bob = await world.node(Preset.SYMMETRIC_RANDOM)
+        assert current_system() is bob
+        target = alice.node_id
+        error = await same_error(
+            lambda: bob.connector.connect(target, fallback_relay=False),
+            lambda: nat_connector.connect(target.text(), fallback_relay=False),
+            lambda: nat_coordinator.request_connection(target, allow_relay=False),
+        )
+        assert error is SymmetricNat
+        error = await same_error(
+            lambda: bob.connector.connect(target, timeout=0.01),
+            lambda: nat_connector.connect(target, timeout=0.01),
+            lambda: nat_coordinator.request_connection(target.text(), timeout=0.01),
+        )
+        assert error is ConnectTimeout
