@@ -5,9 +5,10 @@ relay (nodes that cannot reach each other directly talk through it), a Mainline 
 relay registry that announces the relay through the DHT. ``macula-nat gateway`` runs one as a
 command; this example shows embedding it instead:
 
-* a :class:`~macula_nat.gateway.GatewayConfig` says where it listens;
-* the relay is enabled with session limits and ``on_session_start`` / ``on_session_end``
-  callbacks before the tree starts, so no session is missed;
+* a :class:`~macula_nat.GatewayConfig` says where it listens, the relay's session limits
+  and timeouts, and its ``on_session_start`` / ``on_session_end`` callbacks (each gets a
+  :class:`~macula_nat.relay.SessionInfo`); ``gateway.enable()`` applies them before the tree
+  starts, so no session is missed;
 * the gateway's supervision tree runs in a nursery of ours (``nursery.start(run_actor, ...)``);
 * the relay's statistics are printed periodically.
 
@@ -25,15 +26,16 @@ import contextlib
 import functools
 from collections.abc import Callable
 
+import attrs
 import trio
 
 from macula_nat.actors import run_actor
 from macula_nat.cli.observe import address_argument
 from macula_nat.gateway import Gateway, GatewayConfig
-from macula_nat.identity import NodeId, NodeKey
+from macula_nat.identity import NodeKey
 from macula_nat.net import RealUdpStack, UdpStack
 from macula_nat.net.address import is_unspecified
-from macula_nat.relay import MIB
+from macula_nat.relay import MIB, SessionInfo
 
 
 async def main(
@@ -50,22 +52,24 @@ async def main(
     if stack is None:  # real sockets, on the configured IPs when they are specific
         addresses = [config.listen] + ([config.alternate] if config.alternate else [])
         stack = RealUdpStack([ip for ip, _ in addresses if not is_unspecified(ip)] or None)
-    gateway = Gateway(config, stack, key or NodeKey.generate())
 
-    def session_started(a: NodeId, b: NodeId) -> None:
-        emit(f"session start: {a.short()} -> {b.short()}")
+    def session_started(session: SessionInfo) -> None:
+        emit(f"session start: {session.peer_a.short()} -> {session.peer_b.short()}")
 
-    def session_ended(a: NodeId, b: NodeId, transferred: int) -> None:
-        emit(f"session end:   {a.short()} -> {b.short()} ({transferred} bytes relayed)")
+    def session_ended(session: SessionInfo) -> None:
+        emit(
+            f"session end:   {session.peer_a.short()} -> {session.peer_b.short()} "
+            f"({session.bytes_transferred} bytes relayed, {session.reason})"
+        )
 
-    # Gateway.enable() would apply the config's limits without callbacks: call the relay itself.
-    await gateway.relay.enable(
-        max_sessions=config.max_sessions,
-        bandwidth_limit=config.bandwidth_limit,
+    config = attrs.evolve(
+        config,
         session_timeout=session_timeout,
         on_session_start=session_started,
         on_session_end=session_ended,
     )
+    gateway = Gateway(config, stack, key or NodeKey.generate())
+    await gateway.enable()  # the config's limits and callbacks
     async with trio.open_nursery() as nursery:
         await nursery.start(run_actor, gateway.supervisor())
         emit(

@@ -36,6 +36,7 @@ from macula_nat.net.address import Address, is_unspecified, normalise_address, n
 from macula_nat.net.endpoint import UdpStack
 from macula_nat.net.real import RealUdpStack
 from macula_nat.relay import MIB, RelayConfig, RelayNode
+from macula_nat.relay.node import SessionEndCallback, SessionStartCallback
 from macula_nat.relay.registry import RegistryConfig, RelayRegistry
 
 __all__ = ["OBSERVER", "Gateway", "GatewayConfig", "open_gateway"]
@@ -63,7 +64,10 @@ class GatewayConfig:
     relay listens on ``listen``'s IP at ``relay_port`` (default: the port after the observer's
     highest, so ``--listen :3478 --alt :3479`` puts the relay on 3480) and the DHT node at
     ``dht_port`` (default: the next one), bootstrapping from ``bootstrap``. The relay
-    accepts ``max_sessions`` sessions of ``bandwidth_limit`` bytes a second each.
+    accepts ``max_sessions`` sessions of ``bandwidth_limit`` bytes a second each, ends a
+    session after ``session_timeout`` seconds or ``idle_timeout`` seconds without traffic, and
+    calls ``on_session_start`` / ``on_session_end`` with each session's
+    :class:`~macula_nat.relay.SessionInfo` (the guide's relay options).
     """
 
     listen: Address = attrs.field(converter=normalise_address)
@@ -73,6 +77,10 @@ class GatewayConfig:
     bootstrap: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
     max_sessions: int = 100
     bandwidth_limit: float = float(MIB)
+    session_timeout: float = 1800.0
+    idle_timeout: float = 300.0
+    on_session_start: SessionStartCallback | None = None
+    on_session_end: SessionEndCallback | None = None
     relay: RelayConfig = attrs.Factory(RelayConfig)
     dht: DhtConfig = attrs.Factory(DhtConfig)
     registry: RegistryConfig = attrs.Factory(RegistryConfig)
@@ -132,8 +140,14 @@ class Gateway:
 
     async def enable(self) -> None:
         """Let the relay relay, within the configured limits (before or while it runs)."""
+        config = self.config
         await self.relay.enable(
-            max_sessions=self.config.max_sessions, bandwidth_limit=self.config.bandwidth_limit
+            max_sessions=config.max_sessions,
+            bandwidth_limit=config.bandwidth_limit,
+            session_timeout=config.session_timeout,
+            idle_timeout=config.idle_timeout,
+            on_session_start=config.on_session_start,
+            on_session_end=config.on_session_end,
         )
 
     def supervisor(self) -> Supervisor:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import trio
@@ -35,6 +36,7 @@ from macula_nat.directory.mainline import MainlineDirectory
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.cache import ProfileCache
 from macula_nat.nat.detector import NatDetector
+from macula_nat.nat.errors import NotDetected
 from macula_nat.nat.observer import Observer, ObserverRef
 from macula_nat.nat.profile import NatProfile
 from macula_nat.nat.stun_client import StunClient, open_stun_client
@@ -46,7 +48,7 @@ from macula_nat.net.address import (
     optional_address,
 )
 from macula_nat.net.demux import SharedEndpoint, Traffic, open_shared_endpoint
-from macula_nat.relay import RegistryConfig, RelayInfo, RelayRegistry
+from macula_nat.relay import RegistryConfig, RelayConfig, RelayInfo, RelayNode, RelayRegistry
 from macula_nat.traversal.config import TraversalConfig
 from macula_nat.traversal.connector import Connector
 from macula_nat.traversal.coordinator import Coordinator
@@ -59,6 +61,8 @@ CACHE: str = "nat_cache"
 DETECTOR: str = "nat_detector"
 REGISTRY: str = "nat_relay_registry"
 COORDINATOR: str = "nat_coordinator"
+RELAY: str = "nat_relay"
+"""The relay a running node may start (:meth:`NatSystem.start_relay`); not started by default."""
 
 
 @attrs.frozen
@@ -125,10 +129,77 @@ class NatSystem:
     shared: SharedEndpoint
     supervisor: SupervisorRef
     registry: Registry
+    stack: UdpStack
+    _relay: list[RelayNode] = attrs.field(factory=list, init=False)
+    """The relay started by :meth:`start_relay`, while it runs (at most one)."""
 
     @property
     def node_id(self) -> NodeId:
         return self.key.node_id
+
+    def get_node_id(self) -> NodeId:
+        """This node's id (the guide's ``macula_nat_system:get_node_id/0``); ``str()`` of it is
+        the 64 hex digits peers connect to."""
+        return self.key.node_id
+
+    def get_public_endpoint(self) -> Address:
+        """This node's public ``(ip, port)`` as peers see it (the guide's
+        ``get_public_endpoint/0``): the detected profile's, else the address the home relay
+        saw at registration. Raises :class:`NotDetected` before either is known."""
+        profile: NatProfile | None = self.detector.profile.value
+        if profile is not None:
+            return profile.public_address
+        if self.relays.observed is not None:
+            return self.relays.observed
+        raise NotDetected(
+            "no public endpoint yet: the NAT is not detected and no relay has seen this node "
+            "(await nat.wait_ready() or nat_detector.detect() first)"
+        )
+
+    @property
+    def relay(self) -> RelayNode | None:
+        """The relay this node runs for others (:meth:`start_relay`), if any."""
+        return self._relay[0] if self._relay else None
+
+    async def start_relay(
+        self,
+        listen: Address | None = None,
+        *,
+        config: RelayConfig | None = None,
+        announce: bool = True,
+        **options: Any,
+    ) -> RelayNode:
+        """Make this running node a relay for others: a :class:`RelayNode` (the guide's
+        ``macula_relay_node``) under the system's supervisor as ``nat_relay``, on its own
+        socket at ``listen`` (default: the node's IP, any port), enabled with ``options``
+        (:meth:`RelayNode.enable`'s: ``max_sessions``, ``bandwidth_limit``,
+        ``session_timeout``, ``idle_timeout``, ``on_session_start``, ``on_session_end``, ...)
+        and, with ``announce``, registered in the directory through the relay registry so
+        other nodes find it. Raises RuntimeError when this node already runs one."""
+        if self._relay:
+            raise RuntimeError(f"{self.relay} already runs on this node: stop_relay() first")
+        where = normalise_address(listen) if listen is not None else (self.config.listen[0], 0)
+        relay = RelayNode(self.stack, where, self.key, config)
+        await relay.enable(**options)
+        await self.supervisor.start_child(relay.child_spec(RELAY, name=RELAY))
+        self._relay.append(relay)
+        if announce:
+            await self.relays.register(self.node_id, relay.address)
+        logger.info("%s: relaying for others at %s", self.node_id.short(), relay.address)
+        return relay
+
+    async def stop_relay(self) -> None:
+        """Stop the relay :meth:`start_relay` started: its sessions end (``on_session_end``
+        runs for each), its nodes are told, and it is no longer announced (the record already
+        published lapses with its TTL). Does nothing when there is none."""
+        if not self._relay:
+            await trio.lowlevel.checkpoint()
+            return
+        relay = self._relay.pop()
+        self.relays.remove_relay(relay.address)
+        await relay.disable()
+        await self.supervisor.terminate_child(RELAY)
+        await self.supervisor.delete_child(RELAY)
 
     async def wait_ready(self) -> tuple[NatProfile, RelayInfo]:
         """Wait until this node can connect and be connected to: its NAT detected and a home
@@ -273,6 +344,7 @@ async def open_nat_system(config: NatConfig | None = None) -> AsyncIterator[NatS
                 shared,
                 supervisor,
                 supervisor.registry,
+                stack,
             )
             token = _current.set(system)
             _running.append(system)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from types import ModuleType
 
 import pytest
@@ -12,6 +13,7 @@ import trio
 from trio.testing import MockClock
 
 from examples import connection_manager, nat_monitor, p2p_chat, relay_server
+from macula_nat import NotDetected, open_actor
 from macula_nat.connection import Connection
 from macula_nat.dht.config import DhtConfig
 from macula_nat.gateway import Gateway, GatewayConfig
@@ -106,17 +108,22 @@ async def test_the_monitor_reports_the_first_detection_and_a_change(
         out, late = Output(), Output()
         async with open_nat_system(config) as system, trio.open_nursery() as nursery:
             # started with the system: the first detection is still running
-            nursery.start_soon(lambda: nat_monitor.main(system, refresh_every=10, emit=out))
+            monitor = await nursery.start(partial(nat_monitor.main, refresh_every=10, emit=out))
+            with pytest.raises(NotDetected):
+                await monitor.call(nat_monitor.GetProfile())
             first = await out.wait_for("NAT detected")
             detected = system.detector.get_local_profile()
+            assert await monitor.call(nat_monitor.GetProfile()) == detected
             # a monitor started later says what the NAT is now
-            nursery.start_soon(lambda: nat_monitor.main(system, emit=late))
+            await nursery.start(partial(nat_monitor.main, emit=late))
             await late.wait_for("NAT now")
-            # the NAT forgets its mappings, as after a reboot: the next periodic detection sees
-            # the node's socket at a new public port
+            # the NAT forgets its mappings, as after a reboot: a refresh (the monitor's cast)
+            # sees the node's socket at a new public port
             site.nats[0].rebind()
+            monitor.cast(nat_monitor.ForceRefresh())
             change = await out.wait_for("NAT changed")
             changed = system.detector.get_local_profile()
+            assert await monitor.call(nat_monitor.GetProfile()) == changed
             nursery.cancel_scope.cancel()
 
     assert out.lines[0] == first == f"NAT detected: {nat_monitor.describe(detected)}"
@@ -247,6 +254,28 @@ async def test_the_connection_manager_reconnects_a_closed_connection_and_disconn
     assert out.matching(f"{c}: connected") == [f"{c}: connected (relayed)"] * 2
     assert out.has(f"{b}: direct, rtt ") and out.has(f"{c}: punched, rtt ")
     assert out.lines[-2:] == [f"{b}: disconnected", f"{c}: disconnected"]
+
+
+async def test_the_connection_manager_actors_call_and_cast_api(autojump_clock: MockClock) -> None:
+    """Example 5 is an actor: ``Manage`` and ``Status`` calls, a ``Forget`` cast."""
+    async with open_world() as world:
+        me = await world.node(Preset.RESTRICTED_CONE, "me")
+        bob = await world.node(Preset.OPEN_INTERNET, "bob")
+        at_bob: list[Connection] = []
+        out = Output()
+        manager = connection_manager.ConnectionManager(me.connector, emit=out)
+        async with trio.open_nursery() as peers, open_actor(manager) as ref:
+            peers.start_soon(accept_all, bob, at_bob)
+            await ref.call(connection_manager.Manage(bob.node_id))
+            await out.wait_for(f"{bob.node_id.short()}: connected (direct)")
+            status = await ref.call(connection_manager.Status())
+            assert list(status) == [bob.node_id] and status[bob.node_id][0] == "direct"
+            ref.cast(connection_manager.Forget(bob.node_id))
+            with trio.fail_after(PATIENCE):
+                await at_bob[0].wait_closed()
+            assert await ref.call(connection_manager.Status()) == {}
+            peers.cancel_scope.cancel()
+    assert out.lines[-1] == f"{bob.node_id.short()}: disconnected"
 
 
 # -- the command lines ---------------------------------------------------------------------------

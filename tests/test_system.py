@@ -12,6 +12,7 @@ from macula_nat.directory.mainline import MainlineDirectory
 from macula_nat.erlang import nat_cache, nat_detector
 from macula_nat.gateway import GatewayConfig
 from macula_nat.identity import NodeKey
+from macula_nat.nat.cache import Fresh, NotFound
 from macula_nat.nat.errors import NotDetected
 from macula_nat.net.sim import Preset, add_site, open_internet
 from macula_nat.system import (
@@ -54,9 +55,9 @@ async def test_a_gateway_and_a_node_behind_a_nat(autojump_clock: MockClock) -> N
                 assert nat_detector.get_local_profile() is profile
                 assert await nat_detector.detect() is profile
                 await nat_cache.put("peer-1", profile)
-                assert nat_cache.get("peer-1").value == profile
+                assert nat_cache.get("peer-1") == Fresh(profile)
                 assert nat_cache.stats().size == 1
-                assert await nat_cache.get_from_dht("nobody") is None
+                assert await nat_cache.get_from_dht("nobody") == NotFound()
             assert current_system() is gateway
             with pytest.raises(NotDetected):
                 nat_detector.get_local_profile()  # the gateway was never asked to detect
@@ -117,7 +118,7 @@ async def test_nodes_find_each_others_profiles_through_the_mainline_dht(
             assert alice.dht is not None and isinstance(alice.directory, MainlineDirectory)
             await alice.directory.publish_profile(alice.node_id.text(), profile, 600)
             # bob's cache misses, resolves through the DHT, verifies alice's signature
-            assert await bob.cache.get_from_dht(alice.node_id.text()) == profile
+            assert await bob.cache.get_from_dht(alice.node_id.text()) == Fresh(profile)
             assert bob.cache.get_nowait(alice.node_id.text()).value == profile
             children = [c.id for c in await bob.supervisor.which_children()]
             assert children == [

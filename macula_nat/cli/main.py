@@ -13,11 +13,28 @@ from macula_nat.cli.detect import add_detect_parser
 from macula_nat.cli.gateway import add_gateway_parser
 from macula_nat.cli.observe import add_observe_parser
 from macula_nat.cli.status import add_status_parser
+from macula_nat.log_levels import UnknownLogger, parse_log_option, set_log_level
+
+
+def _log_option(option: str) -> tuple[str, str]:
+    try:
+        return parse_log_option(option)
+    except UnknownLogger as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="macula-nat", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        type=_log_option,
+        metavar="MODULE=LEVEL",
+        help="one module's log level, repeatable: macula_nat.nat.detector=debug, or the "
+        "guide's names (macula_nat_detector=debug, nat_coordinator=info)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     add_demo_parser(commands)
     add_detect_parser(commands)
@@ -35,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = logging.INFO if args.command in servers else logging.WARNING
     level = quiet if args.verbose == 0 else (logging.INFO if args.verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for name, module_level in args.log:
+        set_log_level(name, module_level)
     status: int = args.handler(args)
     return status
 

@@ -6,14 +6,16 @@
 
 from __future__ import annotations
 
-from macula_nat.nat.cache import CacheStats, Lookup
+from collections.abc import Iterable
+
+from macula_nat.nat.cache import CacheResult, CacheStats, PrewarmResult
 from macula_nat.nat.profile import NatProfile
 from macula_nat.system import current_system
 
 
-def get(node_id: str) -> Lookup[NatProfile]:
-    """``macula_nat_cache:get/1``: fresh hit, stale hit (revalidated in the background) or miss;
-    never waits."""
+def get(node_id: str) -> CacheResult:
+    """``macula_nat_cache:get/1``: ``Fresh(p)`` / ``Stale(p)`` (revalidated in the background)
+    / ``NotFound()``, i.e. ``{ok, P}`` / ``{stale, P}`` / ``{error, not_found}``; never waits."""
     return current_system().cache.get_nowait(node_id)
 
 
@@ -32,6 +34,12 @@ def stats() -> CacheStats:
     return current_system().cache.stats()
 
 
-async def get_from_dht(node_id: str) -> NatProfile | None:
-    """``macula_nat_cache:get_from_dht/1``: the cache, else the directory; None if unknown."""
+async def get_from_dht(node_id: str) -> CacheResult:
+    """``macula_nat_cache:get_from_dht/1``: the cache, else the directory; ``NotFound()`` if
+    unknown."""
     return await current_system().cache.get_from_dht(node_id)
+
+
+async def prewarm(node_ids: Iterable[str], concurrency: int = 8) -> PrewarmResult:
+    """The guide's cache pre-warming: resolve ``node_ids``, ``concurrency`` at a time."""
+    return await current_system().cache.prewarm(node_ids, concurrency=concurrency)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Iterable
 from typing import Any, Final
 
 import attrs
@@ -37,21 +38,24 @@ from macula_nat.actors import (
 )
 from macula_nat.directory import Directory, DirectoryError
 
-from .lru import Lookup, LookupState, SwrLru
+from .cache_result import NOT_FOUND, CacheResult, Fresh, NotFound, Stale, result_of
+from .lru import LookupState, SwrLru
 from .profile import NatProfile
 
 __all__ = [
+    "CacheResult",
     "CacheStats",
-    "Lookup",
-    "LookupState",
+    "Fresh",
+    "NotFound",
+    "PrewarmResult",
     "ProfileCache",
     "ProfileCacheServer",
+    "Stale",
 ]
 
 logger = logging.getLogger(__name__)
 
 _STALE: Final = LookupState.STALE
-_MISSING: Final = LookupState.MISSING
 _CALL_TIMEOUT: Final = 5.0
 
 
@@ -80,6 +84,16 @@ class CacheStats:
         """Fresh and stale hits over all reads; 0.0 before the first read."""
         reads = self.hits + self.stale_hits + self.misses
         return (self.hits + self.stale_hits) / reads if reads else 0.0
+
+
+@attrs.frozen
+class PrewarmResult:
+    """What :meth:`ProfileCache.prewarm` found: profiles by node id, the ids the directory does
+    not know, and the lookups that failed (with why)."""
+
+    found: dict[str, NatProfile]
+    missing: tuple[str, ...]
+    failed: dict[str, DirectoryError]
 
 
 @attrs.frozen
@@ -167,8 +181,9 @@ class ProfileCache(Served):
 
     # -- reads: no mailbox ---------------------------------------------------------------------
 
-    def get_nowait(self, node_id: str) -> Lookup[NatProfile]:
-        """The cached profile, fresh or stale, or a miss; never waits (the Erlang ``get``).
+    def get_nowait(self, node_id: str) -> CacheResult:
+        """``Fresh(profile)``, ``Stale(profile)`` or ``NotFound()``; never waits (the Erlang
+        ``get``: ``{ok, P}``, ``{stale, P}``, ``{error, not_found}``).
 
         A stale hit asks the server to revalidate the entry in the background, once per key
         however many readers see it stale. A miss is an answer here, not ``trio.WouldBlock``:
@@ -177,37 +192,83 @@ class ProfileCache(Served):
         lookup = self._table.lookup(node_id, trio.current_time())
         if lookup.state is _STALE:
             self._revalidate(node_id)
-        return lookup
+        return result_of(lookup)
 
-    async def get(self, node_id: str) -> Lookup[NatProfile]:
+    async def get(self, node_id: str) -> CacheResult:
         """Like :meth:`get_nowait`, but a miss is resolved through the directory (waiting for it).
 
-        Concurrent misses for one node share one lookup. Returns a fresh hit when the directory
-        has the node, a miss when it has not (or there is no directory); raises
+        Concurrent misses for one node share one lookup. Returns ``Fresh`` when the directory
+        has the node, ``NotFound`` when it has not (or there is no directory); raises
         :class:`DirectoryError` when the directory cannot answer.
         """
-        lookup = self.get_nowait(node_id)
-        if lookup.state is not _MISSING or self.directory is None:
+        found = self.get_nowait(node_id)
+        if found.found or self.directory is None:
             await trio.lowlevel.checkpoint()
-            return lookup
-        profile = await self._resolve(node_id)
-        if profile is None:
-            return lookup
-        return Lookup(profile, LookupState.FRESH)
+            return found
+        return await self._resolve_result(node_id)
 
-    async def get_from_dht(self, node_id: str) -> NatProfile | None:
-        """The profile from the cache (fresh or stale), else from the directory; None if unknown.
+    async def get_from_dht(self, node_id: str) -> CacheResult:
+        """The profile from the cache (``Fresh`` / ``Stale``), else from the directory
+        (``Fresh``), else ``NotFound``: the same records as :meth:`get_nowait`.
 
         Keeps the Erlang name. Raises :class:`DirectoryError` when a lookup is needed and the
         directory cannot answer, or this cache has no directory.
         """
-        lookup = self.get_nowait(node_id)
-        if lookup.state is not _MISSING:
+        found = self.get_nowait(node_id)
+        if found.found:
             await trio.lowlevel.checkpoint()
-            return lookup.value
+            return found
         if self.directory is None:
             raise DirectoryError(f"{self} has no directory to look {node_id!r} up in")
-        return await self._resolve(node_id)
+        return await self._resolve_result(node_id)
+
+    async def prewarm(self, node_ids: Iterable[str], *, concurrency: int = 8) -> PrewarmResult:
+        """Resolve ``node_ids`` through the directory into the cache, at most ``concurrency``
+        lookups at once (the guide's "Caching strategy": warm the cache with the peers you
+        will connect to). Already cached ones (fresh or stale) are not looked up again.
+
+        Returns what it found, what the directory does not know and what failed (each lookup
+        failure is kept there, not raised: one unreachable record does not cost the others).
+        Raises :class:`DirectoryError` when this cache has no directory.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency!r}")
+        if self.directory is None:
+            raise DirectoryError(f"{self} has no directory to prewarm from")
+        wanted = list(dict.fromkeys(node_ids))
+        found: dict[str, NatProfile] = {}
+        missing: list[str] = []
+        failed: dict[str, DirectoryError] = {}
+        limiter = trio.CapacityLimiter(concurrency)
+
+        async def one(node_id: str) -> None:
+            async with limiter:
+                try:
+                    result = await self.get_from_dht(node_id)
+                except DirectoryError as exc:
+                    failed[node_id] = exc
+                    return
+            if isinstance(result, NotFound):
+                missing.append(node_id)
+            else:
+                found[node_id] = result.profile
+
+        async with trio.open_nursery() as nursery:
+            for node_id in wanted:
+                nursery.start_soon(one, node_id)
+        logger.debug(
+            "%s: prewarmed %d of %d (%d unknown, %d failed)",
+            self,
+            len(found),
+            len(wanted),
+            len(missing),
+            len(failed),
+        )
+        return PrewarmResult(
+            found=found,
+            missing=tuple(n for n in wanted if n in missing),
+            failed=failed,
+        )
 
     def stats(self) -> CacheStats:
         table = self._table
@@ -246,6 +307,10 @@ class ProfileCache(Served):
         await self._server_or_raise().call(_Op.CLEAR, _CALL_TIMEOUT)
 
     # -- internals ---------------------------------------------------------------------------
+
+    async def _resolve_result(self, node_id: str) -> CacheResult:
+        profile = await self._resolve(node_id)
+        return NOT_FOUND if profile is None else Fresh(profile)
 
     async def _resolve(self, node_id: str) -> NatProfile | None:
         timeout = self.lookup_timeout + _CALL_TIMEOUT  # the server bounds the lookup itself

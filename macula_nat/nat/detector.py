@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
+import trio
 from trio_util import AsyncValue
 
 from macula_nat.actors import (
@@ -36,7 +37,7 @@ from macula_nat.net import Address, UdpStack, normalise_ip
 from macula_nat.net.address import normalise_addresses
 
 from .classify import classify, contradicts
-from .errors import DetectionError, NoObservers, NotDetected
+from .errors import DetectionError, DetectionTimeout, NoObservers, NotDetected
 from .evidence import Evidence
 from .probe import ProbeSettings, run_probes
 from .profile import NatProfile
@@ -51,11 +52,15 @@ _CALL_MARGIN: Final = 5.0
 # -- the documented messages -------------------------------------------------------------------
 
 
+DEFAULT_REPLY_WITHIN: Final = 4.5
+"""A :class:`Detect` sent with ``server.call(Detect())`` is answered inside the call's 5 s."""
+
+
 def _observers(value: Any) -> tuple[Address, ...] | None:
     return None if value is None else normalise_addresses(value)
 
 
-def _timeout(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+def _timeout(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not 0 < value < math.inf:
         raise ValueError(f"{attribute.name} must be a positive number of seconds, not {value!r}")
 
@@ -66,12 +71,16 @@ class Detect:
 
     Without ``force`` a known profile is returned at once. Concurrent detections share one probe
     run. ``timeout`` bounds each probe (default: the detector's); ``observers`` replaces the
-    configured observers for this run.
+    configured observers for this run. The reply comes within ``reply_within`` seconds (the
+    default fits ``ActorRef.call``'s default 5 s timeout): when the run has not finished by
+    then the caller gets :class:`DetectionTimeout`, as from :meth:`NatDetector.detect` (the run
+    goes on, and its profile is kept).
     """
 
     force: bool = False
     timeout: float | None = attrs.field(default=None, validator=_timeout)
     observers: tuple[Address, ...] | None = attrs.field(default=None, converter=_observers)
+    reply_within: float = attrs.field(default=DEFAULT_REPLY_WITHIN, validator=_timeout)
 
 
 @attrs.frozen
@@ -114,10 +123,12 @@ class Unsubscribe:
 class NatProfileChanged:
     """Info message to subscribers: the classification or public address changed.
 
-    ``old`` is None on the first detection.
+    Only changes are published: the first detection is not a change (there was nothing to
+    change from), so ``old`` is always a profile and a handler may read its fields; the first
+    profile is :meth:`NatDetector.get_local_profile` (or ``detector.profile``).
     """
 
-    old: NatProfile | None
+    old: NatProfile
     new: NatProfile
 
 
@@ -137,6 +148,13 @@ class DetectorStatistics:
 
 class _Tick:
     """The periodic refresh timer."""
+
+
+@attrs.frozen(eq=False)
+class _Overdue:
+    """A :class:`Detect` caller's reply deadline passed."""
+
+    caller: Caller
 
 
 _TICK: Final = _Tick()
@@ -207,9 +225,9 @@ class NatDetector(Served):
     ) -> NatProfile:
         """Classify the NAT (see :class:`Detect`). Raises :class:`NoObservers` without
         observers and :class:`DetectionTimeout` when none answers."""
-        request = Detect(force, timeout, observers)
-        bound = 1.5 * (request.timeout or self.timeout) + _CALL_MARGIN
-        profile: NatProfile = await self._server_or_raise().call(request, bound)
+        run_bound = 1.5 * (timeout or self.timeout) + 1.0
+        request = Detect(force, timeout, observers, reply_within=run_bound)
+        profile: NatProfile = await self._server_or_raise().call(request, run_bound + _CALL_MARGIN)
         return profile
 
     def get_local_profile(self) -> NatProfile:
@@ -254,9 +272,11 @@ class NatDetector(Served):
         if evidence is not None:
             self._evidence = evidence
         self.profile.value = profile
-        if profile.changed_from(old):
+        if old is None:
+            logger.info("NAT detected: %s at %s:%d", profile.nat_type, *profile.public_address)
+        elif profile.changed_from(old):
             self._changes += 1
-            logger.info("NAT profile changed: %s -> %s", old and old.nat_type, profile.nat_type)
+            logger.info("NAT profile changed: %s -> %s", old.nat_type, profile.nat_type)
             self.changes.publish(NatProfileChanged(old, profile))
 
 
@@ -268,7 +288,8 @@ class NatDetectorServer(Actor):
 
     def __init__(self, detector: NatDetector) -> None:
         self.detector = detector
-        self._waiting: list[Caller] = []
+        self._waiting: dict[Caller, trio.CancelScope] = {}
+        """Callers of the run in flight, each with its reply deadline's timer."""
 
     async def init(self) -> None:
         self.detector._attach(self.ref)
@@ -286,7 +307,7 @@ class NatDetectorServer(Actor):
             observers = message.observers or detector.observers
             if not observers:
                 return Fail(NoObservers())
-            self._waiting.append(caller)
+            self._waiting[caller] = self.send_after(message.reply_within, _Overdue(caller))
             self._start_run(observers, message.timeout or detector.timeout)
             return NOREPLY
         if isinstance(message, GetLocalProfile):
@@ -319,6 +340,12 @@ class NatDetectorServer(Actor):
             assert self.detector.refresh_interval is not None
             self.send_after(self.detector.refresh_interval, _TICK)
             return None
+        if isinstance(message, _Overdue):
+            if self._waiting.pop(message.caller, None) is not None:
+                message.caller.fail(
+                    DetectionTimeout("no STUN observer answered before the reply deadline")
+                )
+            return None
         return await super().handle_info(message)
 
     def _start_run(self, observers: tuple[Address, ...], timeout: float) -> None:
@@ -348,7 +375,9 @@ class NatDetectorServer(Actor):
     def _finish_run(self, result: NatProfile | DetectionError, evidence: Evidence | None) -> None:
         """Runs in the probe task, synchronously: serialised with the handlers all the same."""
         self.detector._running = False
-        waiting, self._waiting = self._waiting, []
+        waiting, self._waiting = self._waiting, {}
+        for timer in waiting.values():
+            timer.cancel()
         if isinstance(result, DetectionError):
             self.detector._failures += 1
             logger.warning("NAT detection failed: %s", result)

@@ -50,7 +50,7 @@ from macula_nat.nat.binding import ObserverAddresses
 from macula_nat.net.address import Address, normalise_address
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 
-from .core import RelayCore, SessionEnded, SessionOpened
+from .core import RelayCore, RelayedSession, SessionEnded, SessionOpened
 from .frames import Reason
 from .session import SESSION_OVER, SessionActor
 from .settings import MIB, RelayConfig, RelaySettings
@@ -69,11 +69,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SessionStartCallback = Callable[[NodeId, NodeId], object]
-"""``on_session_start(peer_a, peer_b)``: ``peer_a`` asked for the session, ``peer_b`` is its
-target."""
-SessionEndCallback = Callable[[NodeId, NodeId, int], object]
-"""``on_session_end(peer_a, peer_b, bytes_transferred)`` (payload bytes, both directions)."""
+SessionStartCallback = Callable[["SessionInfo"], object]
+"""``on_session_start(session)``: a :class:`SessionInfo` (the guide's session map): its
+``peer_a`` asked for the session, ``peer_b`` is its target."""
+SessionEndCallback = Callable[["SessionInfo"], object]
+"""``on_session_end(session)``: the :class:`SessionInfo` at its end, with
+``bytes_transferred`` (payload bytes, both directions) and the ``reason`` it ended."""
 
 _EFFECT_ROUNDS: Final = 3
 """Opened -> (spawn failed) ended -> nothing: effects never chain further."""
@@ -82,7 +83,7 @@ _STOP_GRACE: Final = 5.0
 
 @attrs.frozen
 class SessionInfo:
-    """A snapshot of one relayed session."""
+    """A snapshot of one relayed session (what the session callbacks receive)."""
 
     id: int
     peer_a: NodeId
@@ -91,6 +92,21 @@ class SessionInfo:
     bytes_transferred: int
     datagrams: int
     actor: ActorRef | None
+    reason: Reason | None = None
+    """Why the session ended (``on_session_end`` only; None while it runs)."""
+
+    @classmethod
+    def of(cls, session: RelayedSession, reason: Reason | None = None) -> SessionInfo:
+        return cls(
+            session.id,
+            session.a,
+            session.b,
+            session.started_at,
+            session.bytes_transferred,
+            session.datagrams,
+            session.actor,
+            reason,
+        )
 
 
 class _Sweep:
@@ -217,10 +233,7 @@ class RelayNode:
         return attrs.evolve(self._core.statistics(), session_actors=len(self._actors))
 
     def sessions(self) -> list[SessionInfo]:
-        return [
-            SessionInfo(s.id, s.a, s.b, s.started_at, s.bytes_transferred, s.datagrams, s.actor)
-            for s in self._core.sessions()
-        ]
+        return [SessionInfo.of(s) for s in self._core.sessions()]
 
     def child_spec(self, id: str = "relay", *, name: str | None = None) -> ChildSpec:
         """The relay's subtree, for a supervisor; every restart serves the same state."""
@@ -274,13 +287,11 @@ class RelayNode:
             for effect in effects:
                 session = effect.session
                 if isinstance(effect, SessionOpened):
-                    _run_callback(self._on_session_start, session.a, session.b)
+                    _run_callback(self._on_session_start, SessionInfo.of(session))
                     if not self._request_actor(session.id):
                         sends += core.end_session(session.id, Reason.SESSION_FAILED)
                 elif isinstance(effect, SessionEnded):
-                    _run_callback(
-                        self._on_session_end, session.a, session.b, session.bytes_transferred
-                    )
+                    _run_callback(self._on_session_end, SessionInfo.of(session, effect.reason))
                     if session.actor is not None and session.actor.alive:
                         try:
                             session.actor.cast(SESSION_OVER)
@@ -347,12 +358,12 @@ class RelayNode:
         await self._flush(self._core.sweep(trio.current_time()))
 
 
-def _run_callback(callback: Callable[..., object] | None, *args: object) -> None:
+def _run_callback(callback: Callable[[SessionInfo], object] | None, info: SessionInfo) -> None:
     """Run a user callback; its exception is logged, never raised into the relay."""
     if callback is None:
         return
     try:
-        callback(*args)
+        callback(info)
     except Exception:
         logger.exception("relay callback %r raised", callback)
 

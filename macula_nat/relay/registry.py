@@ -64,6 +64,7 @@ from macula_nat.net.address import Address, normalise_address, optional_address
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 
 from .client import ClientConfig, RelayClient, open_relay_client
+from .client_session import RelaySession
 from .errors import RegistrationFailed
 from .selection import DEFAULT_GAIN, DEFAULT_MAX_LOAD, NoRelay, RelayInfo, RelayTable, choose, rank
 
@@ -188,6 +189,8 @@ class RelayRegistry(Served):
         ``await registry.home.wait_value(...)``."""
         self.client: RelayClient | None = None
         """The home registration (request and accept sessions through it), while there is one."""
+        self.observed: Address | None = None
+        """This node's address as its home relay last saw it (its public endpoint there)."""
         self._table = RelayTable(config.gain)
         self._own: dict[Address, NodeId] = {}
         self._probe_key = NodeKey.generate()
@@ -221,6 +224,26 @@ class RelayRegistry(Served):
         """Like :meth:`register`, without announcing now: the server announces it when it
         starts (for a tree whose directory is not running yet) and at every refresh."""
         self._own[normalise_address(endpoint)] = node_id
+
+    def remove_relay(self, endpoint: Address) -> bool:
+        """Stop announcing the relay at ``endpoint`` (what is published lapses with its TTL);
+        False if it was not announced here."""
+        return self._own.pop(normalise_address(endpoint), None) is not None
+
+    async def request_relay(self, target: NodeId | str, *, timeout: float = 10.0) -> RelaySession:
+        """A relayed session to ``target`` through this node's home relay (the guide's
+        ``macula_relay_node:request_relay/1``), waiting up to ``timeout`` seconds for the home
+        registration first. Raises :class:`NoRelay` when there is no home relay by then, and
+        :class:`RelayRefused` / :class:`RelayTimeout` as :meth:`RelayClient.request_relay`."""
+        node = target if isinstance(target, NodeId) else NodeId.from_text(target)
+        with trio.move_on_after(timeout) as scope:
+            await self.home.wait_value(lambda home: home is not None)
+        client = self.client
+        if scope.cancelled_caught or client is None:
+            raise NoRelay(f"{self}: no home relay to ask for a session within {timeout} s")
+        return await client.request_relay(
+            node, timeout=max(scope.deadline - trio.current_time(), 0.001)
+        )
 
     async def find_relay(self, target: str) -> RelayInfo:
         """The relay to reach ``target`` (a node id's text form): its home relay when known and
@@ -376,6 +399,7 @@ class RelayRegistry(Served):
         """Publish the node's record with ``home``, keeping the profile and candidates of the
         record already there (published by the NAT detector)."""
         node_id = key.node_id.text()
+        self.observed = observed
         try:
             current = await self.directory.resolve_record(node_id)
             profile = None if current is None else current.profile

@@ -9,11 +9,15 @@ the connector states the caller's preferences and keeps the Erlang names.
 
 from __future__ import annotations
 
+import logging
+
 from macula_nat.connection import Connection
 from macula_nat.identity import NodeId
 from macula_nat.traversal.coordinator import Coordinator
 
 __all__ = ["Connector"]
+
+logger = logging.getLogger(__name__)
 
 
 class Connector:
@@ -46,17 +50,31 @@ class Connector:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
         node = target if isinstance(target, NodeId) else NodeId.from_text(target)
-        _, connection = await self.coordinator.request_connection(
-            node,
-            timeout=timeout,
-            max_punch_attempts=max_attempts,
-            allow_relay=fallback_relay,
-            punch=prefer_direct,
+        logger.debug(
+            "%r: connecting to %s (prefer_direct=%s, fallback_relay=%s, max_attempts=%d)",
+            self,
+            node.short(),
+            prefer_direct,
+            fallback_relay,
+            max_attempts,
         )
+        try:
+            method, connection = await self.coordinator.request_connection(
+                node,
+                timeout=timeout,
+                max_punch_attempts=max_attempts,
+                allow_relay=fallback_relay,
+                punch=prefer_direct,
+            )
+        except Exception as exc:
+            logger.info("%r: no connection to %s: %s", self, node.short(), exc)
+            raise
+        logger.info("%r: connected to %s (%s)", self, node.short(), method)
         return connection
 
     async def disconnect(self, connection: Connection) -> None:
         """Close ``connection`` (idempotent)."""
+        logger.debug("%r: disconnecting %r", self, connection)
         await connection.aclose()
 
     async def accept(self) -> Connection:

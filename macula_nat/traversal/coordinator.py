@@ -777,9 +777,15 @@ class CoordinatorServer(Actor):
         self.start_soon(coordinator.puncher.read_probes)
         self.start_soon(coordinator._accept_relayed)
         coordinator.detector.subscribe(self.ref)
-        profile = coordinator.detector.profile.value
-        if profile is not None:
-            self.start_soon(coordinator._republish, profile)
+        self.start_soon(self._publish_first)
+
+    async def _publish_first(self) -> None:
+        """Publish the record with the current profile, once there is one: the first detection
+        is not a ``NatProfileChanged`` (only later changes are)."""
+        detector = self._coordinator.detector
+        profile = await detector.profile.wait_value(lambda p: p is not None)
+        assert profile is not None
+        await self._coordinator._republish(profile)
 
     async def terminate(self, reason: object) -> None:
         self._coordinator.detector.unsubscribe(self.ref)

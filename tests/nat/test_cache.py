@@ -23,8 +23,15 @@ from macula_nat.actors import (
 )
 from macula_nat.directory import Directory, DirectoryError, EmbeddedDirectory
 from macula_nat.directory.record import NodeRecord
-from macula_nat.nat.cache import ProfileCache, ProfileCacheServer
-from macula_nat.nat.lru import Lookup, LookupState
+from macula_nat.nat.cache import (
+    CacheResult,
+    Fresh,
+    NotFound,
+    ProfileCache,
+    ProfileCacheServer,
+    Stale,
+)
+from macula_nat.nat.lru import LookupState
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.address import Address
 
@@ -141,7 +148,7 @@ async def test_a_hundred_stale_readers_share_exactly_one_refresh(
         assert directory.lookups == 1
         assert server.statistics().received == received + 1  # one cast, not a hundred
         await trio.sleep(0.2)
-        assert cache.get_nowait("alice") == Lookup(profile(5000), FRESH)
+        assert cache.get_nowait("alice") == Fresh(profile(5000))
         stats = cache.stats()
         assert (stats.stale_hits, stats.refreshes, stats.lookups_in_flight) == (100, 1, 0)
 
@@ -252,10 +259,10 @@ async def test_get_from_dht_resolves_through_the_directory_and_caches_the_answer
     await directory.publish_profile("alice", profile(4000), ttl=300.0)
     async with serving(ProfileCache(directory)) as cache:
         assert cache.get_nowait("alice").state is MISSING
-        assert await cache.get_from_dht("alice") == profile(4000)
+        assert await cache.get_from_dht("alice") == Fresh(profile(4000))
         assert cache.get_nowait("alice").state is FRESH
-        assert await cache.get_from_dht("alice") == profile(4000)  # from the cache
-        assert await cache.get_from_dht("nobody") is None
+        assert await cache.get_from_dht("alice") == Fresh(profile(4000))  # from the cache
+        assert await cache.get_from_dht("nobody") == NotFound()
         assert directory.statistics().resolves == 2
         lookup = await cache.get("carol")
         assert lookup.state is MISSING
@@ -268,7 +275,7 @@ async def test_concurrent_misses_share_one_directory_lookup(autojump_clock: Mock
     directory = RemoteDirectory(latency=1.0)
     await directory.publish_profile("alice", profile(4000), ttl=300.0)
     async with serving(ProfileCache(directory)) as cache:
-        answers: list[NatProfile | None] = []
+        answers: list[CacheResult] = []
 
         async def ask() -> None:
             answers.append(await cache.get_from_dht("alice"))
@@ -276,7 +283,7 @@ async def test_concurrent_misses_share_one_directory_lookup(autojump_clock: Mock
         async with trio.open_nursery() as nursery:
             for _ in range(20):
                 nursery.start_soon(ask)
-        assert answers == [profile(4000)] * 20
+        assert answers == [Fresh(profile(4000))] * 20
         assert directory.lookups == 1
 
 
@@ -367,3 +374,48 @@ def test_bad_configuration_is_refused() -> None:
     ]:
         with pytest.raises(ValueError):
             ProfileCache(**options)  # type: ignore[arg-type]
+
+
+def describe(result: CacheResult) -> str:
+    """The guide's three answers, as a user's ``match`` spells them."""
+    match result:
+        case Fresh(found):
+            return f"ok {found.public_port}"
+        case Stale(found):
+            return f"stale {found.public_port}"
+        case NotFound():
+            return "not_found"
+
+
+async def test_reads_answer_the_guides_three_results_for_match(autojump_clock: MockClock) -> None:
+    async with serving(ProfileCache(stale_grace=60.0)) as cache:
+        assert describe(cache.get_nowait("alice")) == "not_found"
+        await cache.put("alice", profile(4000), ttl=10.0)
+        assert describe(cache.get_nowait("alice")) == "ok 4000"
+        await trio.sleep(11.0)
+        assert describe(cache.get_nowait("alice")) == "stale 4000"
+        await trio.sleep(60.0)
+        assert describe(await cache.get("alice")) == "not_found"
+
+
+async def test_prewarm_resolves_many_with_bounded_concurrency(autojump_clock: MockClock) -> None:
+    directory = RemoteDirectory(latency=1.0)
+    for i in range(10):
+        await directory.publish_profile(f"n{i}", profile(4000 + i), ttl=300.0)
+    async with serving(ProfileCache(directory)) as cache:
+        await cache.put("n0", profile(4000))  # cached already: not looked up again
+        start = trio.current_time()
+        warmed = await cache.prewarm([f"n{i}" for i in range(10)] + ["nobody", "n1"], concurrency=3)
+        assert warmed.found == {f"n{i}": profile(4000 + i) for i in range(10)}
+        assert warmed.missing == ("nobody",) and warmed.failed == {}
+        assert directory.lookups == 10  # n1..n9 and nobody, once each
+        assert trio.current_time() - start == pytest.approx(4.0)  # 10 lookups, 3 at a time
+        assert all(cache.get_nowait(f"n{i}") == Fresh(profile(4000 + i)) for i in range(10))
+        with pytest.raises(ValueError, match="concurrency"):
+            await cache.prewarm(["n1"], concurrency=0)
+        directory.error = DirectoryError("gateway unreachable")
+        failed = await cache.prewarm(["x", "n2"])
+        assert list(failed.failed) == ["x"] and failed.found == {"n2": profile(4002)}
+    async with serving(ProfileCache()) as local:
+        with pytest.raises(DirectoryError, match="no directory"):
+            await local.prewarm(["alice"])

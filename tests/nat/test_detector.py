@@ -138,9 +138,11 @@ async def test_subscribers_hear_of_changes_and_keep_hearing_after_a_restart(
                 # single-address observers cannot measure filtering: the profile changes
                 second = await detector.detect(force=True, observers=(SINGLE,))
                 assert second.filtering == "pd"
-                assert [e.new for e in await listener.call("changes")] == [first, second]
-                assert task_events.receive_nowait() == NatProfileChanged(None, first)
+                # the first detection is no change: only first -> second is published
+                assert await listener.call("changes") == [NatProfileChanged(first, second)]
                 assert task_events.receive_nowait() == NatProfileChanged(first, second)
+                with pytest.raises(trio.WouldBlock):
+                    task_events.receive_nowait()
             assert (await sup.supervisor_statistics()).restarts == 1
 
 
@@ -181,8 +183,8 @@ async def test_a_refresh_finding_the_same_nat_is_no_change(
                         events.receive_nowait() for _ in range(detector.statistics().changes)
                     ]
                     moved = detector.client is not None and first.mapping == "ei"
-                    assert [(c.old is None, c.new) for c in changes] == [(True, first)] + (
-                        [(False, rebound)] if moved else []
+                    assert [(c.old.public_address, c.new) for c in changes] == (
+                        [(first.public_address, rebound)] if moved else []
                     )
                     with pytest.raises(trio.WouldBlock):
                         events.receive_nowait()
@@ -229,3 +231,44 @@ async def test_periodic_refresh(autojump_clock: MockClock) -> None:
             assert detector.statistics().runs == 1 and detector.profile.value is not None
             await trio.sleep(600)
             assert detector.statistics().runs == 3
+
+
+async def test_each_detector_error_is_the_same_by_method_and_by_message(
+    autojump_clock: MockClock,
+) -> None:
+    """The error table holds at both entry points: a ``Detect`` sent with ``server.call`` and
+    its default 5 s timeout gets ``DetectionTimeout`` (not ``CallTimeout``) from silent
+    observers, as ``detect()`` does; so for ``NoObservers`` and ``NotDetected``."""
+    async with world(Preset.FULL_CONE) as (_, host):
+        detector = NatDetector(host, (SILENT,), timeout=5.0)
+        async with open_actor(NatDetectorServer(detector)) as server:
+            with pytest.raises(DetectionTimeout):
+                await server.call(Detect())
+            with pytest.raises(DetectionTimeout):
+                await detector.detect()
+            with pytest.raises(DetectionTimeout):
+                await server.call(Detect(timeout=60.0, reply_within=1.0), 2.0)
+            with pytest.raises(NotDetected):
+                await server.call(GetLocalProfile())
+            with pytest.raises(NotDetected):
+                detector.get_local_profile()
+            with pytest.raises(ValueError, match="reply_within"):
+                Detect(reply_within=0)
+        bare = NatDetector(host)
+        async with open_actor(NatDetectorServer(bare)) as server:
+            with pytest.raises(NoObservers):
+                await server.call(Detect())
+            with pytest.raises(NoObservers):
+                await bare.detect()
+
+
+async def test_a_late_detection_still_becomes_the_profile(autojump_clock: MockClock) -> None:
+    """A caller whose reply deadline passed got ``DetectionTimeout``; the run went on and its
+    profile is kept for the next caller."""
+    async with world(Preset.FULL_CONE) as (_, host):
+        detector = NatDetector(host, (PRIMARY,), timeout=2.0)
+        async with open_actor(NatDetectorServer(detector)) as server:
+            with pytest.raises(DetectionTimeout):
+                await server.call(Detect(reply_within=0.001))
+            profile = await detector.profile.wait_value(lambda p: p is not None)
+            assert await server.call(Detect()) is profile

@@ -20,7 +20,7 @@ from macula_nat.relay import (
     open_relay,
     open_relay_client,
 )
-from macula_nat.relay.node import RelayServer, SessionEndCallback
+from macula_nat.relay.node import RelayServer, SessionEndCallback, SessionInfo
 
 from .support import PATIENCE, RELAY_IP, RELAY_LISTEN, connect, exchange, open_mesh
 
@@ -28,8 +28,9 @@ Ended = list[tuple[NodeId, NodeId, int]]
 
 
 def recorder(log: Ended) -> SessionEndCallback:
-    def on_session_end(peer_a: NodeId, peer_b: NodeId, transferred: int) -> None:
-        log.append((peer_a, peer_b, transferred))
+    def on_session_end(session: SessionInfo) -> None:
+        assert session.reason is not None  # an ended session says why
+        log.append((session.peer_a, session.peer_b, session.bytes_transferred))
 
     return on_session_end
 
@@ -74,7 +75,8 @@ async def test_a_crashed_session_actor_costs_only_its_session(
     ended: Ended = []
     started: list[tuple[NodeId, NodeId]] = []
     async with open_mesh(
-        on_session_start=lambda a, b: started.append((a, b)), on_session_end=recorder(ended)
+        on_session_start=lambda s: started.append((s.peer_a, s.peer_b)),
+        on_session_end=recorder(ended),
     ) as mesh:
         a, b, c = [await mesh.node() for _ in range(3)]
         doomed, doomed_far = await connect(a, b)

@@ -14,6 +14,7 @@ from macula_nat.relay import (
     RelayConfig,
     RelayRefused,
     SessionClosed,
+    SessionInfo,
 )
 
 from .support import PATIENCE, connect, exchange, open_mesh
@@ -106,8 +107,10 @@ async def test_idle_sessions_end_and_busy_ones_end_at_the_session_timeout(
 ) -> None:
     ended: list[tuple[NodeId, NodeId, int, float]] = []
 
-    def on_end(peer_a: NodeId, peer_b: NodeId, transferred: int) -> None:
-        ended.append((peer_a, peer_b, transferred, trio.current_time()))
+    def on_end(session: SessionInfo) -> None:
+        ended.append(
+            (session.peer_a, session.peer_b, session.bytes_transferred, trio.current_time())
+        )
 
     async with open_mesh(idle_timeout=10.0, session_timeout=60.0, on_session_end=on_end) as mesh:
         a, b, c = [await mesh.node() for _ in range(3)]
