@@ -8,11 +8,12 @@ from .actor import NOREPLY, Actor, Fail, Stop
 from .caller import Caller
 from .child_spec import BRUTAL_KILL, INFINITY, ChildSpec, ChildType, Restart
 from .dynamic_supervisor import DynamicSupervisor, DynamicSupervisorRef
-from .embed import open_actor, run_actor
+from .embed import ROOT_SHUTDOWN, open_actor, run_actor
 from .errors import (
     ActorError,
     ActorExited,
     AlreadyRegistered,
+    CallingSelf,
     CallTimeout,
     ChildRunning,
     MailboxFull,
@@ -42,6 +43,7 @@ __all__ = [
     "BRUTAL_KILL",
     "INFINITY",
     "NOREPLY",
+    "ROOT_SHUTDOWN",
     "Actor",
     "ActorError",
     "ActorExited",
@@ -50,6 +52,7 @@ __all__ = [
     "AlreadyRegistered",
     "CallTimeout",
     "Caller",
+    "CallingSelf",
     "ChildCounts",
     "ChildInfo",
     "ChildRunning",

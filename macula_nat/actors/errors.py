@@ -33,6 +33,14 @@ class CallTimeout(ActorError, TimeoutError):
     """No reply arrived within the call's timeout; a later reply is dropped."""
 
 
+class CallingSelf(ActorError):
+    """An actor called itself from its own handler: it would wait for a reply only it can give.
+
+    Raised at once, as OTP's ``gen_server:call`` exits with ``calling_self``. A task the actor
+    started (``start_soon``) may call it: that task is not the one serving the mailbox.
+    """
+
+
 class MailboxFull(ActorError):
     """A cast or info message found the target's mailbox at capacity; it was not delivered."""
 

@@ -17,6 +17,7 @@ from .errors import (
     ActorError,
     ActorExited,
     AlreadyRegistered,
+    CallingSelf,
     CallTimeout,
     MailboxFull,
     NoProc,
@@ -77,6 +78,7 @@ class ActorRef:
         "_registry",
         "_restarts",
         "_stop_reason",
+        "_task",
         "_watchers",
     )
 
@@ -90,6 +92,7 @@ class ActorRef:
         self._current: Caller | None = None
         self._deferred: set[Caller] | None = None
         self._stop_reason: object = None
+        self._task: trio.lowlevel.Task | None = None
         self._reason: object = None
         self._exited: trio.Event | None = None
         self._watchers: list[tuple[MonitorRef, ActorRef | ExitCallback]] | None = None
@@ -137,11 +140,14 @@ class ActorRef:
     async def call(self, message: object, timeout: float = 5.0) -> Any:
         """Send ``message`` to ``handle_call`` and wait for the reply.
 
-        Raises :class:`NoProc` at once if the actor is not running, :class:`ActorExited` as soon
+        Raises :class:`NoProc` at once if the actor is not running, :class:`CallingSelf` at once
+        if called from the actor's own handler, :class:`ActorExited` as soon
         as it exits (crash, stop, kill) without replying, and :class:`CallTimeout` when no reply
         came within ``timeout`` seconds (``math.inf`` waits forever); a later reply is dropped.
         Waits for room when the mailbox is full (within the same timeout).
         """
+        if self._task is trio.lowlevel.current_task():
+            raise CallingSelf(f"{self} called itself with {message!r}; it would never reply")
         caller = Caller()
         if timeout == math.inf:
             return await self._call(message, caller)
@@ -307,12 +313,14 @@ class ActorRef:
                 else:
                     task_status.started(self)
                     del task_status  # it holds the starting nursery; idle actors stay small
+                    self._task = trio.lowlevel.current_task()
                     try:
-                        reason = await self._loop(actor)
+                        ending = await self._loop(actor)
                     except Exception as exc:
-                        reason = exc
+                        ending = exc
                         logger.error("%s crashed", self, exc_info=exc)
-                    reason = await self._terminate(actor, reason)
+                    # Killed in terminate (its shutdown time ran out): ``reason`` stays KILLED.
+                    reason = await self._terminate(actor, ending)
                     nursery.cancel_scope.cancel()
         except Exception as exc:  # a task the actor started crashed (inside an ExceptionGroup)
             reason = _unwrap(exc)
@@ -400,6 +408,7 @@ class ActorRef:
         """Settle everything the actor owned; synchronous, so it also runs under cancellation."""
         self._reason = reason
         self._nursery = None
+        self._task = None
         left = self._mailbox.close()
         if self._current is not None:
             self._current.fail(ActorExited(repr(self), reason))

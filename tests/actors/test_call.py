@@ -10,8 +10,11 @@ import trio
 from trio.testing import MockClock
 
 from macula_nat.actors import (
+    NOREPLY,
     Actor,
     ActorExited,
+    Caller,
+    CallingSelf,
     CallTimeout,
     Exit,
     MailboxFull,
@@ -291,3 +294,33 @@ async def test_exit_reason_is_none_while_alive(autojump_clock: MockClock) -> Non
         assert ref.alive and ref.exit_reason is None
         await ref.stop(Exit.SHUTDOWN)
         assert not ref.alive and ref.exit_reason is Exit.SHUTDOWN
+
+
+class SelfCaller(Worker):
+    """Calls itself: from its handler (a deadlock OTP refuses), or from a task it started."""
+
+    async def handle_call(self, message: Any, caller: Caller) -> Any:
+        match message:
+            case ("self", target):
+                try:
+                    await target.call(("echo", "never"))
+                except CallingSelf as exc:
+                    return exc
+            case "from a task":
+                self.start_soon(self._ask_and_reply, caller)
+                return NOREPLY
+        return await super().handle_call(message, caller)
+
+    async def _ask_and_reply(self, caller: Caller) -> None:
+        caller.reply(await self.ref.call(("echo", "answered")))
+
+
+async def test_an_actor_calling_itself_fails_at_once(autojump_clock: MockClock) -> None:
+    async with open_actor(SelfCaller(), name="me") as ref:
+        start = trio.current_time()
+        for target in (ref, ref.registry.ref("me")):
+            error = await ref.call(("self", target))
+            assert isinstance(error, CallingSelf) and "called itself" in str(error)
+        assert trio.current_time() == start  # no call timeout waited
+        # a task the actor started is not its mailbox loop: it may call the actor
+        assert await ref.call("from a task") == "answered"

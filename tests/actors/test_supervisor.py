@@ -308,3 +308,44 @@ async def test_restarts_in_period_forgets_restarts_older_than_the_period(
         await trio.sleep(1.0)
         stats = await sup.supervisor_statistics()
         assert (stats.restarts, stats.restarts_in_period) == (1, 0)
+
+
+async def test_a_child_killed_in_terminate_after_its_shutdown_time_exits_killed(
+    autojump_clock: MockClock,
+) -> None:
+    log: list[Any] = []
+    children = [
+        ChildSpec("slow", SlowStop, (log, "slow", 10.0), shutdown=2.0),
+        ChildSpec("quick", SlowStop, (log, "quick", 1.0)),
+    ]
+    async with open_actor(Supervisor(children)) as sup:
+        refs = {c.id: c.ref for c in await sup.which_children()}
+        await sup.terminate_child("slow")  # asked to stop, still in terminate at 2 s: killed
+        assert refs["slow"] is not None and refs["slow"].exit_reason is Exit.KILLED
+    assert refs["quick"] is not None and refs["quick"].exit_reason is Exit.SHUTDOWN
+
+
+class Hung(Actor):
+    """Stuck for an hour in whatever it handles."""
+
+    async def handle_cast(self, message: Any) -> Stop | None:
+        await trio.sleep(3600)
+        return None
+
+
+@pytest.mark.parametrize(("shutdown", "waited"), [(None, 5.0), (1.0, 1.0), (BRUTAL_KILL, 0.0)])
+async def test_leaving_open_actor_kills_a_plain_root_stuck_in_a_handler(
+    autojump_clock: MockClock, shutdown: float | None, waited: float
+) -> None:
+    with trio.fail_after(60):  # before the fix, leaving waited the whole hour
+        async with open_actor(Hung(), shutdown=shutdown) as ref:
+            ref.cast("hang")
+            await trio.testing.wait_all_tasks_blocked()
+            left = trio.current_time()
+    assert trio.current_time() - left == pytest.approx(waited)
+    assert ref.exit_reason is Exit.KILLED
+
+
+async def test_open_actor_refuses_a_negative_shutdown_time() -> None:
+    with pytest.raises(ValueError, match="shutdown"):
+        open_actor(Hung(), shutdown=-1.0)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 import trio
 from trio.testing import MockClock
 
-from macula_nat.actors import Actor, Stop, Topic, open_actor
+from macula_nat.actors import (
+    Actor,
+    ActorExited,
+    ChildSpec,
+    Stop,
+    Supervisor,
+    Topic,
+    open_actor,
+)
 
 from .conftest import Worker
 
@@ -102,3 +111,64 @@ async def test_task_iteration_ends_when_the_topic_closes(autojump_clock: MockClo
     assert seen == ["a", "b"]
     with pytest.raises(RuntimeError, match="closed"):
         topic.publish("late")
+
+
+async def test_a_subscriber_by_name_gets_events_across_its_restarts(
+    autojump_clock: MockClock,
+) -> None:
+    topic: Topic[str] = Topic("changes")
+    async with open_actor(Supervisor([ChildSpec("w", Worker, name="w")], intensity=5)) as sup:
+        named = sup.registry.ref("w")
+        topic.subscribe(named)
+        topic.subscribe(sup.registry.ref("w"))  # idempotent: the same name
+        assert topic.subscribed(named) and topic.statistics().named_subscribers == 1
+        topic.publish("before")
+        first = named.resolve()
+        assert await first.call("infos") == ["before"]
+        with pytest.raises(ActorExited):
+            await first.call("crash")
+        topic.publish("while down")  # nobody holds the name: missed, counted
+        await trio.testing.wait_all_tasks_blocked()
+        topic.publish("after")
+        second = named.resolve()
+        assert second is not first
+        assert await second.call("infos") == ["after"]
+        assert topic.missed(named) == 1 and topic.statistics().missed == 1
+        topic.unsubscribe(named)
+        topic.publish("unsubscribed")
+        assert await second.call("infos") == ["after"]
+        assert not topic.subscribed(named)
+
+
+async def test_subscribe_refuses_what_is_not_a_reference() -> None:
+    topic: Topic[str] = Topic("changes")
+    with pytest.raises(TypeError, match="ActorRef or a NamedRef"):
+        topic.subscribe("w")  # type: ignore[arg-type]
+
+
+async def test_drops_are_logged_once_per_interval_with_their_count(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic: Topic[int] = Topic("changes", drop_log_interval=10.0)
+    caplog.set_level(logging.WARNING, logger="macula_nat.actors.topic")
+    async with open_actor(Stuck()) as slow:
+        topic.subscribe(slow)
+        for i in range(503):  # one handed over, two queued, 500 dropped
+            topic.publish(i)
+        await trio.sleep(10)
+        topic.publish(503)  # the first drop after the interval logs the count
+        for i in range(3):
+            topic.publish(504 + i)
+        topic.unsubscribe(slow)  # what is left unlogged is logged as it leaves
+        assert topic.missed(slow) == 0  # no longer a subscriber
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3
+    assert "dropped 1 events for" in messages[0]
+    assert "dropped 500 events for" in messages[1] and "in the last 10 s" in messages[1]
+    assert "dropped 3 events for" in messages[2] and "before it left" in messages[2]
+    assert topic.statistics().missed == 504
+
+
+def test_the_drop_log_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="drop_log_interval"):
+        Topic("changes", drop_log_interval=0)
