@@ -320,15 +320,44 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
 
 
 @asynccontextmanager
+async def _open_sockets(
+    stack: UdpStack, listen: Address
+) -> AsyncIterator[tuple[SharedEndpoint, StunClient]]:
+    """The node's socket, its demultiplexer and its STUN client, for the block.
+
+    They run in a shielded task, so a cancel from outside leaves them serving until the block
+    (the actors that use them) has ended; only then do they stop and the socket closes.
+    """
+    release = trio.Event()
+
+    async def serve(*, task_status: trio.TaskStatus[tuple[SharedEndpoint, StunClient]]) -> None:
+        socket = await stack.bind(listen)
+        with trio.CancelScope(shield=True):
+            async with (
+                open_shared_endpoint(socket) as shared,
+                open_stun_client(shared.view(Traffic.STUN)) as stun,
+            ):
+                task_status.started((shared, stun))
+                await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        sockets: tuple[SharedEndpoint, StunClient] = await nursery.start(serve)
+        try:
+            yield sockets
+        finally:
+            release.set()
+
+
+@asynccontextmanager
 async def open_nat_system(config: NatConfig | None = None) -> AsyncIterator[NatSystem]:
-    """Run the NAT system for the ``async with`` block; it stops in reverse order after it."""
+    """Run the NAT system for the ``async with`` block; it stops in reverse order after it.
+
+    Leaving the block, or a cancel from outside, stops the actors first (the tree, in reverse
+    start order, each within its shutdown time), then what they use: the socket closes last.
+    """
     config = config or NatConfig()
     stack = config.stack if config.stack is not None else RealUdpStack()
-    socket = await stack.bind(config.listen)
-    async with (
-        open_shared_endpoint(socket) as shared,
-        open_stun_client(shared.view(Traffic.STUN)) as stun,
-    ):
+    async with _open_sockets(stack, config.listen) as (shared, stun):
         parts = _build(config, stack, shared, stun)
         async with open_actor(parts.tree) as supervisor:
             system = NatSystem(
@@ -362,7 +391,8 @@ async def run_nat_system(
 ) -> None:
     """The ``nursery.start`` form: ``nat = await nursery.start(run_nat_system, config)``.
 
-    Runs until the host nursery is cancelled (then stops the tree in reverse order).
+    Runs until the host nursery is cancelled (then stops the tree in reverse order, and only
+    then closes the socket).
     """
     async with open_nat_system(config) as system:
         task_status.started(system)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 from trio.testing import MockClock
@@ -129,3 +131,69 @@ async def test_nodes_find_each_others_profiles_through_the_mainline_dht(
                 "nat_coordinator",
             ]
         nursery.cancel_scope.cancel()
+
+
+def _alarms(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_cancelling_an_embedded_system_stops_its_actors_before_its_socket(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with open_internet(seed=8) as internet:
+        gateway_host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
+        gateway_config = NatConfig(
+            stack=gateway_host, observe=PRIMARY, observe_alternate=ALTERNATE, detect_on_start=False
+        )
+        node_host = add_site(internet.public, Preset.RESTRICTED_CONE).host
+        node_config = NatConfig(stack=node_host, observers=(PRIMARY,), detect_timeout=2.0)
+        async with trio.open_nursery() as outer:
+            gateway = await outer.start(run_nat_system, gateway_config)
+            async with trio.open_nursery() as nursery:
+                node = await nursery.start(run_nat_system, node_config)
+                await node.detector.profile.wait_value(lambda p: p is not None)
+                nursery.cancel_scope.cancel()  # the host cancels: the nursery.start form
+            assert not node.supervisor.alive and node.shared.closed
+            with trio.CancelScope() as scope:  # the async-with form, cancelled from outside
+                async with open_nat_system(node_config) as again:
+                    await again.detector.profile.wait_value(lambda p: p is not None)
+                    scope.cancel()
+                    await trio.sleep_forever()
+            assert again.shared.closed
+            outer.cancel_scope.cancel()
+        assert not gateway.supervisor.alive and gateway.shared.closed
+    assert _alarms(caplog) == []
+
+
+async def test_cancelling_a_system_on_the_loopback_logs_nothing_alarming(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    config = NatConfig(listen=("127.0.0.1", 0), detect_on_start=False)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            system = await nursery.start(run_nat_system, config)
+            assert system.shared.local_address[0] == "127.0.0.1"
+            await trio.sleep(0.1)  # the actors settle into their receive loops
+            nursery.cancel_scope.cancel()
+    assert system.shared.closed
+    assert _alarms(caplog) == []
+
+
+async def test_cancelling_a_gateway_logs_nothing_alarming(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    config = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
+    async with open_internet(seed=9) as internet:
+        host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: gateway_main(
+                    config, NodeKey.generate(), stack=host, task_status=task_status
+                )
+            )
+            await trio.sleep(5)
+            nursery.cancel_scope.cancel()
+    assert _alarms(caplog) == []
