@@ -25,7 +25,8 @@ are retransmitted on the initial schedule (`RetransmitPolicy.for_timeout`) and b
 timeout. Each answer on a first transmission is an RTT sample for its observer; once there is
 one, every later test to that observer runs on `RttEstimate.silence_policy` (retransmissions one
 measured RTO apart, unanswered after a few RTOs), and the filtering tests already waiting switch
-to it. The hairpin exchange waits as long. Tests that cannot change the verdict stop early: the
+to it. The hairpin exchange, whose probes only go as far as the NAT, waits a few SRTTs
+(`RttEstimate.sub_path_policy`). Tests that cannot change the verdict stop early: the
 hairpin test ends as soon as the mapping is seen to depend on the destination (a NAT that maps
 per destination cannot be judged on hairpinning by these probes).
 
@@ -60,6 +61,9 @@ from macula_nat.wire import stun
 __all__ = ["ProbeSettings", "run_probes"]
 
 logger = logging.getLogger(__name__)
+
+_HAIRPIN_TRANSMISSIONS = 3
+"""Hairpin probes per socket: with two sockets sending, one of six arrivals is enough."""
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -419,13 +423,13 @@ class _Probe:
                             round_trips,
                         )
                 if len(mapped) == len(endpoints):
-                    # A hairpinned probe never travels further than the observer, so the
-                    # observer's silence wait is enough; most NATs do not hairpin. Without a
-                    # clean sample, the bindings' whole elapsed times overestimate the RTT.
+                    # A hairpinned probe goes no further than the NAT: a few round trips to
+                    # the observer are plenty; most NATs do not hairpin. Without a clean
+                    # sample, the bindings' whole elapsed times overestimate the RTT.
                     estimate = self._round_trips[anchor].estimate or RttEstimate.first(
                         max(round_trips)
                     )
-                    policy = estimate.silence_policy()
+                    policy = estimate.sub_path_policy(_HAIRPIN_TRANSMISSIONS)
                     self._hairpin = await _hairpin_exchange(
                         endpoints,
                         (mapped[0], mapped[1]),

@@ -11,6 +11,10 @@ A detection test that a restricted NAT is *meant* to silence is judged unanswere
 `RttEstimate.silence_policy`. At 5 % loss per packet and direction (about 20 % per exchange
 on a two-link path) the chance that an answerable test stays silent through all of them is
 about 0.2 ** 5 = 3e-4, so loss does not flip a verdict; at 20 ms RTT the wait is 0.3 s.
+
+An answer whose path is a part of the measured one and needs no other host's program (a probe
+hairpinned by the NAT in front) gets `RttEstimate.sub_path_policy`: transmissions one SRTT
+apart, at least `MIN_SUB_PATH_INTERVAL`.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ import attrs
 
 from macula_nat.nat.stun_client import RetransmitPolicy
 
-__all__ = ["MIN_RTO", "SILENCE_TRANSMISSIONS", "RttEstimate"]
+__all__ = ["MIN_RTO", "MIN_SUB_PATH_INTERVAL", "SILENCE_TRANSMISSIONS", "RttEstimate"]
 
 MIN_RTO = 0.02
 """The shortest RTO, in seconds: an observer a fraction of a millisecond away still gets the
 time a busy host needs to schedule its answer."""
+
+MIN_SUB_PATH_INTERVAL = 0.005
+"""The shortest interval of `RttEstimate.sub_path_policy`, in seconds: the time a busy host
+needs to schedule its own receiving task."""
 
 SILENCE_TRANSMISSIONS = 5
 """Transmissions, one RTO apart, after which a test counts as unanswered (see the module)."""
@@ -74,4 +82,13 @@ class RttEstimate:
         rto = self.rto
         return RetransmitPolicy(
             rto=rto, max_transmissions=SILENCE_TRANSMISSIONS, final_wait=1.0, max_rto=rto
+        )
+
+    def sub_path_policy(self, transmissions: int = SILENCE_TRANSMISSIONS) -> RetransmitPolicy:
+        """Like `silence_policy`, one SRTT (at least `MIN_SUB_PATH_INTERVAL`) apart, for an
+        answer that travels part of the measured path and is sent by no other host's program:
+        it takes less than a round trip, and no other program's scheduling delays it."""
+        interval = max(MIN_SUB_PATH_INTERVAL, self.srtt)
+        return RetransmitPolicy(
+            rto=interval, max_transmissions=transmissions, final_wait=1.0, max_rto=interval
         )

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from macula_nat.nat.rtt import MIN_RTO, SILENCE_TRANSMISSIONS, RttEstimate
+from macula_nat.nat.rtt import MIN_RTO, MIN_SUB_PATH_INTERVAL, SILENCE_TRANSMISSIONS, RttEstimate
 
 rtts = st.floats(min_value=0.0, max_value=10.0, allow_nan=False)
 
@@ -78,3 +78,13 @@ def test_the_first_sample_alone_never_waits_less_than_three_rtts(
 ) -> None:
     assert RttEstimate.first(first).rto >= 3 * first - 1e-12
     assert estimate_of([first, *later]).rto > 0
+
+
+@given(st.lists(rtts, min_size=1, max_size=40), st.integers(min_value=1, max_value=8))
+def test_a_sub_path_waits_a_few_smoothed_round_trips(samples: list[float], count: int) -> None:
+    estimate = estimate_of(samples)
+    policy = estimate.sub_path_policy(count)
+    interval = max(MIN_SUB_PATH_INTERVAL, estimate.srtt)
+    assert len(policy.transmission_offsets()) == count
+    assert policy.give_up_offset() == pytest.approx(count * interval)
+    assert interval <= estimate.rto or interval == MIN_SUB_PATH_INTERVAL
