@@ -429,12 +429,11 @@ class _Probe:
                     estimate = self._round_trips[anchor].estimate or RttEstimate.first(
                         max(round_trips)
                     )
-                    policy = estimate.sub_path_policy(_HAIRPIN_TRANSMISSIONS)
                     self._hairpin = await _hairpin_exchange(
                         endpoints,
                         (mapped[0], mapped[1]),
-                        policy,
-                        min(deadline, trio.current_time() + policy.give_up_offset()),
+                        estimate.sub_path_policy(_HAIRPIN_TRANSMISSIONS),
+                        deadline,
                     )
 
     async def _hairpin_binding(
@@ -459,8 +458,11 @@ async def _hairpin_exchange(
     policy: RetransmitPolicy,
     deadline: float,
 ) -> HairpinObservation:
-    """Each endpoint sends a probe (a STUN Binding indication) to the other's mapped address
-    until one probe arrives or the deadline passes."""
+    """Each endpoint sends a probe (a STUN Binding indication) to the other's mapped address, on
+    ``policy``'s schedule, until one probe arrives, ``policy`` gives up or ``deadline`` passes.
+
+    The schedule counts from the first probes' sending, so a busy host that starts late does
+    not lose the wait (it is a few milliseconds on a near observer)."""
     probes = tuple(
         stun.Message(
             message_class=stun.MessageClass.INDICATION, transaction_id=stun.new_transaction_id()
@@ -471,17 +473,27 @@ async def _hairpin_exchange(
     with trio.move_on_at(deadline):
         async with trio.open_nursery() as nursery:
             for index, endpoint in enumerate(endpoints):
-                other = 1 - index
-                nursery.start_soon(_await_probe, endpoint, probes[other], arrivals, nursery)
-                nursery.start_soon(_send_probes, endpoint, probes[index], mapped[other], policy)
+                nursery.start_soon(_await_probe, endpoint, probes[1 - index], arrivals, nursery)
+            for index, endpoint in enumerate(endpoints):
+                await endpoint.send_to(probes[index], mapped[1 - index])
+            start = trio.current_time()
+            nursery.cancel_scope.deadline = start + policy.give_up_offset()
+            for index, endpoint in enumerate(endpoints):
+                nursery.start_soon(
+                    _send_probes, endpoint, probes[index], mapped[1 - index], policy, start
+                )
     return HairpinObservation(received=bool(arrivals), source=arrivals[0] if arrivals else None)
 
 
 async def _send_probes(
-    endpoint: UdpEndpoint, probe: bytes, destination: Address, policy: RetransmitPolicy
+    endpoint: UdpEndpoint,
+    probe: bytes,
+    destination: Address,
+    policy: RetransmitPolicy,
+    start: float,
 ) -> None:
-    start = trio.current_time()
-    for offset in policy.transmission_offsets():
+    """The retransmissions of a probe first sent at ``start``."""
+    for offset in policy.transmission_offsets()[1:]:
         await trio.sleep_until(start + offset)
         await endpoint.send_to(probe, destination)
 

@@ -14,7 +14,8 @@ about 0.2 ** 5 = 3e-4, so loss does not flip a verdict; at 20 ms RTT the wait is
 
 An answer whose path is a part of the measured one and needs no other host's program (a probe
 hairpinned by the NAT in front) gets `RttEstimate.sub_path_policy`: transmissions one SRTT
-apart, at least `MIN_SUB_PATH_INTERVAL`.
+apart, at least `MIN_SUB_PATH_INTERVAL` (it takes less than a round trip, and no other host's
+program has to be scheduled to send it).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ MIN_RTO = 0.02
 """The shortest RTO, in seconds: an observer a fraction of a millisecond away still gets the
 time a busy host needs to schedule its answer."""
 
-MIN_SUB_PATH_INTERVAL = 0.005
-"""The shortest interval of `RttEstimate.sub_path_policy`, in seconds: the time a busy host
-needs to schedule its own receiving task."""
+MIN_SUB_PATH_INTERVAL = 0.002
+"""The shortest interval of `RttEstimate.sub_path_policy`, in seconds: a path inside one host
+or LAN still gets a few scheduling rounds of the host's own event loop."""
 
 SILENCE_TRANSMISSIONS = 5
 """Transmissions, one RTO apart, after which a test counts as unanswered (see the module)."""
