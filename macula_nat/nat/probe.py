@@ -25,7 +25,7 @@ are retransmitted on the initial schedule (`RetransmitPolicy.for_timeout`) and b
 timeout. Each answer on a first transmission is an RTT sample for its observer; once there is
 one, every later test to that observer runs on `RttEstimate.silence_policy` (retransmissions one
 measured RTO apart, unanswered after a few RTOs), and the filtering tests already waiting switch
-to it. The hairpin exchange, whose probes only go as far as the NAT, waits a few SRTTs
+to it. The hairpin exchange, whose probes only go as far as the NAT, waits one SRTT
 (`RttEstimate.sub_path_policy`). Tests that cannot change the verdict stop early: the
 hairpin test ends as soon as the mapping is seen to depend on the destination (a NAT that maps
 per destination cannot be judged on hairpinning by these probes).
@@ -63,7 +63,7 @@ __all__ = ["ProbeSettings", "run_probes"]
 logger = logging.getLogger(__name__)
 
 _HAIRPIN_TRANSMISSIONS = 3
-"""Hairpin probes per socket: with two sockets sending, one of six arrivals is enough."""
+"""Hairpin probes per socket, spread over the wait: one of six arrivals is enough."""
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -423,8 +423,8 @@ class _Probe:
                             round_trips,
                         )
                 if len(mapped) == len(endpoints):
-                    # A hairpinned probe goes no further than the NAT: a few round trips to
-                    # the observer are plenty; most NATs do not hairpin. Without a clean
+                    # A hairpinned probe goes no further than the NAT: it arrives within a
+                    # round trip to the observer; most NATs do not hairpin. Without a clean
                     # sample, the bindings' whole elapsed times overestimate the RTT.
                     estimate = self._round_trips[anchor].estimate or RttEstimate.first(
                         max(round_trips)

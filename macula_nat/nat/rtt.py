@@ -13,9 +13,8 @@ on a two-link path) the chance that an answerable test stays silent through all 
 about 0.2 ** 5 = 3e-4, so loss does not flip a verdict; at 20 ms RTT the wait is 0.3 s.
 
 An answer whose path is a part of the measured one and needs no other host's program (a probe
-hairpinned by the NAT in front) gets `RttEstimate.sub_path_policy`: transmissions one SRTT
-apart, at least `MIN_SUB_PATH_INTERVAL` (it takes less than a round trip, and no other host's
-program has to be scheduled to send it).
+hairpinned by the NAT in front) arrives within a round trip: `RttEstimate.sub_path_policy`
+spreads a few transmissions over one SRTT (at least `MIN_SUB_PATH_WAIT`) and gives up at its end.
 """
 
 from __future__ import annotations
@@ -24,15 +23,15 @@ import attrs
 
 from macula_nat.nat.stun_client import RetransmitPolicy
 
-__all__ = ["MIN_RTO", "MIN_SUB_PATH_INTERVAL", "SILENCE_TRANSMISSIONS", "RttEstimate"]
+__all__ = ["MIN_RTO", "MIN_SUB_PATH_WAIT", "SILENCE_TRANSMISSIONS", "RttEstimate"]
 
 MIN_RTO = 0.02
 """The shortest RTO, in seconds: an observer a fraction of a millisecond away still gets the
 time a busy host needs to schedule its answer."""
 
-MIN_SUB_PATH_INTERVAL = 0.002
-"""The shortest interval of `RttEstimate.sub_path_policy`, in seconds: a path inside one host
-or LAN still gets a few scheduling rounds of the host's own event loop."""
+MIN_SUB_PATH_WAIT = 0.006
+"""The shortest wait of `RttEstimate.sub_path_policy`, in seconds: a path inside one host or
+LAN still gets a few scheduling rounds of the host's own event loop."""
 
 SILENCE_TRANSMISSIONS = 5
 """Transmissions, one RTO apart, after which a test counts as unanswered (see the module)."""
@@ -86,10 +85,12 @@ class RttEstimate:
         )
 
     def sub_path_policy(self, transmissions: int = SILENCE_TRANSMISSIONS) -> RetransmitPolicy:
-        """Like `silence_policy`, one SRTT (at least `MIN_SUB_PATH_INTERVAL`) apart, for an
-        answer that travels part of the measured path and is sent by no other host's program:
-        it takes less than a round trip, and no other program's scheduling delays it."""
-        interval = max(MIN_SUB_PATH_INTERVAL, self.srtt)
+        """For an answer that travels part of the measured path and is sent by no other host's
+        program: ``transmissions`` spread evenly over one SRTT (at least `MIN_SUB_PATH_WAIT`),
+        the transaction failing at its end."""
+        if transmissions < 1:
+            raise ValueError(f"transmissions must be at least 1, not {transmissions!r}")
+        interval = max(MIN_SUB_PATH_WAIT, self.srtt) / transmissions
         return RetransmitPolicy(
             rto=interval, max_transmissions=transmissions, final_wait=1.0, max_rto=interval
         )

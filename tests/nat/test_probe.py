@@ -241,9 +241,9 @@ async def test_a_full_cone_that_does_not_hairpin_is_classified_in_round_trips_no
         host = internet.add_nat(behavior, link=link).add_host()
         result, took = await detect(host, [RFC5780_PRIMARY])
     assert (result.filtering, result.hairpinning) == ("ei", False)
-    # Test I, the hairpin bindings, then three SRTTs of hairpin probes (they go no further
-    # than the NAT), not the RTO-based wait of tests the observer would answer.
-    assert took <= 5 * RTT + 0.001
+    # Test I, the hairpin bindings, then one SRTT of hairpin probes (they go no further than
+    # the NAT), not the RTO-based wait of tests the observer would answer.
+    assert took <= 3 * RTT + 0.001
 
 
 async def test_the_node_socket_can_carry_the_mapping_tests(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from macula_nat.nat.rtt import MIN_RTO, MIN_SUB_PATH_INTERVAL, SILENCE_TRANSMISSIONS, RttEstimate
+from macula_nat.nat.rtt import MIN_RTO, MIN_SUB_PATH_WAIT, SILENCE_TRANSMISSIONS, RttEstimate
 
 rtts = st.floats(min_value=0.0, max_value=10.0, allow_nan=False)
 
@@ -81,10 +81,17 @@ def test_the_first_sample_alone_never_waits_less_than_three_rtts(
 
 
 @given(st.lists(rtts, min_size=1, max_size=40), st.integers(min_value=1, max_value=8))
-def test_a_sub_path_waits_a_few_smoothed_round_trips(samples: list[float], count: int) -> None:
+def test_a_sub_path_is_given_one_smoothed_round_trip(samples: list[float], count: int) -> None:
     estimate = estimate_of(samples)
     policy = estimate.sub_path_policy(count)
-    interval = max(MIN_SUB_PATH_INTERVAL, estimate.srtt)
-    assert len(policy.transmission_offsets()) == count
-    assert policy.give_up_offset() == pytest.approx(count * interval)
-    assert interval <= estimate.rto or interval == MIN_SUB_PATH_INTERVAL
+    wait = max(MIN_SUB_PATH_WAIT, estimate.srtt)
+    offsets = policy.transmission_offsets()
+    assert len(offsets) == count
+    assert offsets[-1] < wait
+    assert policy.give_up_offset() == pytest.approx(wait)
+    assert wait <= estimate.rto or wait == MIN_SUB_PATH_WAIT
+
+
+def test_a_sub_path_needs_a_transmission() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        RttEstimate.first(0.02).sub_path_policy(0)
