@@ -29,7 +29,7 @@ MIN_RTO = 0.02
 """The shortest RTO, in seconds: an observer a fraction of a millisecond away still gets the
 time a busy host needs to schedule its answer."""
 
-MIN_SUB_PATH_WAIT = 0.006
+MIN_SUB_PATH_WAIT = 0.004
 """The shortest wait of `RttEstimate.sub_path_policy`, in seconds: a path inside one host or
 LAN still gets a few scheduling rounds of the host's own event loop."""
 
