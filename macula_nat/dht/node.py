@@ -34,7 +34,7 @@ from macula_nat.actors import Actor, ActorRef, ChildSpec, NoProc, open_actor
 from macula_nat.nat.rate_limit import TokenBuckets
 from macula_nat.net.address import source_prefix
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
-from macula_nat.net.rtt import RttEstimator
+from macula_nat.net.rtt import RttEstimate
 
 from .compact import Address, NodeInfo
 from .config import DhtConfig
@@ -139,9 +139,7 @@ class DhtNode:
             amplification=config.amplification,
         )
         self._transactions = Transactions(config.max_outstanding)
-        self._rtt = RttEstimator(
-            initial=min(1.0, config.query_timeout), floor=_MIN_SLOW, ceiling=config.query_timeout
-        )
+        self._rtt: RttEstimate | None = None
         """Round trips of this node's queries: when a lookup stops waiting for a silent node."""
         self._limiter = TokenBuckets(
             config.query_rate, config.query_burst, config.rate_limit_sources
@@ -409,6 +407,14 @@ class DhtNode:
 
     # -- lookups and writes ----------------------------------------------------------------------
 
+    def _slow_after(self) -> float:
+        """How long a lookup waits on a silent node before moving on: the RTO of this node's
+        measured round trips (1 s before any), within [`_MIN_SLOW`, the query timeout]."""
+        ceiling = self.config.query_timeout
+        if self._rtt is None:
+            return min(1.0, ceiling)
+        return self._rtt.rto(floor=min(_MIN_SLOW, ceiling), ceiling=ceiling)
+
     async def _lookup(
         self,
         target: NodeId,
@@ -426,7 +432,7 @@ class DhtNode:
             seeds,
             k=self.config.k,
             alpha=self.config.alpha,
-            slow_after=self._rtt.timeout(),
+            slow_after=self._slow_after(),
             exclude=self._id,
         )
 
@@ -530,7 +536,12 @@ class DhtNode:
                 sent = trio.current_time()
                 with trio.move_on_after(self.config.query_timeout):
                     await pending.wait()
-                    self._rtt.add(trio.current_time() - sent)
+                    elapsed = trio.current_time() - sent
+                    self._rtt = (
+                        RttEstimate.first(elapsed)
+                        if self._rtt is None
+                        else self._rtt.updated(elapsed)
+                    )
         finally:
             self._transactions.close(tid, address)
         reply = pending.reply

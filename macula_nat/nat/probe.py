@@ -20,9 +20,19 @@ timeout from its start if that is later (a late stage 2 still gets a fair chance
 - RFC 5780 tests II and III on the mapping socket, for every observer whose OTHER-ADDRESS is
   usable: to (other IP, observer port) and to OTHER-ADDRESS.
 
-So a detection takes about one ``timeout`` when some test waits in vain for an answer (a
-restricted NAT filters it), a few round trips when every test is answered, and never more than
-``1.5 * timeout``.
+Timing (RFC 8489 section 6.2.1, :mod:`.waits`): until an observer has answered, requests to it
+are retransmitted on the initial schedule (`RetransmitPolicy.for_timeout`) and bounded by the
+timeout. Each answer on a first transmission is an RTT sample for its observer; once there is
+one, every later test to that observer runs on `silence_policy` (retransmissions one
+measured RTO apart, unanswered after a few RTOs), and the filtering tests already waiting switch
+to it. The hairpin exchange, whose probes only go as far as the NAT, waits one SRTT
+(`sub_path_policy`). Tests that cannot change the verdict stop early: the
+hairpin test ends as soon as the mapping is seen to depend on the destination (a NAT that maps
+per destination cannot be judged on hairpinning by these probes).
+
+So a detection takes a few round trips when every test is answered, one round trip plus a few
+RTOs when a NAT silences some test on purpose (at 20 ms RTT about 0.35 s), the whole ``timeout``
+only when some observer never answers at all, and never more than ``1.5 * timeout``.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from collections.abc import Sequence
 
 import attrs
 import trio
+from trio_util import move_on_when
 
 from macula_nat.nat.errors import DetectionTimeout, NoObservers, TransactionTimeout
 from macula_nat.nat.evidence import (
@@ -42,20 +53,18 @@ from macula_nat.nat.evidence import (
     HairpinObservation,
 )
 from macula_nat.nat.stun_client import RetransmitPolicy, StunClient, StunResponse, open_stun_client
+from macula_nat.nat.waits import silence_policy, sub_path_policy
 from macula_nat.net.address import Address, any_address, destination_address, ip_version
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
+from macula_nat.net.rtt import RttEstimate
 from macula_nat.wire import stun
 
 __all__ = ["ProbeSettings", "run_probes"]
 
 logger = logging.getLogger(__name__)
 
-
-_HAIRPIN_ROUND_TRIPS = 4.0
-"""How many round trips to the observer the hairpin exchange may take."""
-
-_HAIRPIN_MIN_WAIT = 0.1
-"""The shortest hairpin wait, in seconds, for observers a fraction of a millisecond away."""
+_HAIRPIN_TRANSMISSIONS = 3
+"""Hairpin probes per socket, spread over the wait: one of six arrivals is enough."""
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -159,6 +168,24 @@ def _binding(destination: Address, response: StunResponse | None) -> BindingObse
     )
 
 
+@attrs.define(eq=False)
+class _RoundTrips:
+    """One observer's RTT estimate so far; ``measured`` is set at its first sample."""
+
+    estimate: RttEstimate | None = None
+    measured: trio.Event = attrs.Factory(trio.Event)
+
+    def add(self, response: StunResponse | None) -> None:
+        """Take ``response``'s RTT as a sample if it answered a first transmission (Karn)."""
+        if response is None or response.transmissions != 1:
+            return
+        if self.estimate is None:
+            self.estimate = RttEstimate.first(response.elapsed)
+        else:
+            self.estimate = self.estimate.updated(response.elapsed)
+        self.measured.set()
+
+
 class _Probe:
     """One run's sockets and findings."""
 
@@ -184,6 +211,9 @@ class _Probe:
         self._hairpin: HairpinObservation | None = None
         self._anchor: Address | None = None
         self._burst_sent = trio.Event()
+        self._round_trips = {observer: _RoundTrips() for observer in observers}
+        self._mapped_seen: set[Address] = set()
+        self._mapping_dependent = trio.Event()
 
     def evidence(self, client: StunClient | None) -> Evidence:
         followups = [
@@ -225,6 +255,59 @@ class _Probe:
     async def _bind(self) -> UdpEndpoint:
         return await self._stack.bind((self._any, 0))
 
+    def _policy_for(self, observer: Address) -> RetransmitPolicy:
+        """The silence schedule once ``observer``'s RTT is known, the initial one before."""
+        estimate = self._round_trips[observer].estimate
+        return self._policy if estimate is None else silence_policy(estimate)
+
+    async def _ask(
+        self,
+        client: StunClient,
+        observer: Address,
+        destination: Address,
+        message: stun.Message | None = None,
+        *,
+        deadline: float,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> StunResponse | None:
+        """One transaction with a test of ``observer`` on its current schedule; its answer is
+        an RTT sample."""
+        response = await _ask(
+            client,
+            destination,
+            message,
+            deadline=deadline,
+            policy=self._policy_for(observer),
+            task_status=task_status,
+        )
+        self._round_trips[observer].add(response)
+        return response
+
+    async def _ask_until_silent(
+        self, client: StunClient, observer: Address, message: stun.Message
+    ) -> StunResponse | None:
+        """Ask for an answer a NAT may silence on purpose: on the initial schedule until the
+        observer's RTT is known, then (the same transaction) on its silence schedule."""
+        round_trips = self._round_trips[observer]
+        if round_trips.estimate is None:
+            response = None
+            async with move_on_when(round_trips.measured.wait) as switched:
+                response = await self._ask(
+                    client, observer, observer, message, deadline=self._deadline
+                )
+            if not switched.cancelled_caught:
+                return response
+        return await self._ask(client, observer, observer, message, deadline=self._deadline)
+
+    def _note_mapping(self, found: BindingObservation) -> None:
+        """Track the mapped addresses seen on the mapping socket: two of them mean a mapping
+        that depends on the destination, which ends the hairpin test early."""
+        if found.mapped is None:
+            return
+        self._mapped_seen.add(found.mapped)
+        if len(self._mapped_seen) > 1:
+            self._mapping_dependent.set()
+
     async def _mapping_tests(self, probes: trio.Nursery, client: StunClient | None) -> None:
         if client is not None:
             self._local_port = client.endpoint.local_address[1]
@@ -245,9 +328,10 @@ class _Probe:
     ) -> None:
         """RFC 5780 test I. The first observer to answer anchors the allocation burst and the
         hairpin test; then, if OTHER-ADDRESS allows, tests II and III run concurrently."""
-        asked = await _ask(client, observer, deadline=self._deadline, policy=self._policy)
+        asked = await self._ask(client, observer, observer, deadline=self._deadline)
         found = _binding(observer, asked)
         self._test_one[observer] = found
+        self._note_mapping(found)
         if not found.answered:
             return
         if self._anchor is None:
@@ -283,7 +367,9 @@ class _Probe:
     ) -> None:
         endpoint = await self._bind()
         async with endpoint, open_stun_client(endpoint, self._policy) as client:
-            response = await _ask(client, anchor, deadline=deadline, task_status=task_status)
+            response = await self._ask(
+                client, anchor, anchor, deadline=deadline, task_status=task_status
+            )
         mapped = response.mapped_address if response and response.is_success else None
         self._samples[index] = AllocationSample(endpoint.local_address[1], mapped)
 
@@ -295,14 +381,16 @@ class _Probe:
         destination: Address,
         deadline: float,
     ) -> None:
-        response = await _ask(client, destination, deadline=deadline, policy=self._policy)
-        self._followups[(observer, test)] = _binding(destination, response)
+        response = await self._ask(client, observer, destination, deadline=deadline)
+        found = _binding(destination, response)
+        self._followups[(observer, test)] = found
+        self._note_mapping(found)
 
     async def _filtering_test(self, observer: Address, change_ip: bool) -> None:
         request = stun.binding_request(change_ip=change_ip, change_port=True)
         endpoint = await self._bind()
         async with endpoint, open_stun_client(endpoint, self._policy) as client:
-            response = await _ask(client, observer, request, deadline=self._deadline)
+            response = await self._ask_until_silent(client, observer, request)
         self._filtering[(observer, change_ip)] = FilteringObservation(
             observer,
             change_ip=change_ip,
@@ -312,6 +400,11 @@ class _Probe:
         )
 
     async def _hairpin_test(self, anchor: Address, deadline: float) -> None:
+        """Hairpinning, unless the mapping turns out to depend on the destination first."""
+        async with move_on_when(self._mapping_dependent.wait):
+            await self._hairpin_probe(anchor, deadline)
+
+    async def _hairpin_probe(self, anchor: Address, deadline: float) -> None:
         first = await self._bind()
         async with first:
             second = await self._bind()
@@ -331,15 +424,17 @@ class _Probe:
                             round_trips,
                         )
                 if len(mapped) == len(endpoints):
-                    # A hairpinned probe never travels further than the observer, so waiting a
-                    # few round trips to it is enough; most NATs do not hairpin, and waiting the
-                    # whole timeout for a probe that never comes made every fast NAT slow.
-                    window = max(_HAIRPIN_ROUND_TRIPS * max(round_trips), _HAIRPIN_MIN_WAIT)
+                    # A hairpinned probe goes no further than the NAT: it arrives within a
+                    # round trip to the observer; most NATs do not hairpin. Without a clean
+                    # sample, the bindings' whole elapsed times overestimate the RTT.
+                    estimate = self._round_trips[anchor].estimate or RttEstimate.first(
+                        max(round_trips)
+                    )
                     self._hairpin = await _hairpin_exchange(
                         endpoints,
                         (mapped[0], mapped[1]),
-                        self._policy,
-                        min(deadline, trio.current_time() + window),
+                        sub_path_policy(estimate, _HAIRPIN_TRANSMISSIONS),
+                        deadline,
                     )
 
     async def _hairpin_binding(
@@ -352,7 +447,7 @@ class _Probe:
         round_trips: list[float],
     ) -> None:
         async with open_stun_client(endpoint, self._policy) as client:
-            response = await _ask(client, anchor, deadline=deadline)
+            response = await self._ask(client, anchor, anchor, deadline=deadline)
         if response is not None and response.mapped_address is not None and response.is_success:
             mapped[index] = response.mapped_address
             round_trips.append(response.elapsed)
@@ -364,8 +459,11 @@ async def _hairpin_exchange(
     policy: RetransmitPolicy,
     deadline: float,
 ) -> HairpinObservation:
-    """Each endpoint sends a probe (a STUN Binding indication) to the other's mapped address
-    until one probe arrives or the deadline passes."""
+    """Each endpoint sends a probe (a STUN Binding indication) to the other's mapped address, on
+    ``policy``'s schedule, until one probe arrives, ``policy`` gives up or ``deadline`` passes.
+
+    The schedule counts from the first probes' sending, so a busy host that starts late does
+    not lose the wait (it is a few milliseconds on a near observer)."""
     probes = tuple(
         stun.Message(
             message_class=stun.MessageClass.INDICATION, transaction_id=stun.new_transaction_id()
@@ -376,17 +474,27 @@ async def _hairpin_exchange(
     with trio.move_on_at(deadline):
         async with trio.open_nursery() as nursery:
             for index, endpoint in enumerate(endpoints):
-                other = 1 - index
-                nursery.start_soon(_await_probe, endpoint, probes[other], arrivals, nursery)
-                nursery.start_soon(_send_probes, endpoint, probes[index], mapped[other], policy)
+                nursery.start_soon(_await_probe, endpoint, probes[1 - index], arrivals, nursery)
+            for index, endpoint in enumerate(endpoints):
+                await endpoint.send_to(probes[index], mapped[1 - index])
+            start = trio.current_time()
+            nursery.cancel_scope.deadline = start + policy.give_up_offset()
+            for index, endpoint in enumerate(endpoints):
+                nursery.start_soon(
+                    _send_probes, endpoint, probes[index], mapped[1 - index], policy, start
+                )
     return HairpinObservation(received=bool(arrivals), source=arrivals[0] if arrivals else None)
 
 
 async def _send_probes(
-    endpoint: UdpEndpoint, probe: bytes, destination: Address, policy: RetransmitPolicy
+    endpoint: UdpEndpoint,
+    probe: bytes,
+    destination: Address,
+    policy: RetransmitPolicy,
+    start: float,
 ) -> None:
-    start = trio.current_time()
-    for offset in policy.transmission_offsets():
+    """The retransmissions of a probe first sent at ``start``."""
+    for offset in policy.transmission_offsets()[1:]:
         await trio.sleep_until(start + offset)
         await endpoint.send_to(probe, destination)
 

@@ -20,6 +20,8 @@ PORTS = (3478, 3479)
 """The primary and alternate port of either RFC 5780 server (primary and alternate IP alike)."""
 DETECT_TIMEOUT_S = 2.0
 """Our detector's ``--timeout``: eight detections share two CPUs here, so not the bare minimum."""
+DEFAULT_TIMEOUT_S = 5.0
+"""The detector's own default timeout (``macula-nat detect`` without ``--timeout``)."""
 READY_TIMEOUT_S = 10.0
 RUN_MARGIN_S = 15.0
 """Bound on a detection beyond its own (1.5 x timeout): python start-up on a loaded machine."""
@@ -123,14 +125,16 @@ async def start_coturn(lab: Lab, workdir: Path) -> str:
     return f"{server.primary_ip}:{PORTS[0]}"
 
 
-def detect_argv(observer: str, timeout: float) -> list[str]:
-    """``python`` arguments for ``macula-nat detect --json`` against ``observer``."""
-    return ["-m", "macula_nat", "detect", "--observer", observer, "--timeout", f"{timeout:g}"]
+def detect_argv(observer: str, timeout: float | None) -> list[str]:
+    """``python`` arguments for ``macula-nat detect --json`` against ``observer`` (None: the
+    command's default timeout)."""
+    argv = ["-m", "macula_nat", "detect", "--observer", observer]
+    return argv if timeout is None else [*argv, "--timeout", f"{timeout:g}"]
 
 
-async def run_detector(host: Host, observer: str, timeout: float = DETECT_TIMEOUT_S) -> Any:
+async def run_detector(host: Host, observer: str, timeout: float | None = DETECT_TIMEOUT_S) -> Any:
     """Our detector's profile (JSON) from ``host``, or the reason it has none, as a string."""
-    with trio.fail_after(1.5 * timeout + RUN_MARGIN_S):
+    with trio.fail_after(1.5 * (timeout or DEFAULT_TIMEOUT_S) + RUN_MARGIN_S):
         done = await host.run_python([*detect_argv(observer, timeout), "--json"], check=False)
     if done.returncode != 0:
         return f"detect failed ({done.returncode}): {done.stderr.decode().strip()}"

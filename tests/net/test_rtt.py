@@ -1,4 +1,4 @@
-"""RFC 6298's round-trip estimator."""
+"""RFC 6298's round-trip estimate."""
 
 from __future__ import annotations
 
@@ -6,41 +6,54 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from macula_nat.net.rtt import RttEstimator
+from macula_nat.net.rtt import RttEstimate
+
+rtts = st.floats(min_value=0.0, max_value=10.0, allow_nan=False)
 
 
-def test_before_any_sample_the_timeout_is_the_initial_one() -> None:
-    assert RttEstimator(initial=1.0).timeout() == 1.0
+def estimate_of(samples: list[float]) -> RttEstimate:
+    estimate = RttEstimate.first(samples[0])
+    for sample in samples[1:]:
+        estimate = estimate.updated(sample)
+    return estimate
 
 
 def test_the_first_sample_sets_srtt_and_half_of_it_as_variation() -> None:
-    rtt = RttEstimator()
-    rtt.add(0.1)
-    assert (rtt.srtt, rtt.rttvar) == (0.1, 0.05)
-    assert rtt.timeout() == pytest.approx(0.3)  # 0.1 + 4 x 0.05
+    estimate = RttEstimate.first(0.1)
+    assert (estimate.srtt, estimate.rttvar, estimate.samples) == (0.1, 0.05, 1)
+    assert estimate.rto() == pytest.approx(0.3)  # 0.1 + 4 x 0.05: three round trips
 
 
 @given(st.floats(0.001, 10.0), st.integers(1, 50))
 def test_steady_round_trips_converge_to_them(sample: float, count: int) -> None:
-    rtt = RttEstimator(ceiling=100.0)
-    for _ in range(count):
-        rtt.add(sample)
-    assert rtt.srtt == pytest.approx(sample)
-    assert sample <= rtt.timeout() <= 3 * sample + rtt.granularity
+    estimate = estimate_of([sample] * count)
+    assert estimate.samples == count
+    assert estimate.srtt == pytest.approx(sample)
+    assert sample <= estimate.rto() <= 3 * sample + 0.001
 
 
-@given(st.lists(st.floats(0.0, 100.0), max_size=30), st.floats(0.0, 1.0), st.floats(1.0, 5.0))
+@given(st.lists(rtts, min_size=1, max_size=40))
+def test_the_smoothed_rtt_stays_among_the_samples(samples: list[float]) -> None:
+    estimate = estimate_of(samples)
+    assert min(samples) - 1e-9 <= estimate.srtt <= max(samples) + 1e-9
+    assert estimate.rto() >= estimate.srtt
+
+
+@given(st.lists(rtts, min_size=1, max_size=30), st.floats(0.0, 1.0), st.floats(1.0, 5.0))
 def test_the_timeout_stays_within_its_bounds(
     samples: list[float], floor: float, ceiling: float
 ) -> None:
-    rtt = RttEstimator(floor=floor, ceiling=ceiling)
-    for sample in samples:
-        rtt.add(sample)
-        assert floor <= rtt.timeout() <= ceiling
+    assert floor <= estimate_of(samples).rto(floor=floor, ceiling=ceiling) <= ceiling
 
 
-def test_nonsense_is_refused() -> None:
-    with pytest.raises(ValueError):
-        RttEstimator(floor=2.0, ceiling=1.0)
-    with pytest.raises(ValueError):
-        RttEstimator().add(-1.0)
+@pytest.mark.parametrize("bad", [-0.001, float("nan")])
+def test_negative_or_undefined_round_trips_are_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="round-trip time"):
+        RttEstimate.first(bad)
+    with pytest.raises(ValueError, match="round-trip time"):
+        RttEstimate.first(0.02).updated(bad)
+
+
+def test_crossed_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="floor"):
+        RttEstimate.first(0.02).rto(floor=2.0, ceiling=1.0)
