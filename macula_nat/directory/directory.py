@@ -9,7 +9,10 @@ Node ids are their text form (:meth:`macula_nat.identity.NodeId.text`).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+import attrs
+import trio
 
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.address import Address
@@ -24,6 +27,18 @@ class DirectoryError(Exception):
     """
 
 
+@attrs.define(eq=False)
+class _OwnRecord:
+    """The last record this directory object published for one node, and the lock its
+    writers take in turn."""
+
+    lock: trio.Lock = attrs.Factory(trio.Lock)
+    record: NodeRecord | None = None
+
+
+_BLANK = NodeRecord(profile=None, expires_at=0)
+
+
 class Directory(abc.ABC):
     """Where a node publishes its record and finds other nodes' records and the relays.
 
@@ -31,6 +46,9 @@ class Directory(abc.ABC):
     cannot be reached. Backends that sign records (the Mainline DHT) accept only the records of
     the key they hold and never return a record that fails verification or replays an older one.
     """
+
+    def __init__(self) -> None:
+        self._own: dict[str, _OwnRecord] = {}
 
     @abc.abstractmethod
     async def publish_record(
@@ -58,9 +76,34 @@ class Directory(abc.ABC):
     async def list_relays(self) -> list[Address]:
         """The relays announced and not expired."""
 
+    async def update_record(
+        self, node_id: str, ttl: float, change: Callable[[NodeRecord], NodeRecord]
+    ) -> NodeRecord:
+        """Publish ``node_id``'s record as ``change`` makes it from the current one (its
+        ``profile``, ``home_relay`` and ``candidates`` count; a blank record when there is none).
+
+        A node's record has several writers (the coordinator its profile, the relay registry its
+        home relay): updates run one at a time from the last record published through this
+        object, so no writer undoes another's field, however fast they follow each other. The
+        first update resolves the record (a restarted node keeps what it published before).
+        """
+        own = self._own.setdefault(node_id, _OwnRecord())
+        async with own.lock:
+            current = own.record if own.record is not None else await self.resolve_record(node_id)
+            wanted = change(current if current is not None else _BLANK)
+            own.record = await self.publish_record(
+                node_id,
+                wanted.profile,
+                ttl,
+                home_relay=wanted.home_relay,
+                candidates=wanted.candidates,
+            )
+            return own.record
+
     async def publish_profile(self, node_id: str, profile: NatProfile, ttl: float) -> None:
-        """Publish a record carrying only ``profile``: it replaces the whole record, so a node
-        with a home relay publishes with :meth:`publish_record` (the relay registry does)."""
+        """Publish a record carrying only ``profile``: it replaces the whole record, so the
+        node's own writers (coordinator, relay registry) change theirs with
+        :meth:`update_record` instead."""
         await self.publish_record(node_id, profile, ttl)
 
     async def resolve_profile(self, node_id: str) -> NatProfile | None:

@@ -41,6 +41,7 @@ class EmbeddedDirectory(Directory):
     """Records in a dict, each until ``trio.current_time() + ttl``; never unreachable."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self._clock = clock
         self._records: dict[str, tuple[NodeRecord, float]] = {}
         self._relays: dict[Address, float] = {}

@@ -87,6 +87,7 @@ class MainlineDirectory(Directory):
         salt: bytes = PROFILE_SALT,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.node = node
         self._key = key
         self._salt = salt

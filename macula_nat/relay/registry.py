@@ -58,7 +58,7 @@ from trio_util import AsyncValue
 
 from macula_nat.actors import Actor, Registry, Served, open_actor
 from macula_nat.directory import Directory, DirectoryError
-from macula_nat.directory.record import MAX_CANDIDATES
+from macula_nat.directory.record import MAX_CANDIDATES, NodeRecord
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.net.address import Address, normalise_address, optional_address
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
@@ -400,14 +400,15 @@ class RelayRegistry(Served):
         record already there (published by the NAT detector)."""
         node_id = key.node_id.text()
         self.observed = observed
-        try:
-            current = await self.directory.resolve_record(node_id)
-            profile = None if current is None else current.profile
-            others = () if current is None else current.candidates
-            candidates = [observed, *(c for c in others if c != observed)][:MAX_CANDIDATES]
-            await self.directory.publish_record(
-                node_id, profile, self.config.record_ttl, home_relay=home, candidates=candidates
+
+        def homed(record: NodeRecord) -> NodeRecord:
+            others = (c for c in record.candidates if c != observed)
+            return attrs.evolve(
+                record, home_relay=home, candidates=[observed, *others][:MAX_CANDIDATES]
             )
+
+        try:
+            await self.directory.update_record(node_id, self.config.record_ttl, homed)
         except DirectoryError as exc:
             logger.warning("%s: could not publish the record: %s", self, exc)
             return

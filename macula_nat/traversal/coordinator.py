@@ -750,13 +750,10 @@ class Coordinator(Served):
         """Publish ``profile`` in this node's record, keeping its home relay and candidates."""
         node_id = self.key.node_id.text()
         try:
-            current = await self.directory.resolve_record(node_id)
-            await self.directory.publish_record(
+            await self.directory.update_record(
                 node_id,
-                profile,
                 self.config.record_ttl,
-                home_relay=None if current is None else current.home_relay,
-                candidates=() if current is None else current.candidates,
+                lambda record: attrs.evolve(record, profile=profile),
             )
         except DirectoryError as exc:
             logger.warning("%r: could not publish the profile: %s", self, exc)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import attrs
 import pytest
 import trio
 import trio.testing
 from trio.testing import MockClock
 
 from macula_nat.directory import Directory, EmbeddedDirectory
+from macula_nat.directory.record import NodeRecord
 from macula_nat.nat.profile import NatProfile
+from macula_nat.net.address import Address
 
 
 def profile(port: int) -> NatProfile:
@@ -108,3 +113,61 @@ async def test_relays_are_listed_until_their_announcement_expires(
     assert await directory.list_relays() == [("198.51.100.21", 4433)]
     with pytest.raises(ValueError):
         await directory.announce_relay(("198.51.100.22", 4433), 0)
+
+
+class SlowDirectory(EmbeddedDirectory):
+    """An EmbeddedDirectory whose reads and writes take a second, like a DHT's."""
+
+    async def resolve_record(self, node_id: str) -> NodeRecord | None:
+        await trio.sleep(1.0)
+        return await super().resolve_record(node_id)
+
+    async def publish_record(
+        self,
+        node_id: str,
+        profile: NatProfile | None,
+        ttl: float,
+        *,
+        home_relay: Address | None = None,
+        candidates: Iterable[Address] = (),
+    ) -> NodeRecord:
+        await trio.sleep(1.0)
+        return await super().publish_record(
+            node_id, profile, ttl, home_relay=home_relay, candidates=candidates
+        )
+
+
+async def test_concurrent_updates_of_one_record_keep_every_writers_field(
+    autojump_clock: MockClock,
+) -> None:
+    directory = SlowDirectory(clock=lambda: 1000.0)
+    relay = ("198.51.100.20", 4433)
+    async with trio.open_nursery() as nursery:  # the coordinator and the registry, at once
+        nursery.start_soon(
+            directory.update_record,
+            "alice",
+            30.0,
+            lambda record: attrs.evolve(record, profile=profile(4000)),
+        )
+        nursery.start_soon(
+            directory.update_record,
+            "alice",
+            30.0,
+            lambda record: attrs.evolve(record, home_relay=relay),
+        )
+    record = await directory.resolve_record("alice")
+    assert record is not None
+    assert (record.profile, record.home_relay, record.seq) == (profile(4000), relay, 2)
+
+
+async def test_the_first_update_starts_from_the_record_already_published(
+    autojump_clock: MockClock,
+) -> None:
+    before = SlowDirectory(clock=lambda: 1000.0)
+    await before.publish_record("alice", profile(4000), 30.0, candidates=[("10.0.0.2", 5000)])
+    updated = await before.update_record(
+        "alice", 30.0, lambda record: attrs.evolve(record, home_relay=("198.51.100.20", 4433))
+    )
+    assert (updated.profile, updated.candidates) == (profile(4000), (("10.0.0.2", 5000),))
+    blank = await SlowDirectory().update_record("bob", 30.0, lambda record: record)
+    assert (blank.profile, blank.home_relay, blank.candidates) == (None, None, ())

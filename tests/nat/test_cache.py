@@ -46,6 +46,7 @@ class RemoteDirectory(Directory):
     """An EmbeddedDirectory behind a slow, breakable link that counts lookups."""
 
     def __init__(self, latency: float = 1.0) -> None:
+        super().__init__()
         self.records = EmbeddedDirectory()
         self.latency = latency
         self.lookups = 0
