@@ -62,6 +62,12 @@ PRESETS = [
     NatPreset.SYMMETRIC,
     NatPreset.SYMMETRIC_SEQUENTIAL,
 ]
+CARRIER_PRESETS = [
+    NatPreset.CGNAT,
+    NatPreset.CGNAT_FULL_CONE,
+    NatPreset.PORT_RESTRICTED_CONE,
+    NatPreset.SYMMETRIC,
+]
 DELAY_MS = 5.0
 """One way, per access link and direction: 20 ms round trip between two sites."""
 READY_TIMEOUT_S = 30.0
@@ -95,6 +101,8 @@ SHORT = {
     NatPreset.EIM_RANDOM_PORT: "eim-rd",
     NatPreset.ADDRESS_DEPENDENT: "addr-d",
     NatPreset.SYMMETRIC_SEQUENTIAL: "sym-seq",
+    NatPreset.CGNAT: "cgnat",
+    NatPreset.CGNAT_FULL_CONE: "cgnat+full",
 }
 
 
@@ -298,8 +306,19 @@ def rounds(count: int) -> list[list[tuple[int, int]]]:
 
 
 async def test_every_pair_of_presets_connects_and_chats(tmp_path: Path) -> None:
-    count = len(PRESETS)
-    sites = [SiteConfig(p) for p in PRESETS] * 2  # listener sites, then connector sites
+    await run_matrix(PRESETS, tmp_path)
+
+
+async def test_carrier_nats_connect_to_each_other_and_to_home_nats(tmp_path: Path) -> None:
+    """A phone on a carrier's NAT and a home router behind one (double NAT), both ways, with
+    each other and with the commonest and the hardest home NATs."""
+    await run_matrix(CARRIER_PRESETS, tmp_path)
+
+
+async def run_matrix(presets: list[NatPreset], tmp_path: Path) -> None:
+    """Every (listener, connector) pair of ``presets``, a Latin square's round at a time."""
+    count = len(presets)
+    sites = [SiteConfig(p) for p in presets] * 2  # listener sites, then connector sites
     results: list[PairResult] = []
     begin = trio.current_time()
     try:

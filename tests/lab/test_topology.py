@@ -14,6 +14,8 @@ from tests.nat_lab.nft import nat_flush_script, router_ruleset
 from tests.nat_lab.topology import netns_scripts, plan_lab, root_batch, teardown_batch
 
 ALL = [SiteConfig(p, hosts=2, delay_ms=5) for p in NatPreset]
+LAB_RANGES = ("203.0.113.", "10.0.", "100.64.")
+"""Documentation, private and RFC 6598 shared space: the only addresses a lab may use."""
 
 
 def test_prefix_is_per_process_and_per_lab() -> None:
@@ -30,18 +32,31 @@ def test_plan_addresses_and_names(impairment: str) -> None:
     plan = plan_lab("mnlX-1", ALL, impairment=impairment)  # type: ignore[arg-type]
     assert len(set(plan.namespaces)) == len(plan.namespaces)
     assert all(ns.startswith("mnlX-1-") for ns in plan.namespaces)
-    ips = [h.ip for s in plan.sites for h in s.hosts] + [s.wan_ip for s in plan.sites if s.wan_ip]
+    routers = [r for s in plan.sites for r in s.routers]
+    ips = [h.ip for s in plan.sites for h in s.hosts] + [r.wan_ip for r in routers]
+    ips += [r.lan_ip for r in routers]
     assert len(set(ips)) == len(ips)
     for ip in ips:
-        assert ip.startswith(("203.0.113.", "10.0.")), ip
+        assert ip.startswith(LAB_RANGES), ip
     for site in plan.sites:
+        assert [r.layer for r in site.routers] == list(site.preset.layers)
         if site.preset is NatPreset.NONE:
-            assert site.router_netns is None
+            assert site.public_ip is None
             assert all(h.public_ip == h.ip and h.gateway is None for h in site.hosts)
-        else:
-            assert site.wan_ip == f"203.0.113.{10 + site.index}"
-            assert all(h.gateway == f"10.0.{site.index}.1" for h in site.hosts)
-            assert all(h.public_ip == site.wan_ip for h in site.hosts)
+            continue
+        assert site.public_ip == f"203.0.113.{10 + site.index}"
+        assert all(h.gateway == site.routers[-1].lan_ip for h in site.hosts)
+        assert all(h.public_ip == site.public_ip for h in site.hosts)
+        for outer, inner in zip(site.routers, site.routers[1:], strict=False):
+            assert inner.upstream == outer.lan_ip  # each router routes through the one before
+    cgnat = next(s for s in plan.sites if s.preset is NatPreset.CGNAT)
+    assert cgnat.hosts[0].ip == f"100.64.{cgnat.index}.2"  # RFC 6598 space behind a carrier
+    double = next(s for s in plan.sites if s.preset is NatPreset.CGNAT_FULL_CONE)
+    assert [r.wan_ip for r in double.routers] == [
+        f"203.0.113.{10 + double.index}",
+        f"100.64.{double.index}.2",
+    ]
+    assert double.hosts[0].ip == f"10.0.{double.index}.2"
     assert len(plan.wire_links) == (len(plan.links) if impairment == "wire" else 0)
 
 
@@ -58,16 +73,20 @@ def test_scripts_cover_every_namespace_and_only_lab_addresses() -> None:
     scripts = netns_scripts(plan)
     assert set(scripts) == set(plan.namespaces)
     for site in plan.sites:
-        if site.router_netns is not None:
-            assert "ip_forward" in scripts[site.router_netns]
-            assert "netem delay 5ms loss 5%" in scripts[site.router_netns]  # site overrides lab
+        for depth, router in enumerate(site.routers):
+            assert "ip_forward" in scripts[router.netns]
+            impaired = "netem delay 5ms loss 5%" in scripts[router.netns]  # site overrides lab
+            assert impaired == (depth == 0)  # the access link is the outermost router's
     assert "bridge-nf-call-iptables" in scripts[plan.pub_netns]
     addrs = re.findall(r"addr add (\S+)", "".join(scripts.values()))
-    assert all(a.startswith(("203.0.113.", "10.0.")) for a in addrs)
+    assert all(a.startswith(LAB_RANGES) for a in addrs)
     assert teardown_batch(plan.namespaces).count("netns del") == len(plan.namespaces)
 
 
-@pytest.mark.parametrize("preset", [p for p in NatPreset if p.has_router], ids=lambda p: p.value)
+LAYERS = sorted({layer for p in NatPreset for layer in p.layers}, key=lambda p: p.value)
+
+
+@pytest.mark.parametrize("preset", LAYERS, ids=lambda p: p.value)
 def test_router_ruleset_drops_unsolicited_and_nats(preset: NatPreset) -> None:
     rules = router_ruleset(preset, wan="wan", lan="lan", wan_ip="203.0.113.11")
     assert "hook input priority filter; policy drop;" in rules

@@ -57,6 +57,7 @@ EXPECTED: dict[Preset, tuple[str, str, str, int | None, bool | None]] = {
     Preset.SYMMETRIC_SEQUENTIAL: ("pd", "pd", "pc", 1, None),
     Preset.EIM_RANDOM_PORT: ("ei", "pd", "rd", None, True),
     Preset.ADDRESS_DEPENDENT: ("hd", "pd", "rd", None, None),
+    Preset.CGNAT: ("ei", "hd", "rd", None, True),
     Preset.CGNAT_FULL_CONE: ("ei", "hd", "rd", None, True),
 }
 

@@ -148,16 +148,15 @@ async def _teardown(plan: LabPlan, processes: ProcessGroup) -> list[str]:
 def _make_lab(plan: LabPlan, processes: ProcessGroup) -> Lab:
     sites = []
     for sp in plan.sites:
-        router = None
-        if sp.router_netns is not None and sp.wan_ip is not None and sp.lan_ip is not None:
-            router = Router(
-                f"s{sp.index}r", sp.router_netns, processes, sp.wan_ip, sp.lan_ip, sp.preset
-            )
+        routers = tuple(
+            Router(r.netns.rsplit("-", 1)[1], r.netns, processes, r.wan_ip, r.lan_ip, r.layer)
+            for r in sp.routers
+        )
         hosts = tuple(
             Host(h.label, h.netns, processes, h.ip, h.public_ip, h.gateway, sp.index, sp.preset)
             for h in sp.hosts
         )
-        sites.append(Site(sp.index, sp.preset, router, hosts))
+        sites.append(Site(sp.index, sp.preset, routers, hosts))
     return Lab(
         prefix=plan.prefix,
         pub=Node("pub", plan.pub_netns, processes),

@@ -120,11 +120,50 @@ def _learned_mapping(wan: str, wan_ip: str, *, per_remote_ip: bool) -> str:
     )
 
 
+def _carrier(wan: str, wan_ip: str) -> str:
+    """A carrier's NAT: the learned mapping's random-then-kept port (EIM), and inbound packets
+    let in from any port of an IP the mapped port has sent to (address-dependent filtering)."""
+    key = "ip saddr . udp sport"
+    return (
+        _TABLE_HEAD + f"  map m {{ type ipv4_addr . inet_service : inet_service; {_DYN} }}\n"
+        f"  map f_rev {{ type inet_service : ipv4_addr . inet_service; {_DYN} }}\n"
+        f"  set r_allow {{ type inet_service . ipv4_addr; {_DYN} }}\n"
+        "  chain pre {\n"
+        "    type nat hook prerouting priority dstnat; policy accept;\n"
+        f'    iifname "{wan}" meta l4proto udp udp dport . ip saddr @r_allow '
+        "dnat ip to udp dport map @f_rev\n"
+        "  }\n"
+        "  chain post {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        f'    oifname "{wan}" meta l4proto udp snat ip to {wan_ip} : {key} map @m\n'
+        f'    oifname "{wan}" masquerade fully-random\n'
+        "  }\n"
+        "  chain track {\n"
+        "    type filter hook postrouting priority srcnat + 10; policy accept;\n"
+        f'    oifname "{wan}" meta l4proto udp ct direction original ct status snat '
+        "update @m { ct original ip saddr . ct original proto-src : ct reply proto-dst }\n"
+        f'    oifname "{wan}" meta l4proto udp ct direction original '
+        "update @f_rev { ct reply proto-dst : ct original ip saddr . ct original proto-src }\n"
+        f'    oifname "{wan}" meta l4proto udp ct direction reply '
+        "update @f_rev { ct original proto-dst : ct reply ip saddr . ct reply proto-src }\n"
+        f'    oifname "{wan}" meta l4proto udp ct direction original '
+        "update @r_allow { ct reply proto-dst . ip daddr }\n"
+        f'    oifname "{wan}" meta l4proto udp ct direction reply '
+        "update @r_allow { ct original proto-dst . ip daddr }\n"
+        "  }\n}\n"
+    )
+
+
 def nat_ruleset(preset: NatPreset, *, wan: str, wan_ip: str) -> str:
-    """The ``lab_nat`` table for ``preset`` (empty for :attr:`NatPreset.NONE`)."""
+    """The ``lab_nat`` table for one router of ``preset`` (empty for :attr:`NatPreset.NONE`);
+    a preset of several routers has one per layer (:attr:`NatPreset.layers`)."""
     match preset:
         case NatPreset.NONE:
             return ""
+        case NatPreset.CGNAT:
+            return _carrier(wan, wan_ip)
+        case NatPreset.CGNAT_FULL_CONE:
+            raise ValueError(f"{preset.value} is several routers: one ruleset per layer")
         case NatPreset.FULL_CONE:
             return _cone(wan, restricted=False)
         case NatPreset.RESTRICTED_CONE:
@@ -159,6 +198,8 @@ def nat_flush_script(preset: NatPreset) -> str:
             items = (("map", "f_rev"), ("set", "r_allow"))
         case NatPreset.EIM_RANDOM_PORT | NatPreset.ADDRESS_DEPENDENT:
             items = (("map", "m"),)
+        case NatPreset.CGNAT:
+            items = (("map", "m"), ("map", "f_rev"), ("set", "r_allow"))
         case _:
             items = ()
     return "".join(f"flush {kind} ip {NAT_TABLE} {name}\n" for kind, name in items)

@@ -109,7 +109,7 @@ class Host(Node):
 
 @attrs.frozen(eq=False)
 class Router(Node):
-    """The NAT router of a site."""
+    """A NAT router of a site, running ``preset``'s rules (one layer of a double NAT)."""
 
     wan_ip: str
     lan_ip: str
@@ -145,8 +145,14 @@ class Site:
 
     index: int
     preset: NatPreset
-    router: Router | None
+    routers: tuple[Router, ...]
+    """Outermost first; none for NONE."""
     hosts: tuple[Host, ...]
+
+    @property
+    def router(self) -> Router | None:
+        """The router on the public segment (whose WAN address peers see), if any."""
+        return self.routers[0] if self.routers else None
 
     @property
     def host(self) -> Host:
@@ -172,14 +178,13 @@ class Lab:
 
     @property
     def routers(self) -> tuple[Router, ...]:
-        return tuple(s.router for s in self.sites if s.router is not None)
+        return tuple(r for s in self.sites for r in s.routers)
 
     @property
     def namespaces(self) -> tuple[str, ...]:
         names = [self.pub.netns, self.server.netns]
         for site in self.sites:
-            if site.router is not None:
-                names.append(site.router.netns)
+            names.extend(r.netns for r in site.routers)
             names.extend(h.netns for h in site.hosts)
         return tuple(names)
 

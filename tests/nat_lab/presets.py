@@ -30,11 +30,24 @@ class NatPreset(enum.Enum):
     EIM_RANDOM_PORT = "eim_random_port"
     ADDRESS_DEPENDENT = "address_dependent"
     SYMMETRIC_SEQUENTIAL = "symmetric_sequential"
+    CGNAT = "cgnat"
+    """A carrier's NAT (RFC 6888: EIM; address-dependent filtering, random ports), the host
+    on the carrier's RFC 6598 shared address space, as a phone on a mobile network is."""
+    CGNAT_FULL_CONE = "cgnat_full_cone"
+    """A double NAT: a home router (full cone) behind the carrier's NAT."""
 
     @property
     def expected(self) -> NatClassification:
         """The classification this preset produces for a single host behind it."""
         return _EXPECTED[self]
+
+    @property
+    def layers(self) -> tuple[NatPreset, ...]:
+        """The NAT routers between a host and the public segment, outermost first, each named
+        by the single-router preset whose rules it runs."""
+        if self is NatPreset.NONE:
+            return ()
+        return _LAYERS.get(self, (self,))
 
     @property
     def has_router(self) -> bool:
@@ -61,4 +74,14 @@ _EXPECTED: dict[NatPreset, NatClassification] = {
     NatPreset.SYMMETRIC_SEQUENTIAL: NatClassification(
         nat=True, mapping="pd", filtering="pd", allocation="pc"
     ),
+    NatPreset.CGNAT: NatClassification(nat=True, mapping="ei", filtering="hd", allocation="rd"),
+    # Behind both, each NAT's rules apply in turn: the strictest mapping, filtering and
+    # allocation of the two show.
+    NatPreset.CGNAT_FULL_CONE: NatClassification(
+        nat=True, mapping="ei", filtering="hd", allocation="rd"
+    ),
+}
+
+_LAYERS: dict[NatPreset, tuple[NatPreset, ...]] = {
+    NatPreset.CGNAT_FULL_CONE: (NatPreset.CGNAT, NatPreset.FULL_CONE),
 }

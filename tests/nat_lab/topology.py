@@ -4,7 +4,10 @@ Layout: namespace ``<prefix>-pub`` holds bridge ``br0`` (the public segment 203.
 ``<prefix>-srv`` holds the public server addresses 203.0.113.100 and .101. Site N (from 1) is
 either a NAT router ``<prefix>-sNr`` (WAN 203.0.113.(10+N) on the bridge, LAN bridge 10.0.N.1/24)
 with hosts ``<prefix>-sNhM`` at 10.0.N.(1+M), or, for :attr:`NatPreset.NONE`, public hosts on the
-bridge at 203.0.113.200 and up. Every access link (router WAN or public host) can be impaired.
+bridge at 203.0.113.200 and up. A carrier's NAT (:attr:`NatPreset.CGNAT`) serves the RFC 6598
+shared space 100.64.N.0/24 instead; a double NAT puts a second router ``<prefix>-sNr2`` on that
+LAN at 100.64.N.2, its own LAN 10.0.N.1/24 holding the hosts. Every access link (the outermost
+router's WAN or a public host's) can be impaired.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ BRIDGE = "br0"
 WAN_IF = "wan"
 LAN_IF = "lan"
 HOST_IF = "eth0"
+DOWNSTREAM_IF = "inner"
+"""A router's port on its LAN bridge toward the next router in (double NAT)."""
 PUBLIC_PREFIX_LEN = 24
 SERVER_IPS = ("203.0.113.100", "203.0.113.101")
 MAX_SITES = 89
@@ -87,15 +92,33 @@ class HostPlan:
 
 
 @attrs.frozen
+class RouterPlan:
+    """A NAT router: its namespace, the single-router preset whose rules it runs, its addresses.
+
+    ``upstream`` is the router in front of it (its default gateway), None on the public segment.
+    """
+
+    netns: str
+    layer: NatPreset
+    wan_ip: str
+    wan_prefix_len: int
+    lan_ip: str
+    upstream: str | None
+
+
+@attrs.frozen
 class SitePlan:
-    """A site: its preset, router (absent for NONE) and hosts."""
+    """A site: its preset, routers (outermost first; none for NONE) and hosts."""
 
     index: int
     preset: NatPreset
-    router_netns: str | None
-    wan_ip: str | None
-    lan_ip: str | None
+    routers: tuple[RouterPlan, ...]
     hosts: tuple[HostPlan, ...]
+
+    @property
+    def public_ip(self) -> str | None:
+        """The address the public segment sees the site's hosts by, if they are behind a NAT."""
+        return self.routers[0].wan_ip if self.routers else None
 
 
 @attrs.frozen
@@ -114,8 +137,7 @@ class LabPlan:
         """All namespaces of the lab, the public segment first."""
         names = [self.pub_netns, self.server_netns]
         for site in self.sites:
-            if site.router_netns is not None:
-                names.append(site.router_netns)
+            names.extend(r.netns for r in site.routers)
             names.extend(h.netns for h in site.hosts)
         return tuple(names)
 
@@ -139,6 +161,23 @@ def needs_impairment(sites: Sequence[SiteConfig], *, delay_ms: float, loss: floa
     return any(max(_effective(cfg, delay_ms, loss)) > 0 for cfg in sites)
 
 
+def _plan_routers(prefix: str, index: int, preset: NatPreset) -> tuple[RouterPlan, ...]:
+    """Site ``index``'s routers, outermost first: a carrier's LAN is 100.64.N.0/24, a home
+    router's 10.0.N.0/24; an inner router sits at .2 of the LAN in front of it."""
+    routers: list[RouterPlan] = []
+    for depth, layer in enumerate(preset.layers):
+        lan = f"100.64.{index}" if layer is NatPreset.CGNAT else f"10.0.{index}"
+        if depth == 0:
+            wan_ip, prefix_len, upstream = f"203.0.113.{10 + index}", PUBLIC_PREFIX_LEN, None
+        else:
+            outer = routers[-1]
+            wan_ip = f"{outer.lan_ip.rsplit('.', 1)[0]}.2"
+            prefix_len, upstream = 24, outer.lan_ip
+        netns = f"{prefix}-s{index}r" + (f"{depth + 1}" if depth else "")
+        routers.append(RouterPlan(netns, layer, wan_ip, prefix_len, f"{lan}.1", upstream))
+    return tuple(routers)
+
+
 def plan_lab(
     prefix: str,
     sites: Sequence[SiteConfig],
@@ -159,21 +198,21 @@ def plan_lab(
         site_delay, site_loss = _effective(cfg, delay_ms, loss)
         hosts: list[HostPlan] = []
         if cfg.preset.has_router:
-            router = f"{prefix}-s{index}r"
-            wan_ip = f"203.0.113.{10 + index}"
-            lan_ip = f"10.0.{index}.1"
-            links.append(LinkPlan(router, WAN_IF, f"r{index}", site_delay, site_loss))
+            routers = _plan_routers(prefix, index, cfg.preset)
+            outer, inner = routers[0], routers[-1]
+            links.append(LinkPlan(outer.netns, WAN_IF, f"r{index}", site_delay, site_loss))
+            subnet = inner.lan_ip.rsplit(".", 1)[0]
             for m in range(1, cfg.hosts + 1):
                 hosts.append(
                     HostPlan(
                         label=f"s{index}h{m}",
                         netns=f"{prefix}-s{index}h{m}",
-                        ip=f"10.0.{index}.{1 + m}",
-                        public_ip=wan_ip,
-                        gateway=lan_ip,
+                        ip=f"{subnet}.{1 + m}",
+                        public_ip=outer.wan_ip,
+                        gateway=inner.lan_ip,
                     )
                 )
-            site_plans.append(SitePlan(index, cfg.preset, router, wan_ip, lan_ip, tuple(hosts)))
+            site_plans.append(SitePlan(index, cfg.preset, routers, tuple(hosts)))
             continue
         for m in range(1, cfg.hosts + 1):
             last = next(public_pool, None)
@@ -183,7 +222,7 @@ def plan_lab(
             ip = f"203.0.113.{last}"
             hosts.append(HostPlan(f"s{index}h{m}", netns, ip, ip, None))
             links.append(LinkPlan(netns, HOST_IF, f"p{index}h{m}", site_delay, site_loss))
-        site_plans.append(SitePlan(index, cfg.preset, None, None, None, tuple(hosts)))
+        site_plans.append(SitePlan(index, cfg.preset, (), tuple(hosts)))
     return LabPlan(
         prefix=prefix,
         pub_netns=f"{prefix}-pub",
@@ -213,13 +252,18 @@ def root_batch(plan: LabPlan) -> str:
                 f"peer name {link.port} netns {pub}"
             )
     for site in plan.sites:
-        if site.router_netns is None:
+        if not site.routers:
             continue
-        lines.append(f"link add {LAN_IF} netns {site.router_netns} type bridge")
+        for outer, inner in zip(site.routers, site.routers[1:], strict=False):
+            lines.append(
+                f"link add {WAN_IF} netns {inner.netns} type veth "
+                f"peer name {DOWNSTREAM_IF} netns {outer.netns}"
+            )
+        lines.extend(f"link add {LAN_IF} netns {r.netns} type bridge" for r in site.routers)
         for m, host in enumerate(site.hosts, start=1):
             lines.append(
                 f"link add {HOST_IF} netns {host.netns} type veth "
-                f"peer name h{m} netns {site.router_netns}"
+                f"peer name h{m} netns {site.routers[-1].netns}"
             )
     return "\n".join(lines) + "\n"
 
@@ -252,6 +296,36 @@ def _access_link_setup(plan: LabPlan, link: LinkPlan) -> tuple[list[str], str]:
     return create, shell
 
 
+def _router_script(
+    plan: LabPlan, links: dict[str, LinkPlan], router: RouterPlan, site: SitePlan, depth: int
+) -> str:
+    """The ``sh -e`` script of one of ``site``'s routers (``depth`` 0 is the outermost)."""
+    create, shell = _access_link_setup(plan, links[router.netns]) if depth == 0 else ([], "")
+    lines = [
+        "link set lo up",
+        *create,
+        f"addr add {router.wan_ip}/{router.wan_prefix_len} dev {WAN_IF}",
+        f"link set {WAN_IF} up",
+        f"addr add {router.lan_ip}/24 dev {LAN_IF}",
+        f"link set {LAN_IF} up",
+    ]
+    if router.upstream is not None:
+        lines.append(f"route add default via {router.upstream}")
+    if depth < len(site.routers) - 1:
+        lines.append(f"link set {DOWNSTREAM_IF} master {LAN_IF} up")
+    else:
+        lines += [f"link set h{m} master {LAN_IF} up" for m in range(1, len(site.hosts) + 1)]
+    ruleset = router_ruleset(router.layer, wan=WAN_IF, lan=LAN_IF, wan_ip=router.wan_ip)
+    return (
+        _QUIET_IPV6
+        + _NO_BRIDGE_NF
+        + "echo 1 > /proc/sys/net/ipv4/ip_forward\n"
+        + _heredoc("ip -batch -", "\n".join(lines) + "\n")
+        + _heredoc("nft -f -", ruleset)
+        + shell
+    )
+
+
 def netns_scripts(plan: LabPlan) -> dict[str, str]:
     """A ``sh -e`` script per namespace that configures it, to run inside it."""
     scripts: dict[str, str] = {}
@@ -278,27 +352,8 @@ def netns_scripts(plan: LabPlan) -> dict[str, str]:
     scripts[plan.server_netns] = _QUIET_IPV6 + _heredoc("ip -batch -", "\n".join(srv_lines) + "\n")
 
     for site in plan.sites:
-        if site.router_netns is not None and site.wan_ip is not None:
-            link = links[site.router_netns]
-            create, r_shell = _access_link_setup(plan, link)
-            r_lines = [
-                "link set lo up",
-                *create,
-                f"addr add {site.wan_ip}/{PUBLIC_PREFIX_LEN} dev {WAN_IF}",
-                f"link set {WAN_IF} up",
-                f"addr add {site.lan_ip}/24 dev {LAN_IF}",
-                f"link set {LAN_IF} up",
-            ]
-            r_lines += [f"link set h{m} master {LAN_IF} up" for m in range(1, len(site.hosts) + 1)]
-            ruleset = router_ruleset(site.preset, wan=WAN_IF, lan=LAN_IF, wan_ip=site.wan_ip)
-            scripts[site.router_netns] = (
-                _QUIET_IPV6
-                + _NO_BRIDGE_NF
-                + "echo 1 > /proc/sys/net/ipv4/ip_forward\n"
-                + _heredoc("ip -batch -", "\n".join(r_lines) + "\n")
-                + _heredoc("nft -f -", ruleset)
-                + r_shell
-            )
+        for depth, router in enumerate(site.routers):
+            scripts[router.netns] = _router_script(plan, links, router, site, depth)
         for host in site.hosts:
             h_lines = ["link set lo up"]
             h_shell = ""

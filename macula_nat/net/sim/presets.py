@@ -67,6 +67,7 @@ class Preset(StrEnum):
     SYMMETRIC_SEQUENTIAL = "symmetric_sequential"
     EIM_RANDOM_PORT = "eim_random_port"
     ADDRESS_DEPENDENT = "address_dependent"
+    CGNAT = "cgnat"
     CGNAT_FULL_CONE = "cgnat_full_cone"
 
 
@@ -79,6 +80,7 @@ PRESET_CHAINS: Mapping[Preset, tuple[NatBehavior, ...]] = {
     Preset.SYMMETRIC_SEQUENTIAL: (SYMMETRIC_SEQUENTIAL,),
     Preset.EIM_RANDOM_PORT: (EIM_RANDOM_PORT,),
     Preset.ADDRESS_DEPENDENT: (ADDRESS_DEPENDENT,),
+    Preset.CGNAT: (CARRIER_GRADE,),
     Preset.CGNAT_FULL_CONE: (CARRIER_GRADE, FULL_CONE),
 }
 """The NATs between each preset's host and the network it is added to, outermost first."""

@@ -22,6 +22,7 @@ EXPECTED: dict[Preset, tuple[str, str, str] | None] = {
     Preset.SYMMETRIC_SEQUENTIAL: ("pd", "pd", "pc"),
     Preset.EIM_RANDOM_PORT: ("ei", "pd", "rd"),
     Preset.ADDRESS_DEPENDENT: ("hd", "pd", "rd"),
+    Preset.CGNAT: ("ei", "hd", "rd"),
     Preset.CGNAT_FULL_CONE: ("ei", "hd", "rd"),
 }
 
