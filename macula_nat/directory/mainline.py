@@ -4,8 +4,9 @@ A node's record lives under its own ed25519 key (the node id *is* the BEP 44 key
 `PROFILE_SALT`, so only the key's holder can write it, and every reader checks the signature
 (the DHT node drops forged items before they get here). A reader also refuses a record older
 than one it has already accepted for that node (a replay), one whose key is not the node's, and
-one past its expiry. Relays announce themselves as peers of `RELAYS_INFO_HASH` and are listed
-with get_peers.
+one past its expiry. Relays announce themselves as peers of a few shard keys and of
+`RELAYS_INFO_HASH`, and a node lists the relays of its own shard (`relay_keys` says why), kept
+for `relay_list_ttl` seconds.
 
 Sequence numbers are milliseconds of the directory's clock (and always above the last one
 used), so a restarted node with the same key publishes above its earlier records. Records are
@@ -14,7 +15,6 @@ republished by the DHT node until they expire.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -34,10 +34,21 @@ from macula_nat.nat.profile import NatProfile
 
 from .directory import Directory, DirectoryError
 from .record import NodeRecord, RecordError
+from .relay_keys import (
+    ENOUGH_RELAYS,
+    RELAY_SHARDS,
+    RELAYS_INFO_HASH,
+    SHARDS_PER_RELAY,
+    node_shard,
+    relay_shards,
+    shard_key,
+    spare_shards,
+)
 
 __all__ = [
     "PROFILE_SALT",
     "RELAYS_INFO_HASH",
+    "RELAY_LIST_TTL",
     "MainlineDirectory",
     "MainlineStatistics",
 ]
@@ -45,7 +56,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PROFILE_SALT: Final = b"macula-nat/profile"
-RELAYS_INFO_HASH: Final = DhtId.from_bytes(hashlib.sha1(b"macula-nat relays").digest())
+ANNOUNCES_AT_ONCE: Final = 4
+"""A relay's shard announcements run this many at a time: in a small DHT the same few nodes
+answer every one of them, and a burst would trip their per-source rate limits."""
+RELAY_LIST_TTL: Final = 600.0
+"""Seconds a node keeps the relay list it read (the relay registry measures the relays on it
+every minute; a relay announced since is seen within this time)."""
 _MAX_SEEN: Final = 10_000
 """Nodes whose highest accepted seq is remembered (least recently resolved forgotten first)."""
 
@@ -61,6 +77,11 @@ class MainlineStatistics:
     expired: int
     invalid: int
     """Correctly signed values that are not records (or under another key)."""
+    relay_lookups: int
+    """Relay lists read from the DHT (a list kept for ``relay_list_ttl`` is read once)."""
+    global_relay_lookups: int
+    """Of which also read the global key, the node's shard and the spare ones listing too few
+    relays."""
 
 
 @attrs.define
@@ -71,12 +92,16 @@ class _Counters:
     replayed: int = 0
     expired: int = 0
     invalid: int = 0
+    relay_lookups: int = 0
+    global_relay_lookups: int = 0
 
 
 class MainlineDirectory(Directory):
     """Publishes ``key``'s record and resolves others' through ``node`` (which must run).
 
     ``clock`` gives UNIX seconds, for expiry and sequence numbers (inject one in simulations).
+    Relays are announced in ``relay_shards`` shards and listed from this node's shard, the list
+    kept ``relay_list_ttl`` seconds (Trio time).
     """
 
     def __init__(
@@ -86,12 +111,21 @@ class MainlineDirectory(Directory):
         *,
         salt: bytes = PROFILE_SALT,
         clock: Callable[[], float] = time.time,
+        relay_shards: int = RELAY_SHARDS,
+        relay_list_ttl: float = RELAY_LIST_TTL,
     ) -> None:
         super().__init__()
+        if relay_shards < 1:
+            raise ValueError(f"relay_shards must be at least 1, not {relay_shards}")
+        if not relay_list_ttl >= 0:
+            raise ValueError(f"relay_list_ttl must be >= 0 seconds, not {relay_list_ttl!r}")
         self.node = node
         self._key = key
         self._salt = salt
         self._clock = clock
+        self._relay_shards = relay_shards
+        self._relay_list_ttl = relay_list_ttl
+        self._relay_list: tuple[float, list[Address]] | None = None
         self._seq = 0
         self._seen: OrderedDict[NodeId, int] = OrderedDict()
         self._counters = _Counters()
@@ -183,19 +217,72 @@ class MainlineDirectory(Directory):
         return record
 
     async def announce_relay(self, endpoint: Address, ttl: float) -> None:
-        """Announce a relay at ``endpoint``'s port, re-announced for ``ttl`` seconds. The DHT
-        records the address its announcements come from (BEP 5 announces carry only a port),
-        so ``endpoint`` must be on this host."""
+        """Announce a relay at ``endpoint``'s port under its shard keys and the global key,
+        re-announced for ``ttl`` seconds. The DHT records the address its announcements come
+        from (BEP 5 announces carry only a port), so ``endpoint`` must be on this host. Raises
+        DirectoryError when no key could be stored (one failing is logged: the others find it)."""
         if not ttl > 0:
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         until = trio.current_time() + ttl
-        result = await self.node.announce_peer(RELAYS_INFO_HASH, endpoint[1], republish_until=until)
-        if not result.stored:
-            raise DirectoryError(f"no DHT node took the relay announcement ({result.errors})")
+        count = min(SHARDS_PER_RELAY, self._relay_shards)
+        shards = relay_shards(endpoint, self._relay_shards, count)
+        keys = [RELAYS_INFO_HASH, *(shard_key(s, self._relay_shards) for s in shards)]
+        errors: list[str] = []
+        limiter = trio.CapacityLimiter(ANNOUNCES_AT_ONCE)
+
+        async def announce(info_hash: DhtId) -> None:
+            async with limiter:
+                result = await self.node.announce_peer(
+                    info_hash, endpoint[1], republish_until=until
+                )
+            if not result.stored:
+                errors.append(f"{info_hash}: {result.errors}")
+
+        async with trio.open_nursery() as nursery:
+            for info_hash in keys:
+                nursery.start_soon(announce, info_hash)
+        if len(errors) == len(keys):
+            raise DirectoryError(f"no DHT node took the relay announcement ({errors})")
+        if errors:
+            logger.warning("%r: relay %s not announced under %s", self, endpoint, errors)
 
     async def list_relays(self) -> list[Address]:
-        """The relays announced in the DHT."""
-        return list((await self.node.get_peers(RELAYS_INFO_HASH)).peers)
+        """The relays announced in this node's shard, topped up from the spare shards and the
+        global key when it lists fewer than ENOUGH_RELAYS; a list of ENOUGH_RELAYS or more is
+        kept ``relay_list_ttl`` seconds, a shorter one read again at the next call."""
+        now = trio.current_time()
+        if self._relay_list is not None and now < self._relay_list[0] + self._relay_list_ttl:
+            await trio.lowlevel.checkpoint()
+            return list(self._relay_list[1])
+        self._counters.relay_lookups += 1
+        shard = node_shard(self.node.node_id, self._relay_shards)
+        relays = dict.fromkeys(await self._relays_in([shard_key(shard, self._relay_shards)]))
+        if len(relays) < ENOUGH_RELAYS:
+            spares = spare_shards(shard, self._relay_shards)
+            relays.update(
+                dict.fromkeys(
+                    await self._relays_in([shard_key(s, self._relay_shards) for s in spares])
+                )
+            )
+        if len(relays) < ENOUGH_RELAYS:
+            self._counters.global_relay_lookups += 1
+            relays.update(dict.fromkeys(await self._relays_in([RELAYS_INFO_HASH])))
+        listed = list(relays)
+        if len(listed) >= ENOUGH_RELAYS:  # a short list is read again: more may be on their way
+            self._relay_list = (now, listed)
+        return list(listed)
+
+    async def _relays_in(self, keys: list[DhtId]) -> list[Address]:
+        """The relays announced under ``keys``, looked up at once."""
+        found: list[Address] = []
+
+        async def look_up(info_hash: DhtId) -> None:
+            found.extend((await self.node.get_peers(info_hash)).peers)
+
+        async with trio.open_nursery() as nursery:
+            for info_hash in keys:
+                nursery.start_soon(look_up, info_hash)
+        return found
 
     def statistics(self) -> MainlineStatistics:
         return MainlineStatistics(**attrs.asdict(self._counters))

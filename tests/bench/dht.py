@@ -19,6 +19,7 @@ from macula_nat.dht.node import DhtNode, open_dht_node
 from macula_nat.dht.node_id import NodeId
 from macula_nat.net import RealUdpStack
 from macula_nat.net.sim import open_internet
+from tests.dht.simulation import Network, hot_spot, relay_list_load
 from tests.dht.swarm import open_swarm
 
 from .timing import Figure, now
@@ -27,6 +28,8 @@ LAB_NODES: Final = 20
 ROUNDS: Final = 20
 SIM_NODES: Final = 1000
 SIM_LOOKUPS: Final = 100
+LOAD_NODES: Final = 5000
+LOAD_RELAYS: Final = 200
 CONFIG: Final = DhtConfig(listen=("127.0.0.1", 0), query_rate=1e6, query_burst=1e6)
 
 
@@ -98,6 +101,23 @@ async def _simulated() -> list[Figure]:
     ]
 
 
+def _relay_discovery() -> list[Figure]:
+    """The busiest DHT node's share of relay-list lookups, one per node, sharded or not."""
+    rng = random.Random(9)
+    network = Network([NodeId.random(rng) for _ in range(LOAD_NODES)], rng)
+    sharded = hot_spot(relay_list_load(network, LOAD_RELAYS), LOAD_NODES)
+    one_key = hot_spot(relay_list_load(network, LOAD_RELAYS, sharded=False), LOAD_NODES)
+    return [
+        Figure(
+            f"DHT relay lists, {LOAD_NODES:,} nodes, {LOAD_RELAYS} relays: busiest/mean",
+            sharded,
+            "x",
+            one_key,
+            "<= 3x (one key: the baseline)",
+        )
+    ]
+
+
 def _simulated_in_own_run() -> list[Figure]:
     return trio.run(_simulated, clock=trio.testing.MockClock(autojump_threshold=0))
 
@@ -105,4 +125,5 @@ def _simulated_in_own_run() -> list[Figure]:
 async def run() -> list[Figure]:
     figures = await _lab()
     figures += await trio.to_thread.run_sync(_simulated_in_own_run)
+    figures += _relay_discovery()
     return figures

@@ -1,13 +1,17 @@
 """A pure in-memory Mainline network for lookup tests: each node id maps to its routing table.
 
-Every node's table is built the way a live node's fills up: all other nodes offered as good
-nodes, in a random order of its own. Lookups run in synchronous rounds: each round sends what
+Every node's table is what a live node's becomes when all other nodes are offered to it as good
+nodes in a random order of its own: each bucket keeps the first K offered of the nodes that fall
+in it, so offering K random ones of each bucket's range (all it can keep) builds the same table
+in O(N log N) rather than O(N^2). Lookups run in synchronous rounds: each round sends what
 `Lookup.next_queries` asks for, then every query is answered (from the queried node's table) or,
 for a dead node, times out, before the next round.
 """
 
 from __future__ import annotations
 
+import bisect
+import collections
 import copy
 import random
 import statistics
@@ -17,8 +21,16 @@ import attrs
 
 from macula_nat.dht.compact import NodeInfo
 from macula_nat.dht.lookup import Lookup
-from macula_nat.dht.node_id import NodeId
+from macula_nat.dht.node_id import ID_BITS, NodeId
 from macula_nat.dht.routing_table import K, RoutingTable
+from macula_nat.directory.relay_keys import (
+    ENOUGH_RELAYS,
+    RELAYS_INFO_HASH,
+    node_shard,
+    relay_shards,
+    shard_key,
+    spare_shards,
+)
 
 MAX_ROUNDS = 500
 
@@ -61,17 +73,41 @@ def _contact(index: int, node_id: NodeId) -> NodeInfo:
     return NodeInfo(node_id, (f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}", 6881))
 
 
+def _bucket_samples(own: int, values: list[int], rng: random.Random) -> list[int]:
+    """Indexes into sorted ``values`` of K random ids (or all) sharing exactly b leading bits
+    with ``own``, for every b: the most any bucket of ``own``'s table can keep from each."""
+    chosen: list[int] = []
+    for shared in range(ID_BITS):
+        width = ID_BITS - shared - 1
+        low = ((own >> width) ^ 1) << width  # the half that differs at the next bit
+        start, stop = (
+            bisect.bisect_left(values, low),
+            bisect.bisect_left(values, low + (1 << width)),
+        )
+        chosen += rng.sample(range(start, stop), min(K, stop - start))
+        rest = own >> width << width  # the half ``own`` is in: anyone else left there?
+        if bisect.bisect_left(values, rest + (1 << width)) - bisect.bisect_left(values, rest) <= 1:
+            break
+    return chosen
+
+
 class Network:
     """Nodes that all know each other as BEP 5 routing tables allow."""
 
     def __init__(self, ids: Sequence[NodeId], rng: random.Random) -> None:
-        self.contacts = [_contact(index, node_id) for index, node_id in enumerate(ids)]
+        self.contacts = sorted(
+            (_contact(index, node_id) for index, node_id in enumerate(ids)),
+            key=lambda contact: contact.node_id.value,
+        )
+        values = [contact.node_id.value for contact in self.contacts]
         self.tables: dict[NodeId, RoutingTable] = {}
         for contact in self.contacts:
             table = RoutingTable(contact.node_id, 0.0)
-            order = list(self.contacts)
-            rng.shuffle(order)
-            for other in order:
+            offered = [
+                self.contacts[i] for i in _bucket_samples(contact.node_id.value, values, rng)
+            ]
+            rng.shuffle(offered)
+            for other in offered:
                 table.on_response(other, 0.0)
             self.tables[contact.node_id] = table
         self.alive = set(self.tables)
@@ -87,8 +123,11 @@ class Network:
     def closest_alive(self, target: NodeId, count: int = K) -> list[NodeId]:
         return sorted(self.alive, key=target.distance)[:count]
 
-    def lookup(self, start: NodeId, target: NodeId) -> LookupRun:
-        """Look ``target`` up from ``start``'s table."""
+    def lookup(
+        self, start: NodeId, target: NodeId, answered: collections.Counter[NodeId] | None = None
+    ) -> LookupRun:
+        """Look ``target`` up from ``start``'s table; ``answered`` counts the queries each
+        node answers."""
         lookup = Lookup(target, self.tables[start].closest(target), exclude=start)
         rounds = 0
         for _ in range(MAX_ROUNDS):
@@ -98,6 +137,8 @@ class Network:
             rounds += 1
             for node in queries:
                 if node.node_id in self.alive:
+                    if answered is not None:
+                        answered[node.node_id] += 1
                     lookup.on_response(node, self.tables[node.node_id].closest(target))
                 else:
                     lookup.on_timeout(node)
@@ -133,3 +174,37 @@ def figures(network: Network, lookups: int, rng: random.Random) -> Figures:
         mean_hops=statistics.mean(run.hops for run in runs),
         max_hops=max(run.hops for run in runs),
     )
+
+
+def relay_list_load(
+    network: Network, relays: int, *, sharded: bool = True
+) -> collections.Counter[NodeId]:
+    """Relay-list queries each node answers when every node reads the relay list once, with
+    ``relays`` relays announced as `MainlineDirectory` announces them (``sharded``) or all
+    under the one global key (as before sharding)."""
+    in_shard = collections.Counter(
+        shard
+        for i in range(relays)
+        for shard in relay_shards((f"198.51.{i >> 8 & 255}.{i & 255}", 4433))
+    )
+    load: collections.Counter[NodeId] = collections.Counter()
+    for contact in network.contacts:
+        me = contact.node_id
+        if not sharded:
+            network.lookup(me, RELAYS_INFO_HASH, load)
+            continue
+        shard = node_shard(me)
+        network.lookup(me, shard_key(shard), load)
+        found = in_shard[shard]
+        if found < ENOUGH_RELAYS:
+            for spare in spare_shards(shard):
+                network.lookup(me, shard_key(spare), load)
+                found += in_shard[spare]
+        if found < ENOUGH_RELAYS:
+            network.lookup(me, RELAYS_INFO_HASH, load)
+    return load
+
+
+def hot_spot(load: collections.Counter[NodeId], nodes: int) -> float:
+    """The busiest node's share of the queries, over the mean over all ``nodes``."""
+    return max(load.values()) / (sum(load.values()) / nodes)

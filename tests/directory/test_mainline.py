@@ -14,7 +14,7 @@ from macula_nat.dht.krpc import Get, Response, decode, encode
 from macula_nat.dht.mutable_item import MutableItem
 from macula_nat.dht.node import open_dht_node
 from macula_nat.dht.node_id import NodeId as DhtId
-from macula_nat.directory.mainline import PROFILE_SALT, MainlineDirectory
+from macula_nat.directory.mainline import PROFILE_SALT, RELAY_LIST_TTL, MainlineDirectory
 from macula_nat.directory.record import NodeRecord
 from macula_nat.identity import NodeKey
 from macula_nat.nat.profile import NatProfile
@@ -94,6 +94,44 @@ async def test_relays_announced_and_listed(autojump_clock: trio.testing.MockCloc
             (swarm.nodes[2].contact.address[0], 4433),
             swarm.nodes[4].contact.address,
         }
+        stats = listing.statistics()  # two relays fill no shard: the global key tops up
+        assert (stats.relay_lookups, stats.global_relay_lookups) == (1, 1)
+        await listing.list_relays()  # a short list is not kept: more relays may come
+        assert listing.statistics().relay_lookups == 2
+
+
+async def test_a_full_shard_is_read_alone_and_kept_for_its_ttl(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_internet(seed=24) as internet, open_swarm(internet, 20) as swarm:
+
+        def directory(index: int) -> MainlineDirectory:  # two shards: each relay is in both
+            return MainlineDirectory(swarm.nodes[index], NodeKey.generate(), relay_shards=2)
+
+        announced = [(swarm.nodes[i].contact.address[0], 4433 + i) for i in (2, 4, 6, 8)]
+        for i, endpoint in zip((2, 4, 6, 8), announced, strict=True):
+            await directory(i).announce_relay(endpoint, 3600)
+        listing = directory(18)
+        assert set(await listing.list_relays()) == set(announced)
+        stats = listing.statistics()
+        assert (stats.relay_lookups, stats.global_relay_lookups) == (1, 0)
+
+        late = (swarm.nodes[10].contact.address[0], 5000)
+        await directory(10).announce_relay(late, 3600)
+        await trio.sleep(RELAY_LIST_TTL - 1)
+        assert set(await listing.list_relays()) == set(announced)  # the list kept: no lookup
+        assert listing.statistics().relay_lookups == 1
+        await trio.sleep(2)
+        assert late in await listing.list_relays()
+        assert listing.statistics().relay_lookups == 2
+
+
+def test_bad_relay_settings_are_refused() -> None:
+    key = NodeKey.generate()
+    with pytest.raises(ValueError, match="relay_shards"):
+        MainlineDirectory(None, key, relay_shards=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="relay_list_ttl"):
+        MainlineDirectory(None, key, relay_list_ttl=-1)  # type: ignore[arg-type]
 
 
 async def test_forged_and_replayed_records_rejected(autojump_clock: trio.testing.MockClock) -> None:

@@ -91,9 +91,15 @@ async def wait_for(check: Callable[[], Any], what: str, within: float = WAIT) ->
 
 
 def text_of(driver: Any, element: str) -> Callable[[], str]:
+    """A reader of ``element``'s text; "" while it is missing or being replaced by a push."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     def read() -> str:
-        found = driver.find_elements("id", element)
-        return str(found[0].text) if found else ""
+        try:
+            found = driver.find_elements("id", element)
+            return str(found[0].text) if found else ""
+        except StaleElementReferenceException:  # re-rendered between find and read
+            return ""
 
     return read
 
@@ -116,8 +122,9 @@ async def test_the_page_in_a_real_browser() -> None:
                 assert profile is not None
                 port = text_of(driver, "profile-public-port")
                 await wait_for(lambda: port() == str(profile.public_port), "the profile")
-                assert await in_thread(text_of(driver, "nat-type")) == str(profile.nat_type)
-                assert await in_thread(text_of(driver, "node-id")) == node.node_id.text()
+                nat_type, node_id = text_of(driver, "nat-type"), text_of(driver, "node-id")
+                await wait_for(lambda: nat_type() == str(profile.nat_type), "the NAT type")
+                await wait_for(lambda: node_id() == node.node_id.text(), "the node id")
 
                 # The NAT rebinds: the detector's next run finds a new public port, and the page
                 # shows it without a reload (the marker set on this document survives).

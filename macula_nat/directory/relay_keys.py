@@ -1,0 +1,61 @@
+"""Where relays are announced in the DHT and where a node looks for them (pure).
+
+One well-known key for every relay is a hot spot: every node's relay-list lookup ends at the same
+eight DHT nodes, however large the network. So each relay is announced under
+:data:`SHARDS_PER_RELAY` of :data:`RELAY_SHARDS` shard keys (chosen from its address, so a
+restarted relay keeps them), and each node reads the one shard its DHT id falls in: lookups
+spread over ``RELAY_SHARDS`` x 8 DHT nodes instead of 8, and a shard still lists about
+``relays x SHARDS_PER_RELAY / RELAY_SHARDS`` relays to measure and choose from.
+
+A network with few relays has shards with few or none in them. A node whose shard lists fewer
+than :data:`ENOUGH_RELAYS` reads the :data:`SPARE_SHARDS` after it too, and only if those are
+short as well the one global key, :data:`RELAYS_INFO_HASH`, under which every relay is also
+announced: the global key is read in proportion to how empty the shards are, which is to say,
+only while relays are few.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from macula_nat.dht.node_id import NodeId as DhtId
+from macula_nat.net.address import Address
+
+RELAY_SHARDS: Final = 512
+SHARDS_PER_RELAY: Final = 32
+ENOUGH_RELAYS: Final = 4
+"""A shard listing fewer relays than this is topped up from the spare shards, then the global
+key."""
+SPARE_SHARDS: Final = 3
+
+RELAYS_INFO_HASH: Final = DhtId.from_bytes(hashlib.sha1(b"macula-nat relays").digest())
+"""The global key: every relay, for networks too small to fill the shards."""
+
+
+def shard_key(shard: int, shards: int = RELAY_SHARDS) -> DhtId:
+    """The info hash relays of ``shard`` are announced under."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is outside 0..{shards - 1}")
+    return DhtId.from_bytes(hashlib.sha1(b"macula-nat relays/%d" % shard).digest())
+
+
+def relay_shards(
+    endpoint: Address, shards: int = RELAY_SHARDS, count: int = SHARDS_PER_RELAY
+) -> list[int]:
+    """The ``count`` distinct shards a relay at ``endpoint`` is announced in."""
+    if not 1 <= count <= shards:
+        raise ValueError(f"a relay is announced in 1..{shards} shards, not {count}")
+    seed = f"{endpoint[0]}:{endpoint[1]}/".encode()
+    ranked = sorted(range(shards), key=lambda shard: hashlib.sha1(seed + b"%d" % shard).digest())
+    return ranked[:count]
+
+
+def node_shard(dht_id: DhtId, shards: int = RELAY_SHARDS) -> int:
+    """The shard a node whose DHT id is ``dht_id`` reads: its top bits, uniform over nodes."""
+    return dht_id.value * shards >> 160
+
+
+def spare_shards(shard: int, shards: int = RELAY_SHARDS, count: int = SPARE_SHARDS) -> list[int]:
+    """The shards read after ``shard`` when it lists too few relays: the next ones round."""
+    return [(shard + step) % shards for step in range(1, min(count, shards - 1) + 1)]
