@@ -38,7 +38,7 @@ from macula_nat import (
     open_nat_system,
 )
 from macula_nat.actors import Caller, Stop
-from macula_nat.cli.observe import address_argument
+from macula_nat.cli.arguments import address_argument
 
 CONNECT_ERRORS = (TraversalError, ConnectionFailed)
 """What ``connect`` raises when a peer cannot be reached now."""

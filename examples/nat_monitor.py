@@ -44,7 +44,7 @@ from macula_nat import (
     run_actor,
 )
 from macula_nat.actors import Caller, Fail, Stop
-from macula_nat.cli.observe import address_argument
+from macula_nat.cli.arguments import address_argument
 
 
 @attrs.frozen

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import trio
 
-from macula_nat.cli.observe import address_argument
+from macula_nat.cli.arguments import address_argument
 from macula_nat.connection import Connection, ConnectionFailed
 from macula_nat.dht.config import DhtConfig
 from macula_nat.identity import NodeId, NodeKey

@@ -30,7 +30,7 @@ import attrs
 import trio
 
 from macula_nat.actors import run_actor
-from macula_nat.cli.observe import address_argument
+from macula_nat.cli.arguments import address_argument
 from macula_nat.gateway import Gateway, GatewayConfig
 from macula_nat.identity import NodeKey
 from macula_nat.net import RealUdpStack, UdpStack

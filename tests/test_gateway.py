@@ -9,12 +9,8 @@ import trio
 import trio.testing
 
 from macula_nat.cli.detect import detect_once
-from macula_nat.cli.gateway import (
-    add_gateway_parser,
-    config_from_args,
-    gateway_main,
-    run_gateway,
-)
+from macula_nat.cli.gateway import config_from_args, gateway_main, run_gateway
+from macula_nat.cli.parsers import add_gateway_parser
 from macula_nat.dht.config import DhtConfig
 from macula_nat.dht.node import open_dht_node
 from macula_nat.directory.mainline import MainlineDirectory

@@ -17,12 +17,10 @@ import functools
 import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from pathlib import Path
 
 import trio
 
 from macula_nat.actors import StartFailed
-from macula_nat.cli.observe import address_argument
 from macula_nat.cli.running import print_line, run_until_interrupted
 from macula_nat.connection import Connection, ConnectionFailed
 from macula_nat.dht.config import DhtConfig
@@ -31,71 +29,19 @@ from macula_nat.net.endpoint import UdpStack
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.errors import TraversalError
 
-__all__ = ["add_connect_parsers", "chat", "connect_main", "listen_main", "node_config", "report"]
+__all__ = [
+    "chat",
+    "connect_main",
+    "listen_main",
+    "node_config",
+    "report",
+    "run_connect",
+    "run_listen",
+]
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[str], None]
-
-
-def _node_id(text: str) -> NodeId:
-    try:
-        return NodeId.from_text(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--observer",
-        dest="observers",
-        type=address_argument,
-        nargs="+",
-        required=True,
-        metavar="IP:PORT",
-        help="gateways' STUN observers (their --listen address)",
-    )
-    parser.add_argument(
-        "--bootstrap",
-        type=address_argument,
-        nargs="+",
-        required=True,
-        metavar="IP:PORT",
-        help="gateways' DHT ports: the directory of records and relays",
-    )
-    parser.add_argument(
-        "--listen",
-        type=address_argument,
-        default=("0.0.0.0", 0),
-        metavar="IP:PORT",
-        help="this node's socket (default: any address, a free port)",
-    )
-    parser.add_argument(
-        "--key",
-        type=Path,
-        metavar="FILE",
-        help="the node key file, created if missing (default: a new key for this run)",
-    )
-
-
-def add_connect_parsers(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    """Add ``listen`` and ``connect`` to ``subparsers``."""
-    listen = subparsers.add_parser(
-        "listen", help="accept connections from other nodes and chat", description=__doc__
-    )
-    _common(listen)
-    listen.set_defaults(handler=run_listen)
-    connect = subparsers.add_parser(
-        "connect", help="connect to a node by id and chat", description=__doc__
-    )
-    connect.add_argument("target", type=_node_id, metavar="NODE_ID", help="the node to reach")
-    connect.add_argument(
-        "--timeout", type=float, default=15.0, help="seconds to connect within (default 15)"
-    )
-    _common(connect)
-    connect.set_defaults(handler=run_connect)
 
 
 def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None = None) -> NatConfig:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 import trio
 from trio.testing import MockClock
 
-from macula_nat.cli.observe import address_argument
 from macula_nat.cli.running import print_line, run_until_interrupted
 from macula_nat.demo import nat as nat_demo
 from macula_nat.demo import runtime as runtime_demo
@@ -32,27 +31,6 @@ def run_demo(args: argparse.Namespace) -> int:
         logging.getLogger("macula_nat.actors").setLevel(logging.CRITICAL)
     trio.run(runtime_demo.run, print_line, args.seconds)
     return 0
-
-
-def add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = commands.add_parser(
-        "demo", help="run the NAT demonstration on a simulated internet (what `make run` runs)"
-    )
-    demo.add_argument(
-        "--runtime",
-        action="store_true",
-        help="run the supervision-tree demonstration instead",
-    )
-    demo.add_argument(
-        "--seconds", type=float, default=3.0, help="how long the --runtime demonstration runs"
-    )
-    demo.add_argument(
-        "--web",
-        type=address_argument,
-        metavar="IP:PORT",
-        help="show the pair matrix filling in on a live page there (runs on the real clock)",
-    )
-    demo.set_defaults(handler=run_demo)
 
 
 async def demo_with_page(

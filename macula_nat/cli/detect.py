@@ -1,4 +1,7 @@
-"""``macula-nat detect [--observer IP:PORT ...] [--json]``: classify this host's NAT once."""
+"""``macula-nat detect [--observer IP:PORT ...] [--json]``: classify this host's NAT once.
+
+It loads the detector, Trio and the sockets, nothing of the QUIC stack, the DHT or the web page
+(``tests/cli/test_startup.py`` keeps it so)."""
 
 from __future__ import annotations
 
@@ -10,41 +13,12 @@ from collections.abc import Callable, Sequence
 import trio
 
 from macula_nat.actors import open_actor
-from macula_nat.cli.observe import address_argument
 from macula_nat.nat.detector import NatDetector, NatDetectorServer
 from macula_nat.nat.errors import DetectionError
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.address import Address
 from macula_nat.net.endpoint import UdpStack
 from macula_nat.net.real import RealUdpStack
-
-_DESCRIPTION = """\
-Classify the NAT in front of this host (RFC 4787 mapping, filtering and port allocation) by
-probing STUN observers: an RFC 5780 observer (one run with --alt, e.g. `macula-nat observe`, or
-coturn's turnserver with two addresses) gives the full picture; several single-address observers
-give the mapping. Prints the profile for a person, or as JSON with --json."""
-
-
-def add_detect_parser(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add ``detect`` to ``subparsers``; parsed arguments carry ``handler=run_detect``."""
-    parser = subparsers.add_parser(
-        "detect", help="classify this host's NAT", description=_DESCRIPTION
-    )
-    parser.add_argument(
-        "--observer",
-        dest="observers",
-        action="append",
-        default=[],
-        type=address_argument,
-        metavar="IP:PORT",
-        help="a STUN observer to probe (repeat for several)",
-    )
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per probe (5)")
-    parser.add_argument("--json", action="store_true", help="print the profile as JSON")
-    parser.set_defaults(handler=run_detect)
-    return parser
 
 
 def run_detect(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:

@@ -1,4 +1,7 @@
-"""``macula-nat``: the command line. Each subcommand is a thin shell over the library."""
+"""``macula-nat``: the command line. Each subcommand is a thin shell over the library.
+
+Parsing (and ``--help``) loads only :mod:`argparse` and :mod:`macula_nat.cli.parsers`; the verb's
+module, and the library it needs, loads when the verb runs."""
 
 from __future__ import annotations
 
@@ -7,12 +10,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from macula_nat.cli.connect import add_connect_parsers
-from macula_nat.cli.demo import add_demo_parser
-from macula_nat.cli.detect import add_detect_parser
-from macula_nat.cli.gateway import add_gateway_parser
-from macula_nat.cli.observe import add_observe_parser
-from macula_nat.cli.status import add_status_parser
+from macula_nat.cli.parsers import (
+    add_connect_parsers,
+    add_demo_parser,
+    add_detect_parser,
+    add_gateway_parser,
+    add_observe_parser,
+    add_status_parser,
+)
 from macula_nat.log_levels import UnknownLogger, parse_log_option, set_log_level
 
 

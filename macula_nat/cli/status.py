@@ -7,71 +7,20 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-from pathlib import Path
 
 import trio
 
 from macula_nat.actors import StartFailed
 from macula_nat.cli.connect import node_config
-from macula_nat.cli.observe import address_argument
 from macula_nat.cli.running import run_until_interrupted
 from macula_nat.identity import KeyFileError, NodeKey
 from macula_nat.net.address import Address
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.web import app, serve_page
 
-__all__ = ["add_status_parser", "status_main"]
+__all__ = ["run_status", "status_config", "status_main"]
 
 logger = logging.getLogger(__name__)
-
-
-def add_status_parser(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add ``status`` to ``subparsers``; parsed arguments carry ``handler=run_status``."""
-    parser = subparsers.add_parser(
-        "status", help="run a node with its live status page", description=__doc__
-    )
-    parser.add_argument(
-        "--listen",
-        type=address_argument,
-        default=("127.0.0.1", 8080),
-        metavar="IP:PORT",
-        help="where the page is served (default 127.0.0.1:8080)",
-    )
-    parser.add_argument(
-        "--observer",
-        "--gateway",
-        dest="observers",
-        type=address_argument,
-        nargs="+",
-        required=True,
-        metavar="IP:PORT",
-        help="gateways' STUN observers (their --listen address)",
-    )
-    parser.add_argument(
-        "--bootstrap",
-        type=address_argument,
-        nargs="+",
-        required=True,
-        metavar="IP:PORT",
-        help="gateways' DHT ports: the directory of records and relays",
-    )
-    parser.add_argument(
-        "--node",
-        type=address_argument,
-        default=("0.0.0.0", 0),
-        metavar="IP:PORT",
-        help="the node's own socket (default: any address, a free port)",
-    )
-    parser.add_argument(
-        "--key",
-        type=Path,
-        metavar="FILE",
-        help="the node key file, created if missing (default: a new key for this run)",
-    )
-    parser.set_defaults(handler=run_status)
-    return parser
 
 
 def status_config(args: argparse.Namespace, key: NodeKey) -> NatConfig:

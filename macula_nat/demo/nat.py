@@ -1,11 +1,13 @@
-"""``make run``: one node behind every NAT type, each connecting to every other.
+"""``make run``: two nodes behind every NAT type, and every pair of types connecting.
 
 A gateway (a two-address STUN observer, a relay) and an embedded directory sit on a simulated
-internet; one node per NAT preset detects its NAT, registers with the relay and publishes its
-record. Then every pair connects, says hello both ways and, when the strategy expects a punch,
-waits for the direct path. The table shows how each pair ended and how fast, in simulated time:
-run it under ``trio.testing.MockClock(autojump_threshold=0)`` and it takes seconds of wall time.
-The caller gets each line through ``emit`` (the library itself never prints).
+internet; two nodes per NAT preset, each behind a NAT of its own, detect their NAT, register with
+the relay and publish their record. Then every pair of types connects, the same type included
+(the first node of a type to the first of the other; to its twin for the same type), says hello
+both ways and, when the strategy expects a punch, waits for the direct path. The table shows how
+each pair ended and how fast, in simulated time: run it under
+``trio.testing.MockClock(autojump_threshold=0)`` and it takes seconds of wall time. The caller
+gets each line through ``emit`` (the library itself never prints).
 """
 
 from __future__ import annotations
@@ -54,29 +56,43 @@ NAT_TYPES: Final = (
     Preset.CGNAT_FULL_CONE,
 )
 SHARES: Final[Mapping[Preset, float]] = {
+    # Quoted by the project's design brief (ARCHITECTURE.md section 9) as NATCracker's shares;
+    # not checked against the paper here. They sum to 1 among themselves.
     Preset.FULL_CONE: 0.15,
     Preset.RESTRICTED_CONE: 0.37,
     Preset.PORT_RESTRICTED_CONE: 0.20,
-    Preset.SYMMETRIC_RANDOM: 0.12,
     Preset.CGNAT_FULL_CONE: 0.16,
+    # The source's "symmetric 12%", split between the two kinds by assumption: 2 to 1 for
+    # random ports, the harder kind to punch.
+    Preset.SYMMETRIC_RANDOM: 0.08,
+    Preset.SYMMETRIC_SEQUENTIAL: 0.04,
+    # Not in the source at all: assumptions, small on purpose. Hosts on a public address, and
+    # NATs that keep one mapping per socket but pick its port at random.
+    Preset.OPEN_INTERNET: 0.05,
+    Preset.EIM_RANDOM_PORT: 0.03,
 }
-"""NAT type shares in the field (ARCHITECTURE.md section 9, NATCracker); "symmetric" is taken as
-the random-port kind, the harder of the two."""
+"""How common each NAT type the demo runs is, as relative weights (they sum to 1.08: a type's
+share is its weight / 1.08). The headline's share weighs each pair by the product of its two
+types' weights, so it is only as good as these figures; the comments say where each comes from."""
 
 
 class DemoObserver(Protocol):
     """Hears the demo's progress as it happens (the status page's pair matrix does)."""
 
     def node_ready(self, name: str, nat_type: str) -> None:
-        """The node ``name`` detected its NAT as ``nat_type``."""
+        """The node ``name`` (:func:`node_name`, a twin's too) detected its NAT as
+        ``nat_type``."""
 
     def pair_done(self, local: str, remote: str, method: str) -> None:
-        """The pair connected and ended ``method`` (direct, punched or relayed)."""
+        """The pair of NAT types ``local`` and ``remote`` (by :func:`node_name`; the same name
+        for a node and its twin) connected and ended ``method`` (direct, punched or relayed)."""
 
 
-def node_name(preset: Preset) -> str:
-    """A node's name: its NAT type, e.g. ``port-restricted-cone``."""
-    return preset.name.lower().replace("_", "-")
+def node_name(preset: Preset, twin: bool = False) -> str:
+    """A node's name: its NAT type, e.g. ``port-restricted-cone``; its twin (the second node
+    behind a NAT of that type, for the same-type pair) is ``port-restricted-cone-2``."""
+    name = preset.name.lower().replace("_", "-")
+    return f"{name}-2" if twin else name
 
 
 @attrs.frozen
@@ -118,13 +134,16 @@ def weighted_direct_share(
 ) -> float:
     """The share of connections that end direct, if NAT types occurred as often as ``shares``.
 
-    Each unordered pair of the weighted types counts ``share_a * share_b`` (twice when the types
-    differ); pairs involving other types do not count. 0.0 when no pair counts.
+    Each row is an unordered pair of types: it counts ``share_a * share_b``, twice when the types
+    differ (a and b meet as a-b and as b-a). A type without a share is an error, so that no pair
+    drops out of the headline unseen. 0.0 for no rows.
     """
     total = direct = 0.0
     for row in rows:
-        if row.local not in shares or row.remote not in shares:
-            continue
+        missing = {row.local, row.remote} - set(shares)
+        if missing:
+            names = ", ".join(sorted(node_name(preset) for preset in missing))
+            raise ValueError(f"no share for {names}: weigh every type that runs")
         weight = shares[row.local] * shares[row.remote] * (1 if row.local == row.remote else 2)
         total += weight
         direct += weight if row.direct else 0.0
@@ -168,7 +187,8 @@ async def connect_pair(
             await connection.send_message(f"hello from {node_name(local_preset)}".encode())
             heard_remote = (await accepted.receive_message()).decode()
             first_byte = trio.current_time() - started
-            await accepted.send_message(f"hello from {node_name(remote_preset)}".encode())
+            remote_name = node_name(remote_preset, twin=remote_preset == local_preset)
+            await accepted.send_message(f"hello from {remote_name}".encode())
             heard_local = (await connection.receive_message()).decode()
         method = connection.info().connection_method
         link = connection.link
@@ -189,14 +209,14 @@ async def connect_pair(
     )
 
 
-_ROW: Final = "{:<20}  {:<20}  {:<8}  {:>10}  {:>10}  {:>8}"
+_ROW: Final = "{:<22}  {:<22}  {:<8}  {:>10}  {:>10}  {:>8}"
 
 
 def _format_row(row: PairResult) -> str:
     direct = "-" if row.direct_after is None else f"{row.direct_after * 1000:.0f}"
     return _ROW.format(
         node_name(row.local),
-        node_name(row.remote),
+        node_name(row.remote, twin=row.local == row.remote),
         str(row.method),
         f"{row.first_byte * 1000:.0f}",
         direct,
@@ -209,9 +229,8 @@ def _summary(rows: Sequence[PairResult], share: float) -> tuple[str, str]:
     ended = ", ".join(f"{counts[m]} {m}" for m in ConnectionMethod)
     return (
         f"{len(rows)} pairs: {ended}",
-        f"weighted direct share {share:.1%} over these pairs of different NAT types (dialled "
-        "or punched, weighted by the NAT type shares in the field; `make bench` adds same-type "
-        "pairs)",
+        f"weighted direct share {share:.1%} over all {len(rows)} pairs (dialled or punched; each "
+        "pair weighted by how common its two NAT types are: macula_nat.demo.nat.SHARES)",
     )
 
 
@@ -221,28 +240,31 @@ async def run(
     """Run the demonstration on a simulated internet seeded with ``seed``; ``observer`` hears
     of each node and pair as it is done."""
     emit(
-        f"A simulated internet: a gateway (STUN observer, relay) and {len(NAT_TYPES)} nodes, "
-        "one behind each NAT type."
+        f"A simulated internet: a gateway (STUN observer, relay) and {2 * len(NAT_TYPES)} nodes, "
+        "two behind each NAT type, each behind a NAT of its own."
     )
     emit("Each node detects its NAT, registers with the relay and publishes its record; then")
-    emit("every pair connects, says hello both ways, and punches through where it can.")
+    emit("every pair of NAT types connects (the same type too: a node and its twin), says hello")
+    emit("both ways, and punches through where it can.")
     emit("Times are simulated milliseconds (20 ms round trip between nodes, 40 ms via the relay).")
     rows: list[PairResult] = []
     async with open_world(seed=seed) as world:
         emit("")
-        emit(f"{'node':<20}  {'detected NAT type':<20}  public address")
-        nodes: dict[Preset, NatSystem] = {}
-        for preset in NAT_TYPES:
-            nodes[preset] = await world.node(preset, node_name(preset))  # bounded inside
-            profile = _profile(nodes[preset])
+        emit(f"{'node':<22}  {'detected NAT type':<20}  public address")
+        nodes: dict[tuple[Preset, bool], NatSystem] = {}
+        for preset, twin in itertools.product(NAT_TYPES, (False, True)):
+            name = node_name(preset, twin)
+            node = nodes[preset, twin] = await world.node(preset, name)  # bounded inside
+            profile = _profile(node)
             address = f"{profile.public_ip}:{profile.public_port}"
-            emit(f"{node_name(preset):<20}  {profile.nat_type:<20}  {address}")
+            emit(f"{name:<22}  {profile.nat_type:<20}  {address}")
             if observer is not None:
-                observer.node_ready(node_name(preset), str(profile.nat_type))
+                observer.node_ready(name, str(profile.nat_type))
         emit("")
         emit(_ROW.format("from", "to", "method", "first byte", "to direct", "upgrades"))
-        for local, remote in itertools.combinations(NAT_TYPES, 2):
-            row = await connect_pair(nodes[local], nodes[remote], local, remote)
+        for local, remote in itertools.combinations_with_replacement(NAT_TYPES, 2):
+            remote_node = nodes[remote, local == remote]
+            row = await connect_pair(nodes[local, False], remote_node, local, remote)
             rows.append(row)
             emit(_format_row(row))
             if observer is not None:

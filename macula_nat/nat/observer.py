@@ -30,7 +30,7 @@ from macula_nat.nat.binding import (
     Outcome,
     answer,
 )
-from macula_nat.nat.rate_limit import TokenBuckets
+from macula_nat.nat.rate_limit import DEFAULT_BURST, DEFAULT_RATE, TokenBuckets
 from macula_nat.net.address import Address, is_unspecified, normalise_address, source_prefix
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 from macula_nat.wire import stun
@@ -50,11 +50,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RATE: Final = 20.0
-"""Requests a second answered per source IP (per /64 for IPv6), sustained."""
-DEFAULT_BURST: Final = 60.0
-"""Requests a source may send at once: a full detection (RFC 5780 tests, allocation probes on
-several sockets, retransmissions) takes a few tens, and several hosts may share one NAT's IP."""
 DEFAULT_MAX_SOURCES: Final = 16_384
 """Sources the rate limit remembers (about 200 bytes each); the least recently seen go first."""
 

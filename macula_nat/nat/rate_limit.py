@@ -13,8 +13,17 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Final
 
-__all__ = ["TokenBuckets"]
+__all__ = ["DEFAULT_BURST", "DEFAULT_RATE", "TokenBuckets"]
+
+# The observer's defaults live here, beside the limit and away from Trio, so that
+# ``macula-nat observe --help`` shows them without loading the observer.
+DEFAULT_RATE: Final = 20.0
+"""Requests a second answered per source IP (per /64 for IPv6), sustained."""
+DEFAULT_BURST: Final = 60.0
+"""Requests a source may send at once: a full detection (RFC 5780 tests, allocation probes on
+several sockets, retransmissions) takes a few tens, and several hosts may share one NAT's IP."""
 
 
 class _Bucket:

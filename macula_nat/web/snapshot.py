@@ -263,14 +263,15 @@ def matrix_snapshot(
     detected: Mapping[str, str],
     methods: Mapping[tuple[str, str], str],
 ) -> Json:
-    """The demo's pair matrix: ``types`` label rows and columns (one node per NAT type),
-    ``detected`` the NAT type each node detected, ``methods`` how each (from, to) pair ended.
-    A cell is the method, or None while the pair has not connected; the diagonal is None."""
+    """The demo's pair matrix: ``types`` label rows and columns (a node per NAT type; the
+    same-type pairs on the diagonal are a node and its twin), ``detected`` the NAT type each
+    type's node detected, ``methods`` how each (from, to) pair ended. A cell is the method, or
+    None while the pair has not connected."""
     return {
         "kind": "demo",
         "types": list(types),
         "detected": {t: detected.get(t) for t in types},
         "cells": [[methods.get((a, b)) or methods.get((b, a)) for b in types] for a in types],
         "done": sum(1 for _ in methods),
-        "pairs": len(types) * (len(types) - 1) // 2,
+        "pairs": len(types) * (len(types) + 1) // 2,
     }

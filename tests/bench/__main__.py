@@ -19,10 +19,11 @@ from . import (
     dht,
     observer,
     relay,
+    startup,
 )
 
 SECTIONS = (
-    ("speed and memory", (actors, cache, observer, relay, dht, detection, connections)),
+    ("speed and memory", (startup, actors, cache, observer, relay, dht, detection, connections)),
     (
         "under attack (issue 11: each figure beside its bound)",
         (

@@ -56,7 +56,7 @@ import json, sys, time
 import trio
 from macula_nat.actors import open_actor
 from macula_nat.nat.detector import NatDetector, NatDetectorServer
-from macula_nat.cli.observe import parse_address
+from macula_nat.cli.arguments import parse_address
 from macula_nat.net.real import RealUdpStack
 
 async def main(observer):

@@ -1,4 +1,5 @@
-"""`make run`'s demonstration: every NAT type connects to every other as the strategy says."""
+"""`make run`'s demonstration: every pair of NAT types, the same type included, connects as the
+strategy says, and the headline weighs every pair it ran."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import pytest
 import trio
 from trio.testing import MockClock
@@ -28,20 +28,26 @@ async def test_every_pair_chats_and_ends_as_the_strategy_says(autojump_clock: Mo
 
     header = next(i for i, line in enumerate(lines) if line.startswith("from "))
     table = lines[header + 1 : lines.index("", header)]
-    assert len(table) == len(result.rows) == 28
+    assert len(table) == len(result.rows) == 36  # 8 types: 28 pairs of two, 8 of one with itself
     assert lines[-2] == (
-        f"28 pairs: {sum(r.method is ConnectionMethod.DIRECT for r in result.rows)} direct, "
+        f"36 pairs: {sum(r.method is ConnectionMethod.DIRECT for r in result.rows)} direct, "
         f"{sum(r.method is ConnectionMethod.PUNCHED for r in result.rows)} punched, "
         f"{sum(r.method is ConnectionMethod.RELAYED for r in result.rows)} relayed"
     )
-    assert lines[-1].startswith(f"weighted direct share {result.weighted_direct_share:.1%} ")
+    assert lines[-1].startswith(
+        f"weighted direct share {result.weighted_direct_share:.1%} over all 36 pairs "
+    )
+    assert result.weighted_direct_share == nat_demo.weighted_direct_share(result.rows)
     pairs = [(row.local, row.remote) for row in result.rows]
-    assert pairs == list(itertools.combinations(nat_demo.NAT_TYPES, 2))
+    assert pairs == list(itertools.combinations_with_replacement(nat_demo.NAT_TYPES, 2))
+    assert set(nat_demo.SHARES) == set(nat_demo.NAT_TYPES)
     for row, line in zip(result.rows, table, strict=True):
-        local, remote = nat_demo.node_name(row.local), nat_demo.node_name(row.remote)
+        local = nat_demo.node_name(row.local)
+        remote = nat_demo.node_name(row.remote, twin=row.local == row.remote)
         assert line.split()[:3] == [local, remote, str(row.method)]
         assert row.heard == (f"hello from {local}", f"hello from {remote}")
-        assert f"{local:<20}  {row.local_profile.nat_type:<20}  " in "\n".join(lines)
+        assert f"{local:<22}  {row.local_profile.nat_type:<20}  " in "\n".join(lines)
+        assert f"{remote:<22}  {row.remote_profile.nat_type:<20}  " in "\n".join(lines)
         plan = choose(row.local_profile, row.remote_profile)
         if plan.method is Method.RELAY:
             assert row.method is ConnectionMethod.RELAYED, plan.reason
@@ -58,20 +64,32 @@ def test_the_direct_share_is_weighted_by_how_common_each_nat_type_is() -> None:
             local, remote, PROFILE, PROFILE, method, 0.1, None, 0, ("hello", "hello")
         )
 
-    relayed = row(Preset.FULL_CONE, Preset.RESTRICTED_CONE, ConnectionMethod.RELAYED)
-    rows = [
-        row(a, b, ConnectionMethod.PUNCHED)
-        for a, b in itertools.combinations(nat_demo.NAT_TYPES, 2)
-        if {a, b} != {Preset.FULL_CONE, Preset.RESTRICTED_CONE}
-    ]
+    every_pair = list(itertools.combinations_with_replacement(nat_demo.NAT_TYPES, 2))
     shares = nat_demo.SHARES
-    total = sum(2 * shares[a] * shares[b] for a, b in itertools.combinations(shares, 2))
-    expected = 1 - 2 * 0.15 * 0.37 / total
-    assert nat_demo.weighted_direct_share([*rows, relayed]) == pytest.approx(expected)
-    assert nat_demo.weighted_direct_share(rows) == 1.0
-    assert (
-        nat_demo.weighted_direct_share([attrs.evolve(relayed, local=Preset.OPEN_INTERNET)]) == 0.0
+    total = sum(shares.values()) ** 2  # every ordered pair of types, each weighing a * b
+
+    def share_with_relayed(a: Preset, b: Preset) -> float:
+        relayed, punched = ConnectionMethod.RELAYED, ConnectionMethod.PUNCHED
+        rows = [row(x, y, relayed if (x, y) == (a, b) else punched) for x, y in every_pair]
+        return nat_demo.weighted_direct_share(rows)
+
+    # A pair of two types stands for both orders; a same-type pair for one.
+    assert share_with_relayed(Preset.FULL_CONE, Preset.RESTRICTED_CONE) == pytest.approx(
+        1 - 2 * 0.15 * 0.37 / total
     )
+    assert share_with_relayed(Preset.SYMMETRIC_RANDOM, Preset.SYMMETRIC_RANDOM) == pytest.approx(
+        1 - 0.08 * 0.08 / total
+    )
+    assert (
+        nat_demo.weighted_direct_share([row(a, b, ConnectionMethod.PUNCHED) for a, b in every_pair])
+        == 1.0
+    )
+    assert nat_demo.weighted_direct_share([]) == 0.0
+    # A type without a share is refused, not left out of the headline.
+    unweighted = {p: w for p, w in shares.items() if p is not Preset.OPEN_INTERNET}
+    with pytest.raises(ValueError, match="no share for open-internet"):
+        nat_demo.weighted_direct_share([row(Preset.OPEN_INTERNET, Preset.FULL_CONE,
+                                            ConnectionMethod.DIRECT)], unweighted)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,7 @@ async def test_the_demo_reports_every_node_and_pair_to_its_observer(
     lines: list[str] = []
     result = await nat_demo.run(lines.append, observer=board)
     matrix = await board.snapshot()
-    assert matrix["done"] == matrix["pairs"] == len(result.rows) == 28
+    assert matrix["done"] == matrix["pairs"] == len(result.rows) == 36
     assert all(matrix["detected"].values())
     for row in result.rows:
         a = nat_demo.NAT_TYPES.index(row.local)

@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from macula_nat.cli.observe import address_argument
+from macula_nat.cli.arguments import address_argument
 from macula_nat.dht.config import DhtConfig
 from macula_nat.dht.node import open_dht_node
 from macula_nat.directory.mainline import MainlineDirectory

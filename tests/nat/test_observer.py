@@ -15,7 +15,9 @@ import trio
 import trio.testing
 
 from macula_nat.actors import StartFailed, open_actor
-from macula_nat.cli.observe import add_observe_parser, observe_main, parse_address
+from macula_nat.cli.arguments import parse_address
+from macula_nat.cli.observe import observe_main
+from macula_nat.cli.parsers import add_observe_parser
 from macula_nat.nat.binding import ObserverAddresses, wire_size
 from macula_nat.nat.observer import (
     GetObserverStatistics,

@@ -185,9 +185,10 @@ def test_matrix_fills_in_symmetrically() -> None:
     types = ["a", "b", "c"]
     empty = matrix_snapshot(types, {}, {})
     assert empty["cells"] == [[None] * 3] * 3
-    assert (empty["done"], empty["pairs"]) == (0, 3)
-    some = matrix_snapshot(types, {"a": "full cone"}, {("a", "c"): "punched"})
+    assert (empty["done"], empty["pairs"]) == (0, 6)  # the diagonal too: same-type pairs
+    methods = {("a", "c"): "punched", ("b", "b"): "relayed"}
+    some = matrix_snapshot(types, {"a": "full cone", "a-2": "full cone"}, methods)
     assert some["cells"][0][2] == some["cells"][2][0] == "punched"
-    assert some["cells"][1] == [None, None, None]
+    assert some["cells"][1] == [None, "relayed", None]
     assert some["detected"] == {"a": "full cone", "b": None, "c": None}
-    assert some["done"] == 1
+    assert some["done"] == 2

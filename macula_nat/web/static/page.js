@@ -103,8 +103,7 @@ function renderMatrix(s) {
   const head = el("tr", {}, el("th", {}, ""), ...s.types.map((t) => el("th", {}, t)));
   const rows = s.types.map((a, i) => el("tr", {}, el("th", {}, a,
     el("br"), el("small", {}, s.detected[a] || "…")),
-    ...s.cells[i].map((cell, j) => i === j ? el("td", { class: "self" }, "")
-      : el("td", { id: "cell-" + i + "-" + j }, method(cell)))));
+    ...s.cells[i].map((cell, j) => el("td", { id: "cell-" + i + "-" + j }, method(cell)))));
   $("matrix").replaceChildren(el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)));
   $("matrix-progress").textContent = s.done + " of " + s.pairs + " pairs";
 }
