@@ -137,6 +137,8 @@ class Punch:
     won (or those the peer's probes reached)."""
     heard: set[UdpEndpoint] = attrs.Factory(set)
     """Birthday sockets an authentic frame from the peer arrived on."""
+    probed_back: set[tuple[UdpEndpoint, Address]] = attrs.Factory(set)
+    """(birthday socket, peer address) pairs a fresh probe arrived on and we probed back."""
     birthday_until: float = -math.inf
     """When the birthday sockets that did not win are closed (pushed back by each attempt)."""
     answers_in: trio.MemorySendChannel[Answer] = attrs.field(init=False)
@@ -529,17 +531,30 @@ class Puncher:
             if source not in punch.targets and len(punch.targets) < MAX_TARGETS:
                 # Peer-reflexive: where its packets really come from. Only a fresh probe, not
                 # sent from where it was sent to, gets here: it proves nothing yet (the probe
-                # back must be answered from there), and QUIC authenticates what the route lets
-                # through.
+                # back must be answered from there).
                 punch.targets += (source,)
-                self._routes.setdefault(source, punch.link)  # its QUIC may come before we adopt it
+            # The peer proves this path with our answer and may carry the connection over it
+            # before we prove it ourselves: its QUIC must reach the link meanwhile (QUIC
+            # authenticates what the route lets through), or it would be lost while our
+            # answers keep the peer's consent checks happy.
+            self._routes.setdefault(source, punch.link)
             with contextlib.suppress(OSError):
                 await via.send_to(received.reply, source)
-            if received.probe_back:
+            if received.probe_back or self._first_from(punch, via, source):
                 await self._send_probe(punch, source, via)
         if received.proven is not None:
             self._adopt(punch, received.proven, self._quic if via is self._probes else via)
         return received.authentic
+
+    def _first_from(self, punch: Punch, via: UdpEndpoint, source: Address) -> bool:
+        """A fresh probe from ``source`` on a birthday socket that never probed it back: probe
+        back once from there. The prover's per-address gap counts probes from any socket, but a
+        birthday punch probes the peer from all of them before the peer's probes open the way,
+        so only this socket's probe back can still prove the path that met."""
+        if via is self._probes or (via, source) in punch.probed_back:
+            return False
+        punch.probed_back.add((via, source))
+        return True
 
     def _adopt(self, punch: Punch, address: Address, endpoint: UdpEndpoint) -> None:
         """``address`` answered our probe (through ``endpoint``): carry the connection there,
