@@ -50,7 +50,8 @@ class TraversalConfig:
     mapping_reuse: float = attrs.field(default=60.0, validator=_positive)
     """A sequential node asks an observer for a fresh mapping before it punches (predictions
     start there); it asks the same observer address again only this much later, once the
-    mapping it made has likely expired (:mod:`.fresh_mapping`)."""
+    mapping it made has likely expired; meanwhile it asks from a new socket
+    (:mod:`.fresh_mapping`)."""
     fresh_mapping_age: float = attrs.field(default=10.0, validator=_positive)
     """How long a fresh mapping serves as the base of predictions (else the relay's view)."""
     birthday_sockets: int = attrs.field(default=256, validator=_at_least_one)

@@ -15,8 +15,9 @@ It owns this node's connections and the punching that upgrades them:
   connection from then on; nothing is lost, since QUIC sees no change (:mod:`..connection.link`).
 - **Prediction**: a node behind a sequential NAT predicts its next ports from a fresh mapping,
   taken (a Binding request from the shared socket to an observer address it has not used
-  lately) while the relayed connection is being set up, not from the relay's view of an
-  allocation that other flows may have moved past (:mod:`.fresh_mapping`).
+  lately, else from a new socket) while the relayed connection is being set up, not from the
+  relay's view of an allocation that other flows, and this node's earlier punches, may have
+  moved past (:mod:`.fresh_mapping`).
 - **Inbound**: relay sessions other nodes open to this one, and Initials arriving directly on the
   node's socket, become connections handed out by :meth:`Coordinator.accept`. A direct Initial
   passes the same :class:`~macula_nat.connection.gate.HandshakeGate` a listener's does
@@ -61,7 +62,7 @@ from macula_nat.nat.cache import ProfileCache
 from macula_nat.nat.detector import NatDetector, NatProfileChanged
 from macula_nat.nat.errors import TransactionTimeout
 from macula_nat.nat.profile import NatProfile
-from macula_nat.nat.stun_client import StunClient
+from macula_nat.nat.stun_client import StunClient, open_stun_client
 from macula_nat.net.address import Address, normalise_address
 from macula_nat.net.demux import SharedEndpoint, Traffic
 from macula_nat.relay import (
@@ -366,26 +367,34 @@ class Coordinator(Served):
         await self._measure_mapping()
 
     async def _measure_mapping(self) -> None:
-        """On a NAT that allocates ports sequentially, ask an observer where the shared socket
-        is seen from a destination it has not used lately: the NAT allocates a port now, and
-        predictions start from it (:mod:`.fresh_mapping`)."""
-        now = trio.current_time()
-        stun = self._stun
-        destination = None
-        if _sequential(self._profile()):
-            reuse = self.config.mapping_reuse
-            destination = pick(self._mapping_destinations, stun.last_asked, now, reuse)
-        if destination is None:
+        """On a NAT that allocates ports sequentially, learn the port it hands out now, and
+        predict from it (:mod:`.fresh_mapping`): ask an observer where the shared socket is seen
+        from a destination it has not used lately, or, when it used every one lately (its
+        earlier connections did), from a new socket (the NAT's counter is shared)."""
+        if not _sequential(self._profile()) or not self._mapping_destinations:
             await trio.lowlevel.checkpoint()
             return
+        now = trio.current_time()
+        deadline = now + self.config.punch_window / 4
+        reuse = self.config.mapping_reuse
+        destination = pick(self._mapping_destinations, self._stun.last_asked, now, reuse)
+        if destination is None:
+            mapped = await self._new_socket_mapping(self._mapping_destinations[0], deadline)
+        else:
+            mapped = await self._shared_socket_mapping(destination, deadline)
+        if mapped is not None:
+            self._fresh = (mapped, trio.current_time())
+            logger.debug("%r: fresh mapping %s", self, mapped)
+
+    async def _shared_socket_mapping(self, destination: Address, deadline: float) -> Address | None:
+        """Where ``destination`` sees the shared socket, if that is news."""
+        stun = self._stun
         previous = stun.last_asked(destination)
         try:
-            response = await self._stun.request(
-                destination, deadline=now + self.config.punch_window / 4
-            )
+            response = await stun.request(destination, deadline=deadline)
         except TransactionTimeout as exc:
             logger.debug("%r: no fresh mapping from %s: %s", self, destination, exc)
-            return
+            return None
         other = response.message.other_address
         if other is not None:  # an RFC 5780 observer: three more destinations
             for address in (other, (other[0], destination[1]), (destination[0], other[1])):
@@ -393,9 +402,22 @@ class Coordinator(Served):
                 if address not in known and len(known) < MAX_MAPPING_DESTINATIONS:
                     known.append(normalise_address(address))
         mapped = response.mapped_address
-        if mapped is not None and is_news(previous, mapped):
-            self._fresh = (normalise_address(mapped), trio.current_time())
-            logger.debug("%r: fresh mapping %s (via %s)", self, mapped, destination)
+        if mapped is None or not is_news(previous, mapped):
+            return None
+        return normalise_address(mapped)
+
+    async def _new_socket_mapping(self, destination: Address, deadline: float) -> Address | None:
+        """Where ``destination`` sees a new socket of this host: the port the NAT hands out
+        now. The shared socket's next new mapping follows it at the delta."""
+        socket = await self.registry.stack.bind((self.shared.local_address[0], 0))
+        async with socket, open_stun_client(socket) as client:
+            try:
+                response = await client.request(destination, deadline=deadline)
+            except TransactionTimeout as exc:
+                logger.debug("%r: no fresh mapping from %s: %s", self, destination, exc)
+                return None
+        mapped = response.mapped_address
+        return None if mapped is None else normalise_address(mapped)
 
     def _profile(self) -> NatProfile | None:
         profile: NatProfile | None = self.detector.profile.value

@@ -11,6 +11,11 @@ from it too) answers with the old port, which says nothing new: :func:`pick` ski
 destinations asked within ``reuse_after``, and :func:`is_news` takes an answer equal to what
 the same destination said last time as stale. Pure: no sockets, no clocks (callers pass the
 time, and what the socket's STUN client remembers).
+
+The node's own punches use up ports too (a port-dependent NAT maps each address probed), and
+within ``reuse_after`` of detection every observer address has been asked: then the coordinator
+asks from a new socket instead, whose mapping is the port the NAT hands out now (the counter is
+the NAT's, not the socket's), and the shared socket's next mapping follows it at the delta.
 """
 
 from __future__ import annotations

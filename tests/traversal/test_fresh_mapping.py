@@ -81,3 +81,28 @@ async def test_a_sequential_nat_is_punched_after_its_counter_moved(
             await connection.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
         assert connection.info().connection_method is ConnectionMethod.PUNCHED
         assert trio.current_time() - started <= 0.3
+
+
+@pytest.mark.parametrize("earlier", ["it", "its-peer"])
+async def test_a_sequential_pair_is_punched_after_an_earlier_connection(
+    earlier: str, autojump_clock: MockClock
+) -> None:
+    """A punch opens a mapping toward each address probed, so a sequential NAT's counter has
+    moved past the registration's port once its node (``it``) or the peer (``its-peer``) has
+    connected before, within ``mapping_reuse`` of detection, when every observer address was
+    asked lately: the fresh mapping then comes from a new socket, and the pair still punches."""
+    async with open_world(seed=3) as world:
+        alice = await world.node(Preset.SYMMETRIC_SEQUENTIAL, "alice")
+        bob = await world.node(Preset.SYMMETRIC_SEQUENTIAL, "bob")
+        carol = await world.node(Preset.SYMMETRIC_SEQUENTIAL, "carol")
+        first, second = (
+            ((alice, bob), (alice, carol)) if earlier == "it" else ((bob, carol), (alice, carol))
+        )
+        for a, b in (first, second):
+            started = trio.current_time()
+            connection = await a.connector.connect(b.node_id)
+            await b.connector.accept()
+            with trio.move_on_after(5):
+                await connection.method.wait_value(lambda m: m is ConnectionMethod.PUNCHED)
+            assert connection.info().connection_method is ConnectionMethod.PUNCHED
+            assert trio.current_time() - started <= 0.3
