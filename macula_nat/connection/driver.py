@@ -420,6 +420,8 @@ class Connection:
     """Whether the driver reads ``_endpoint`` itself (it owns it), or a listener's reader
     hands datagrams over (:meth:`_answer`)."""
     _outbox: deque[bytes] = attrs.field(init=False, factory=deque)
+    _produced: int = attrs.field(init=False, default=0)
+    """Datagrams aioquic has handed over so far (the driver tells a busy pass from an idle one)."""
     _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
     _woken: bool = attrs.field(init=False, default=False)
     _next_ping: float = attrs.field(init=False, default=math.inf)
@@ -740,11 +742,16 @@ class Connection:
                         self._ping_uid += 1
                         self._quic.send_ping(self._ping_uid)
                         self._next_ping = now + interval
+                produced = self._produced
                 await self._pass()
-                # A timer aioquic leaves due after handling it (nothing it may send yet) is
-                # looked at again a granule later: never a busy loop (nor a frozen MockClock).
+                # A timer aioquic leaves due after a pass that produced nothing (nothing it may
+                # send yet) is looked at again a granule later: never a busy loop (nor a frozen
+                # MockClock). One due again after a pass that sent is the pacer's next slot of
+                # a bulk transfer: it goes at once, or pacing would cap a transfer at one
+                # burst (16 datagrams) per granule.
                 now = trio.current_time()
-                due = timed_out and self._deadline() <= now
+                idle = self._produced == produced
+                due = timed_out and idle and self._deadline() <= now
                 not_before = now + _TIMER_GRANULARITY if due else -math.inf
         finally:
             self._terminated.set()
@@ -928,7 +935,9 @@ class Connection:
         socket's buffer is full does the task wait, in ``send_to``. aioquic's pacer and
         congestion window still decide how much ``datagrams_to_send`` hands over at once."""
         outbox = self._outbox
-        outbox.extend(data for data, _ in self._quic.datagrams_to_send(now=trio.current_time()))
+        datagrams = self._quic.datagrams_to_send(now=trio.current_time())
+        self._produced += len(datagrams)
+        outbox.extend(data for data, _ in datagrams)
         endpoint, remote = self._endpoint, self._remote
         waited = False
         while outbox:
