@@ -8,10 +8,9 @@ sockets: it keeps ``WINDOW`` datagrams in flight from its sender socket, through
 to its receiver socket, for ``ROUND`` seconds. The generator does the same work for both
 forwarders (it seals every frame as a registered node does, and the bare forwarder ignores
 that), so the ratio is what the relay's work (authenticate, look up, meter, re-seal) costs
-against moving the datagram alone. The window bounds the rate of both, so the figure that
-counts is CPU per datagram: the CPU seconds this process spent divided by the datagrams moved
-(a shared machine's other load changes the rate, much less the CPU). Rounds alternate between
-the two; medians are printed.
+against moving the datagram alone. The figure that counts is CPU per datagram: the CPU seconds
+this process spent divided by the datagrams moved (a shared machine's other load changes the
+rate much more than the CPU). Rounds alternate between the two; medians are printed.
 
 Memory: one node asks the relay for 10,000 sessions to another; live memory (tracemalloc) grows
 by what the relay keeps per session: its state in the core and its actor.
@@ -327,7 +326,6 @@ async def run() -> list[Figure]:
             small_relay.wall,
             "dgram/s",
             small_batched.wall,
-            "(the load generator's window bounds both)",
         ),
         Figure(
             f"relay: {SMALL} B CPU per datagram, vs {baseline}",
@@ -341,7 +339,6 @@ async def run() -> list[Figure]:
             large_relay.wall,
             "dgram/s",
             large_batched.wall,
-            "(the load generator's window bounds both)",
         ),
         Figure(
             f"relay: {LARGE} B CPU per datagram, vs {baseline}",
