@@ -41,7 +41,7 @@ import attrs
 import trio
 
 from macula_nat.net.address import Address
-from macula_nat.net.endpoint import UdpEndpoint
+from macula_nat.net.endpoint import READ_BATCH, UdpEndpoint
 from macula_nat.wire.stun import is_stun
 
 __all__ = [
@@ -226,12 +226,17 @@ class SharedEndpoint:
     Run it with :func:`open_shared_endpoint`; :meth:`view` hands out the views.
     """
 
-    __slots__ = ("_closed", "_endpoint", "_unclassified", "_views")
+    __slots__ = ("_batch", "_closed", "_endpoint", "_unclassified", "_views")
 
     def __init__(
         self, endpoint: UdpEndpoint, buffer: int | Mapping[Traffic, int] = DEFAULT_VIEW_BUFFER
     ) -> None:
         sizes = _buffer_sizes(buffer)
+        self._batch = max(1, min(READ_BATCH, *sizes.values()) // 2)
+        """Datagrams read at once: half what the smallest view holds. Trio runs every runnable
+        task once per scheduler round, in any order, so the reader may take two batches before
+        a view's consumer drains it; two halves fit, and a burst the socket's buffer would have
+        held is not dropped at a view whose consumer drains it (``receive_batch``) each time."""
         self._endpoint = endpoint
         self._closed = False
         self._unclassified = 0
@@ -295,15 +300,17 @@ class SharedEndpoint:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Read the socket and route datagrams until it closes; then close every view.
 
-        It reads in batches (:meth:`~macula_nat.net.endpoint.UdpEndpoint.receive_batch`): one
-        scheduler round for all the datagrams waiting, each routed in arrival order."""
+        It reads in batches (:meth:`~macula_nat.net.endpoint.UdpEndpoint.receive_batch`) of at
+        most half the smallest view's buffer: one scheduler round for all the datagrams
+        waiting, each routed in arrival order."""
         task_status.started()
         receive_batch = self._endpoint.receive_batch
         dispatch = self.dispatch
+        most = self._batch
         try:
             while True:
                 try:
-                    batch = await receive_batch()
+                    batch = await receive_batch(most)
                 except trio.ClosedResourceError:
                     return
                 for data, source in batch:

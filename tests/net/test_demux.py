@@ -163,6 +163,29 @@ async def test_a_batch_is_routed_whole_and_in_order(
             assert await peer.receive_from() == (b"back", node.local_address)
 
 
+async def test_a_burst_larger_than_a_view_reaches_a_reader_that_keeps_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Batches stay within what a view holds: a burst the socket's buffer held is not dropped
+    at the view (default buffer) whose reader takes a batch each time it runs."""
+    async with open_internet(seed=2) as internet:
+        node_host = internet.add_host(link=LINK, receive_buffer=2048)
+        peer_host = internet.add_host(link=LINK)
+        node = await node_host.bind((node_host.addresses[0], 0))
+        peer = await peer_host.bind((peer_host.addresses[0], 0))
+        sent = [QUIC_SHORT + b"%d" % i for i in range(1500)]
+        async with open_shared_endpoint(node) as shared:
+            for data in sent:  # in flight together: they land in the socket at once
+                await peer.send_to(data, node.local_address)
+            quic = shared.view(Traffic.QUIC)
+            received: list[bytes] = []
+            with trio.fail_after(5):
+                while len(received) < len(sent):
+                    received += [data for data, _ in await quic.receive_batch()]
+            assert received == sent
+            assert shared.statistics().quic.dropped == 0
+
+
 async def test_a_full_view_drops_the_newest_and_counts_without_blocking_the_others(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
