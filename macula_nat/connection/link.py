@@ -209,11 +209,35 @@ class PeerLink(UdpEndpoint):
             raise trio.ClosedResourceError("the relay session to the peer ended") from exc
         self._sent_relayed += 1
 
+    def send_to_nowait(self, data: bytes, address: Address) -> None:
+        """Send over the direct path if the datagram can leave now; else (relayed, or the
+        socket's buffer full) raise ``trio.WouldBlock`` and let :meth:`send_to` do it."""
+        check_datagram_size(data)
+        if self._closed:
+            raise trio.ClosedResourceError("link closed")
+        direct = self._direct
+        if direct is None:
+            raise trio.WouldBlock
+        try:
+            direct.endpoint.send_to_nowait(data, direct.address)
+        except trio.ClosedResourceError:
+            raise trio.WouldBlock from None  # send_to drops the path and falls back
+        self._sent_direct += 1
+
     async def receive_from(self) -> tuple[bytes, Address]:
         if self._closed:
             raise trio.ClosedResourceError("link closed")
         try:
             data = await self._inbox.receive()
+        except trio.EndOfChannel:
+            raise trio.ClosedResourceError("link closed") from None
+        return data, LINK_ADDRESS
+
+    def receive_from_nowait(self) -> tuple[bytes, Address]:
+        if self._closed:
+            raise trio.ClosedResourceError("link closed")
+        try:
+            data = self._inbox.receive_nowait()
         except trio.EndOfChannel:
             raise trio.ClosedResourceError("link closed") from None
         return data, LINK_ADDRESS

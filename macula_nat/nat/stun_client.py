@@ -250,12 +250,13 @@ class StunClient:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Receive and `feed` datagrams until cancelled or the endpoint is closed."""
         task_status.started()
-        while True:
+        while True:  # in batches: a demux view is drained as fast as it is filled
             try:
-                data, source = await self._endpoint.receive_from()
+                batch = await self._endpoint.receive_batch()
             except trio.ClosedResourceError:
                 return
-            self.feed(data, source)
+            for data, source in batch:
+                self.feed(data, source)
 
     async def request(
         self,

@@ -23,7 +23,8 @@ Each view buffers at most ``buffer`` datagrams. When it is full the arriving dat
 reader never waits, so a slow view costs the others nothing. Datagrams for a closed view are
 dropped and counted the same way.
 
-Sends from any view go straight out of the shared socket. A view closes on its own (its pending
+Sends from any view go straight out of the shared socket (``send_to_nowait`` too, so a view
+is as cheap to send on as the socket). A view closes on its own (its pending
 and later calls raise ``trio.ClosedResourceError``; the socket and the other views go on);
 closing the shared endpoint, leaving the ``async with`` block, or the socket closing under it
 closes every view.
@@ -40,7 +41,7 @@ import attrs
 import trio
 
 from macula_nat.net.address import Address
-from macula_nat.net.endpoint import UdpEndpoint
+from macula_nat.net.endpoint import READ_BATCH, UdpEndpoint
 from macula_nat.wire.stun import is_stun
 
 __all__ = [
@@ -165,10 +166,21 @@ class ProtocolView(UdpEndpoint):
         await self._shared.endpoint.send_to(data, address)
         self._counters.sent += 1
 
+    def send_to_nowait(self, data: bytes, address: Address) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("view is closed")
+        self._shared.endpoint.send_to_nowait(data, address)
+        self._counters.sent += 1
+
     async def receive_from(self) -> tuple[bytes, Address]:
         if self._closed:
             raise trio.ClosedResourceError("view is closed")
         return await self._inbox.receive()
+
+    def receive_from_nowait(self) -> tuple[bytes, Address]:
+        if self._closed:
+            raise trio.ClosedResourceError("view is closed")
+        return self._inbox.receive_nowait()
 
     def close(self) -> None:
         if self._closed:
@@ -214,12 +226,17 @@ class SharedEndpoint:
     Run it with :func:`open_shared_endpoint`; :meth:`view` hands out the views.
     """
 
-    __slots__ = ("_closed", "_endpoint", "_unclassified", "_views")
+    __slots__ = ("_batch", "_closed", "_endpoint", "_unclassified", "_views")
 
     def __init__(
         self, endpoint: UdpEndpoint, buffer: int | Mapping[Traffic, int] = DEFAULT_VIEW_BUFFER
     ) -> None:
         sizes = _buffer_sizes(buffer)
+        self._batch = max(1, min(READ_BATCH, *sizes.values()) // 2)
+        """Datagrams read at once: half what the smallest view holds. Trio runs every runnable
+        task once per scheduler round, in any order, so the reader may take two batches before
+        a view's consumer drains it; two halves fit, and a burst the socket's buffer would have
+        held is not dropped at a view whose consumer drains it (``receive_batch``) each time."""
         self._endpoint = endpoint
         self._closed = False
         self._unclassified = 0
@@ -281,15 +298,23 @@ class SharedEndpoint:
         await trio.lowlevel.checkpoint()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Read the socket and route datagrams until it closes; then close every view."""
+        """Read the socket and route datagrams until it closes; then close every view.
+
+        It reads in batches (:meth:`~macula_nat.net.endpoint.UdpEndpoint.receive_batch`) of at
+        most half the smallest view's buffer: one scheduler round for all the datagrams
+        waiting, each routed in arrival order."""
         task_status.started()
+        receive_batch = self._endpoint.receive_batch
+        dispatch = self.dispatch
+        most = self._batch
         try:
             while True:
                 try:
-                    data, source = await self._endpoint.receive_from()
+                    batch = await receive_batch(most)
                 except trio.ClosedResourceError:
                     return
-                self.dispatch(data, source)
+                for data, source in batch:
+                    dispatch(data, source)
         finally:
             self.close()
 

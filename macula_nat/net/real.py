@@ -6,7 +6,7 @@ import errno
 import logging
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -19,13 +19,19 @@ from macula_nat.net.address import (
     normalise_address,
     normalise_ip,
 )
-from macula_nat.net.endpoint import UdpEndpoint, UdpStack, check_datagram_size
+from macula_nat.net.endpoint import READ_BATCH, UdpEndpoint, UdpStack, check_datagram_size
 from macula_nat.net.local_addresses import discover_local_addresses
 
 logger = logging.getLogger(__name__)
 
 _RECEIVE_SIZE = 65536
 """Larger than any UDP payload, so the kernel never truncates a datagram."""
+
+SOCKET_BUFFER: Final = 4 * 1024 * 1024
+"""Bytes asked of the kernel for each endpoint's receive and send buffers. Linux's default
+(about 208 KiB, some 170 datagrams of 1200 B) overflows under one QUIC transfer: a reader that
+wakes a few hundred microseconds late loses datagrams, and QUIC takes them for congestion. The
+kernel caps the request at ``net.core.rmem_max`` / ``wmem_max``; what it granted is logged."""
 
 _LOST_ERRNOS = frozenset(
     {
@@ -63,11 +69,17 @@ _CHECKED_DESTINATIONS = 1024
 
 
 class RealUdpEndpoint(UdpEndpoint):
-    """A bound ``trio.socket`` UDP socket."""
+    """A bound non-blocking UDP socket, driven the way ``trio.socket`` drives one: try the
+    call, and wait for the socket to become ready only when the kernel says it would block.
+
+    The ``_nowait`` calls and :meth:`receive_batch` are the same calls without the wait (or
+    with one wait for a whole batch), which ``trio.socket`` has no public way to make.
+    """
 
     __slots__ = ("_checked", "_closed", "_local_address", "_socket", "_version")
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
         self._socket = sock
         self._checked: set[Address] = set()
         self._local_address = _address_from_socket(sock.getsockname())
@@ -83,12 +95,25 @@ class RealUdpEndpoint(UdpEndpoint):
         return self._local_address
 
     async def send_to(self, data: bytes, address: Address) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                self.send_to_nowait(data, address)
+            except trio.WouldBlock:
+                await trio.lowlevel.wait_writable(self._socket)
+            else:
+                break
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def send_to_nowait(self, data: bytes, address: Address) -> None:
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
         check_datagram_size(data)
         destination = self._checked_destination(address)
         try:
-            await self._socket.sendto(data, destination)
+            self._socket.sendto(data, destination)
+        except BlockingIOError:
+            raise trio.WouldBlock from None
         except OSError as error:
             if error.errno not in _LOST_ERRNOS:
                 raise
@@ -111,13 +136,52 @@ class RealUdpEndpoint(UdpEndpoint):
         return destination
 
     async def receive_from(self) -> tuple[bytes, Address]:
+        (datagram,) = await self.receive_batch(1)
+        return datagram
+
+    def receive_from_nowait(self) -> tuple[bytes, Address]:
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
-        data, source = await self._socket.recvfrom(_RECEIVE_SIZE)
+        try:
+            data, source = self._socket.recvfrom(_RECEIVE_SIZE)
+        except BlockingIOError:
+            raise trio.WouldBlock from None
         return data, _received_address(source)
 
+    async def receive_batch(self, max_datagrams: int = READ_BATCH) -> list[tuple[bytes, Address]]:
+        """Wait for readability at most once, then drain the socket with non-blocking reads:
+        one scheduler round per batch, whatever its size."""
+        if max_datagrams < 1:
+            raise ValueError(f"max_datagrams must be at least 1, not {max_datagrams}")
+        if self._closed:
+            raise trio.ClosedResourceError("endpoint is closed")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        batch = self._drain(max_datagrams)
+        if batch:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return batch
+        while not batch:  # a wake-up without a datagram (another reader took it): wait again
+            await trio.lowlevel.wait_readable(self._socket)
+            batch = self._drain(max_datagrams)
+        return batch
+
+    def _drain(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
+        """Up to ``max_datagrams`` datagrams already waiting, in arrival order."""
+        batch: list[tuple[bytes, Address]] = []
+        receive = self._socket.recvfrom
+        for _ in range(max_datagrams):
+            try:
+                data, source = receive(_RECEIVE_SIZE)
+            except BlockingIOError:
+                break
+            batch.append((data, _received_address(source)))
+        return batch
+
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
+        trio.lowlevel.notify_closing(self._socket)  # a task waiting on it raises Closed
         self._socket.close()
 
 
@@ -142,14 +206,36 @@ class RealUdpStack(UdpStack):
     async def bind(self, address: Address = (ANY_IPV4, 0)) -> RealUdpEndpoint:
         ip, port = normalise_address(address)
         family = address_family(ip)
-        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            await sock.bind((ip, port))
+            granted = _size_buffers(sock)
+            sock.bind((ip, port))  # a numeric address: nothing to resolve, nothing to wait for
         except BaseException:
             sock.close()
             raise
         endpoint = RealUdpEndpoint(sock)
-        logger.debug("bound %s", endpoint.local_address)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        logger.debug(
+            "bound %s (buffers granted: receive %d, send %d bytes)",
+            endpoint.local_address,
+            *granted,
+        )
         return endpoint
+
+
+def _size_buffers(sock: socket.socket) -> tuple[int, int]:
+    """Ask for :data:`SOCKET_BUFFER` bytes of receive and send buffer (best effort: the kernel
+    caps the request, and refusal is no error); what the kernel granted (Linux reports double
+    the usable size, its bookkeeping included)."""
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        except OSError as error:
+            logger.debug("socket buffer option %d not set: %s", option, error)
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+    )

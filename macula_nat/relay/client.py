@@ -531,9 +531,9 @@ class RelayClientServer(Actor):
         client = self._client
         endpoint = client.endpoint
         try:
-            while True:
-                data, source = await endpoint.receive_from()
-                await client._on_datagram(data, source)
+            while True:  # in batches: a demux view is drained as fast as it is filled
+                for data, source in await endpoint.receive_batch():
+                    await client._on_datagram(data, source)
         except trio.ClosedResourceError:
             logger.warning("%s: its socket was closed", client)
 

@@ -12,7 +12,8 @@ incarnation of its actors, so a crashed server comes back on the same address wi
 registration and session intact, and a crashed session actor costs only its session.
 
 The server's socket task moves datagrams straight through the core (no mailbox on the
-forwarding path); the server's mailbox starts session actors and runs the expiry sweep.
+forwarding path), a batch of them per scheduler round, each forwarded without waiting; the
+server's mailbox starts session actors and runs the expiry sweep.
 """
 
 from __future__ import annotations
@@ -426,23 +427,38 @@ class RelayServer(Actor):
         relay._detach_server(self.ref)
 
     async def _serve(self, endpoint: UdpEndpoint) -> None:
+        """Move datagrams through the core: read every datagram waiting (one scheduler round
+        per batch), and send each answer at once without waiting, in the order the core gave
+        them; only a full socket buffer makes the loop wait (in ``send_to``). The batch shares
+        one reading of the clock: it was read at one instant."""
         relay = self._relay
         core = relay._core
         receive = core.receive
-        send_to = endpoint.send_to
+        receive_batch = endpoint.receive_batch
+        send_to_nowait = endpoint.send_to_nowait
         now = trio.current_time
         try:
             while True:
-                data, source = await endpoint.receive_from()
-                for out, address in receive(data, source, now()):
-                    try:
-                        await send_to(out, address)
-                    except (OSError, ValueError):
-                        core.count_send_failure()
-                if core.effects:
-                    await relay._apply_effects()
+                batch = await receive_batch()
+                at = now()
+                for data, source in batch:
+                    for out, address in receive(data, source, at):
+                        try:
+                            send_to_nowait(out, address)
+                        except trio.WouldBlock:
+                            await self._send_waiting(endpoint, out, address)
+                        except (OSError, ValueError):
+                            core.count_send_failure()
+                    if core.effects:
+                        await relay._apply_effects()
         except trio.ClosedResourceError:
             return  # the server is stopping
+
+    async def _send_waiting(self, endpoint: UdpEndpoint, data: bytes, address: Address) -> None:
+        try:
+            await endpoint.send_to(data, address)
+        except (OSError, ValueError):
+            self._relay._core.count_send_failure()
 
 
 async def _close_on_exit(endpoint: UdpEndpoint) -> None:

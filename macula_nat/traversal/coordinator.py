@@ -688,12 +688,12 @@ class Coordinator(Served):
         new address answers a probe); start inbound direct handshakes."""
         nursery = self._nursery_or_raise()
         while True:
-            data, source = await self._quic.receive_from()
-            link = self._routes.get(source) or self._by_connection_id(data)
-            if link is not None:
-                link.deliver_direct(data)
-            else:
-                await self._admit(nursery, data, source)
+            for data, source in await self._quic.receive_batch():
+                link = self._routes.get(source) or self._by_connection_id(data)
+                if link is not None:
+                    link.deliver_direct(data)
+                else:
+                    await self._admit(nursery, data, source)
 
     def _by_connection_id(self, data: bytes) -> PeerLink | None:
         """The direct link whose connection the datagram's destination connection id names."""

@@ -513,12 +513,12 @@ class Puncher:
 
     async def read_probes(self) -> None:
         """Route each probe frame arriving on the shared socket to its connection's prover."""
-        while True:
-            data, source = await self._probes.receive_from()
-            link_id = peek_link_id(data)
-            punch = None if link_id is None else self._by_link_id.get(link_id)
-            if punch is not None:
-                await self._on_frame(punch, data, source, self._probes)
+        while True:  # in batches: a demux view is drained as fast as it is filled
+            for data, source in await self._probes.receive_batch():
+                link_id = peek_link_id(data)
+                punch = None if link_id is None else self._by_link_id.get(link_id)
+                if punch is not None:
+                    await self._on_frame(punch, data, source, self._probes)
 
     async def _on_frame(self, punch: Punch, data: bytes, source: Address, via: UdpEndpoint) -> bool:
         """Handle a probe frame that came through ``via``; whether it was authentic."""

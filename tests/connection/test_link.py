@@ -487,3 +487,57 @@ async def test_waiting_for_a_method_transition_wakes_on_drop_direct(
             new, old = await link.method.wait_transition()
 
     assert (new, old) == (ConnectionMethod.RELAYED, ConnectionMethod.PUNCHED)
+
+
+# -- the non-waiting operations (issue 14) -------------------------------------------------------
+
+
+class NowaitEndpoint(RecordingEndpoint):
+    """A recording endpoint that also sends without waiting (a real socket with room)."""
+
+    def send_to_nowait(self, data: bytes, address: Address) -> None:
+        if self.closed:
+            raise trio.ClosedResourceError("endpoint closed")
+        self.sent.append((data, address))
+
+
+async def test_send_to_nowait_goes_direct_and_counts() -> None:
+    link, relay = relayed_link()
+    direct = NowaitEndpoint()
+    link.use_direct(punched(direct))
+
+    link.send_to_nowait(b"fast", LINK_ADDRESS)
+
+    assert direct.sent == [(b"fast", PEER)] and relay.sent == []
+    assert link.statistics().sent_direct == 1
+
+
+async def test_send_to_nowait_would_block_where_only_waiting_can_send() -> None:
+    link, relay = relayed_link()
+    with pytest.raises(trio.WouldBlock):  # relayed: the relay session's send is awaited
+        link.send_to_nowait(b"x", LINK_ADDRESS)
+    closed = NowaitEndpoint()
+    link.use_direct(punched(closed))
+    closed.close()
+    with pytest.raises(trio.WouldBlock):  # send_to drops the dead path and uses the relay
+        link.send_to_nowait(b"x", LINK_ADDRESS)
+    await link.send_to(b"x", LINK_ADDRESS)
+    assert relay.sent == [b"x"] and link.direct is None
+    link.close()
+    with pytest.raises(trio.ClosedResourceError):
+        link.send_to_nowait(b"x", LINK_ADDRESS)
+
+
+async def test_receive_batch_takes_what_the_link_holds_in_order() -> None:
+    link, _ = relayed_link()
+    with pytest.raises(trio.WouldBlock):
+        link.receive_from_nowait()
+    for i in range(5):
+        link.deliver_direct(b"%d" % i)
+
+    assert await link.receive_batch(3) == [(b"%d" % i, LINK_ADDRESS) for i in range(3)]
+    assert link.receive_from_nowait() == (b"3", LINK_ADDRESS)
+    assert await link.receive_batch() == [(b"4", LINK_ADDRESS)]
+    link.close()
+    with pytest.raises(trio.ClosedResourceError):
+        link.receive_from_nowait()

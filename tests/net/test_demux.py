@@ -140,6 +140,52 @@ async def test_datagrams_are_routed_by_their_first_byte(
     assert statistics.unclassified == len(JUNK)
 
 
+async def test_a_batch_is_routed_whole_and_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_internet(seed=1) as internet:
+        node_host = internet.add_host(link=LINK, receive_buffer=1024)
+        peer_host = internet.add_host(link=LINK)
+        node = await node_host.bind((node_host.addresses[0], 0))
+        peer = await peer_host.bind((peer_host.addresses[0], 0))
+        sent = [(QUIC_SHORT if i % 3 else RELAY_FRAME) + b"%d" % i for i in range(600)]
+        async with open_shared_endpoint(node, buffer=1024) as shared:
+            for data in sent:  # all land in the node's socket at once: batches of READ_BATCH
+                await peer.send_to(data, node.local_address)
+            quic, relay = shared.view(Traffic.QUIC), shared.view(Traffic.RELAY)
+            await trio.sleep(1)
+            got_quic = [data for data, _ in await quic.receive_batch(1024)]
+            got_relay = [data for data, _ in await relay.receive_batch(1024)]
+            assert got_quic == [data for data in sent if data[0] == QUIC_SHORT[0]]
+            assert got_relay == [data for data in sent if data[0] == RELAY_FRAME[0]]
+            quic.send_to_nowait(b"back", peer.local_address)
+            assert shared.statistics().quic.sent == 1
+            assert await peer.receive_from() == (b"back", node.local_address)
+
+
+async def test_a_burst_larger_than_a_view_reaches_a_reader_that_keeps_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Batches stay within what a view holds: a burst the socket's buffer held is not dropped
+    at the view (default buffer) whose reader takes a batch each time it runs."""
+    async with open_internet(seed=2) as internet:
+        node_host = internet.add_host(link=LINK, receive_buffer=2048)
+        peer_host = internet.add_host(link=LINK)
+        node = await node_host.bind((node_host.addresses[0], 0))
+        peer = await peer_host.bind((peer_host.addresses[0], 0))
+        sent = [QUIC_SHORT + b"%d" % i for i in range(1500)]
+        async with open_shared_endpoint(node) as shared:
+            for data in sent:  # in flight together: they land in the socket at once
+                await peer.send_to(data, node.local_address)
+            quic = shared.view(Traffic.QUIC)
+            received: list[bytes] = []
+            with trio.fail_after(5):
+                while len(received) < len(sent):
+                    received += [data for data, _ in await quic.receive_batch()]
+            assert received == sent
+            assert shared.statistics().quic.dropped == 0
+
+
 async def test_a_full_view_drops_the_newest_and_counts_without_blocking_the_others(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -145,3 +145,91 @@ async def test_receive_is_cancellable(place: Place) -> None:
 
 async def test_stack_lists_its_addresses(place: Place) -> None:
     assert place.ip in place.stack.addresses
+
+
+# -- the non-waiting operations and batches (issue 14) -------------------------------------------
+
+
+async def _receive_all(endpoint: UdpEndpoint, count: int, most: int) -> list[list[bytes]]:
+    """Batches of at most ``most`` until ``count`` datagrams arrived; their payloads."""
+    batches: list[list[bytes]] = []
+    with trio.fail_after(5):
+        while sum(map(len, batches)) < count:
+            batch = await endpoint.receive_batch(most)
+            assert 1 <= len(batch) <= most
+            batches.append([data for data, _ in batch])
+    return batches
+
+
+async def test_receive_batch_returns_datagrams_in_order_at_most_max(place: Place) -> None:
+    a, b = await pair(place)
+    async with a, b:
+        payloads = [b"%d" % i for i in range(10)]
+        for payload in payloads:
+            a.send_to_nowait(payload, b.local_address)
+
+        batches = await _receive_all(b, len(payloads), 4)
+
+        assert [data for batch in batches for data in batch] == payloads
+        await a.send_to(b"last", b.local_address)
+        assert await b.receive_batch() == [(b"last", a.local_address)]
+
+
+async def test_receive_batch_bound_must_be_positive(place: Place) -> None:
+    async with await place.stack.bind((place.ip, 0)) as endpoint:
+        with pytest.raises(ValueError):
+            await endpoint.receive_batch(0)
+
+
+async def test_receive_from_nowait_would_block_until_a_datagram_waits(place: Place) -> None:
+    a, b = await pair(place)
+    async with a, b:
+        with pytest.raises(trio.WouldBlock):
+            b.receive_from_nowait()
+        await a.send_to(b"one", b.local_address)
+        await a.send_to(b"two", b.local_address)
+        assert await b.receive_from() == (b"one", a.local_address)  # both have arrived by now
+        assert b.receive_from_nowait() == (b"two", a.local_address)
+        with pytest.raises(trio.WouldBlock):
+            b.receive_from_nowait()
+
+
+async def test_nowait_operations_check_like_the_awaited_ones(place: Place) -> None:
+    a, b = await pair(place)
+    with pytest.raises(ValueError):
+        a.send_to_nowait(b"z" * (MAX_DATAGRAM_SIZE + 1), b.local_address)
+    with pytest.raises(ValueError):
+        a.send_to_nowait(b"z", ("::1", 9))
+    await b.aclose()
+    await a.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        a.send_to_nowait(b"x", b.local_address)
+    with pytest.raises(trio.ClosedResourceError):
+        a.receive_from_nowait()
+    with pytest.raises(trio.ClosedResourceError):
+        await a.receive_batch()
+
+
+async def test_closing_wakes_a_blocked_receive_batch(place: Place) -> None:
+    endpoint = await place.stack.bind((place.ip, 0))
+    outcome: list[BaseException] = []
+
+    async def receive() -> None:
+        try:
+            await endpoint.receive_batch()
+        except trio.ClosedResourceError as error:
+            outcome.append(error)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        endpoint.close()
+
+    assert len(outcome) == 1
+
+
+async def test_receive_batch_is_cancellable(place: Place) -> None:
+    async with await place.stack.bind((place.ip, 0)) as endpoint:
+        with trio.move_on_after(0.01) as scope:
+            await endpoint.receive_batch()
+        assert scope.cancelled_caught

@@ -7,17 +7,18 @@ socket raises those errors.
 from __future__ import annotations
 
 import errno
+import socket
 from typing import cast
 
 import pytest
-import trio
 
 from macula_nat.net import Address
 from macula_nat.net.real import RealUdpEndpoint
 
 
 class FailingSocket:
-    """Enough of a trio socket for ``RealUdpEndpoint``; every send fails with ``code``."""
+    """Enough of a non-blocking socket for ``RealUdpEndpoint``; every send fails with
+    ``code``."""
 
     def __init__(self, code: int) -> None:
         self.code = code
@@ -26,8 +27,10 @@ class FailingSocket:
     def getsockname(self) -> tuple[str, int, int, int]:
         return ("::0001", 4000, 0, 0)
 
-    async def sendto(self, data: bytes, address: Address) -> int:
-        await trio.lowlevel.checkpoint()
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def sendto(self, data: bytes, address: Address) -> int:
         self.sends += 1
         raise OSError(self.code, "simulated")
 
@@ -37,7 +40,7 @@ class FailingSocket:
 
 def endpoint(code: int) -> tuple[RealUdpEndpoint, FailingSocket]:
     sock = FailingSocket(code)
-    return RealUdpEndpoint(cast(trio.socket.SocketType, sock)), sock
+    return RealUdpEndpoint(cast(socket.socket, sock)), sock
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,9 @@ from macula_nat.net.endpoint import UdpEndpoint, check_datagram_size
 if TYPE_CHECKING:
     from macula_nat.net.sim.host import SimHost
 
+DEFAULT_SEND_BUFFER = 256
+"""Datagrams a simulated endpoint sends without waiting before ``send_to_nowait`` would block."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -21,13 +24,31 @@ class SimEndpoint(UdpEndpoint):
 
     Its receive buffer holds ``receive_buffer`` datagrams; datagrams arriving when it is full
     are dropped, like a socket's.
+
+    Its send buffer holds ``send_buffer`` datagrams sent with :meth:`send_to_nowait` (they
+    leave at once; the count is what a kernel would still hold). It empties whenever the
+    endpoint's user waits on the endpoint (any awaited send or receive), as a kernel's drains
+    while its user sleeps; until then, once full, ``send_to_nowait`` raises
+    ``trio.WouldBlock``. So code that never waits cannot send without bound, and its fallback
+    to the awaited :meth:`send_to` runs under the simulator too.
     """
 
-    def __init__(self, host: SimHost, local_address: Address, receive_buffer: int) -> None:
+    def __init__(
+        self,
+        host: SimHost,
+        local_address: Address,
+        receive_buffer: int,
+        send_buffer: int = DEFAULT_SEND_BUFFER,
+    ) -> None:
+        if send_buffer < 1:
+            raise ValueError(f"send_buffer must be >= 1, not {send_buffer!r}")
         self._host = host
         self._local_address = local_address
         self._version = ip_version(local_address[0])
         self._closed = False
+        self._send_buffer = send_buffer
+        self._unsent = 0
+        """Datagrams sent without waiting since the endpoint's user last waited on it."""
         self._inbox_in, self._inbox = trio.open_memory_channel[tuple[bytes, Address]](
             receive_buffer
         )
@@ -41,20 +62,38 @@ class SimEndpoint(UdpEndpoint):
         return self._local_address
 
     async def send_to(self, data: bytes, address: Address) -> None:
+        destination = self._checked_destination(data, address)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._unsent = 0
+        self._host._send(self._local_address, bytes(data), destination)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def send_to_nowait(self, data: bytes, address: Address) -> None:
+        destination = self._checked_destination(data, address)
+        if self._unsent >= self._send_buffer:
+            raise trio.WouldBlock
+        self._unsent += 1
+        self._host._send(self._local_address, bytes(data), destination)
+
+    def _checked_destination(self, data: bytes, address: Address) -> Address:
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
         check_datagram_size(data)
         destination = destination_address(address)
         if ip_version(destination[0]) != self._version:
             raise ValueError(f"{self._local_address} cannot send to {destination}")
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._host._send(self._local_address, bytes(data), destination)
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        return destination
 
     async def receive_from(self) -> tuple[bytes, Address]:
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
+        self._unsent = 0
         return await self._inbox.receive()
+
+    def receive_from_nowait(self) -> tuple[bytes, Address]:
+        if self._closed:
+            raise trio.ClosedResourceError("endpoint is closed")
+        return self._inbox.receive_nowait()
 
     def close(self) -> None:
         if self._closed:
