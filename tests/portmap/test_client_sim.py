@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 from trio.testing import MockClock
 
-from macula_nat.actors import open_actor
+from macula_nat.actors import ActorExited, Supervisor, open_actor
 from macula_nat.nat.detector import NatDetector
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net import UdpEndpoint
@@ -192,3 +193,27 @@ def _profile(public_ip: str) -> NatProfile:
 
 def test_pcp_codec_constants_agree_with_the_sim() -> None:
     assert pcp.VERSION == 2 and natpmp.PORT == 5351
+
+
+async def test_a_restarted_server_renews_the_same_mapping(autojump_clock: MockClock) -> None:
+    """The mapping, nonce and epochs live in the handle: a crash keeps the mapping on the
+    router (no delete), and the new incarnation renews it (PCP: the same nonce)."""
+    async with open_internet(seed=3) as internet:
+        nat, mapper, _ = await site(internet, natpmp=False, pcp=True)
+        tree = Supervisor([mapper.child_spec(name="nat_port_mapper")], intensity=3)
+        async with open_actor(tree) as sup:
+            first = await mapped(mapper)
+            server = mapper.server
+            assert server is not None
+            with pytest.raises(ActorExited):
+                await server.call("no such request")  # crashes it
+            await trio.testing.wait_all_tasks_blocked()
+            assert mapper.server is not server and mapper.server is not None
+            assert mapper.mapping.value == first  # still held
+            assert len([m for m in nat.mappings() if m.requested]) == 1
+            await trio.sleep(first.lifetime)  # renewed by the new incarnation, same address
+            renewed = mapper.mapping.value
+            assert renewed is not None and renewed.external == first.external
+            assert len([m for m in nat.mappings() if m.requested]) == 1
+            assert mapper.statistics().deleted == 0
+            assert (await sup.supervisor_statistics()).restarts == 1
