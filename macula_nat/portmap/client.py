@@ -564,13 +564,24 @@ class _Upnp(_Session):
             raise PortMapDecodeError(f"device description: HTTP status {status}")
         return upnp.parse_description(body, answer.location, gateway)
 
+    async def _external_ip(self) -> str:
+        """GetExternalIPAddress. An empty answer is the IGD saying it has none it can use (no
+        public address: miniupnpd on a private or reserved WAN address): :class:`_NotSpoken`."""
+        reply = await self._soap("GetExternalIPAddress", {})
+        text = reply.get("NewExternalIPAddress", "")
+        if not text:
+            raise _NotSpoken("no usable external address (it answered an empty one)")
+        return str(ipaddress.ip_address(text))
+
     async def probe(self) -> bool:
         mapper = self.mapper
         try:
             mapper._igd = await self._discover()
-            reply = await self._soap("GetExternalIPAddress", {})
-            mapper._upnp_ip = str(ipaddress.ip_address(reply.get("NewExternalIPAddress", "")))
+            mapper._upnp_ip = await self._external_ip()
         except trio.TooSlowError:
+            return False
+        except _NotSpoken as exc:
+            logger.info("%r: UPnP IGD at %s: %s", mapper, mapper.gateway, exc)
             return False
         except (PortMapDecodeError, ValueError) as exc:
             mapper._counts["malformed"] += 1
@@ -601,11 +612,13 @@ class _Upnp(_Session):
                     else:
                         raise
                     continue
-                reply = await self._soap("GetExternalIPAddress", {})
-                mapper._upnp_ip = str(ipaddress.ip_address(reply.get("NewExternalIPAddress", "")))
+                mapper._upnp_ip = await self._external_ip()
                 return _Granted((mapper._upnp_ip, port), lease or lifetime)
         except trio.TooSlowError:
             self._refused("AddPortMapping", "no answer")
+            return None
+        except _NotSpoken as exc:
+            self._refused("AddPortMapping", str(exc))
             return None
         except (PortMapDecodeError, ValueError) as exc:
             mapper._counts["malformed"] += 1

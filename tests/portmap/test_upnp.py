@@ -272,3 +272,23 @@ async def test_malformed_igd_is_logged_not_mapped(
         assert mapper.mapping.value is None and igd.mappings == {}
         assert words in caplog.text and mapper.statistics().malformed >= 1
         nursery.cancel_scope.cancel()
+
+
+async def test_an_igd_without_a_usable_external_address_is_refused_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """miniupnpd on a private or reserved WAN address answers GetExternalIPAddress empty:
+    a clear line, not a malformed answer, and no mapping."""
+    igd = FakeIgd()
+    igd.external_ip = ""
+    async with trio.open_nursery() as nursery:
+        await run_igd(nursery, igd)
+        mapper = PortMapper(RealUdpStack(), 40000, config(igd))
+        with caplog.at_level(logging.INFO, "macula_nat.portmap.client"):
+            async with open_actor(PortMapperServer(mapper)):
+                with trio.move_on_after(1):
+                    await mapper.mapping.wait_value(lambda m: m is not None)
+        assert mapper.mapping.value is None and igd.mappings == {}
+        assert "no usable external address" in caplog.text
+        assert mapper.statistics().malformed == 0
+        nursery.cancel_scope.cancel()
