@@ -18,11 +18,12 @@ from . import (
     detection,
     dht,
     observer,
+    portmap,
     relay,
 )
 
 SECTIONS = (
-    ("speed and memory", (actors, cache, observer, relay, dht, detection, connections)),
+    ("speed and memory", (actors, cache, observer, relay, dht, detection, connections, portmap)),
     (
         "under attack (issue 11: each figure beside its bound)",
         (

@@ -3,56 +3,25 @@ maps the node's port on request makes a symmetric <-> symmetric pair connect dir
 
 from __future__ import annotations
 
+import pytest
 import trio
 from trio.testing import MockClock
 
 from macula_nat.connection.link import ConnectionMethod
-from macula_nat.identity import NodeKey
 from macula_nat.net.sim import Preset, add_site
-from macula_nat.net.sim.nat_box import NatBox
 from macula_nat.portmap.client import PortMapConfig, Protocol
-from macula_nat.relay import RegistryConfig
-from macula_nat.system import NatConfig, NatSystem, open_nat_system
+from macula_nat.system import NatConfig, open_nat_system
 from macula_nat.traversal.strategy import Method, choose
 from macula_nat.web.snapshot import profile_view
-from tests.traversal.world import PRIMARY, World, open_world
-
-
-async def mapped_node(
-    world: World, name: str, *, natpmp: bool = True, pcp: bool = True
-) -> tuple[NatSystem, NatBox]:
-    """A node behind a symmetric NAT that maps ports on request, with port mapping on; returns
-    once its record carries the mapping."""
-    site = add_site(world.internet.public, Preset.SYMMETRIC_RANDOM, name=name,
-                    link=world.site_link)  # fmt: skip
-    nat = site.nats[0]
-    nat.enable_port_mapping(natpmp=natpmp, pcp=pcp)
-    config = NatConfig(
-        stack=site.host,
-        observers=(PRIMARY,),
-        detect_timeout=1.0,
-        directory=world.directory,
-        key=NodeKey.generate(),
-        traversal=world.traversal,
-        relays=RegistryConfig(probe_window=0.2),
-        port_mapping=PortMapConfig(gateway=nat.lan_address),
-    )
-    system = await world._stack.enter_async_context(open_nat_system(config))
-    with trio.fail_after(30):
-        await system.wait_ready()
-        while True:
-            record = await world.directory.resolve_record(system.node_id.text())
-            if record is not None and record.profile is not None and record.profile.mapped:
-                break
-            await trio.sleep(0.05)
-    return system, nat
+from tests.portmap.world import mapped_node
+from tests.traversal.world import PRIMARY, open_world
 
 
 async def test_symmetric_pair_connects_direct_to_the_mapped_side(
     autojump_clock: MockClock,
 ) -> None:
     async with open_world() as world:
-        bob, _ = await mapped_node(world, "bob", pcp=False)
+        bob, _ = await mapped_node(world, Preset.SYMMETRIC_RANDOM, "bob", pcp=False)
         alice = await world.node(Preset.SYMMETRIC_RANDOM, "alice")
         assert bob.port_mapper is not None
         mapping = bob.port_mapper.mapping.value
@@ -84,7 +53,7 @@ async def test_the_mapped_side_dialling_ends_direct(autojump_clock: MockClock) -
     """The mapped side initiates: the plan says the other side dials, so the connection starts
     relayed and the punch reaches the mapped port: it upgrades to direct."""
     async with open_world() as world:
-        bob, _ = await mapped_node(world, "bob", natpmp=False)
+        bob, _ = await mapped_node(world, Preset.SYMMETRIC_RANDOM, "bob", natpmp=False)
         alice = await world.node(Preset.SYMMETRIC_RANDOM, "alice")
         with trio.fail_after(60):
             connection = await bob.connector.connect(alice.node_id)
@@ -121,3 +90,35 @@ async def test_port_mapping_is_off_by_default(autojump_clock: MockClock) -> None
         node = await world.node(Preset.SYMMETRIC_RANDOM, "dave")
         assert node.port_mapper is None and node.registry.whereis("nat_port_mapper") is None
         assert NatConfig(port_mapping=True).port_mapping == PortMapConfig()
+
+
+PROTOCOLS = [{"natpmp": True, "pcp": False}, {"natpmp": False, "pcp": True}]
+OTHERS = [
+    Preset.PORT_RESTRICTED_CONE,
+    Preset.SYMMETRIC_RANDOM,
+    Preset.SYMMETRIC_SEQUENTIAL,
+    Preset.CGNAT_FULL_CONE,
+]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=["natpmp", "pcp"])
+@pytest.mark.parametrize("other", OTHERS)
+async def test_nat_matrix_rows_symmetric_with_mapping(
+    autojump_clock: MockClock, protocol: dict[str, bool], other: Preset
+) -> None:
+    """The matrix rows "symmetric with NAT-PMP / PCP": both ways, every pair ends direct
+    (dialled at the mapped port, or punched to it)."""
+    async with open_world() as world:
+        mapped, _ = await mapped_node(world, Preset.SYMMETRIC_RANDOM, "mapped", **protocol)
+        peer = await world.node(other, "peer")
+        for dialler, dialled in ((peer, mapped), (mapped, peer)):
+            with trio.fail_after(30):
+                connection = await dialler.connector.connect(dialled.node_id)
+                accepted = await dialled.connector.accept()
+                await connection.method.wait_value(lambda m: m != ConnectionMethod.RELAYED)
+                await connection.send_message(b"ping")
+                assert await accepted.receive_message() == b"ping"
+            if dialler is peer:
+                assert connection.info().connection_method == ConnectionMethod.DIRECT
+            await connection.aclose()
+            await accepted.aclose()
