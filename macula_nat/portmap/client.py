@@ -261,16 +261,22 @@ class PortMapper(Served):
         server = (self.gateway, config.server_port)
         found: list[T] = []
 
-        async def retransmit() -> None:
+        async def retransmit(scope: trio.CancelScope) -> None:
             interval = config.first_retransmit
             while True:
-                await endpoint.send_to(payload, server)
+                try:
+                    await endpoint.send_to(payload, server)
+                except OSError as exc:  # no route to the gateway, the address went away, ...
+                    logger.info("%r: cannot send the %s request to %s: %s", self, what,
+                                server, exc)  # fmt: skip
+                    scope.cancel()
+                    return
                 await trio.sleep(interval)
                 interval *= 2
 
         with trio.move_on_after(config.request_timeout):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(retransmit)
+                nursery.start_soon(retransmit, nursery.cancel_scope)
                 while True:
                     data, source = await endpoint.receive_from()
                     if source != server:
@@ -695,21 +701,29 @@ class PortMapperServer(Actor):
         if not await mapper._find_gateway():
             return
         while True:
-            mapping = mapper.mapping.value
-            protocol = mapping.protocol if mapping is not None else await self._probe_all()
-            if protocol is None:
-                logger.info(
-                    "%r: no port-mapping protocol (%s) answered at %s; punching only, probing "
-                    "again in %.0f s",
-                    mapper, ", ".join(mapper.config.protocols), mapper.gateway,
-                    mapper.config.retry_interval,
-                )  # fmt: skip
-                await trio.sleep(mapper.config.retry_interval)
-                continue
-            async with mapper._session(protocol) as session:
-                await self._hold(session)
+            try:
+                await self._attempt()
+            except OSError as exc:  # a socket of our own could not be bound or used
+                logger.warning("%r: port mapping failed: %s; trying again in %.0f s", mapper,
+                               exc, mapper.config.retry_interval)  # fmt: skip
             if mapper.mapping.value is None:
                 await trio.sleep(mapper.config.retry_interval)
+
+    async def _attempt(self) -> None:
+        """Probe (unless a mapping is held), then map and hold it until it is lost."""
+        mapper = self.mapper
+        mapping = mapper.mapping.value
+        protocol = mapping.protocol if mapping is not None else await self._probe_all()
+        if protocol is None:
+            logger.info(
+                "%r: no port-mapping protocol (%s) answered at %s; punching only, probing "
+                "again in %.0f s",
+                mapper, ", ".join(mapper.config.protocols), mapper.gateway,
+                mapper.config.retry_interval,
+            )  # fmt: skip
+            return
+        async with mapper._session(protocol) as session:
+            await self._hold(session)
 
     async def _probe_all(self) -> Protocol | None:
         """Probe every protocol at once; the first that answers wins (the others stop)."""
@@ -718,10 +732,13 @@ class PortMapperServer(Actor):
         winner: list[Protocol] = []
 
         async def probe(protocol: Protocol, cancel: trio.CancelScope) -> None:
-            async with mapper._session(protocol) as session:
-                if await session.probe() and not winner:
-                    winner.append(protocol)
-                    cancel.cancel()
+            try:
+                async with mapper._session(protocol) as session:
+                    if await session.probe() and not winner:
+                        winner.append(protocol)
+                        cancel.cancel()
+            except OSError as exc:
+                logger.info("%r: %s probe failed: %s", mapper, protocol, exc)
 
         async with trio.open_nursery() as nursery:
             for protocol in mapper.config.protocols:
@@ -789,9 +806,13 @@ class PortMapperServer(Actor):
             return
         mapper._set(None)
         deadline = trio.current_time() + mapper.config.request_timeout + mapper.config.http_timeout
+        deleted = False
         with trio.CancelScope(deadline=deadline, shield=True):
-            async with mapper._session(mapping.protocol) as session:
-                deleted = await session.delete(mapping.internal[1], mapping.external[1])
+            try:
+                async with mapper._session(mapping.protocol) as session:
+                    deleted = await session.delete(mapping.internal[1], mapping.external[1])
+            except OSError as exc:
+                logger.info("%r: could not ask the gateway to delete: %s", mapper, exc)
         if deleted:
             mapper._counts["deleted"] += 1
             logger.info("%r: deleted the mapping %s:%d", mapper, *mapping.external)

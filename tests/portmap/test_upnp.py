@@ -292,3 +292,18 @@ async def test_an_igd_without_a_usable_external_address_is_refused_quietly(
         assert "no usable external address" in caplog.text
         assert mapper.statistics().malformed == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_a_socket_that_cannot_be_bound_is_logged_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An address this host does not own (192.0.2.1): every bind fails; the mapper logs it,
+    keeps its actor alive and tries again later. No datagram leaves."""
+    config = PortMapConfig(gateway=GATEWAY, local_ip="192.0.2.1", retry_interval=0.2)
+    mapper = PortMapper(RealUdpStack(), 40000, config)
+    with caplog.at_level(logging.INFO, "macula_nat.portmap.client"):
+        async with open_actor(PortMapperServer(mapper)) as ref:
+            await trio.sleep(0.5)
+            assert ref.alive
+    assert mapper.mapping.value is None and mapper.statistics().probes >= 2
+    assert "probe failed" in caplog.text
