@@ -1,30 +1,36 @@
-"""Port mapping against a real router daemon: Debian's ``miniupnpd`` (nftables build) in a
-symmetric NAT router's namespace, UPnP IGD, NAT-PMP and PCP each in turn.
+"""Port mapping on real NATs (Linux network namespaces, nftables).
 
-The node's PortMapper (``tests/lab/portmap_probe.py``, in the host's namespace) finds the
-gateway from the host's route table and speaks each protocol to the daemon. miniupnpd 2.3.1
-refuses to forward on a reserved WAN address ("Port forwarding is impossible"), and every
-address the lab may use is reserved (203.0.113.0/24 documentation, 10/8, 100.64/10), so the
-daemon answers every request and refuses every mapping: this test checks the protocols
-interoperate and that the refusal is a clear line with no mapping, no crash and nothing left on
-the router (the node then punches or relays as before). A mapping that succeeds, its renewal,
-its deletion, a direct symmetric <-> symmetric connection through it, a router that forgets and
-one that lies are tested on the simulated internet (``tests/portmap``).
+Debian's ``miniupnpd`` (nftables build) in a symmetric NAT router's namespace, UPnP IGD, NAT-PMP
+and PCP each in turn: the node's PortMapper (``tests/lab/portmap_probe.py``, in the host's
+namespace) finds the gateway from the host's route table and speaks each protocol to the
+daemon. miniupnpd 2.3.1 refuses to forward on a reserved WAN address ("Port forwarding is
+impossible"), and every address the lab may use is reserved (203.0.113.0/24 documentation,
+10/8, 100.64/10), so the daemon answers every request and refuses every mapping: those tests
+check the protocols interoperate and that the refusal is a clear line with no mapping, no crash
+and nothing left on the router (the node then punches or relays as before).
+
+The direct connection is then shown on the same real NATs with a NAT-PMP / PCP daemon of our
+own in the router (``tests/lab/pmp_router.py``: the library's sans-IO server side, each mapping
+an nftables DNAT rule as miniupnpd makes them): a symmetric <-> symmetric pair with mapping on
+one side connects direct, and the mapping is gone from the router after the node stops.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from macula_nat.portmap.client import Protocol
-from tests.lab.gateway_support import wait_for_log
-from tests.nat_lab import NatPreset, Router, open_lab
+from tests.lab.connect_support import ChatNode, gateway_arguments
+from tests.lab.gateway_support import start_cli_gateway, wait_for_log
+from tests.nat_lab import Host, NatPreset, Router, open_lab
 from tests.nat_lab.topology import LAN_IF, WAN_IF
 
 pytestmark = pytest.mark.lab
@@ -125,3 +131,97 @@ async def test_miniupnpd_answers_and_its_refusal_is_handled(
         assert "Traceback" not in log
         rules = await router.run(["nft", "list", "table", "inet", TABLE])
         assert "dnat" not in rules.stdout.decode()  # nothing left on the router
+
+
+# -- a symmetric pair through a real NAT's port forward ------------------------------------------
+
+PMP_NFT = f"""table ip lab_pmp {{
+  chain pre {{
+    type nat hook prerouting priority dstnat - 1; policy accept;
+  }}
+}}
+add rule inet lab_filter input iifname "{LAN_IF}" udp dport 5351 accept
+"""
+EVENT_TIMEOUT_S = 45.0
+
+
+def event(node: ChatNode, name: str, start: int = 0) -> dict[str, Any]:
+    found = node.find(re.compile(r'^\{"event": "' + name + '"'), start)
+    assert found is not None, node.describe()
+    value: dict[str, Any] = json.loads(found[1].string)
+    return value
+
+
+async def wait_event(node: ChatNode, name: str) -> dict[str, Any]:
+    await node.wait_for(r'^\{"event": "' + name + '"', EVENT_TIMEOUT_S)
+    return event(node, name)
+
+
+@pytest.mark.parametrize("protocol", [Protocol.NATPMP, Protocol.PCP])
+async def test_symmetric_pair_connects_direct_through_a_mapped_port(
+    protocol: Protocol, tmp_path: Path
+) -> None:
+    """Two symmetric NATs (``masquerade fully-random``): the listener's router runs a NAT-PMP /
+    PCP daemon (the library's server side, each mapping an nftables DNAT rule, as miniupnpd
+    makes them), the listener maps its port, the connector dials it and the connection is
+    direct at once; when the listener stops, its mapping is deleted on the router."""
+    async with (
+        open_lab([NatPreset.SYMMETRIC, NatPreset.SYMMETRIC]) as lab,
+        trio.open_nursery() as n,
+    ):
+        primary, alternate = lab.server.primary_ip, lab.server.alternate_ip
+        await start_cli_gateway(lab.server, primary, alternate, tmp_path)
+        mapped_site, other_site = lab.sites
+        router = mapped_site.router
+        assert router is not None
+        await router.run(["nft", "-f", "-"], stdin=PMP_NFT.encode())
+        flag = "--no-pcp" if protocol is Protocol.NATPMP else "--no-natpmp"
+        daemon_log = tmp_path / "pmp_router.log"
+        with daemon_log.open("wb") as err:
+            process = await router.start_python(
+                ["-m", "tests.lab.pmp_router", WAN_IF, router.wan_ip, router.lan_ip, flag],
+                stdout=subprocess.PIPE, stderr=err.fileno(),
+            )  # fmt: skip
+        daemon = ChatNode("pmp_router", process, daemon_log)
+        n.start_soon(daemon.read_output)
+        await wait_event(daemon, "ready")
+        node_args = [*gateway_arguments(primary)]
+        listener = await _start_node(
+            mapped_site.host, "listener", [*node_args, "--port-mapping", protocol.value],
+            tmp_path, n,
+        )  # fmt: skip
+        ready = await wait_event(listener, "ready")
+        assert ready["nat_type"] == "symmetric"
+        mapped = (await wait_event(listener, "mapped"))["mapped"]
+        assert mapped[0] == router.wan_ip
+        assert (await wait_event(daemon, "mapped"))["external"] == mapped
+        connector = await _start_node(
+            other_site.host, "connector", [*node_args, "--connect", ready["node_id"]], tmp_path, n
+        )
+        assert (await wait_event(connector, "connected"))["method"] == "direct", (
+            connector.describe() + listener.describe()
+        )
+        assert (await wait_event(connector, "message"))["text"] == "pong"
+        assert (await wait_event(connector, "final"))["method"] == "direct"
+        assert (await wait_event(listener, "connected"))["method"] == "direct"
+        await listener.say("quit")
+        stopped = await wait_event(listener, "stopped")
+        assert stopped["statistics"]["deleted"] == 1, listener.describe()
+        assert (await wait_event(daemon, "unmapped"))["external"] == mapped
+        rules = await router.run(["nft", "list", "table", "ip", "lab_pmp"])
+        assert "dnat" not in rules.stdout.decode()  # the mapping is gone after the node stops
+        n.cancel_scope.cancel()
+
+
+async def _start_node(
+    host: Host, name: str, args: list[str], logs: Path, nursery: trio.Nursery
+) -> ChatNode:
+    log = logs / f"{name}.log"
+    with log.open("wb") as err:
+        process = await host.start_python(
+            ["-m", "tests.lab.portmap_node", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err.fileno(),
+        )  # fmt: skip
+    node = ChatNode(name, process, log)
+    nursery.start_soon(node.read_output)
+    return node
