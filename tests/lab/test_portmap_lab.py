@@ -9,10 +9,11 @@ impossible"), and every address the lab may use is reserved (203.0.113.0/24 docu
 check the protocols interoperate and that the refusal is a clear line with no mapping, no crash
 and nothing left on the router (the node then punches or relays as before).
 
-The direct connection is then shown on the same real NATs with a NAT-PMP / PCP daemon of our
-own in the router (``tests/lab/pmp_router.py``: the library's sans-IO server side, each mapping
-an nftables DNAT rule as miniupnpd makes them): a symmetric <-> symmetric pair with mapping on
-one side connects direct, and the mapping is gone from the router after the node stops.
+The direct connection is then shown on the same real NATs with a mapping daemon of our own in
+the router (``tests/lab/pmp_router.py``: UPnP IGD, NAT-PMP or PCP, the latter two the library's
+sans-IO server side, each mapping an nftables DNAT rule as miniupnpd makes them): for each
+protocol a symmetric <-> symmetric pair with mapping on one side connects direct, and the
+mapping is gone from the router after the node stops.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ PMP_NFT = f"""table ip lab_pmp {{
     type nat hook prerouting priority dstnat - 1; policy accept;
   }}
 }}
-add rule inet lab_filter input iifname "{LAN_IF}" udp dport 5351 accept
+add rule inet lab_filter input iifname "{LAN_IF}" udp dport {{ 1900, 5351 }} accept
+add rule inet lab_filter input iifname "{LAN_IF}" tcp dport {HTTP_PORT} accept
 """
 EVENT_TIMEOUT_S = 45.0
 
@@ -157,12 +159,19 @@ async def wait_event(node: ChatNode, name: str) -> dict[str, Any]:
     return event(node, name)
 
 
-@pytest.mark.parametrize("protocol", [Protocol.NATPMP, Protocol.PCP])
+DAEMON_FLAGS = {
+    Protocol.UPNP: ["--upnp", "--no-natpmp", "--no-pcp"],
+    Protocol.NATPMP: ["--no-pcp"],
+    Protocol.PCP: ["--no-natpmp"],
+}
+
+
+@pytest.mark.parametrize("protocol", [Protocol.UPNP, Protocol.NATPMP, Protocol.PCP])
 async def test_symmetric_pair_connects_direct_through_a_mapped_port(
     protocol: Protocol, tmp_path: Path
 ) -> None:
-    """Two symmetric NATs (``masquerade fully-random``): the listener's router runs a NAT-PMP /
-    PCP daemon (the library's server side, each mapping an nftables DNAT rule, as miniupnpd
+    """Two symmetric NATs (``masquerade fully-random``): the listener's router runs a UPnP IGD,
+    NAT-PMP or PCP daemon (``pmp_router``: each mapping an nftables DNAT rule, as miniupnpd
     makes them), the listener maps its port, the connector dials it and the connection is
     direct at once; when the listener stops, its mapping is deleted on the router."""
     async with (
@@ -175,11 +184,11 @@ async def test_symmetric_pair_connects_direct_through_a_mapped_port(
         router = mapped_site.router
         assert router is not None
         await router.run(["nft", "-f", "-"], stdin=PMP_NFT.encode())
-        flag = "--no-pcp" if protocol is Protocol.NATPMP else "--no-natpmp"
         daemon_log = tmp_path / "pmp_router.log"
         with daemon_log.open("wb") as err:
             process = await router.start_python(
-                ["-m", "tests.lab.pmp_router", WAN_IF, router.wan_ip, router.lan_ip, flag],
+                ["-m", "tests.lab.pmp_router", WAN_IF, router.wan_ip, router.lan_ip,
+                 *DAEMON_FLAGS[protocol]],
                 stdout=subprocess.PIPE, stderr=err.fileno(),
             )  # fmt: skip
         daemon = ChatNode("pmp_router", process, daemon_log)
