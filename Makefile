@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-LAB_PACKAGES := nftables iptables conntrack iproute2 coturn stun-client
+LAB_PACKAGES := nftables iptables conntrack iproute2 coturn stun-client miniupnpd-nftables
 BROWSER_PACKAGES := chromium chromium-driver
 
 .PHONY: run test bench lint lab-deps browser-deps clean
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 lab-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; \
-	  for c in nft iptables conntrack ip turnserver stun; do command -v $$c >/dev/null || missing=1; done; \
+	  for c in nft iptables conntrack ip turnserver stun miniupnpd; do command -v $$c >/dev/null || missing=1; done; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing lab packages: $(LAB_PACKAGES)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \

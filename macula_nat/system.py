@@ -48,6 +48,7 @@ from macula_nat.net.address import (
     optional_address,
 )
 from macula_nat.net.demux import SharedEndpoint, Traffic, open_shared_endpoint
+from macula_nat.portmap.client import PortMapConfig, PortMapper, port_mapping_config
 from macula_nat.relay import RegistryConfig, RelayConfig, RelayInfo, RelayNode, RelayRegistry
 from macula_nat.traversal.config import TraversalConfig
 from macula_nat.traversal.connector import Connector
@@ -61,6 +62,7 @@ CACHE: str = "nat_cache"
 DETECTOR: str = "nat_detector"
 REGISTRY: str = "nat_relay_registry"
 COORDINATOR: str = "nat_coordinator"
+PORT_MAPPER: str = "nat_port_mapper"
 RELAY: str = "nat_relay"
 """The relay a running node may start (:meth:`NatSystem.start_relay`); not started by default."""
 
@@ -95,6 +97,12 @@ class NatConfig:
     relays: RegistryConfig = attrs.Factory(RegistryConfig)
     accept_peer: Callable[[NodeId], bool] | None = None
     """Which authenticated nodes may connect to this one (None: any)."""
+    port_mapping: PortMapConfig | None = attrs.field(default=None, converter=port_mapping_config)
+    """Ask the router to map the node's port (PCP, NAT-PMP, UPnP IGD; ``True`` for the
+    defaults): a mapped port is dialled directly, so even a symmetric NAT stops needing the
+    relay. Off by default: it changes the router's state (an inbound port stays open while the
+    node runs) and talks to whatever answers on the LAN, which is the application's call, and
+    a node that never asks behaves the same everywhere (tests, servers with no router)."""
     cache_size: int = 10_000
     cache_ttl: float = 300.0
     intensity: int = 3
@@ -114,7 +122,7 @@ class NatSystem:
     component handles (their state survives restarts of their actors); ``connector`` connects
     to other nodes; ``shared`` is the node's socket; ``supervisor`` is the tree's root;
     ``registry`` finds each actor by name (``nat_dht``, ``nat_observer``, ``nat_cache``,
-    ``nat_detector``, ``nat_relay_registry``, ``nat_coordinator``).
+    ``nat_detector``, ``nat_port_mapper``, ``nat_relay_registry``, ``nat_coordinator``).
     """
 
     config: NatConfig
@@ -130,6 +138,8 @@ class NatSystem:
     supervisor: SupervisorRef
     registry: Registry
     stack: UdpStack
+    port_mapper: PortMapper | None = None
+    """The port mapper (``nat_port_mapper``) when ``NatConfig.port_mapping`` is on."""
     _relay: list[RelayNode] = attrs.field(factory=list, init=False)
     """The relay started by :meth:`start_relay`, while it runs (at most one)."""
 
@@ -255,6 +265,7 @@ class _Parts:
     dht: DhtNode | None
     relays: RelayRegistry
     coordinator: Coordinator
+    port_mapper: PortMapper | None
 
 
 def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: StunClient) -> _Parts:
@@ -308,6 +319,11 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
     )
     children.append(cache.child_spec(CACHE, name=CACHE))
     children.append(detector.child_spec(DETECTOR, name=DETECTOR))
+    port_mapper: PortMapper | None = None
+    if config.port_mapping is not None:
+        port = shared.local_address[1]
+        port_mapper = PortMapper(stack, port, config.port_mapping, detector=detector)
+        children.append(port_mapper.child_spec(PORT_MAPPER, name=PORT_MAPPER))
     children.append(relays.child_spec(REGISTRY, name=REGISTRY))
     children.append(coordinator.child_spec(COORDINATOR, name=COORDINATOR))
     tree = Supervisor(
@@ -316,7 +332,7 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
         intensity=config.intensity,
         period=config.period,
     )
-    return _Parts(tree, key, detector, cache, directory, dht, relays, coordinator)
+    return _Parts(tree, key, detector, cache, directory, dht, relays, coordinator, port_mapper)
 
 
 @asynccontextmanager
@@ -374,6 +390,7 @@ async def open_nat_system(config: NatConfig | None = None) -> AsyncIterator[NatS
                 supervisor,
                 supervisor.registry,
                 stack,
+                parts.port_mapper,
             )
             token = _current.set(system)
             _running.append(system)

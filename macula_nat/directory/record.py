@@ -52,6 +52,8 @@ class NodeRecord:
         if self.profile is not None:
             profile = self.profile.to_json()
             profile.pop("nat_type", None)  # derived; from_json ignores it
+            if profile.get("mapped") is None:
+                profile.pop("mapped", None)  # most nodes have none; older readers ignore it
             value[b"p"] = json.dumps(profile, separators=(",", ":")).encode()
         if self.home_relay is not None:
             value[b"r"] = encode_peer(self.home_relay)

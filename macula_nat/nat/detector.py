@@ -205,6 +205,9 @@ class NatDetector(Served):
         """The current profile, for tasks: ``await detector.profile.wait_value(...)``."""
         self.changes: Topic[NatProfileChanged] = Topic("nat_profile_changed")
         """Every change, for actors (:meth:`subscribe`) and tasks (``changes.subscription()``)."""
+        self.mapped: Address | None = None
+        """The public address of the port mapping a :class:`~macula_nat.portmap.PortMapper`
+        holds for the node's socket (and STUN confirmed); every profile carries it."""
         self._evidence: Evidence | None = None
         self._running = False
         self._runs = 0
@@ -262,22 +265,38 @@ class NatDetector(Served):
             running=self._running,
         )
 
+    def set_mapped(self, mapped: Address | None) -> None:
+        """Set (or with None clear) the port mapping the current and later profiles carry;
+        a change of it is a ``nat_profile_changed`` (peers learn to dial it)."""
+        self.mapped = mapped
+        profile = self.profile.value
+        if profile is not None and profile.mapped != mapped:
+            self._apply(profile, None)
+
     def _attach(self, server: ActorRef) -> None:
         super()._attach(server)
         self._running = False  # a run of a dead incarnation died with it
 
-    def _apply(self, profile: NatProfile, evidence: Evidence | None) -> None:
-        """Make ``profile`` current; publish a change if the behaviour or address moved."""
+    def _apply(self, profile: NatProfile, evidence: Evidence | None) -> NatProfile:
+        """Make ``profile`` (with the port mapping) current and return it; publish a change if
+        the behaviour, address or mapping moved."""
         old = self.profile.value
         if evidence is not None:
             self._evidence = evidence
+        if profile.mapped != self.mapped:
+            profile = attrs.evolve(profile, mapped=self.mapped)
         self.profile.value = profile
         if old is None:
             logger.info("NAT detected: %s at %s:%d", profile.nat_type, *profile.public_address)
         elif profile.changed_from(old):
             self._changes += 1
-            logger.info("NAT profile changed: %s -> %s", old.nat_type, profile.nat_type)
+            logger.info(
+                "NAT profile changed: %s -> %s%s", old.nat_type, profile.nat_type,
+                f" (port mapping {old.mapped} -> {profile.mapped})"
+                if old.mapped != profile.mapped else "",
+            )  # fmt: skip
             self.changes.publish(NatProfileChanged(old, profile))
+        return profile
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -384,7 +403,7 @@ class NatDetectorServer(Actor):
             for caller in waiting:
                 caller.fail(type(result)(*result.args))  # one exception object per caller
             return
-        self.detector._apply(result, evidence)
+        result = self.detector._apply(result, evidence)
         for caller in waiting:
             caller.reply(result)
 

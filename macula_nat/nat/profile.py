@@ -60,6 +60,11 @@ class NatProfile:
     """For ``pc`` allocation: the step between consecutive mappings (feeds port prediction)."""
     observers: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
     """The observers whose answers this profile rests on."""
+    mapped: Address | None = attrs.field(default=None, converter=optional_address)
+    """The public address of a port mapping the router made on request (NAT-PMP, PCP or UPnP
+    IGD) for the node's socket: it admits datagrams from anyone, as endpoint-independent
+    filtering does for that one port. None: no mapping (or one whose external address STUN
+    did not confirm)."""
 
     @property
     def public_address(self) -> Address:
@@ -84,7 +89,8 @@ class NatProfile:
         }[self.filtering]
 
     def changed_from(self, old: NatProfile | None) -> bool:
-        """True when the behaviour or the public address differs (a ``nat_profile_changed``).
+        """True when the behaviour, the public address or the port mapping differs (a
+        ``nat_profile_changed``).
 
         The public port counts only where it means something to peers: behind an
         endpoint-independent mapping, seen from the same local socket both times. Another
@@ -93,6 +99,8 @@ class NatProfile:
         if old is None:
             return True
         if old.classification != self.classification or old.public_ip != self.public_ip:
+            return True
+        if old.mapped != self.mapped:
             return True
         return (
             self.mapping == "ei"
@@ -116,6 +124,7 @@ class NatProfile:
             "hairpinning": self.hairpinning,
             "port_delta": self.port_delta,
             "observers": [list(a) for a in self.observers],
+            "mapped": list(self.mapped) if self.mapped else None,
         }
 
     @classmethod

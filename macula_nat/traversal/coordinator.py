@@ -56,6 +56,7 @@ from macula_nat.connection.gate import (
 )
 from macula_nat.connection.link import LINK_ADDRESS, ConnectionMethod, DirectPath, PeerLink
 from macula_nat.directory import Directory, DirectoryError
+from macula_nat.directory.record import MAX_CANDIDATES as RECORD_CANDIDATES
 from macula_nat.directory.record import NodeRecord
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.cache import ProfileCache
@@ -105,6 +106,16 @@ logger = logging.getLogger(__name__)
 _ANY: Final = frozenset({"0.0.0.0", "::"})
 MAX_MAPPING_DESTINATIONS: Final = 16
 """Observer addresses kept for fresh mappings (configured ones and their alternates)."""
+
+
+def _dial_address(record: NodeRecord | None, profile: NatProfile | None) -> Address | None:
+    """Where a direct dial of a peer goes: the port its router mapped on request, else its
+    first candidate (the address its home relay observed)."""
+    if profile is not None and profile.mapped is not None:
+        return profile.mapped
+    if record is not None and record.candidates:
+        return record.candidates[0]
+    return None
 
 
 def _sequential(profile: NatProfile | None) -> bool:
@@ -237,10 +248,11 @@ class Coordinator(Served):
                 plan = self._plan(profile, allow_relay)
                 if plan is not None and not plan.feasible:
                     raise SymmetricNat(f"no path to {target.short()}: {plan.reason}")
-                if self._dials(plan) and record is not None and record.candidates:
+                dial_at = _dial_address(record, profile)
+                if self._dials(plan) and dial_at is not None:
                     try:
                         connection: Connection = await nursery.start(
-                            self._run_direct, target, record.candidates[0]
+                            self._run_direct, target, dial_at
                         )
                     except ConnectionFailed as exc:
                         if not allow_relay:
@@ -431,11 +443,13 @@ class Coordinator(Served):
         observed = None if registration is None else normalise_address(registration.observed)
         if observed is not None:
             found.append(observed)
+        profile = self._profile()
+        if profile is not None and profile.mapped is not None and profile.mapped not in found:
+            found.append(profile.mapped)  # the router's mapping on request: reachable by anyone
         ip, port = self.shared.local_address
         lan = self._lan if ip in _ANY else (ip,)
         found.extend((address, port) for address in lan if (address, port) not in found)
         predicted: tuple[Address, ...] = ()
-        profile = self._profile()
         base = observed
         if self._fresh is not None:
             fresh, taken_at = self._fresh
@@ -769,14 +783,20 @@ class Coordinator(Served):
     # -- the profile -----------------------------------------------------------------------------
 
     async def _republish(self, profile: NatProfile) -> None:
-        """Publish ``profile`` in this node's record, keeping its home relay and candidates."""
+        """Publish ``profile`` in this node's record, keeping its home relay and candidates;
+        the port mapping the profile carries (``mapped``) is a candidate too, after the
+        observed address, and a mapping that ended leaves the candidates with it."""
         node_id = self.key.node_id.text()
+
+        def change(record: NodeRecord) -> NodeRecord:
+            old = record.profile.mapped if record.profile is not None else None
+            candidates = [c for c in record.candidates if c not in (old, profile.mapped)]
+            if profile.mapped is not None:
+                candidates.insert(min(1, len(candidates)), profile.mapped)
+            return attrs.evolve(record, profile=profile, candidates=candidates[:RECORD_CANDIDATES])
+
         try:
-            await self.directory.update_record(
-                node_id,
-                self.config.record_ttl,
-                lambda record: attrs.evolve(record, profile=profile),
-            )
+            await self.directory.update_record(node_id, self.config.record_ttl, change)
         except DirectoryError as exc:
             logger.warning("%r: could not publish the profile: %s", self, exc)
 

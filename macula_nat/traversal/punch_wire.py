@@ -221,6 +221,7 @@ def _encode_addresses(addresses: tuple[Address, ...]) -> bytes:
 def _encode_profile(profile: NatProfile) -> bytes:
     fields = profile.to_json()
     fields.pop("nat_type", None)  # derived; from_json ignores it
+    fields.pop("mapped", None)  # a candidate of the message; nodes before it refuse the field
     compact = {name: value for name, value in fields.items() if value is not None}
     return json.dumps(compact, separators=(",", ":"), allow_nan=False).encode()
 

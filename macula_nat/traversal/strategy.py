@@ -1,9 +1,11 @@
 """The traversal strategy: a pure decision table over two NAT profiles.
 
 ARCHITECTURE.md section 7 and issue 5: "both ``pd``/``rd`` -> relay; otherwise punch (with
-prediction or birthday where needed); a side with EIF or no NAT -> direct". The table reasons in
-RFC 4787 terms about one datagram from X to Y: it arrives when X aims at Y's mapping toward X and
-Y's filter admits X's mapping; Y then answers on that flow and X's filter admits the answer.
+prediction or birthday where needed); a side with EIF or no NAT -> direct". A side whose router
+mapped its port on request (issue 13: ``NatProfile.mapped``) counts as EIF: it is dialled there.
+The table reasons in RFC 4787 terms about one datagram from X to Y: it arrives when X aims at
+Y's mapping toward X and Y's filter admits X's mapping; Y then answers on that flow and X's
+filter admits the answer.
 
 Each side is first reduced to how the peer can know its mapping (:class:`PortKind`):
 
@@ -116,8 +118,10 @@ def _accepts_dials(target: NatProfile) -> bool:
     it leaves through the same mapping (connection tracking, as every NAT in the lab does),
     whatever the target's mapping behaviour, and passes the dialer's filter. The dialer's
     own mapping toward the target may be new: the target adopts it (:func:`_adopters`).
+    A port the target's router mapped on request (``mapped``: NAT-PMP, PCP, UPnP) is such a
+    filter for that one port, whatever the NAT does otherwise: the dial goes there.
     """
-    return target.filtering == FilteringBehavior.ENDPOINT_INDEPENDENT
+    return target.filtering == FilteringBehavior.ENDPOINT_INDEPENDENT or target.mapped is not None
 
 
 def _adopters(local: NatProfile, remote: NatProfile) -> frozenset[Side]:
@@ -141,6 +145,9 @@ def _direct(local: NatProfile, remote: NatProfile) -> Plan | None:
         initiator, reason = Side.LOCAL, "the dialled side accepts unsolicited datagrams"
     else:
         initiator, reason = Side.REMOTE, "the dialled side accepts unsolicited datagrams"
+    dialled = [p for p, dials in ((remote, local_dials), (local, remote_dials)) if dials]
+    if all(p.filtering != FilteringBehavior.ENDPOINT_INDEPENDENT for p in dialled):
+        reason += " at a port its router mapped on request"
     return Plan(Method.DIRECT, reason, initiator=initiator, adopts=_adopters(local, remote))
 
 

@@ -86,6 +86,7 @@ def profile_view(profile: NatProfile | None, now: float) -> Json:
     view["nat_type"] = str(profile.nat_type)
     view["nat_present"] = profile.nat_present
     view["public"] = address_text((profile.public_ip, profile.public_port))
+    view["mapped"] = address_text(profile.mapped)  # the router's port mapping, if any
     view["age"] = max(0.0, now - profile.detected_at)
     return view
 

@@ -18,12 +18,16 @@ from . import (
     detection,
     dht,
     observer,
+    portmap,
     relay,
     startup,
 )
 
 SECTIONS = (
-    ("speed and memory", (startup, actors, cache, observer, relay, dht, detection, connections)),
+    (
+        "speed and memory",
+        (startup, actors, cache, observer, relay, dht, detection, connections, portmap),
+    ),
     (
         "under attack (issue 11: each figure beside its bound)",
         (

@@ -171,3 +171,16 @@ async def test_the_first_update_starts_from_the_record_already_published(
     assert (updated.profile, updated.candidates) == (profile(4000), (("10.0.0.2", 5000),))
     blank = await SlowDirectory().update_record("bob", 30.0, lambda record: record)
     assert (blank.profile, blank.home_relay, blank.candidates) == (None, None, ())
+
+
+def test_the_record_codec_carries_the_port_mapping_compatibly() -> None:
+    """Issue 13: ``mapped`` rides in the profile's JSON only when set, so records of nodes
+    without a mapping are byte for byte what they were, and older readers skip the field."""
+    profile = NatProfile("pd", "pd", "rd", "203.0.113.5", 4000, 1.0, "high")
+    plain = NodeRecord(profile=profile, candidates=[("203.0.113.5", 4000)], expires_at=99)
+    assert b"mapped" not in plain.encode()
+    assert NodeRecord.decode(plain.encode(), 0) == plain
+    mapped = attrs.evolve(plain, profile=attrs.evolve(profile, mapped=("203.0.113.5", 41000)))
+    data = mapped.encode()
+    assert b'"mapped":["203.0.113.5",41000]' in data
+    assert NodeRecord.decode(data, 3) == attrs.evolve(mapped, seq=3)

@@ -70,3 +70,14 @@ def test_a_port_change_counts_only_for_the_same_socket_behind_an_ei_mapping() ->
     assert not other_socket.changed_from(seen)
     symmetric = attrs.evolve(seen, mapping="pd")
     assert not attrs.evolve(symmetric, public_port=41000).changed_from(symmetric)
+
+
+def test_the_port_mapping_round_trips_and_is_a_change() -> None:
+    profile = NatProfile("pd", "pd", "rd", "203.0.113.5", 4000, 1.0, "high")
+    mapped = attrs.evolve(profile, mapped=["203.0.113.5", 41000])
+    assert mapped.mapped == ("203.0.113.5", 41000)
+    assert NatProfile.from_json(json.loads(json.dumps(mapped.to_json()))) == mapped
+    assert mapped.changed_from(profile) and profile.changed_from(mapped)
+    assert not mapped.changed_from(attrs.evolve(mapped, public_port=4001))
+    old_reader = {k: v for k, v in mapped.to_json().items() if k != "mapped"}
+    assert NatProfile.from_json(old_reader) == profile

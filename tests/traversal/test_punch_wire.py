@@ -292,7 +292,7 @@ def _encoded(**fields: object) -> bytes:
 
 def _profile_json(**changes: object) -> bytes:
     fields = _profile().to_json()
-    del fields["nat_type"]
+    del fields["nat_type"], fields["mapped"]
     fields.update(changes)
     return json.dumps(fields).encode()
 

@@ -255,3 +255,16 @@ def test_an_open_side_is_always_reached_directly(a: NatProfile, b: NatProfile) -
     plan = choose(a, open_b)
     assert plan.method is Method.DIRECT
     assert plan.initiator in (Side.LOCAL, None)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_port_mapped_on_request_is_dialled_directly(name: str) -> None:
+    """Issue 13: a side whose router mapped its port (NAT-PMP, PCP, UPnP) accepts dials there
+    like EIF, whatever its NAT: every pair with it goes direct, the other side dialling."""
+    mapped = attrs.evolve(PRESETS["sym_random"], mapped=("198.51.100.5", 41000))
+    plan = choose(PRESETS[name], mapped)
+    assert plan.method is Method.DIRECT
+    assert plan.initiator in (Side.LOCAL, None)
+    assert choose(mapped, PRESETS[name]) == plan.swapped()
+    if name in ("sym_random", "sym_seq", "port_restricted", "eim_random"):
+        assert "mapped on request" in plan.reason

@@ -16,6 +16,8 @@ from macula_nat.net.sim.interface import Interface
 from macula_nat.net.sim.link import LinkProfile
 from macula_nat.net.sim.nat_behavior import NatBehavior
 from macula_nat.net.sim.nat_table import NatMapping, NatStatistics, NatTable
+from macula_nat.portmap.natpmp import PORT as PORT_MAPPING_PORT
+from macula_nat.portmap.server import PortMapServer
 
 if TYPE_CHECKING:
     from macula_nat.net.sim.internet import Internet
@@ -28,8 +30,9 @@ class NatBox(NetworkFront):
     """A NAT with public addresses on one network (``wan``) and a private network behind it.
 
     Datagrams addressed to the box itself, public or private side, find nothing listening and
-    are dropped, as on a router that accepts no unsolicited traffic. Each traversal costs one
-    from the datagram's TTL. Create boxes with :meth:`Network.add_nat
+    are dropped, as on a router that accepts no unsolicited traffic; with
+    :meth:`enable_port_mapping` it answers NAT-PMP and PCP on its LAN address. Each traversal
+    costs one from the datagram's TTL. Create boxes with :meth:`Network.add_nat
     <macula_nat.net.sim.network.Network.add_nat>`.
     """
 
@@ -56,6 +59,7 @@ class NatBox(NetworkFront):
         }
         self._lan_interface = lan._attach(self, None, lan_link)
         self._table = NatTable(behavior, tuple(self._wan_interfaces), rng)
+        self._port_mapping: PortMapServer | None = None
 
     def __repr__(self) -> str:
         return f"<NatBox {self._name} {list(self._wan_interfaces)} -> {self._lan.subnet}>"
@@ -92,8 +96,28 @@ class NatBox(NetworkFront):
         return self._table.mappings()
 
     def rebind(self) -> int:
-        """Drop every mapping; the next datagrams get new public ports (see NatTable.rebind)."""
+        """Drop every mapping; the next datagrams get new public ports (see NatTable.rebind).
+        A port-mapping service forgets its mappings too: its epoch starts again, as after a
+        router's reboot."""
+        if self._port_mapping is not None:
+            self._port_mapping.reset(trio.current_time())
         return self._table.rebind()
+
+    def enable_port_mapping(
+        self, *, natpmp: bool = True, pcp: bool = True, max_lifetime: int = 3600
+    ) -> PortMapServer:
+        """Answer NAT-PMP and/or PCP requests on the LAN address (port 5351), as a home router
+        does: a mapping made on request admits anyone to its external port (a port forward)
+        until its lifetime ends. Returns the server (its counters; ``reset`` forgets)."""
+        self._port_mapping = PortMapServer(
+            self._table,
+            self.public_addresses[0],
+            trio.current_time(),
+            speaks_natpmp=natpmp,
+            speaks_pcp=pcp,
+            max_lifetime=max_lifetime,
+        )
+        return self._port_mapping
 
     def statistics(self) -> NatStatistics:
         self._table.expire(trio.current_time())
@@ -114,6 +138,13 @@ class NatBox(NetworkFront):
     def _from_inside(self, packet: Datagram, now: float) -> None:
         destination_ip = packet.destination[0]
         if destination_ip == self._lan_interface.address:
+            server = self._port_mapping
+            if server is not None and packet.destination[1] == PORT_MAPPING_PORT:
+                answer = server.handle(packet.payload, packet.source, now)
+                if answer is not None:
+                    reply = Datagram(packet.destination, packet.source, answer)
+                    self._lan._transmit(reply, self._lan_interface)
+                return
             self._internet._count_no_listener()
             return
         if destination_ip in self._wan_interfaces:

@@ -73,6 +73,8 @@ class NatMapping:
     permissions: frozenset[Address]
     """Remote endpoints this mapping sent to."""
     expires_at: float
+    requested: bool = False
+    """Made on request (NAT-PMP, PCP): it admits any remote until it expires."""
 
 
 @attrs.define(eq=False)
@@ -85,6 +87,8 @@ class _Mapping:
     permitted_ips: set[str] = attrs.Factory(set)
     sessions: set[Address] = attrs.Factory(set)
     """Remote endpoints whose inbound datagrams this mapping admitted: answers go through it."""
+    until: float | None = None
+    """A requested mapping's expiry (it admits anyone until then), else None."""
 
 
 class NatTable:
@@ -106,6 +110,8 @@ class NatTable:
         """Ordered by last activity, least recent first, so expiry pops from the front."""
         self._by_external: dict[Address, _Mapping] = {}
         self._sessions: dict[tuple[Address, Address], _Mapping] = {}
+        self._requested: dict[Address, _Mapping] = {}
+        """Mappings made on request (port mapping protocols), by internal endpoint."""
         """(internal, remote) -> the mapping that admitted the remote's datagram."""
         self._used_ports: dict[str, set[int]] = {ip: set() for ip in self._public_ips}
         self._last_port: dict[str, int] = {}
@@ -192,13 +198,65 @@ class NatTable:
         self._hairpinned += 1
         return external_source, internal_destination
 
+    def map_port(
+        self, internal: Address, suggested_port: int, lifetime: float, now: float
+    ) -> Address | None:
+        """A mapping on request (NAT-PMP, PCP): ``internal`` is reachable from anyone at the
+        returned external address until ``now + lifetime``, as a router's port forward. A
+        renewal keeps the address; a new one takes ``suggested_port`` when free. None when no
+        port is free."""
+        self.expire(now)
+        mapping = self._requested.get(internal)
+        if mapping is None:
+            ip = self._paired(internal)
+            used = self._used_ports[ip]
+            low, high = self._behavior.port_range
+            port: int | None = suggested_port
+            if not (low <= suggested_port <= high and suggested_port not in used):
+                port = self._random_port(used)
+            if port is None:
+                self._exhausted += 1
+                return None
+            external = (ip, port)
+            key: _MappingKey = (internal, "requested", port)
+            mapping = _Mapping(key=key, internal=internal, external=external, last_active=now)
+            self._requested[internal] = mapping
+            self._by_external[external] = mapping
+            used.add(port)
+            self._created += 1
+            logger.debug("requested mapping %s -> %s for %.0f s", internal, external, lifetime)
+        mapping.until = now + lifetime
+        mapping.last_active = now
+        return mapping.external
+
+    def unmap_port(self, internal: Address, now: float) -> bool:
+        """Delete ``internal``'s requested mapping; whether there was one."""
+        self.expire(now)
+        mapping = self._requested.pop(internal, None)
+        if mapping is None:
+            return False
+        self._drop_requested(mapping)
+        return True
+
+    def _drop_requested(self, mapping: _Mapping) -> None:
+        del self._by_external[mapping.external]
+        self._used_ports[mapping.external[0]].discard(mapping.external[1])
+        self._end_sessions(mapping)
+        logger.debug("requested mapping %s -> %s ended", mapping.internal, mapping.external)
+
     def expire(self, now: float) -> int:
-        """Remove mappings idle for the mapping lifetime; return how many."""
+        """Remove mappings idle for the mapping lifetime (requested ones: past their lifetime);
+        return how many."""
         if now < self._now:
             raise ValueError(f"time went backwards: {now} < {self._now}")
         self._now = now
         lifetime = self._behavior.mapping_lifetime
         expired = 0
+        for internal, mapping in list(self._requested.items()):
+            if mapping.until is not None and now >= mapping.until:
+                del self._requested[internal]
+                self._drop_requested(mapping)
+                expired += 1
         for _ in range(len(self._by_key)):
             mapping = next(iter(self._by_key.values()))
             if now - mapping.last_active < lifetime:
@@ -216,10 +274,11 @@ class NatTable:
         """Forget every mapping, keeping its public port taken: each inside endpoint's next
         datagram gets a new public port, as after a NAT reboot (RFC 4787's "NAT rebinding").
         Returns how many mappings were dropped."""
-        dropped = len(self._by_key)
+        dropped = len(self._by_key) + len(self._requested)
         self._by_key.clear()
         self._by_external.clear()
         self._sessions.clear()
+        self._requested.clear()
         self._expired += dropped
         return dropped
 
@@ -236,11 +295,22 @@ class NatTable:
                 expires_at=mapping.last_active + lifetime,
             )
             for mapping in self._by_key.values()
+        ] + [
+            NatMapping(
+                internal=mapping.internal,
+                external=mapping.external,
+                remote_ip=None,
+                remote_port=None,
+                permissions=frozenset(mapping.permissions),
+                expires_at=mapping.until if mapping.until is not None else mapping.last_active,
+                requested=True,
+            )
+            for mapping in self._requested.values()
         ]
 
     def statistics(self) -> NatStatistics:
         return NatStatistics(
-            mappings=len(self._by_key),
+            mappings=len(self._by_key) + len(self._requested),
             mappings_created=self._created,
             mappings_expired=self._expired,
             outbound_translated=self._outbound,
@@ -261,6 +331,8 @@ class NatTable:
         return source, destination[0], destination[1]
 
     def _admits(self, mapping: _Mapping, source: Address) -> bool:
+        if mapping.until is not None:
+            return True  # a requested mapping: a port forward
         filtering = self._behavior.filtering
         if filtering is FilteringBehavior.ENDPOINT_INDEPENDENT:
             return True
@@ -275,13 +347,18 @@ class NatTable:
 
     def _refresh(self, mapping: _Mapping, now: float) -> None:
         mapping.last_active = now
-        self._by_key.move_to_end(mapping.key)
+        if mapping.until is None:  # a requested mapping lives its lifetime, not by traffic
+            self._by_key.move_to_end(mapping.key)
 
-    def _allocate(self, internal: Address) -> Address | None:
+    def _paired(self, internal: Address) -> str:
         ip = self._paired_ip.get(internal[0])
         if ip is None:
             ip = self._public_ips[len(self._paired_ip) % len(self._public_ips)]
             self._paired_ip[internal[0]] = ip
+        return ip
+
+    def _allocate(self, internal: Address) -> Address | None:
+        ip = self._paired(internal)
         used = self._used_ports[ip]
         allocation = self._behavior.allocation
         low, high = self._behavior.port_range

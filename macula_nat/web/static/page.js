@@ -61,6 +61,7 @@ function renderProfile(p) {
   const rows = [
     ["mapping", p.mapping], ["filtering", p.filtering], ["allocation", p.allocation],
     ["public IP", p.public_ip], ["public port", p.public_port],
+    ["port mapping", p.mapped || "none"],
     ["confidence", p.confidence], ["age", seconds(p.age)],
   ];
   $("profile").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k),
