@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import trio
 
-from macula_nat.cli.observe import address_argument
+from macula_nat.cli.arguments import address_argument
 from macula_nat.connection import Connection
 from macula_nat.dht.config import DhtConfig
 from macula_nat.identity import NodeId, NodeKey
