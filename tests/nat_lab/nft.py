@@ -8,6 +8,8 @@ ports at random, so address- or port-dependent mapping needs ``fully-random`` or
 
 from __future__ import annotations
 
+import attrs
+
 from tests.nat_lab.presets import NatPreset
 
 NAT_TABLE = "lab_nat"
@@ -41,61 +43,67 @@ _TABLE_HEAD = "table ip " + NAT_TABLE + " {\n"
 _DYN = f"flags dynamic,timeout; timeout {MAP_TIMEOUT_S}s;"
 
 
-def _cone(wan: str, *, restricted: bool) -> str:
-    """Full or restricted cone: masquerade plus a reverse map consulted for unsolicited packets.
+@attrs.frozen
+class _Rules:
+    """Parts of a ``lab_nat`` table: map/set declarations and the rules of each chain."""
 
-    The reverse map (mapped port -> inside address and port) is filled after SNAT from the
-    conntrack reply tuple; a restricted cone also remembers which remote IPs were contacted
-    from each mapped port and forwards only theirs.
-    """
+    maps: str = ""
+    pre: str = ""
+    post: str = ""
+    track: str = ""
+
+    def __add__(self, other: _Rules) -> _Rules:
+        return _Rules(
+            *(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other), strict=True))
+        )
+
+    def table(self) -> str:
+        chains = [
+            ("pre", "type nat hook prerouting priority dstnat", self.pre),
+            ("post", "type nat hook postrouting priority srcnat", self.post),
+            ("track", "type filter hook postrouting priority srcnat + 10", self.track),
+        ]
+        return (
+            _TABLE_HEAD
+            + self.maps
+            + "".join(
+                f"  chain {name} {{\n    {hook}; policy accept;\n{rules}  }}\n"
+                for name, hook, rules in chains
+                if rules
+            )
+            + "}\n"
+        )
+
+
+def _inbound(wan: str, *, restricted: bool) -> _Rules:
+    """Unsolicited packets to a mapped port forwarded inside, through a reverse map (mapped port
+    -> inside address and port) filled after SNAT from the conntrack reply tuple; restricted,
+    only from remote IPs the mapped port has sent to."""
     allow_match = "udp dport . ip saddr @r_allow " if restricted else "udp dport @f_rev "
-    allow_set = f"  set r_allow {{ type inet_service . ipv4_addr; {_DYN} }}\n" if restricted else ""
-    allow_updates = (
-        f'    oifname "{wan}" meta l4proto udp ct direction original '
-        "update @r_allow { ct reply proto-dst . ip daddr }\n"
-        f'    oifname "{wan}" meta l4proto udp ct direction reply '
-        "update @r_allow { ct original proto-dst . ip daddr }\n"
-        if restricted
-        else ""
+    rules = _Rules(
+        maps=f"  map f_rev {{ type inet_service : ipv4_addr . inet_service; {_DYN} }}\n",
+        pre=f'    iifname "{wan}" meta l4proto udp {allow_match}dnat ip to udp dport map @f_rev\n',
+        track=(
+            f'    oifname "{wan}" meta l4proto udp ct direction original '
+            "update @f_rev { ct reply proto-dst : ct original ip saddr . ct original proto-src }\n"
+            f'    oifname "{wan}" meta l4proto udp ct direction reply '
+            "update @f_rev { ct original proto-dst : ct reply ip saddr . ct reply proto-src }\n"
+        ),
     )
-    return (
-        _TABLE_HEAD
-        + f"  map f_rev {{ type inet_service : ipv4_addr . inet_service; {_DYN} }}\n"
-        + allow_set
-        + "  chain pre {\n"
-        "    type nat hook prerouting priority dstnat; policy accept;\n"
-        f'    iifname "{wan}" meta l4proto udp {allow_match}'
-        "dnat ip to udp dport map @f_rev\n"
-        "  }\n"
-        "  chain post {\n"
-        "    type nat hook postrouting priority srcnat; policy accept;\n"
-        f'    oifname "{wan}" masquerade\n'
-        "  }\n"
-        "  chain track {\n"
-        "    type filter hook postrouting priority srcnat + 10; policy accept;\n"
-        f'    oifname "{wan}" meta l4proto udp ct direction original '
-        "update @f_rev { ct reply proto-dst : ct original ip saddr . ct original proto-src }\n"
-        f'    oifname "{wan}" meta l4proto udp ct direction reply '
-        "update @f_rev { ct original proto-dst : ct reply ip saddr . ct reply proto-src }\n"
-        + allow_updates
-        + "  }\n}\n"
+    if not restricted:
+        return rules
+    return rules + _Rules(
+        maps=f"  set r_allow {{ type inet_service . ipv4_addr; {_DYN} }}\n",
+        track=(
+            f'    oifname "{wan}" meta l4proto udp ct direction original '
+            "update @r_allow { ct reply proto-dst . ip daddr }\n"
+            f'    oifname "{wan}" meta l4proto udp ct direction reply '
+            "update @r_allow { ct original proto-dst . ip daddr }\n"
+        ),
     )
 
 
-def _post_only(rules: str) -> str:
-    return (
-        _TABLE_HEAD + "  chain post {\n"
-        "    type nat hook postrouting priority srcnat; policy accept;\n" + rules + "  }\n}\n"
-    )
-
-
-def _sequential_ports() -> str:
-    # numgen yields a host-order integer that SNAT would read as a network-order port, so the
-    # counter goes through a map whose values are typed ports.
-    return ", ".join(f"{i} : {SEQUENTIAL_PORT_BASE + i}" for i in range(SEQUENTIAL_PORT_SPAN))
-
-
-def _learned_mapping(wan: str, wan_ip: str, *, per_remote_ip: bool) -> str:
+def _learned(wan: str, wan_ip: str, *, per_remote_ip: bool) -> _Rules:
     """Random first allocation, then the same mapped port for every later flow of the key.
 
     The key is the inside address and port, plus the remote IP for address-dependent mapping.
@@ -105,53 +113,36 @@ def _learned_mapping(wan: str, wan_ip: str, *, per_remote_ip: bool) -> str:
     learned = "ct original ip saddr . ct original proto-src" + (
         " . ct original ip daddr" if per_remote_ip else ""
     )
-    return (
-        _TABLE_HEAD + f"  map m {{ type {key_type} : inet_service; {_DYN} }}\n"
-        "  chain post {\n"
-        "    type nat hook postrouting priority srcnat; policy accept;\n"
-        f'    oifname "{wan}" meta l4proto udp snat ip to {wan_ip} : {key} map @m\n'
-        f'    oifname "{wan}" masquerade fully-random\n'
-        "  }\n"
-        "  chain track {\n"
-        "    type filter hook postrouting priority srcnat + 10; policy accept;\n"
-        f'    oifname "{wan}" meta l4proto udp ct direction original ct status snat '
-        f"update @m {{ {learned} : ct reply proto-dst }}\n"
-        "  }\n}\n"
+    return _Rules(
+        maps=f"  map m {{ type {key_type} : inet_service; {_DYN} }}\n",
+        post=(
+            f'    oifname "{wan}" meta l4proto udp snat ip to {wan_ip} : {key} map @m\n'
+            f'    oifname "{wan}" masquerade fully-random\n'
+        ),
+        track=(
+            f'    oifname "{wan}" meta l4proto udp ct direction original ct status snat '
+            f"update @m {{ {learned} : ct reply proto-dst }}\n"
+        ),
     )
+
+
+def _cone(wan: str, *, restricted: bool) -> str:
+    """Full or restricted cone: masquerade (ports kept) plus the inbound reverse map."""
+    return (
+        _inbound(wan, restricted=restricted) + _Rules(post=f'    oifname "{wan}" masquerade\n')
+    ).table()
 
 
 def _carrier(wan: str, wan_ip: str) -> str:
     """A carrier's NAT: the learned mapping's random-then-kept port (EIM), and inbound packets
     let in from any port of an IP the mapped port has sent to (address-dependent filtering)."""
-    key = "ip saddr . udp sport"
-    return (
-        _TABLE_HEAD + f"  map m {{ type ipv4_addr . inet_service : inet_service; {_DYN} }}\n"
-        f"  map f_rev {{ type inet_service : ipv4_addr . inet_service; {_DYN} }}\n"
-        f"  set r_allow {{ type inet_service . ipv4_addr; {_DYN} }}\n"
-        "  chain pre {\n"
-        "    type nat hook prerouting priority dstnat; policy accept;\n"
-        f'    iifname "{wan}" meta l4proto udp udp dport . ip saddr @r_allow '
-        "dnat ip to udp dport map @f_rev\n"
-        "  }\n"
-        "  chain post {\n"
-        "    type nat hook postrouting priority srcnat; policy accept;\n"
-        f'    oifname "{wan}" meta l4proto udp snat ip to {wan_ip} : {key} map @m\n'
-        f'    oifname "{wan}" masquerade fully-random\n'
-        "  }\n"
-        "  chain track {\n"
-        "    type filter hook postrouting priority srcnat + 10; policy accept;\n"
-        f'    oifname "{wan}" meta l4proto udp ct direction original ct status snat '
-        "update @m { ct original ip saddr . ct original proto-src : ct reply proto-dst }\n"
-        f'    oifname "{wan}" meta l4proto udp ct direction original '
-        "update @f_rev { ct reply proto-dst : ct original ip saddr . ct original proto-src }\n"
-        f'    oifname "{wan}" meta l4proto udp ct direction reply '
-        "update @f_rev { ct original proto-dst : ct reply ip saddr . ct reply proto-src }\n"
-        f'    oifname "{wan}" meta l4proto udp ct direction original '
-        "update @r_allow { ct reply proto-dst . ip daddr }\n"
-        f'    oifname "{wan}" meta l4proto udp ct direction reply '
-        "update @r_allow { ct original proto-dst . ip daddr }\n"
-        "  }\n}\n"
-    )
+    return (_learned(wan, wan_ip, per_remote_ip=False) + _inbound(wan, restricted=True)).table()
+
+
+def _sequential_ports() -> str:
+    # numgen yields a host-order integer that SNAT would read as a network-order port, so the
+    # counter goes through a map whose values are typed ports.
+    return ", ".join(f"{i} : {SEQUENTIAL_PORT_BASE + i}" for i in range(SEQUENTIAL_PORT_SPAN))
 
 
 def nat_ruleset(preset: NatPreset, *, wan: str, wan_ip: str) -> str:
@@ -169,19 +160,19 @@ def nat_ruleset(preset: NatPreset, *, wan: str, wan_ip: str) -> str:
         case NatPreset.RESTRICTED_CONE:
             return _cone(wan, restricted=True)
         case NatPreset.PORT_RESTRICTED_CONE:
-            return _post_only(f'    oifname "{wan}" masquerade\n')
+            return _Rules(post=f'    oifname "{wan}" masquerade\n').table()
         case NatPreset.SYMMETRIC:
-            return _post_only(f'    oifname "{wan}" masquerade fully-random\n')
+            return _Rules(post=f'    oifname "{wan}" masquerade fully-random\n').table()
         case NatPreset.EIM_RANDOM_PORT:
-            return _learned_mapping(wan, wan_ip, per_remote_ip=False)
+            return _learned(wan, wan_ip, per_remote_ip=False).table()
         case NatPreset.ADDRESS_DEPENDENT:
-            return _learned_mapping(wan, wan_ip, per_remote_ip=True)
+            return _learned(wan, wan_ip, per_remote_ip=True).table()
         case NatPreset.SYMMETRIC_SEQUENTIAL:
-            return _post_only(
-                f'    oifname "{wan}" meta l4proto udp snat ip to {wan_ip} : '
+            return _Rules(
+                post=f'    oifname "{wan}" meta l4proto udp snat ip to {wan_ip} : '
                 f"numgen inc mod {SEQUENTIAL_PORT_SPAN} map {{ {_sequential_ports()} }}\n"
                 f'    oifname "{wan}" masquerade\n'
-            )
+            ).table()
 
 
 def router_ruleset(preset: NatPreset, *, wan: str, lan: str, wan_ip: str) -> str:
