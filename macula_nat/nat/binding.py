@@ -11,10 +11,10 @@ Decisions, with their grounds:
   from; left out when the observer listens on a wildcard IP and so cannot know it); with an
   alternate address, OTHER-ADDRESS: the alternate IP with the other port (RFC 5780 table 1 for
   requests to the primary IP; coturn's value for those to the alternate IP, see
-  :meth:`ObserverAddresses.other_address`). coturn's ``turnutils_natdiscovery`` reads XOR-MAPPED-ADDRESS, takes
-  OTHER-ADDRESS as the sign of an RFC 5780 server and compares MAPPED-ADDRESS with
-  XOR-MAPPED-ADDRESS to detect ALGs. FINGERPRINT is added when the request had one; SOFTWARE
-  when configured.
+  :meth:`ObserverAddresses.other_address`). coturn's ``turnutils_natdiscovery`` reads
+  XOR-MAPPED-ADDRESS, takes OTHER-ADDRESS as the sign of an RFC 5780 server and compares
+  MAPPED-ADDRESS with XOR-MAPPED-ADDRESS to detect ALGs. FINGERPRINT is added when the request
+  had one; SOFTWARE when configured.
 - **CHANGE-REQUEST** with an alternate address: the response leaves from the socket with the other
   IP and/or the other port, as asked. Without one, a request that asks for a change gets 420
   listing CHANGE-REQUEST: RFC 5780 section 6.1 says a server without an alternate address MUST
