@@ -20,7 +20,7 @@ import trio
 
 from macula_nat.directory import EmbeddedDirectory
 from macula_nat.identity import NodeKey
-from macula_nat.net.address import Address
+from macula_nat.net.address import ANY_IPV4, ANY_IPV6, Address, ip_version
 from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
 from macula_nat.net.sim.host import SimHost
 from macula_nat.relay import RegistryConfig, RelayNode, RelayRegistry, open_relay
@@ -28,12 +28,26 @@ from macula_nat.relay.registry import open_relay_registry
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.config import TraversalConfig
 
-__all__ = ["ALTERNATE", "PRIMARY", "RELAY", "SITE_LINK", "World", "open_world"]
+__all__ = [
+    "ALTERNATE",
+    "ALTERNATE6",
+    "PRIMARY",
+    "PRIMARY6",
+    "RELAY",
+    "RELAY6",
+    "SITE_LINK",
+    "World",
+    "open_world",
+]
 
 PRIMARY: Final[Address] = ("198.51.100.10", 3478)
 """The gateway's observer."""
 ALTERNATE: Final[Address] = ("198.51.100.11", 3479)
 RELAY: Final[Address] = ("198.51.100.10", 3480)
+PRIMARY6: Final[Address] = ("2001:db8:0:1::10", 3478)
+"""The gateway's observer over IPv6 (in a world opened with ``ipv6=True``)."""
+ALTERNATE6: Final[Address] = ("2001:db8:0:1::11", 3479)
+RELAY6: Final[Address] = ("2001:db8:0:1::10", 3480)
 SITE_LINK: Final = LinkProfile(latency=0.005)
 """5 ms each way per access link (the gateway's too): 20 ms between two nodes."""
 READY_TIMEOUT: Final = 30.0
@@ -60,10 +74,13 @@ class World:
         return await self.node_at(site.host, home_relay=home_relay)
 
     async def node_at(self, host: SimHost, *, home_relay: Address | None = None) -> NatSystem:
-        """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above."""
+        """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above.
+        A host without an IPv4 address runs its node over IPv6 (the world must have it)."""
+        ipv4 = any(ip_version(ip) == 4 for ip in host.addresses)
         config = NatConfig(
             stack=host,
-            observers=(PRIMARY,),
+            listen=(ANY_IPV4 if ipv4 else ANY_IPV6, 0),
+            observers=(PRIMARY if ipv4 else PRIMARY6,),
             detect_timeout=1.0,
             directory=self.directory,
             key=NodeKey.generate(),
@@ -107,21 +124,34 @@ async def _start_relay(
 
 @asynccontextmanager
 async def open_world(
-    seed: int = 1, *, loss: float = 0.0, traversal: TraversalConfig | None = None
+    seed: int = 1,
+    *,
+    loss: float = 0.0,
+    traversal: TraversalConfig | None = None,
+    ipv6: bool = False,
 ) -> AsyncIterator[World]:
     """A simulated internet seeded with ``seed`` (each access link losing ``loss`` of its
-    datagrams) and its gateway, for the ``async with`` block; nodes use ``traversal``."""
+    datagrams) and its gateway, for the ``async with`` block; nodes use ``traversal``. With
+    ``ipv6`` the gateway is dual-stack: an observer and a relay on IPv6 addresses too."""
     async with open_internet(seed=seed) as internet, AsyncExitStack() as stack:
         directory = EmbeddedDirectory(clock=trio.current_time)
-        host = internet.add_host([PRIMARY[0], ALTERNATE[0]], name="gateway", link=SITE_LINK)
-        gateway = NatConfig(
-            stack=host,
-            observe=PRIMARY,
-            observe_alternate=ALTERNATE,
-            detect_on_start=False,
-            directory=directory,
+        ips = [PRIMARY[0], ALTERNATE[0]] + ([PRIMARY6[0], ALTERNATE6[0]] if ipv6 else [])
+        host = internet.add_host(ips, name="gateway", link=SITE_LINK)
+        families = [(PRIMARY, ALTERNATE, ANY_IPV4)] + (
+            [(PRIMARY6, ALTERNATE6, ANY_IPV6)] if ipv6 else []
         )
-        await stack.enter_async_context(open_nat_system(gateway))
+        for primary, alternate, wildcard in families:
+            gateway = NatConfig(
+                stack=host,
+                listen=(wildcard, 0),
+                observe=primary,
+                observe_alternate=alternate,
+                detect_on_start=False,
+                directory=directory,
+            )
+            await stack.enter_async_context(open_nat_system(gateway))
         relay = await _start_relay(stack, directory, host, RELAY)
+        if ipv6:
+            await _start_relay(stack, directory, host, RELAY6)
         site_link = attrs.evolve(SITE_LINK, loss=loss)
         yield World(internet, directory, relay, stack, traversal or TraversalConfig(), site_link)

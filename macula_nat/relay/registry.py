@@ -60,7 +60,13 @@ from macula_nat.actors import Actor, Registry, Served, open_actor
 from macula_nat.directory import Directory, DirectoryError
 from macula_nat.directory.record import MAX_CANDIDATES, NodeRecord
 from macula_nat.identity import NodeId, NodeKey
-from macula_nat.net.address import Address, normalise_address, optional_address
+from macula_nat.net.address import (
+    Address,
+    any_address,
+    ip_version,
+    normalise_address,
+    optional_address,
+)
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 
 from .client import ClientConfig, RelayClient, open_relay_client
@@ -370,7 +376,7 @@ class RelayRegistry(Served):
         )
         sample: tuple[NodeId, float, int] | None = None
         with trio.move_on_after(config.probe_timeout):
-            socket = await self.stack.bind()
+            socket = await self.stack.bind(_wildcard_for(endpoint))
             async with socket:
                 client = RelayClient(
                     socket, endpoint, self._probe_key, self._own.get(endpoint), config=probe
@@ -498,7 +504,7 @@ class RelayRegistry(Served):
             async with self._share(key, relay, relay_id, timeout) as client:
                 yield client
             return
-        socket = await self.stack.bind()
+        socket = await self.stack.bind(_wildcard_for(relay))
         async with socket:
             client = RelayClient(socket, relay, key, relay_id, config=self.config.home_client)
             async with open_relay_client(client, timeout=timeout):
@@ -607,3 +613,9 @@ async def open_relay_registry(
     """Run ``registry``'s server for the ``async with`` block."""
     async with open_actor(RelayRegistryServer(registry), name, actors):
         yield registry
+
+
+def _wildcard_for(relay: Address) -> Address:
+    """Where a socket of its own for ``relay`` binds: any port on the wildcard address of the
+    relay's IP version (an IPv4 socket cannot reach an IPv6 relay)."""
+    return any_address(ip_version(relay[0])), 0

@@ -37,7 +37,14 @@ from macula_nat.connection.link import ConnectionMethod, DirectPath, PeerLink
 from macula_nat.identity import NodeId
 from macula_nat.nat.profile import NatProfile
 from macula_nat.nat.rate_limit import TokenBuckets
-from macula_nat.net.address import ANY_IPV4, Address, normalise_address, source_prefix
+from macula_nat.net.address import (
+    ANY_IPV4,
+    Address,
+    any_address,
+    ip_version,
+    normalise_address,
+    source_prefix,
+)
 from macula_nat.net.demux import Traffic, classify
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 from macula_nat.traversal.config import TraversalConfig
@@ -461,9 +468,10 @@ class Puncher:
 
     async def _open_birthday(self, punch: Punch) -> None:
         before = len(punch.sockets)
+        wildcard = any_address(ip_version(punch.peer_ip)) if punch.peer_ip else ANY_IPV4
         for _ in range(self.config.birthday_sockets - len(punch.sockets)):
             try:
-                socket = await self._stack.bind((ANY_IPV4, 0))
+                socket = await self._stack.bind((wildcard, 0))
             except OSError as exc:
                 logger.warning("birthday punch: only %d sockets: %s", len(punch.sockets), exc)
                 break
