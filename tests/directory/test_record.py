@@ -32,16 +32,23 @@ def firewalled_v6_profile(address: Address) -> NatProfile:
 @given(
     candidates=st.lists(addresses, max_size=MAX_CANDIDATES),
     relay=st.none() | addresses,
+    alternate=st.none() | addresses,
     own=addresses6,
     expires_at=st.integers(0, 2**40),
     seq=st.integers(0, 2**40),
 )
 def test_a_record_round_trips_with_both_families(
-    candidates: list[Address], relay: Address | None, own: Address, expires_at: int, seq: int
+    candidates: list[Address],
+    relay: Address | None,
+    alternate: Address | None,
+    own: Address,
+    expires_at: int,
+    seq: int,
 ) -> None:
     record = NodeRecord(
         profile=firewalled_v6_profile(own),
         home_relay=relay,
+        home_relay_alternate=alternate,
         candidates=candidates,
         expires_at=expires_at,
         seq=seq,

@@ -9,8 +9,9 @@ from trio.testing import MockClock
 from macula_nat.connection.link import ConnectionMethod
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.address import ip_version
-from macula_nat.net.sim import Preset, SimHost, add_site
+from macula_nat.net.sim import LinkProfile, Preset, SimHost, add_site
 from macula_nat.system import NatSystem
+from macula_nat.traversal.config import TraversalConfig
 from macula_nat.traversal.errors import NoRelay
 from macula_nat.traversal.strategy import Method, choose
 
@@ -72,13 +73,15 @@ async def test_an_open_ipv6_host_and_a_firewalled_one_connect_directly(
         assert method is not ConnectionMethod.RELAYED
 
 
-async def dual_stack(world: World, prefix: str, name: str) -> NatSystem:
+async def dual_stack(
+    world: World, prefix: str, name: str, ipv6_link: LinkProfile | None = None
+) -> NatSystem:
     """A node behind a port-restricted IPv4 NAT that also has a global IPv6 address at
-    ``prefix``::10 behind a stateful firewall: one dual-stack socket."""
+    ``prefix``::10 behind a stateful firewall (over ``ipv6_link``): one dual-stack socket."""
     site = add_site(world.internet.public, Preset.PORT_RESTRICTED_CONE, name=name,
                     link=world.site_link)  # fmt: skip
     wall = world.internet.public.add_firewall(
-        f"{prefix}/64", name=f"{name}-fw", link=world.site_link
+        f"{prefix}/64", name=f"{name}-fw", link=ipv6_link or world.site_link
     )
     wall.attach(site.host, f"{prefix}10")
     return await world.node_at(site.host)
@@ -142,3 +145,20 @@ async def test_ipv6_only_to_ipv4_only_fails_with_a_clear_no_relay(
             await six.connector.connect(four.node_id)
         other = await ipv6_only(world, "2001:db8:b::", "other")  # nothing broke on the way
         assert await connect_as_planned(six, other, 0.0) is ConnectionMethod.PUNCHED
+
+
+@pytest.mark.parametrize(("head_start", "version"), [(0.25, 6), (0.0, 4)])
+async def test_the_head_start_lets_a_slower_ipv6_path_win(
+    head_start: float, version: int, autojump_clock: MockClock
+) -> None:
+    """IPv6 20 ms slower each way than IPv4: with the head start IPv6 still carries the
+    connection (Happy Eyeballs prefers it); without, the faster IPv4 path is proven first."""
+    slow = LinkProfile(latency=0.015)
+    async with open_world(
+        seed=18, ipv6=True, traversal=TraversalConfig(ipv6_head_start=head_start)
+    ) as world:
+        alice = await dual_stack(world, "2001:db8:a::", "alice", slow)
+        bob = await dual_stack(world, "2001:db8:b::", "bob", slow)
+        assert await connect_as_planned(alice, bob, 0.0) is ConnectionMethod.PUNCHED
+        (connection,) = alice.coordinator.connections()
+        assert ip_version(connection.info().remote_address[0]) == version
