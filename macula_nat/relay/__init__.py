@@ -19,7 +19,7 @@ from .client_session import RelaySession, SessionStatistics
 from .errors import RegistrationFailed, RelayError, RelayRefused, RelayTimeout, SessionClosed
 from .frames import MAX_PAYLOAD, FrameError, Reason, is_relay_frame
 from .node import RelayNode, SessionInfo, open_relay
-from .registry import RegistryConfig, RelayRegistry, open_relay_registry
+from .registry import RegistryConfig, RelayRegistry, TcpFallback, open_relay_registry
 from .selection import NoRelay, RelayInfo
 from .settings import MIB, RelayConfig, RelaySettings
 from .statistics import DropStatistics, FairnessStatistics, RefusalStatistics, RelayStatistics
@@ -55,6 +55,7 @@ __all__ = [
     "SessionClosed",
     "SessionInfo",
     "SessionStatistics",
+    "TcpFallback",
     "TcpListenerStatistics",
     "TcpRelayConfig",
     "TcpRelayEndpoint",

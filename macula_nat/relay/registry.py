@@ -34,6 +34,13 @@ and counted). A relay keys registrations by source address, so the registrations
 relay are one :class:`RelayClient`, shared by its users and closed when the last one leaves.
 Without ``endpoint`` every registration binds a socket of its own.
 
+Networks that block UDP: with ``tcp_fallback`` (:class:`TcpFallback`), when no relay answers a
+UDP probe within its ``udp_bound``, the node registers with a relay over TCP/TLS instead
+(:mod:`.tcp_client`; framed or as a WebSocket), sets :attr:`RelayRegistry.udp_blocked`, and
+makes its visits over TCP too, so relayed connections work as before: their QUIC datagrams
+ride the TCP link unchanged. Every ``reprobe_interval`` it probes the relay over UDP again
+(one cheap registration); when that answers it leaves TCP and registers over UDP as usual.
+
 Ownership: the handle owns the table, the announced relays, the counters and, on the shared
 endpoint, the registrations themselves (each a :class:`RelayClient` handle: its link, its
 sessions), so all of them survive a crash of :class:`RelayRegistryServer`. The registrations'
@@ -67,6 +74,8 @@ from .client import ClientConfig, RelayClient, open_relay_client
 from .client_session import RelaySession
 from .errors import RegistrationFailed
 from .selection import DEFAULT_GAIN, DEFAULT_MAX_LOAD, NoRelay, RelayInfo, RelayTable, choose, rank
+from .tcp_client import open_tcp_relay_endpoint
+from .tcp_link import LinkError
 
 __all__ = [
     "NoRelay",
@@ -75,6 +84,7 @@ __all__ = [
     "RelayInfo",
     "RelayRegistry",
     "RelayRegistryServer",
+    "TcpFallback",
     "open_relay_registry",
 ]
 
@@ -92,6 +102,24 @@ def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> Non
 
 
 _HOME_CLIENT: Final = ClientConfig(keepalive_interval=10.0, liveness_timeout=35.0)
+
+
+@attrs.frozen
+class TcpFallback:
+    """Reach relays over TCP/TLS when none answers over UDP (see the module docstring).
+
+    ``udp_bound`` is how long a round of UDP probes may go unanswered before the node falls
+    back: 1.5 s is three of QUIC's initial probe timeouts' worth of round trips (RFC 9002's
+    333 ms initial RTT) beyond what a relay on another continent needs to answer a probe, and
+    a lost probe is retried within it. ``port`` is the relays' TCP port (None: their UDP port
+    number); ``websocket`` a path to upgrade on (None: the framed form).
+    """
+
+    udp_bound: float = attrs.field(default=1.5, validator=_positive)
+    reprobe_interval: float = attrs.field(default=30.0, validator=_positive)
+    connect_timeout: float = attrs.field(default=5.0, validator=_positive)
+    port: int | None = None
+    websocket: str | None = None
 
 
 @attrs.frozen
@@ -123,6 +151,9 @@ class RegistryConfig:
     failover_grace: float = attrs.field(default=5.0, validator=_positive)
     home_client: ClientConfig = attrs.field(factory=lambda: _HOME_CLIENT)
     home_relay: Address | None = attrs.field(default=None, converter=optional_address)
+    tcp_fallback: TcpFallback | None = None
+    """Register over TCP/TLS when no relay answers over UDP (None: never; it opens TCP
+    connections to the relays, so the application turns it on)."""
 
     @home_client.validator
     def _check_keepalive(self, _: attrs.Attribute[ClientConfig], value: ClientConfig) -> None:
@@ -191,6 +222,8 @@ class RelayRegistry(Served):
         """The home registration (request and accept sessions through it), while there is one."""
         self.observed: Address | None = None
         """This node's address as its home relay last saw it (its public endpoint there)."""
+        self.udp_blocked: AsyncValue[bool] = AsyncValue(False)
+        """True while the home relay is held over TCP because no relay answered over UDP."""
         self._table = RelayTable(config.gain)
         self._own: dict[Address, NodeId] = {}
         self._probe_key = NodeKey.generate()
@@ -301,7 +334,11 @@ class RelayRegistry(Served):
             raise ValueError(f"{self} has no node key: it cannot register with a relay")
         relay = normalise_address(relay)
         home = self.client
-        if self.endpoint is None and home is not None and home.relay == relay:
+        if (
+            (self.endpoint is None or self.udp_blocked.value)
+            and home is not None
+            and (home.relay == relay)
+        ):
             await trio.lowlevel.checkpoint()
             yield home
         else:
@@ -395,13 +432,16 @@ class RelayRegistry(Served):
 
     # -- the home relay --------------------------------------------------------------------------
 
-    async def _publish(self, key: NodeKey, home: Address, observed: Address) -> None:
+    async def _publish(self, key: NodeKey, home: Address, observed: Address | None) -> None:
         """Publish the node's record with ``home``, keeping the profile and candidates of the
-        record already there (published by the NAT detector)."""
+        record already there (published by the NAT detector); ``observed`` (None over TCP,
+        where the relay sees no UDP mapping) goes first among the candidates."""
         node_id = key.node_id.text()
         self.observed = observed
 
         def homed(record: NodeRecord) -> NodeRecord:
+            if observed is None:
+                return attrs.evolve(record, home_relay=home)
             others = (c for c in record.candidates if c != observed)
             return attrs.evolve(
                 record, home_relay=home, candidates=[observed, *others][:MAX_CANDIDATES]
@@ -424,9 +464,11 @@ class RelayRegistry(Served):
             logger.info("%s: holding home relay %s again after a restart", self, resume.endpoint)
             await self._hold(key, resume)
         while True:
-            ranked = await self.probe_relays()
+            ranked = await self._probe_round()
             if config.home_relay is not None:
                 ranked = [info for info in ranked if info.endpoint == config.home_relay]
+            if not ranked and config.tcp_fallback is not None and await self._fall_back(key):
+                continue
             if not ranked:
                 logger.info("%s: no usable relay; trying again", self)
                 await trio.sleep(min(config.retry_interval, config.probe_interval))
@@ -438,6 +480,75 @@ class RelayRegistry(Served):
                     break
             if not held:
                 await trio.sleep(config.retry_interval)
+
+    async def _probe_round(self) -> list[RelayInfo]:
+        """:meth:`probe_relays`, within the fallback's ``udp_bound`` when there is one (the
+        relays that answered by then)."""
+        fallback = self.config.tcp_fallback
+        if fallback is None:
+            return await self.probe_relays()
+        with trio.move_on_after(fallback.udp_bound):
+            return await self.probe_relays()
+        return self.relays()
+
+    async def _fall_back(self, key: NodeKey) -> bool:
+        """No relay answered over UDP: hold one over TCP until UDP answers again or the link
+        ends; False when none could be reached over TCP either."""
+        pinned = self.config.home_relay
+        try:
+            listed = await self.directory.list_relays()
+        except DirectoryError as exc:
+            logger.info("%s: could not list the relays: %s", self, exc)
+            listed = [estimate.endpoint for estimate in self._table.estimates()]
+        endpoints = sorted({normalise_address(endpoint) for endpoint in listed})
+        for endpoint in endpoints if pinned is None else [e for e in endpoints if e == pinned]:
+            if await self._hold_over_tcp(key, endpoint):
+                return True
+        return False
+
+    async def _hold_over_tcp(self, key: NodeKey, endpoint: Address) -> bool:
+        fallback = self.config.tcp_fallback
+        assert fallback is not None
+        logger.warning("%s: no relay answers over UDP; registering with %s over TCP/TLS",
+                       self, endpoint)  # fmt: skip
+        self.udp_blocked.value = True
+        try:
+            async with self._tcp_registration(key, endpoint, self.config.probe_timeout) as client:
+                registration = await client.wait_registered()
+                self.client = client
+                try:
+                    await self._publish(key, endpoint, None)
+                    self.home.value = RelayInfo(
+                        registration.relay_id, endpoint, 1000 * (client.rtt or 0.0),
+                        client.load or 0,
+                    )  # fmt: skip
+                    await self._until_udp_answers(client, endpoint, fallback)
+                finally:
+                    self.client = None
+                    self.home.value = None
+        except (OSError, LinkError, RegistrationFailed) as exc:
+            logger.info("%s: no registration with %s over TCP either: %s", self, endpoint, exc)
+            self.udp_blocked.value = False
+            return False
+        return True
+
+    async def _until_udp_answers(
+        self, client: RelayClient, endpoint: Address, fallback: TcpFallback
+    ) -> None:
+        """Hold the TCP registration; probe the relay over UDP every ``reprobe_interval`` and
+        return when it answers (or when the registration is lost)."""
+        while True:
+            with trio.move_on_after(fallback.reprobe_interval):
+                await client.registration.wait_value(lambda value: value is None)
+                logger.warning("%s: the TCP registration with %s was lost", self, endpoint)
+                self.udp_blocked.value = False
+                return
+            await self._probe(endpoint)
+            estimate = self._table.get(endpoint)
+            if estimate is not None and estimate.reachable:
+                logger.warning("%s: %s answers over UDP again; leaving TCP", self, endpoint)
+                self.udp_blocked.value = False
+                return
 
     async def _hold(self, key: NodeKey, info: RelayInfo) -> bool:
         """Be registered with ``info`` until the registration is lost for good; False when it
@@ -462,6 +573,7 @@ class RelayRegistry(Served):
     async def _watch(self, key: NodeKey, client: RelayClient, info: RelayInfo) -> None:
         config = self.config
         registration = await client.wait_registered()
+        self.udp_blocked.value = False
         await self._publish(key, info.endpoint, registration.observed)
         self.home.value = info
         publish_at = trio.current_time() + config.record_ttl * config.refresh_fraction
@@ -493,7 +605,12 @@ class RelayRegistry(Served):
     async def _registration(
         self, key: NodeKey, relay: Address, relay_id: NodeId | None, timeout: float
     ) -> AsyncIterator[RelayClient]:
-        """This node registered with ``relay`` (see :meth:`visit`) within ``timeout``."""
+        """This node registered with ``relay`` (see :meth:`visit`) within ``timeout``; over
+        TCP while UDP is blocked."""
+        if self.udp_blocked.value:
+            async with self._tcp_registration(key, relay, timeout) as client:
+                yield client
+            return
         if self.endpoint is not None:
             async with self._share(key, relay, relay_id, timeout) as client:
                 yield client
@@ -501,6 +618,26 @@ class RelayRegistry(Served):
         socket = await self.stack.bind()
         async with socket:
             client = RelayClient(socket, relay, key, relay_id, config=self.config.home_client)
+            async with open_relay_client(client, timeout=timeout):
+                yield client
+
+    @asynccontextmanager
+    async def _tcp_registration(
+        self, key: NodeKey, relay: Address, timeout: float
+    ) -> AsyncIterator[RelayClient]:
+        """This node registered with ``relay`` over a TCP/TLS link of its own."""
+        fallback = self.config.tcp_fallback
+        if fallback is None:
+            raise RegistrationFailed(f"{self}: UDP is blocked and there is no TCP fallback")
+        async with open_tcp_relay_endpoint(
+            relay,
+            port=fallback.port,
+            websocket=fallback.websocket,
+            timeout=fallback.connect_timeout,
+        ) as link:
+            client = RelayClient(
+                link, relay, key, self._own.get(relay), config=self.config.home_client
+            )
             async with open_relay_client(client, timeout=timeout):
                 yield client
 
