@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -74,7 +74,7 @@ from .client import ClientConfig, RelayClient, open_relay_client
 from .client_session import RelaySession
 from .errors import RegistrationFailed
 from .selection import DEFAULT_GAIN, DEFAULT_MAX_LOAD, NoRelay, RelayInfo, RelayTable, choose, rank
-from .tcp_client import open_tcp_relay_endpoint
+from .tcp_client import TcpRelayEndpoint, open_tcp_relay_endpoint
 from .tcp_link import LinkError
 
 __all__ = [
@@ -176,6 +176,8 @@ class RegistryStatistics:
     home: RelayInfo | None
     dropped: int = 0
     """Datagrams on the shared endpoint from no relay this node is registered with."""
+    udp_blocked: bool = False
+    """The home relay is held over TCP/TLS: no relay answered over UDP (see ``tcp_fallback``)."""
 
 
 @attrs.define(eq=False)
@@ -361,6 +363,7 @@ class RelayRegistry(Served):
             failovers=self._failovers,
             home=self.home.value,
             dropped=self._dropped,
+            udp_blocked=self.udp_blocked.value,
         )
 
     # -- announcing ------------------------------------------------------------------------------
@@ -537,9 +540,14 @@ class RelayRegistry(Served):
     ) -> None:
         """Hold the TCP registration; probe the relay over UDP every ``reprobe_interval`` and
         return when it answers (or when the registration is lost)."""
+        link = client.endpoint
+        assert isinstance(link, TcpRelayEndpoint)
         while True:
             with trio.move_on_after(fallback.reprobe_interval):
-                await client.registration.wait_value(lambda value: value is None)
+                async with trio.open_nursery() as race:  # whichever ends the registration first
+                    race.start_soon(_cancel_after, race.cancel_scope, link.broken.wait)
+                    await client.registration.wait_value(lambda value: value is None)
+                    race.cancel_scope.cancel()
                 logger.warning("%s: the TCP registration with %s was lost", self, endpoint)
                 self.udp_blocked.value = False
                 return
@@ -708,6 +716,11 @@ class RelayRegistry(Served):
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
+
+
+async def _cancel_after(scope: trio.CancelScope, wait: Callable[[], Awaitable[object]]) -> None:
+    await wait()
+    scope.cancel()
 
 
 class RelayRegistryServer(Actor):

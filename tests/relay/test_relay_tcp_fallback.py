@@ -103,6 +103,7 @@ async def test_a_node_without_udp_registers_over_tcp_connects_both_ways_and_retu
         fell_back = trio.current_time() - started
         open_ = await node(stack, directory, RealUdpStack([LOOPBACK]))
         assert blocked.udp_blocked.value and not open_.udp_blocked.value
+        assert blocked.statistics().udp_blocked  # the status page's registry figures
         assert blocked.client is not None and open_.client is not None
         assert isinstance(blocked.client.endpoint, TcpRelayEndpoint)
         for a, b in [(blocked, open_), (open_, blocked)]:
@@ -113,6 +114,19 @@ async def test_a_node_without_udp_registers_over_tcp_connects_both_ways_and_retu
             assert await exchange(mine, theirs, b"over tcp and udp") == b"over tcp and udp"
             assert await exchange(theirs, mine, b"and back") == b"and back"
 
+        first = blocked.client.endpoint if blocked.client is not None else None
+        assert isinstance(first, TcpRelayEndpoint)
+        first.close()  # the TCP link breaks: the node registers over a new one
+        with trio.fail_after(BOUND):
+            await blocked.home.wait_value(
+                lambda home: (
+                    home is not None
+                    and blocked.client is not None
+                    and blocked.client.endpoint is not first
+                )
+            )
+        assert blocked.udp_blocked.value
+
         firewall.blocked = False
         lifted = trio.current_time()
         with trio.fail_after(BOUND):
@@ -121,6 +135,7 @@ async def test_a_node_without_udp_registers_over_tcp_connects_both_ways_and_retu
         back_on_udp = trio.current_time() - lifted
         assert blocked.client is not None
         assert not isinstance(blocked.client.endpoint, TcpRelayEndpoint)
+        assert not blocked.statistics().udp_blocked
         statistics = relay.tcp_statistics()
     assert statistics is not None and statistics.accepted >= 1
     with capsys.disabled():
