@@ -303,7 +303,12 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
             )
         )
     relays = RelayRegistry(
-        directory, stack, key, config=config.relays, endpoint=shared.view(Traffic.RELAY)
+        directory,
+        stack,
+        key,
+        config=config.relays,
+        endpoint=shared.view(Traffic.RELAY),
+        on_udp_blocked=detector.set_udp_blocked,
     )
     coordinator = Coordinator(
         key,

@@ -195,8 +195,9 @@ class RelayRegistry(Served):
     ``stack`` is where probes (and, without ``endpoint``, the node's registrations) bind their
     sockets; ``endpoint`` is the node's shared socket's relay view, when the node's
     registrations must ride the mapping its connections use (the registry's server then reads
-    it). With ``key`` the registry keeps a home relay for that node and can visit others;
-    without, it only announces and finds relays.
+    it). ``on_udp_blocked`` hears when UDP is found blocked and working again. With ``key``
+    the registry keeps a home relay for that node and can visit others; without, it only
+    announces and finds relays.
     Run it with :func:`open_relay_registry` or put :meth:`child_spec` in a tree.
     """
 
@@ -210,8 +211,12 @@ class RelayRegistry(Served):
         *,
         config: RegistryConfig | None = None,
         endpoint: UdpEndpoint | None = None,
+        on_udp_blocked: Callable[[bool], object] | None = None,
     ) -> None:
         super().__init__()
+        self.on_udp_blocked = on_udp_blocked
+        """Called with :attr:`udp_blocked`'s new value when it changes (the NAT system hands
+        its detector's ``set_udp_blocked``, so the profile says so)."""
         self.directory = directory
         self.stack = stack
         self.endpoint = endpoint
@@ -366,6 +371,13 @@ class RelayRegistry(Served):
             udp_blocked=self.udp_blocked.value,
         )
 
+    def _set_udp_blocked(self, blocked: bool) -> None:
+        if self.udp_blocked.value == blocked:
+            return
+        self.udp_blocked.value = blocked
+        if self.on_udp_blocked is not None:
+            self.on_udp_blocked(blocked)
+
     # -- announcing ------------------------------------------------------------------------------
 
     async def _announce(self, endpoint: Address) -> bool:
@@ -514,7 +526,7 @@ class RelayRegistry(Served):
         assert fallback is not None
         logger.warning("%s: no relay answers over UDP; registering with %s over TCP/TLS",
                        self, endpoint)  # fmt: skip
-        self.udp_blocked.value = True
+        self._set_udp_blocked(True)
         try:
             async with self._tcp_registration(key, endpoint, self.config.probe_timeout) as client:
                 registration = await client.wait_registered()
@@ -531,7 +543,6 @@ class RelayRegistry(Served):
                     self.home.value = None
         except (OSError, LinkError, RegistrationFailed) as exc:
             logger.info("%s: no registration with %s over TCP either: %s", self, endpoint, exc)
-            self.udp_blocked.value = False
             return False
         return True
 
@@ -539,7 +550,8 @@ class RelayRegistry(Served):
         self, client: RelayClient, endpoint: Address, fallback: TcpFallback
     ) -> None:
         """Hold the TCP registration; probe the relay over UDP every ``reprobe_interval`` and
-        return when it answers (or when the registration is lost)."""
+        return when it answers (or when the registration is lost: UDP is still taken as
+        blocked until a probe says otherwise)."""
         link = client.endpoint
         assert isinstance(link, TcpRelayEndpoint)
         while True:
@@ -549,18 +561,18 @@ class RelayRegistry(Served):
                     await client.registration.wait_value(lambda value: value is None)
                     race.cancel_scope.cancel()
                 logger.warning("%s: the TCP registration with %s was lost", self, endpoint)
-                self.udp_blocked.value = False
                 return
             await self._probe(endpoint)
             estimate = self._table.get(endpoint)
             if estimate is not None and estimate.reachable:
                 logger.warning("%s: %s answers over UDP again; leaving TCP", self, endpoint)
-                self.udp_blocked.value = False
+                self._set_udp_blocked(False)
                 return
 
     async def _hold(self, key: NodeKey, info: RelayInfo) -> bool:
         """Be registered with ``info`` until the registration is lost for good; False when it
-        could not be made."""
+        could not be made. ``info`` answered a UDP probe: UDP is not blocked."""
+        self._set_udp_blocked(False)
         timeout = self.config.probe_timeout
         try:
             async with self._registration(key, info.endpoint, info.node_id, timeout) as client:
@@ -581,7 +593,6 @@ class RelayRegistry(Served):
     async def _watch(self, key: NodeKey, client: RelayClient, info: RelayInfo) -> None:
         config = self.config
         registration = await client.wait_registered()
-        self.udp_blocked.value = False
         await self._publish(key, info.endpoint, registration.observed)
         self.home.value = info
         publish_at = trio.current_time() + config.record_ttl * config.refresh_fraction

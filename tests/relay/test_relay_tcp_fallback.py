@@ -85,8 +85,19 @@ async def world() -> AsyncIterator[tuple[RelayNode, EmbeddedDirectory]]:
         yield relay, directory
 
 
-async def node(stack: AsyncExitStack, directory: EmbeddedDirectory, udp: UdpStack) -> RelayRegistry:
-    registry = RelayRegistry(directory, udp, NodeKey.generate(), config=FAST)
+async def node(
+    stack: AsyncExitStack,
+    directory: EmbeddedDirectory,
+    udp: UdpStack,
+    heard: list[bool] | None = None,
+) -> RelayRegistry:
+    registry = RelayRegistry(
+        directory,
+        udp,
+        NodeKey.generate(),
+        config=FAST,
+        on_udp_blocked=None if heard is None else heard.append,
+    )
     await stack.enter_async_context(open_relay_registry(registry))
     with trio.fail_after(BOUND):
         await registry.home.wait_value(lambda home: home is not None)
@@ -99,7 +110,8 @@ async def test_a_node_without_udp_registers_over_tcp_connects_both_ways_and_retu
     firewall = Firewall()
     async with world() as (relay, directory), AsyncExitStack() as stack:
         started = trio.current_time()
-        blocked = await node(stack, directory, firewall)
+        heard: list[bool] = []  # what the node's detector hears (the NAT system wires it so)
+        blocked = await node(stack, directory, firewall, heard)
         fell_back = trio.current_time() - started
         open_ = await node(stack, directory, RealUdpStack([LOOPBACK]))
         assert blocked.udp_blocked.value and not open_.udp_blocked.value
@@ -138,6 +150,7 @@ async def test_a_node_without_udp_registers_over_tcp_connects_both_ways_and_retu
         assert not blocked.statistics().udp_blocked
         statistics = relay.tcp_statistics()
     assert statistics is not None and statistics.accepted >= 1
+    assert heard == [True, False]  # a broken TCP link is no news about UDP
     with capsys.disabled():
         print(f"\nUDP blocked: relayed over TCP after {fell_back:.2f} s; "
               f"back on UDP {back_on_udp:.2f} s after the block lifted")  # fmt: skip
