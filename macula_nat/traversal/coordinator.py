@@ -834,6 +834,8 @@ class CoordinatorServer(Actor):
             logger.info("%r: NAT profile changed; republishing and re-probing", self._coordinator)
             await self._coordinator._republish(message.new)
             await self._coordinator.puncher.reprobe()
+            if message.old.udp_blocked and not message.new.udp_blocked:
+                await self._coordinator.puncher.udp_returned()
             return None
         return await super().handle_info(message)
 
