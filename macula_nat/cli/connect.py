@@ -26,6 +26,7 @@ from macula_nat.connection import Connection, ConnectionFailed
 from macula_nat.dht.config import DhtConfig
 from macula_nat.identity import KeyFileError, NodeId, NodeKey
 from macula_nat.net.endpoint import UdpStack
+from macula_nat.relay.registry import RegistryConfig, TcpFallback
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.errors import TraversalError
 
@@ -52,6 +53,7 @@ def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None =
         dht=DhtConfig(bootstrap=tuple(args.bootstrap), read_only=True),
         key=key,
         listen=args.listen,
+        relays=RegistryConfig(tcp_fallback=TcpFallback() if args.tcp_fallback else None),
     )
 
 
