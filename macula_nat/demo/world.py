@@ -1,7 +1,9 @@
 """A simulated internet with a gateway and nodes behind any NAT: the world of ``make run``, the
 NAT-pair tests and the connection benchmarks.
 
-The gateway runs a two-address STUN observer and a relay announced in an embedded directory;
+The gateway runs a two-address STUN observer and a relay announced in an embedded directory
+(over UDP and TCP/TLS: a node made with ``tcp_fallback`` reaches it over TCP when its UDP is
+blocked);
 :meth:`World.node` puts a node behind a NAT preset and returns it once it has detected its NAT,
 registered with a relay and published its record; :meth:`World.add_relay` adds a relay on a
 host of its own (a node can be pinned to it as its home relay). Access links take 5 ms each
@@ -23,7 +25,14 @@ from macula_nat.identity import NodeKey
 from macula_nat.net.address import Address
 from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
 from macula_nat.net.sim.host import SimHost
-from macula_nat.relay import RegistryConfig, RelayNode, RelayRegistry, open_relay
+from macula_nat.relay import (
+    RegistryConfig,
+    RelayNode,
+    RelayRegistry,
+    TcpFallback,
+    TcpRelayConfig,
+    open_relay,
+)
 from macula_nat.relay.registry import open_relay_registry
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.config import TraversalConfig
@@ -59,8 +68,11 @@ class World:
         site = add_site(self.internet.public, preset, name=name, link=self.site_link)
         return await self.node_at(site.host, home_relay=home_relay)
 
-    async def node_at(self, host: SimHost, *, home_relay: Address | None = None) -> NatSystem:
-        """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above."""
+    async def node_at(
+        self, host: SimHost, *, home_relay: Address | None = None, tcp_fallback: bool = False
+    ) -> NatSystem:
+        """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above;
+        with ``tcp_fallback`` it reaches its relay over TCP/TLS when no UDP answer comes."""
         config = NatConfig(
             stack=host,
             observers=(PRIMARY,),
@@ -68,7 +80,11 @@ class World:
             directory=self.directory,
             key=NodeKey.generate(),
             traversal=self.traversal,
-            relays=RegistryConfig(probe_window=0.2, home_relay=home_relay),
+            relays=RegistryConfig(
+                probe_window=0.2,
+                home_relay=home_relay,
+                tcp_fallback=TcpFallback() if tcp_fallback else None,
+            ),
         )
         system = await self._stack.enter_async_context(open_nat_system(config))
         with trio.fail_after(READY_TIMEOUT):
@@ -95,7 +111,7 @@ async def _start_relay(
     stack: AsyncExitStack, directory: EmbeddedDirectory, host: SimHost, address: Address
 ) -> RelayNode:
     """A relay at ``address`` on ``host``, announced in ``directory``, running on ``stack``."""
-    relay = RelayNode(host, address, NodeKey.generate())
+    relay = RelayNode(host, address, NodeKey.generate(), tcp=TcpRelayConfig())
     registry = RelayRegistry(directory, host)
     await stack.enter_async_context(open_relay(relay))
     await stack.enter_async_context(open_relay_registry(registry))

@@ -30,12 +30,14 @@ every endpoint and fast on those that know.
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
 from typing import Final
 
 import trio
 
 from macula_nat.net.address import ANY_IPV4, Address
+from macula_nat.net.stream import StreamListener
 
 MAX_DATAGRAM_SIZE = 65507
 """Largest UDP payload over IPv4 (65535 - 20 byte IP header - 8 byte UDP header)."""
@@ -118,3 +120,15 @@ class UdpStack(ABC):
     @abstractmethod
     async def bind(self, address: Address = (ANY_IPV4, 0)) -> UdpEndpoint:
         """Bind a new endpoint; port 0 picks a free ephemeral port."""
+
+    async def connect_stream(self, address: Address) -> tuple[trio.abc.Stream, Address]:
+        """A TCP connection to ``address`` and its local address (:mod:`.stream`). A stack
+        without streams raises ``OSError(EPROTONOSUPPORT)``, as does this default."""
+        await trio.lowlevel.checkpoint()
+        raise OSError(errno.EPROTONOSUPPORT, f"{type(self).__name__} has no TCP")
+
+    async def listen_stream(self, address: Address) -> StreamListener:
+        """Listen for TCP connections at ``address`` (port 0: a free one). A stack without
+        streams raises ``OSError(EPROTONOSUPPORT)``, as does this default."""
+        await trio.lowlevel.checkpoint()
+        raise OSError(errno.EPROTONOSUPPORT, f"{type(self).__name__} has no TCP")

@@ -152,7 +152,7 @@ class RelayNode:
         self.listen = normalise_address(listen)
         self.key = key
         self.tcp = tcp
-        """Serve links over TCP/TLS too (on the host's real network; None: UDP only)."""
+        """Serve links over TCP/TLS too (on ``stack``'s streams; None: UDP only)."""
         self._core = RelayCore(key, config)
         self._endpoint: UdpEndpoint | None = None
         self._address: Address | None = None
@@ -289,9 +289,8 @@ class RelayNode:
             host, port = self._tcp_address
         else:
             host, port = udp[0], udp[1] if tcp.port is None else tcp.port
-        context = await trio.to_thread.run_sync(server_context, self.key)
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        listener = TcpRelayListener(listeners, context, tcp)
+        context = server_context(self.key)  # once, at start-up: a key and two small files
+        listener = TcpRelayListener(await self.stack.listen_stream((host, port)), context, tcp)
         self._tcp = listener
         self._tcp_address = listener.local_address
         return listener

@@ -111,12 +111,17 @@ class TcpFallback:
     ``udp_bound`` is how long a round of UDP probes may go unanswered before the node falls
     back: 1.5 s is three of QUIC's initial probe timeouts' worth of round trips (RFC 9002's
     333 ms initial RTT) beyond what a relay on another continent needs to answer a probe, and
-    a lost probe is retried within it. ``port`` is the relays' TCP port (None: their UDP port
-    number); ``websocket`` a path to upgrade on (None: the framed form).
+    a lost probe is retried within it. Every ``reprobe_interval`` the relay is probed over UDP
+    again (one registration round under a throwaway key: a few hundred bytes); once it answers,
+    UDP is reported working (the detector detects again and connections punch) and the TCP
+    registration is kept ``handover`` seconds more, so the connections riding it go direct
+    before it closes. ``port`` is the relays' TCP port (None: their UDP port number);
+    ``websocket`` a path to upgrade on (None: the framed form).
     """
 
     udp_bound: float = attrs.field(default=1.5, validator=_positive)
-    reprobe_interval: float = attrs.field(default=30.0, validator=_positive)
+    reprobe_interval: float = attrs.field(default=3.0, validator=_positive)
+    handover: float = attrs.field(default=10.0, validator=_positive)
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)
     port: int | None = None
     websocket: str | None = None
@@ -230,6 +235,8 @@ class RelayRegistry(Served):
         self.observed: Address | None = None
         """This node's address as its home relay last saw it (its public endpoint there)."""
         self.udp_blocked: AsyncValue[bool] = AsyncValue(False)
+        self._udp_answered = trio.Event()
+        """Set when a probe registers over UDP (the current probe round's)."""
         """True while the home relay is held over TCP because no relay answered over UDP."""
         self._table = RelayTable(config.gain)
         self._own: dict[Address, NodeId] = {}
@@ -429,6 +436,7 @@ class RelayRegistry(Served):
                 )
                 try:
                     async with open_relay_client(client, timeout=config.probe_timeout):
+                        self._udp_answered.set()  # registered: UDP reaches a relay
                         await trio.sleep(config.probe_window)
                         rtt, load, relay_id = client.rtt, client.load, client.relay_id
                         if rtt is not None and load is not None and relay_id is not None:
@@ -497,14 +505,25 @@ class RelayRegistry(Served):
                 await trio.sleep(config.retry_interval)
 
     async def _probe_round(self) -> list[RelayInfo]:
-        """:meth:`probe_relays`, within the fallback's ``udp_bound`` when there is one (the
-        relays that answered by then)."""
+        """:meth:`probe_relays`; with a TCP fallback, cut short (nothing usable) when no relay
+        registers a probe over UDP within ``udp_bound``. One that does lets the round finish:
+        a slow or lossy path is no reason to leave UDP."""
         fallback = self.config.tcp_fallback
         if fallback is None:
             return await self.probe_relays()
-        with trio.move_on_after(fallback.udp_bound):
-            return await self.probe_relays()
-        return self.relays()
+        self._udp_answered = answered = trio.Event()
+        ranked: list[list[RelayInfo]] = []
+
+        async def probe() -> None:
+            ranked.append(await self.probe_relays())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe)
+            with trio.move_on_after(fallback.udp_bound):
+                await answered.wait()
+            if not answered.is_set():
+                nursery.cancel_scope.cancel()
+        return ranked[0] if ranked else []
 
     async def _fall_back(self, key: NodeKey) -> bool:
         """No relay answered over UDP: hold one over TCP until UDP answers again or the link
@@ -565,8 +584,11 @@ class RelayRegistry(Served):
             await self._probe(endpoint)
             estimate = self._table.get(endpoint)
             if estimate is not None and estimate.reachable:
-                logger.warning("%s: %s answers over UDP again; leaving TCP", self, endpoint)
+                logger.warning("%s: %s answers over UDP again; leaving TCP in %g s",
+                               self, endpoint, fallback.handover)  # fmt: skip
                 self._set_udp_blocked(False)
+                with trio.move_on_after(fallback.handover):
+                    await client.registration.wait_value(lambda value: value is None)
                 return
 
     async def _hold(self, key: NodeKey, info: RelayInfo) -> bool:
@@ -650,6 +672,7 @@ class RelayRegistry(Served):
             raise RegistrationFailed(f"{self}: UDP is blocked and there is no TCP fallback")
         async with open_tcp_relay_endpoint(
             relay,
+            stack=self.stack,
             port=fallback.port,
             websocket=fallback.websocket,
             timeout=fallback.connect_timeout,

@@ -21,7 +21,8 @@ from typing import Final
 import trio
 
 from macula_nat.net.address import Address, normalise_address
-from macula_nat.net.endpoint import UdpEndpoint
+from macula_nat.net.endpoint import UdpEndpoint, UdpStack
+from macula_nat.net.real import RealUdpStack
 
 from .stream_framing import DEFAULT_MAX_FRAME
 from .tcp_link import DEFAULT_SEND_BUFFER, LinkError, MessageStream, SendQueue, connect_link
@@ -149,6 +150,7 @@ class TcpRelayEndpoint(UdpEndpoint):
 async def connect_tcp_relay(
     relay: Address,
     *,
+    stack: UdpStack | None = None,
     port: int | None = None,
     websocket: str | None = None,
     timeout: float = 5.0,
@@ -156,13 +158,15 @@ async def connect_tcp_relay(
     send_buffer: int = DEFAULT_SEND_BUFFER,
 ) -> TcpRelayEndpoint:
     """Connect to the relay at ``relay`` over TCP (on ``port``, default the relay's UDP port
-    number) with TLS, framed or as a WebSocket on the path ``websocket``, within ``timeout``.
+    number; from ``stack``, default the host's) with TLS, framed or as a WebSocket on the path
+    ``websocket``, within ``timeout``.
     Raises OSError (``TimeoutError`` when too slow) or :class:`LinkError`. Run the result's
     :meth:`~TcpRelayEndpoint.run` in a task (or use :func:`open_tcp_relay_endpoint`)."""
     relay = normalise_address(relay)
     host, tcp_port = relay[0], relay[1] if port is None else port
+    stack = stack if stack is not None else RealUdpStack()
     with trio.move_on_after(timeout):
-        stream = await trio.open_tcp_stream(host, tcp_port)
+        stream, local = await stack.connect_stream((host, tcp_port))
         try:
             tls = trio.SSLStream(stream, client_context(), server_hostname=None)
             await tls.do_handshake()
@@ -170,10 +174,7 @@ async def connect_tcp_relay(
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-        local = stream.socket.getsockname()
-        return TcpRelayEndpoint(
-            messages, relay, normalise_address((local[0], local[1])), send_buffer=send_buffer
-        )
+        return TcpRelayEndpoint(messages, relay, local, send_buffer=send_buffer)
     raise TimeoutError(f"no TLS link to the relay at {host}:{tcp_port} within {timeout} s")
 
 
@@ -181,12 +182,15 @@ async def connect_tcp_relay(
 async def open_tcp_relay_endpoint(
     relay: Address,
     *,
+    stack: UdpStack | None = None,
     port: int | None = None,
     websocket: str | None = None,
     timeout: float = 5.0,
 ) -> AsyncIterator[TcpRelayEndpoint]:
     """:func:`connect_tcp_relay`, the link run for the ``async with`` block and closed after."""
-    endpoint = await connect_tcp_relay(relay, port=port, websocket=websocket, timeout=timeout)
+    endpoint = await connect_tcp_relay(
+        relay, stack=stack, port=port, websocket=websocket, timeout=timeout
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(endpoint.run)
         try:

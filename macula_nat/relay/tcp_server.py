@@ -30,8 +30,9 @@ from typing import Final
 import attrs
 import trio
 
-from macula_nat.net.address import Address, normalise_address, source_prefix
+from macula_nat.net.address import Address, source_prefix
 from macula_nat.net.endpoint import UdpEndpoint
+from macula_nat.net.stream import StreamListener
 
 from .stream_framing import DEFAULT_MAX_FRAME
 from .tcp_link import DEFAULT_SEND_BUFFER, LinkError, MessageStream, SendQueue, accept_link
@@ -101,14 +102,12 @@ class TcpRelayListener(UdpEndpoint):
 
     def __init__(
         self,
-        listeners: list[trio.SocketListener],
+        listener: StreamListener,
         context: ssl.SSLContext,
         config: TcpRelayConfig | None = None,
     ) -> None:
-        if not listeners:
-            raise ValueError("a TCP relay listener needs at least one socket")
         self.config = config or TcpRelayConfig()
-        self._listeners = listeners
+        self._listener = listener
         self._context = context
         self._links: dict[Address, _Link] = {}
         self._per_source: defaultdict[str, int] = defaultdict(int)
@@ -129,8 +128,7 @@ class TcpRelayListener(UdpEndpoint):
 
     @property
     def local_address(self) -> Address:
-        host, port = self._listeners[0].socket.getsockname()[:2]
-        return normalise_address((host, port))
+        return self._listener.local_address
 
     def statistics(self) -> TcpListenerStatistics:
         return TcpListenerStatistics(
@@ -179,25 +177,17 @@ class TcpRelayListener(UdpEndpoint):
     # -- serving ---------------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Accept and run links until :meth:`close` (or a cancel); closes the sockets after."""
+        """Accept and run links until :meth:`close` (or a cancel); closes the socket after."""
         with self._scope:
             try:
                 async with trio.open_nursery() as nursery:
-                    for listener in self._listeners:
-                        nursery.start_soon(self._accept, listener, nursery)
+                    nursery.start_soon(self._accept, nursery)
             finally:
-                for listener in self._listeners:
-                    await trio.aclose_forcefully(listener)
+                await trio.aclose_forcefully(self._listener)
 
-    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def _accept(self, nursery: trio.Nursery) -> None:
         while True:
-            stream = await listener.accept()
-            try:
-                peer = stream.socket.getpeername()
-                address = normalise_address((peer[0], peer[1]))
-            except (OSError, ValueError):
-                await trio.aclose_forcefully(stream)
-                continue
+            stream, address = await self._listener.accept()
             source = source_prefix(address[0])
             config = self.config
             if self._open >= config.max_links or self._per_source[source] >= (
@@ -211,7 +201,7 @@ class TcpRelayListener(UdpEndpoint):
             self._per_source[source] += 1
             nursery.start_soon(self._run, stream, address, source)
 
-    async def _run(self, stream: trio.SocketStream, address: Address, source: str) -> None:
+    async def _run(self, stream: trio.abc.Stream, address: Address, source: str) -> None:
         config = self.config
         link: _Link | None = None
         try:
@@ -237,7 +227,7 @@ class TcpRelayListener(UdpEndpoint):
             if not self._per_source[source]:
                 del self._per_source[source]
 
-    async def _open_link(self, stream: trio.SocketStream, address: Address) -> MessageStream | None:
+    async def _open_link(self, stream: trio.abc.Stream, address: Address) -> MessageStream | None:
         """TLS, then the preface or upgrade, within the deadline; None (stream closed) else."""
         config = self.config
         tls = trio.SSLStream(stream, self._context, server_side=True)

@@ -186,8 +186,8 @@ async def test_a_peer_that_stops_reading_costs_dropped_datagrams_not_memory_or_o
     limit = 16 * 1024
     config = TcpRelayConfig(send_buffer=limit)
     context = await trio.to_thread.run_sync(server_context, NodeKey.generate())
-    listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
-    listener = TcpRelayListener(listeners, context, config)
+    socket = await RealUdpStack([LOOPBACK]).listen_stream((LOOPBACK, 0))
+    listener = TcpRelayListener(socket, context, config)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(listener.serve)
         address = listener.local_address

@@ -43,6 +43,9 @@ class Firewall(UdpStack):
     async def bind(self, address: Address = (LOOPBACK, 0)) -> UdpEndpoint:
         return _Filtered(self, await self._stack.bind((LOOPBACK, address[1])))
 
+    async def connect_stream(self, address: Address) -> tuple[trio.abc.Stream, Address]:
+        return await self._stack.connect_stream(address)  # TCP passes
+
 
 class _Filtered(UdpEndpoint):
     def __init__(self, firewall: Firewall, inner: UdpEndpoint) -> None:
@@ -69,7 +72,7 @@ class _Filtered(UdpEndpoint):
         self._inner.close()
 
 
-FALLBACK = TcpFallback(udp_bound=0.5, reprobe_interval=0.5, connect_timeout=5.0)
+FALLBACK = TcpFallback(udp_bound=0.5, reprobe_interval=0.5, handover=0.5, connect_timeout=5.0)
 FAST = RegistryConfig(probe_timeout=2.0, probe_window=0.1, tcp_fallback=FALLBACK)
 
 
@@ -143,7 +146,13 @@ async def test_a_node_without_udp_registers_over_tcp_connects_both_ways_and_retu
         lifted = trio.current_time()
         with trio.fail_after(BOUND):
             await blocked.udp_blocked.wait_value(False)
-            await blocked.home.wait_value(lambda home: home is not None)
+            await blocked.home.wait_value(  # over UDP, after the handover
+                lambda home: (
+                    home is not None
+                    and blocked.client is not None
+                    and not isinstance(blocked.client.endpoint, TcpRelayEndpoint)
+                )
+            )
         back_on_udp = trio.current_time() - lifted
         assert blocked.client is not None
         assert not isinstance(blocked.client.endpoint, TcpRelayEndpoint)
