@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from macula_nat.net.sim import UDP_PRESETS, Preset, add_site, open_internet
+from tests.nat_lab.presets import UDP_PRESETS as LAB_UDP_PRESETS
 from tests.nat_lab.presets import NatPreset
 from tests.net.sim.support import SERVER_PORTS, bind_servers, observe, receive_all
 
@@ -128,7 +129,8 @@ async def test_port_preservation_falls_back_for_a_second_host_on_the_same_port(
 
 def test_presets_agree_with_the_namespace_lab() -> None:
     """Every lab preset has a simulated twin that an observer classifies the same way."""
-    for lab_preset in NatPreset:
+    assert Preset(NatPreset.UDP_BLOCKED.value) is Preset.UDP_BLOCKED
+    for lab_preset in LAB_UDP_PRESETS:
         twin = EXPECTED[Preset(lab_preset.value)]
         lab = lab_preset.expected
         assert twin == ((lab.mapping, lab.filtering, lab.allocation) if lab.nat else None)
