@@ -163,6 +163,18 @@ async def test_links_are_capped_per_source_and_a_closed_link_frees_its_slot() ->
         await fourth.aclose()
 
 
+async def test_a_link_silent_for_the_idle_timeout_is_closed() -> None:
+    async with running_relay(TcpRelayConfig(idle_timeout=0.3)) as relay:
+        address = relay.tcp_address
+        assert address is not None
+        tls = await tls_to(address)
+        await tls.send_all(PREFACE)  # a finished link that then says nothing
+        await wait_for(lambda: statistics(relay).accepted == 1)
+        assert await closed_by_peer(tls)
+        await wait_for(lambda: statistics(relay).idle_closed == 1)
+        await wait_for(lambda: statistics(relay).links == 0)
+
+
 @pytest.mark.parametrize("websocket", [None, "/macula-relay"])
 async def test_a_frame_over_the_limit_closes_its_link_clearly(
     websocket: str | None, caplog: pytest.LogCaptureFixture
