@@ -73,6 +73,8 @@ from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 from .client import ClientConfig, RelayClient, open_relay_client
 from .client_session import RelaySession
 from .errors import RegistrationFailed
+from .frames import FrameType, encode
+from .handshake import ClientHandshake
 from .selection import DEFAULT_GAIN, DEFAULT_MAX_LOAD, NoRelay, RelayInfo, RelayTable, choose, rank
 from .tcp_client import TcpRelayEndpoint, open_tcp_relay_endpoint
 from .tcp_link import LinkError
@@ -102,6 +104,9 @@ def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> Non
 
 
 _HOME_CLIENT: Final = ClientConfig(keepalive_interval=10.0, liveness_timeout=35.0)
+_PINGS: Final = 6
+"""HELLOs to each relay within a fallback's ``udp_bound`` (see ``_udp_ping``)."""
+_CHALLENGE: Final = bytes([FrameType.CHALLENGE])
 
 
 @attrs.frozen
@@ -506,8 +511,9 @@ class RelayRegistry(Served):
 
     async def _probe_round(self) -> list[RelayInfo]:
         """:meth:`probe_relays`; with a TCP fallback, cut short (nothing usable) when no relay
-        registers a probe over UDP within ``udp_bound``. One that does lets the round finish:
-        a slow or lossy path is no reason to leave UDP."""
+        answers over UDP within ``udp_bound``: neither a probe's registration nor any of the
+        HELLOs :meth:`_udp_ping` sends meanwhile. An answer lets the round finish: a slow or
+        lossy path is no reason to leave UDP."""
         fallback = self.config.tcp_fallback
         if fallback is None:
             return await self.probe_relays()
@@ -519,11 +525,48 @@ class RelayRegistry(Served):
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(probe)
+            nursery.start_soon(self._udp_ping, fallback.udp_bound, answered)
             with trio.move_on_after(fallback.udp_bound):
                 await answered.wait()
             if not answered.is_set():
                 nursery.cancel_scope.cancel()
         return ranked[0] if ranked else []
+
+    async def _udp_ping(self, bound: float, answered: trio.Event) -> None:
+        """Send every listed relay a HELLO :data:`_PINGS` times over ``bound`` seconds from a
+        socket of its own, and set ``answered`` at the first CHALLENGE back: one lost
+        exchange then costs a sixth of the bound, not a whole probe's handshake timeout. A
+        HELLO is padded to more than its answer, so this amplifies nothing."""
+        try:
+            listed = await self.directory.list_relays()
+        except DirectoryError:
+            listed = [estimate.endpoint for estimate in self._table.estimates()]
+        relays = {normalise_address(endpoint) for endpoint in listed}
+        if not relays:
+            return
+        hello = encode(ClientHandshake(self._probe_key).hello())
+        socket = await self.stack.bind()
+        async with socket, trio.open_nursery() as nursery:
+
+            async def listen() -> None:
+                while True:
+                    data, source = await socket.receive_from()
+                    if source in relays and data[:1] == _CHALLENGE:
+                        answered.set()
+                        return
+
+            nursery.start_soon(listen)
+            for _ in range(_PINGS):
+                for relay in relays:
+                    try:
+                        await socket.send_to(hello, relay)
+                    except (OSError, ValueError) as exc:
+                        logger.debug("%s: no HELLO to %s: %s", self, relay, exc)
+                with trio.move_on_after(bound / _PINGS):
+                    await answered.wait()
+                if answered.is_set():
+                    break
+            nursery.cancel_scope.cancel()
 
     async def _fall_back(self, key: NodeKey) -> bool:
         """No relay answered over UDP: hold one over TCP until UDP answers again or the link

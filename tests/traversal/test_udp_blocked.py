@@ -83,3 +83,15 @@ async def test_a_node_behind_udp_blocked_connects_over_tcp_then_upgrades_once_li
     with capsys.disabled():
         print(f"\nudp_blocked {'->' if blocked_dials else '<-'} {peer}: relayed over TCP; "
               f"lifted -> {method} after {took:.2f} s")  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_lossy_path_is_no_reason_to_leave_udp(seed: int, autojump_clock: MockClock) -> None:
+    """At 20% loss on the node's access link a fallback node still registers over UDP: the
+    HELLOs sent during ``udp_bound`` get an answer even when a probe's handshake is lost."""
+    async with open_world(seed=seed, loss=0.2) as world:
+        site = add_site(world.internet.public, Preset.PORT_RESTRICTED_CONE, link=world.site_link)
+        node = await world.node_at(site.host, tcp_fallback=True)
+        assert not node.relays.udp_blocked.value
+        assert node.relays.client is not None
+        assert not isinstance(node.relays.client.endpoint, TcpRelayEndpoint)
