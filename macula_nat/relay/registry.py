@@ -571,14 +571,17 @@ class RelayRegistry(Served):
     async def _fall_back(self, key: NodeKey) -> bool:
         """No relay answered over UDP: hold one over TCP until UDP answers again or the link
         ends; False when none could be reached over TCP either."""
-        pinned = self.config.home_relay
-        try:
-            listed = await self.directory.list_relays()
-        except DirectoryError as exc:
-            logger.info("%s: could not list the relays: %s", self, exc)
-            listed = [estimate.endpoint for estimate in self._table.estimates()]
-        endpoints = sorted({normalise_address(endpoint) for endpoint in listed})
-        for endpoint in endpoints if pinned is None else [e for e in endpoints if e == pinned]:
+        endpoints: list[Address]
+        if self.config.home_relay is not None:
+            endpoints = [self.config.home_relay]  # known without the directory (maybe UDP too)
+        else:
+            try:
+                listed = await self.directory.list_relays()
+            except DirectoryError as exc:
+                logger.info("%s: could not list the relays: %s", self, exc)
+                listed = [estimate.endpoint for estimate in self._table.estimates()]
+            endpoints = sorted({normalise_address(endpoint) for endpoint in listed})
+        for endpoint in endpoints:
             if await self._hold_over_tcp(key, endpoint):
                 return True
         return False

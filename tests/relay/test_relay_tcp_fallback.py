@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import attrs
 import pytest
 import trio
 
@@ -163,3 +164,17 @@ async def test_a_node_without_udp_registers_over_tcp_connects_both_ways_and_retu
     with capsys.disabled():
         print(f"\nUDP blocked: relayed over TCP after {fell_back:.2f} s; "
               f"back on UDP {back_on_udp:.2f} s after the block lifted")  # fmt: skip
+
+
+async def test_a_pinned_home_relay_is_reached_over_tcp_without_the_directory() -> None:
+    """A directory that lists no relay (the DHT is UDP too) does not stop a node whose home
+    relay is pinned from falling back to it."""
+    async with world() as (relay, _), AsyncExitStack() as stack:
+        config = attrs.evolve(FAST, home_relay=relay.address)
+        registry = RelayRegistry(EmbeddedDirectory(), Firewall(), NodeKey.generate(), config=config)
+        await stack.enter_async_context(open_relay_registry(registry))
+        with trio.fail_after(BOUND):
+            await registry.home.wait_value(lambda home: home is not None)
+        assert registry.udp_blocked.value
+        assert registry.client is not None
+        assert isinstance(registry.client.endpoint, TcpRelayEndpoint)
