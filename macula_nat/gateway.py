@@ -35,7 +35,7 @@ from macula_nat.nat.observer import Observer
 from macula_nat.net.address import Address, is_unspecified, normalise_address, normalise_addresses
 from macula_nat.net.endpoint import UdpStack
 from macula_nat.net.real import RealUdpStack
-from macula_nat.relay import MIB, RelayConfig, RelayNode
+from macula_nat.relay import MIB, RelayConfig, RelayNode, TcpRelayConfig
 from macula_nat.relay.node import SessionEndCallback, SessionStartCallback
 from macula_nat.relay.registry import RegistryConfig, RelayRegistry
 
@@ -67,7 +67,8 @@ class GatewayConfig:
     accepts ``max_sessions`` sessions of ``bandwidth_limit`` bytes a second each, ends a
     session after ``session_timeout`` seconds or ``idle_timeout`` seconds without traffic, and
     calls ``on_session_start`` / ``on_session_end`` with each session's
-    :class:`~macula_nat.relay.SessionInfo` (the guide's relay options).
+    :class:`~macula_nat.relay.SessionInfo` (the guide's relay options). With ``relay_tcp``
+    the relay also serves nodes over TCP/TLS (and WebSocket), for networks that block UDP.
     """
 
     listen: Address = attrs.field(converter=normalise_address)
@@ -84,6 +85,7 @@ class GatewayConfig:
     relay: RelayConfig = attrs.Factory(RelayConfig)
     dht: DhtConfig = attrs.Factory(DhtConfig)
     registry: RegistryConfig = attrs.Factory(RegistryConfig)
+    relay_tcp: TcpRelayConfig | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.listen[1] == 0 and (self.relay_port is None or self.dht_port is None):
@@ -128,7 +130,7 @@ class Gateway:
         self.config = config
         self.stack = stack
         self.key = key
-        self.relay = RelayNode(stack, config.relay_address, key, config.relay)
+        self.relay = RelayNode(stack, config.relay_address, key, config.relay, tcp=config.relay_tcp)
         dht_config = attrs.evolve(config.dht, listen=config.dht_address, bootstrap=config.bootstrap)
         self.dht = DhtNode(stack, dht_config)
         self.directory = MainlineDirectory(self.dht, key, clock=clock)

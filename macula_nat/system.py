@@ -50,7 +50,14 @@ from macula_nat.net.address import (
 from macula_nat.net.demux import SharedEndpoint, Traffic, open_shared_endpoint
 from macula_nat.net.endpoint import check_dual_stack
 from macula_nat.portmap.client import PortMapConfig, PortMapper, port_mapping_config
-from macula_nat.relay import RegistryConfig, RelayConfig, RelayInfo, RelayNode, RelayRegistry
+from macula_nat.relay import (
+    RegistryConfig,
+    RelayConfig,
+    RelayInfo,
+    RelayNode,
+    RelayRegistry,
+    TcpRelayConfig,
+)
 from macula_nat.traversal.config import TraversalConfig
 from macula_nat.traversal.connector import Connector
 from macula_nat.traversal.coordinator import Coordinator
@@ -186,6 +193,7 @@ class NatSystem:
         *,
         config: RelayConfig | None = None,
         announce: bool = True,
+        tcp: TcpRelayConfig | None = None,
         **options: Any,
     ) -> RelayNode:
         """Make this running node a relay for others: a :class:`RelayNode` (the guide's
@@ -194,11 +202,12 @@ class NatSystem:
         (:meth:`RelayNode.enable`'s: ``max_sessions``, ``bandwidth_limit``,
         ``session_timeout``, ``idle_timeout``, ``on_session_start``, ``on_session_end``, ...)
         and, with ``announce``, registered in the directory through the relay registry so
-        other nodes find it. Raises RuntimeError when this node already runs one."""
+        other nodes find it; with ``tcp`` it serves nodes over TCP/TLS too. Raises
+        RuntimeError when this node already runs one."""
         if self._relay:
             raise RuntimeError(f"{self.relay} already runs on this node: stop_relay() first")
         where = normalise_address(listen) if listen is not None else (self.config.listen[0], 0)
-        relay = RelayNode(self.stack, where, self.key, config)
+        relay = RelayNode(self.stack, where, self.key, config, tcp=tcp)
         await relay.enable(**options)
         await self.supervisor.start_child(relay.child_spec(RELAY, name=RELAY))
         self._relay.append(relay)
@@ -312,7 +321,12 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
             )
         )
     relays = RelayRegistry(
-        directory, stack, key, config=config.relays, endpoint=shared.view(Traffic.RELAY)
+        directory,
+        stack,
+        key,
+        config=config.relays,
+        endpoint=shared.view(Traffic.RELAY),
+        on_udp_blocked=detector.set_udp_blocked,
     )
     coordinator = Coordinator(
         key,

@@ -27,6 +27,7 @@ from macula_nat.dht.config import DhtConfig
 from macula_nat.identity import KeyFileError, NodeId, NodeKey
 from macula_nat.net.address import ANY_IPV4, ANY_IPV6, any_address, ip_version
 from macula_nat.net.endpoint import UdpStack
+from macula_nat.relay.registry import RegistryConfig, TcpFallback
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.errors import TraversalError
 
@@ -60,6 +61,7 @@ def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None =
         key=key,
         listen=listen,
         dual_stack=args.dual_stack,
+        relays=RegistryConfig(tcp_fallback=TcpFallback() if args.tcp_fallback else None),
     )
 
 

@@ -56,6 +56,8 @@ def describe(profile: NatProfile) -> str:
         f"confidence:  {profile.confidence}",
         "observers:   " + ", ".join(f"{ip}:{port}" for ip, port in profile.observers),
     ]
+    if profile.udp_blocked:
+        lines.insert(1, "UDP:         blocked (reachable over the relay's TCP/TLS only)")
     return "\n".join(lines)
 
 

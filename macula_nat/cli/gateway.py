@@ -19,6 +19,7 @@ from macula_nat.identity import KeyFileError, NodeKey
 from macula_nat.nat.observer import ObserverRef
 from macula_nat.net.address import Address
 from macula_nat.net.endpoint import UdpStack
+from macula_nat.relay import TcpRelayConfig
 from macula_nat.web import gateway_app, serve_page
 
 __all__ = ["config_from_args", "gateway_main", "run_gateway"]
@@ -34,6 +35,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         relay_port=args.relay_port,
         dht_port=args.dht_port,
         bootstrap=tuple(args.bootstrap),
+        relay_tcp=TcpRelayConfig(port=args.relay_tcp_port) if args.relay_tcp else None,
     )
 
 

@@ -164,6 +164,18 @@ def add_gateway_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         help="the DHT node's port (default: the one after the relay's)",
     )
     parser.add_argument(
+        "--relay-tcp",
+        action="store_true",
+        help="the relay also serves nodes over TCP/TLS and WebSocket (/macula-relay), for "
+        "networks that block UDP",
+    )
+    parser.add_argument(
+        "--relay-tcp-port",
+        type=port_argument,
+        metavar="N",
+        help="the relay's TCP port with --relay-tcp (default: its UDP port number)",
+    )
+    parser.add_argument(
         "--bootstrap",
         type=address_argument,
         nargs="+",
@@ -271,6 +283,11 @@ def _node_options(
         "--dual-stack",
         action="store_true",
         help="one socket for IPv4 and IPv6 (on [::], --listen's port): IPv6 tried first",
+    )
+    parser.add_argument(
+        "--tcp-fallback",
+        action="store_true",
+        help="when no relay answers over UDP, reach one over TCP/TLS (the relay needs --relay-tcp)",
     )
     _key_option(parser)
 

@@ -1,7 +1,9 @@
 """A simulated internet with a gateway and nodes behind any NAT: the world of ``make run``, the
 NAT-pair tests and the connection benchmarks.
 
-The gateway runs a two-address STUN observer and a relay announced in an embedded directory;
+The gateway runs a two-address STUN observer and a relay announced in an embedded directory
+(over UDP and TCP/TLS: a node made with ``tcp_fallback`` reaches it over TCP when its UDP is
+blocked);
 :meth:`World.node` puts a node behind a NAT preset and returns it once it has detected its NAT,
 registered with a relay and published its record; :meth:`World.add_relay` adds a relay on a
 host of its own (a node can be pinned to it as its home relay). Access links take 5 ms each
@@ -23,7 +25,14 @@ from macula_nat.identity import NodeKey
 from macula_nat.net.address import ANY_IPV4, ANY_IPV6, Address, ip_version
 from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
 from macula_nat.net.sim.host import SimHost
-from macula_nat.relay import RegistryConfig, RelayNode, RelayRegistry, open_relay
+from macula_nat.relay import (
+    RegistryConfig,
+    RelayNode,
+    RelayRegistry,
+    TcpFallback,
+    TcpRelayConfig,
+    open_relay,
+)
 from macula_nat.relay.registry import open_relay_registry
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.config import TraversalConfig
@@ -74,10 +83,13 @@ class World:
         site = add_site(self.internet.public, preset, name=name, link=self.site_link)
         return await self.node_at(site.host, home_relay=home_relay)
 
-    async def node_at(self, host: SimHost, *, home_relay: Address | None = None) -> NatSystem:
+    async def node_at(
+        self, host: SimHost, *, home_relay: Address | None = None, tcp_fallback: bool = False
+    ) -> NatSystem:
         """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above.
         A host without an IPv4 address runs its node over IPv6, one with both dual-stack
-        (detecting its IPv4 NAT); the world must have been opened with ``ipv6``."""
+        (detecting its IPv4 NAT); the world must have been opened with ``ipv6``. With
+        ``tcp_fallback`` it reaches its relay over TCP/TLS when no UDP answer comes."""
         versions = {ip_version(ip) for ip in host.addresses}
         ipv4 = 4 in versions
         config = NatConfig(
@@ -89,7 +101,11 @@ class World:
             directory=self.directory,
             key=NodeKey.generate(),
             traversal=self.traversal,
-            relays=RegistryConfig(probe_window=0.2, home_relay=home_relay),
+            relays=RegistryConfig(
+                probe_window=0.2,
+                home_relay=home_relay,
+                tcp_fallback=TcpFallback() if tcp_fallback else None,
+            ),
         )
         system = await self._stack.enter_async_context(open_nat_system(config))
         with trio.fail_after(READY_TIMEOUT):
@@ -119,10 +135,13 @@ async def _start_relay(
     address: Address,
     address6: Address | None = None,
 ) -> RelayNode:
-    """A relay at ``address`` on ``host``, announced in ``directory``, running on ``stack``;
-    with ``address6`` it is dual-stack (one socket on ``::``), announced at both."""
+    """A relay at ``address`` on ``host``, announced in ``directory``, running on ``stack``,
+    also over TCP/TLS; with ``address6`` it is dual-stack (one socket on ``::``), announced at
+    both."""
     listen = address if address6 is None else (ANY_IPV6, address[1])
-    relay = RelayNode(host, listen, NodeKey.generate(), dual_stack=address6 is not None)
+    relay = RelayNode(
+        host, listen, NodeKey.generate(), dual_stack=address6 is not None, tcp=TcpRelayConfig()
+    )
     registry = RelayRegistry(directory, host)
     await stack.enter_async_context(open_relay(relay))
     await stack.enter_async_context(open_relay_registry(registry))

@@ -58,6 +58,8 @@ class NodeRecord:
             profile.pop("nat_type", None)  # derived; from_json ignores it
             if profile.get("mapped") is None:
                 profile.pop("mapped", None)  # most nodes have none; older readers ignore it
+            if not profile.get("udp_blocked"):
+                profile.pop("udp_blocked", None)  # likewise: records stay as they were
             value[b"p"] = json.dumps(profile, separators=(",", ":")).encode()
         if self.home_relay is not None:
             value[b"r"] = encode_peer(self.home_relay)

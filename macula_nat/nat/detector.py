@@ -208,6 +208,9 @@ class NatDetector(Served):
         self.mapped: Address | None = None
         """The public address of the port mapping a :class:`~macula_nat.portmap.PortMapper`
         holds for the node's socket (and STUN confirmed); every profile carries it."""
+        self.udp_blocked = False
+        """Whether the node's relay registry found UDP blocked (:meth:`set_udp_blocked`);
+        every profile carries it until a detection gets UDP answers again."""
         self._evidence: Evidence | None = None
         self._running = False
         self._runs = 0
@@ -273,6 +276,28 @@ class NatDetector(Served):
         if profile is not None and profile.mapped != mapped:
             self._apply(profile, None)
 
+    def set_udp_blocked(self, blocked: bool) -> None:
+        """The relay registry found no relay answering over UDP (True: it holds the home
+        relay over TCP/TLS) or UDP answering again (False). The profile says so, a change is
+        a ``nat_profile_changed``; a node never detected gets :meth:`NatProfile.blocked`. On
+        False a detection starts (the profile of a blocked node measured nothing), and its
+        profile, when UDP answers, replaces the blocked one."""
+        if blocked == self.udp_blocked:
+            return
+        self.udp_blocked = blocked
+        logger.warning("UDP %s", "blocked: reachable over the relay's TCP/TLS only" if blocked
+                       else "answers again: detecting the NAT")  # fmt: skip
+        profile = self.profile.value
+        if blocked:
+            if profile is None:
+                local = self.stack.addresses[0] if self.stack.addresses else "0.0.0.0"
+                profile = NatProfile.blocked(local, self.wall_clock())
+            self._apply(profile, None)
+            return
+        server = self.server
+        if server is not None and server.alive and self.observers:
+            self.refresh()
+
     def _attach(self, server: ActorRef) -> None:
         super()._attach(server)
         self._running = False  # a run of a dead incarnation died with it
@@ -285,6 +310,10 @@ class NatDetector(Served):
             self._evidence = evidence
         if profile.mapped != self.mapped:
             profile = attrs.evolve(profile, mapped=self.mapped)
+        if evidence is not None:
+            self.udp_blocked = False  # observers answered over UDP
+        if self.udp_blocked and not profile.udp_blocked:
+            profile = attrs.evolve(profile, udp_blocked=True)
         self.profile.value = profile
         if old is None:
             logger.info("NAT detected: %s at %s:%d", profile.nat_type, *profile.public_address)

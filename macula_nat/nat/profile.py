@@ -65,6 +65,26 @@ class NatProfile:
     IGD) for the node's socket: it admits datagrams from anyone, as endpoint-independent
     filtering does for that one port. None: no mapping (or one whose external address STUN
     did not confirm)."""
+    udp_blocked: bool = False
+    """No observer or relay answers over UDP: the node is reached only through its relay over
+    TCP/TLS (:class:`~macula_nat.relay.registry.TcpFallback`), so peers relay rather than
+    punch. A profile made while UDP is blocked (:meth:`blocked`) has no measured behaviour."""
+
+    @classmethod
+    def blocked(cls, local_ip: str, detected_at: float) -> NatProfile:
+        """The profile of a node no UDP answer has reached: nothing measured, so the most
+        careful behaviour (address and port-dependent, random ports), the local IP and port 0
+        as its address, low confidence, ``udp_blocked``."""
+        return cls(
+            MappingBehavior.ADDRESS_AND_PORT_DEPENDENT,
+            FilteringBehavior.ADDRESS_AND_PORT_DEPENDENT,
+            PortAllocation.RANDOM,
+            local_ip,
+            0,
+            detected_at,
+            Confidence.LOW,
+            udp_blocked=True,
+        )
 
     @property
     def public_address(self) -> Address:
@@ -78,6 +98,8 @@ class NatProfile:
     @property
     def nat_type(self) -> str:
         """The classic name of this behaviour (RFC 3489's vocabulary), for people."""
+        if self.udp_blocked:
+            return "UDP blocked"
         if not self.nat_present:
             return "open internet" if self.filtering == "ei" else "firewalled, no NAT"
         if self.mapping != "ei":
@@ -100,7 +122,7 @@ class NatProfile:
             return True
         if old.classification != self.classification or old.public_ip != self.public_ip:
             return True
-        if old.mapped != self.mapped:
+        if old.mapped != self.mapped or old.udp_blocked != self.udp_blocked:
             return True
         return (
             self.mapping == "ei"
@@ -125,6 +147,7 @@ class NatProfile:
             "port_delta": self.port_delta,
             "observers": [list(a) for a in self.observers],
             "mapped": list(self.mapped) if self.mapped else None,
+            "udp_blocked": self.udp_blocked,
         }
 
     @classmethod

@@ -30,12 +30,14 @@ every endpoint and fast on those that know.
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
 from typing import Final
 
 import trio
 
 from macula_nat.net.address import ANY_IPV4, ANY_IPV6, Address, ip_version
+from macula_nat.net.stream import StreamListener
 
 MAX_DATAGRAM_SIZE = 65507
 """Largest UDP payload over IPv4 (65535 - 20 byte IP header - 8 byte UDP header)."""
@@ -130,6 +132,18 @@ class UdpStack(ABC):
         receives from both IP versions, as a socket with ``IPV6_V6ONLY`` off does: IPv4 peers
         appear as plain IPv4 addresses (never ``::ffff:a.b.c.d``), so addresses compare and
         count per source the same as on an IPv4 endpoint. The port is taken in both versions."""
+
+    async def connect_stream(self, address: Address) -> tuple[trio.abc.Stream, Address]:
+        """A TCP connection to ``address`` and its local address (:mod:`.stream`). A stack
+        without streams raises ``OSError(EPROTONOSUPPORT)``, as does this default."""
+        await trio.lowlevel.checkpoint()
+        raise OSError(errno.EPROTONOSUPPORT, f"{type(self).__name__} has no TCP")
+
+    async def listen_stream(self, address: Address) -> StreamListener:
+        """Listen for TCP connections at ``address`` (port 0: a free one). A stack without
+        streams raises ``OSError(EPROTONOSUPPORT)``, as does this default."""
+        await trio.lowlevel.checkpoint()
+        raise OSError(errno.EPROTONOSUPPORT, f"{type(self).__name__} has no TCP")
 
 
 def check_dual_stack(ip: str) -> None:

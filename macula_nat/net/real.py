@@ -27,6 +27,7 @@ from macula_nat.net.endpoint import (
     check_dual_stack,
 )
 from macula_nat.net.local_addresses import discover_local_addresses
+from macula_nat.net.stream import StreamListener
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +259,43 @@ class RealUdpStack(UdpStack):
             *granted,
         )
         return endpoint
+
+    async def connect_stream(self, address: Address) -> tuple[trio.abc.Stream, Address]:
+        ip, port = destination_address(address)
+        stream = await trio.open_tcp_stream(ip, port)
+        local = stream.socket.getsockname()
+        return stream, normalise_address((local[0], local[1]))
+
+    async def listen_stream(self, address: Address) -> StreamListener:
+        ip, port = normalise_address(address)
+        [listener] = await trio.open_tcp_listeners(port, host=ip)
+        return RealStreamListener(listener)
+
+
+class RealStreamListener(StreamListener):
+    """A kernel TCP listening socket."""
+
+    __slots__ = ("_listener",)
+
+    def __init__(self, listener: trio.SocketListener) -> None:
+        self._listener = listener
+
+    @property
+    def local_address(self) -> Address:
+        host, port = self._listener.socket.getsockname()[:2]
+        return normalise_address((host, port))
+
+    async def accept(self) -> tuple[trio.abc.Stream, Address]:
+        while True:  # a connection reset before it could be named is skipped, as the kernel's
+            stream = await self._listener.accept()
+            try:
+                peer = stream.socket.getpeername()
+                return stream, normalise_address((peer[0], peer[1]))
+            except (OSError, ValueError):
+                await trio.aclose_forcefully(stream)
+
+    async def aclose(self) -> None:
+        await self._listener.aclose()
 
 
 def _size_buffers(sock: socket.socket) -> tuple[int, int]:

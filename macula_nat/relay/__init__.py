@@ -3,7 +3,8 @@ client a node registers with it through.
 
 See :mod:`.frames` for the wire format, :mod:`.link` and :mod:`.handshake` for authentication,
 :mod:`.core` for the relay's rules, :mod:`.node` for its actor tree and :mod:`.client` for the
-node's side.
+node's side; :mod:`.tcp_server` and :mod:`.tcp_client` carry the same frames over TCP/TLS (or a
+WebSocket) for networks that block UDP.
 """
 
 from .client import (
@@ -18,10 +19,12 @@ from .client_session import RelaySession, SessionStatistics
 from .errors import RegistrationFailed, RelayError, RelayRefused, RelayTimeout, SessionClosed
 from .frames import MAX_PAYLOAD, FrameError, Reason, is_relay_frame
 from .node import RelayNode, SessionInfo, open_relay
-from .registry import RegistryConfig, RelayRegistry, open_relay_registry
+from .registry import RegistryConfig, RelayRegistry, TcpFallback, open_relay_registry
 from .selection import NoRelay, RelayInfo
 from .settings import MIB, RelayConfig, RelaySettings
 from .statistics import DropStatistics, FairnessStatistics, RefusalStatistics, RelayStatistics
+from .tcp_client import TcpRelayEndpoint, connect_tcp_relay, open_tcp_relay_endpoint
+from .tcp_server import TcpListenerStatistics, TcpRelayConfig
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -52,8 +55,14 @@ __all__ = [
     "SessionClosed",
     "SessionInfo",
     "SessionStatistics",
+    "TcpFallback",
+    "TcpListenerStatistics",
+    "TcpRelayConfig",
+    "TcpRelayEndpoint",
+    "connect_tcp_relay",
     "is_relay_frame",
     "open_relay",
     "open_relay_client",
     "open_relay_registry",
+    "open_tcp_relay_endpoint",
 ]

@@ -3,7 +3,8 @@
 ::
 
     relay (Supervisor, one_for_one)
-      relay_server    RelayServer: the UDP socket; relay frames and STUN (it is an observer)
+      relay_server    RelayServer: the UDP socket; relay frames and STUN (it is an observer);
+                      with ``tcp``, also the TCP/TLS listener (:mod:`.tcp_server`)
       relay_sessions  SessionSupervisor (DynamicSupervisor): one SessionActor per session
 
 The :class:`RelayNode` handle owns what must outlive a crash: the :class:`~.core.RelayCore`
@@ -13,7 +14,10 @@ registration and session intact, and a crashed session actor costs only its sess
 
 The server's socket task moves datagrams straight through the core (no mailbox on the
 forwarding path), a batch of them per scheduler round, each forwarded without waiting; the
-server's mailbox starts session actors and runs the expiry sweep.
+server's mailbox starts session actors and runs the expiry sweep. With ``tcp`` a second task
+moves the frames of the TCP/TLS links the same way; every frame the core sends goes to the
+link of its address if it has one, else out of the UDP socket, so a session may join a node on
+UDP with one on TCP.
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ from .frames import Reason
 from .session import SESSION_OVER, SessionActor
 from .settings import MIB, RelayConfig, RelaySettings
 from .statistics import RelayStatistics
+from .tcp_server import TcpListenerStatistics, TcpRelayConfig, TcpRelayListener
 from .timers import Timers
+from .tls import server_context
 
 __all__ = [
     "RelayNode",
@@ -141,6 +147,7 @@ class RelayNode:
         config: RelayConfig | None = None,
         *,
         dual_stack: bool = False,
+        tcp: TcpRelayConfig | None = None,
     ) -> None:
         self.stack = stack
         self.listen = normalise_address(listen)
@@ -150,9 +157,13 @@ class RelayNode:
         if dual_stack:
             check_dual_stack(self.listen[0])
         self.key = key
+        self.tcp = tcp
+        """Serve links over TCP/TLS too (on ``stack``'s streams; None: UDP only)."""
         self._core = RelayCore(key, config)
         self._endpoint: UdpEndpoint | None = None
         self._address: Address | None = None
+        self._tcp: TcpRelayListener | None = None
+        self._tcp_address: Address | None = None
         self._server: ActorRef | None = None
         self._sessions: DynamicSupervisorRef | None = None
         self._actors: dict[ActorRef, int] = {}
@@ -237,8 +248,17 @@ class RelayNode:
                 await ref.wait_exited()
         logger.info("%s disabled", self)
 
+    @property
+    def tcp_address(self) -> Address | None:
+        """Where the TCP/TLS listener is bound; None without ``tcp`` or before it started."""
+        return self._tcp_address
+
     def statistics(self) -> RelayStatistics:
         return attrs.evolve(self._core.statistics(), session_actors=len(self._actors))
+
+    def tcp_statistics(self) -> TcpListenerStatistics | None:
+        """The TCP/TLS listener's counters while it runs."""
+        return None if self._tcp is None else self._tcp.statistics()
 
     def sessions(self) -> list[SessionInfo]:
         return [SessionInfo.of(s) for s in self._core.sessions()]
@@ -263,12 +283,36 @@ class RelayNode:
         if self._server is server:
             self._server = None
             self._endpoint = None
+            self._tcp = None
+
+    async def _bind_tcp(self, udp: Address) -> TcpRelayListener | None:
+        """The TCP/TLS listener on the UDP socket's IP and port number (or ``tcp.port``; a
+        restart keeps the port first bound); None without ``tcp``."""
+        tcp = self.tcp
+        if tcp is None:
+            return None
+        if self._tcp_address is not None:
+            host, port = self._tcp_address
+        else:
+            host, port = udp[0], udp[1] if tcp.port is None else tcp.port
+        context = server_context(self.key)  # once, at start-up: a key and two small files
+        listener = TcpRelayListener(await self.stack.listen_stream((host, port)), context, tcp)
+        self._tcp = listener
+        self._tcp_address = listener.local_address
+        return listener
+
+    def _route(self, address: Address) -> UdpEndpoint | None:
+        """Where a frame to ``address`` leaves: its TCP link if it has one, else UDP."""
+        tcp = self._tcp
+        if tcp is not None and address in tcp:
+            return tcp
+        return self._endpoint
 
     def _attach_sessions(self, supervisor: DynamicSupervisorRef) -> None:
         self._sessions = supervisor
 
     async def _send(self, data: bytes, address: Address) -> None:
-        endpoint = self._endpoint
+        endpoint = self._route(address)
         if endpoint is None:
             self._core.count_send_failure()
             return
@@ -404,6 +448,13 @@ class RelayServer(Actor):
         self.start_soon(_close_on_exit, endpoint)
         relay._attach_server(self.ref, endpoint)
         self.start_soon(self._serve, endpoint)
+        tcp = await relay._bind_tcp(endpoint.local_address)
+        if tcp is not None:
+            self.start_soon(_close_on_exit, tcp)
+            self.start_soon(tcp.serve)
+            self.start_soon(self._serve, tcp)
+            where = tcp.local_address
+            logger.info("relay %s over TCP/TLS on %s:%d", relay.node_id.short(), *where)
         self.start_soon(relay._timers.run)
         relay._start_requested = False  # an earlier incarnation's kick died with its mailbox
         relay._kick(self.ref)
@@ -436,13 +487,14 @@ class RelayServer(Actor):
     async def _serve(self, endpoint: UdpEndpoint) -> None:
         """Move datagrams through the core: read every datagram waiting (one scheduler round
         per batch), and send each answer at once without waiting, in the order the core gave
-        them; only a full socket buffer makes the loop wait (in ``send_to``). The batch shares
-        one reading of the clock: it was read at one instant."""
+        them, each out of the endpoint of its address (:meth:`RelayNode._route`); only a full
+        socket buffer makes the loop wait (in ``send_to``). The batch shares one reading of
+        the clock: it was read at one instant."""
         relay = self._relay
         core = relay._core
         receive = core.receive
         receive_batch = endpoint.receive_batch
-        send_to_nowait = endpoint.send_to_nowait
+        route = relay._route
         now = trio.current_time
         try:
             while True:
@@ -450,11 +502,15 @@ class RelayServer(Actor):
                 at = now()
                 for data, source in batch:
                     for out, address in receive(data, source, at):
+                        target = route(address)
+                        if target is None:
+                            core.count_send_failure()
+                            continue
                         try:
-                            send_to_nowait(out, address)
+                            target.send_to_nowait(out, address)
                         except trio.WouldBlock:
-                            await self._send_waiting(endpoint, out, address)
-                        except (OSError, ValueError):
+                            await self._send_waiting(target, out, address)
+                        except (OSError, ValueError, trio.ClosedResourceError):
                             core.count_send_failure()
                     if core.effects:
                         await relay._apply_effects()
@@ -464,7 +520,7 @@ class RelayServer(Actor):
     async def _send_waiting(self, endpoint: UdpEndpoint, data: bytes, address: Address) -> None:
         try:
             await endpoint.send_to(data, address)
-        except (OSError, ValueError):
+        except (OSError, ValueError, trio.ClosedResourceError):
             self._relay._core.count_send_failure()
 
 

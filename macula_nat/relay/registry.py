@@ -34,6 +34,13 @@ and counted). A relay keys registrations by source address, so the registrations
 relay are one :class:`RelayClient`, shared by its users and closed when the last one leaves.
 Without ``endpoint`` every registration binds a socket of its own.
 
+Networks that block UDP: with ``tcp_fallback`` (:class:`TcpFallback`), when no relay answers a
+UDP probe within its ``udp_bound``, the node registers with a relay over TCP/TLS instead
+(:mod:`.tcp_client`; framed or as a WebSocket), sets :attr:`RelayRegistry.udp_blocked`, and
+makes its visits over TCP too, so relayed connections work as before: their QUIC datagrams
+ride the TCP link unchanged. Every ``reprobe_interval`` it probes the relay over UDP again
+(one cheap registration); when that answers it leaves TCP and registers over UDP as usual.
+
 Ownership: the handle owns the table, the announced relays, the counters and, on the shared
 endpoint, the registrations themselves (each a :class:`RelayClient` handle: its link, its
 sessions), so all of them survive a crash of :class:`RelayRegistryServer`. The registrations'
@@ -48,7 +55,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -72,7 +79,11 @@ from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 from .client import ClientConfig, RelayClient, open_relay_client
 from .client_session import RelaySession
 from .errors import RegistrationFailed
+from .frames import FrameType, encode
+from .handshake import ClientHandshake
 from .selection import DEFAULT_GAIN, DEFAULT_MAX_LOAD, NoRelay, RelayInfo, RelayTable, choose, rank
+from .tcp_client import TcpRelayEndpoint, open_tcp_relay_endpoint
+from .tcp_link import LinkError
 
 __all__ = [
     "NoRelay",
@@ -81,6 +92,7 @@ __all__ = [
     "RelayInfo",
     "RelayRegistry",
     "RelayRegistryServer",
+    "TcpFallback",
     "open_relay_registry",
 ]
 
@@ -98,6 +110,32 @@ def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> Non
 
 
 _HOME_CLIENT: Final = ClientConfig(keepalive_interval=10.0, liveness_timeout=35.0)
+_PINGS: Final = 6
+"""HELLOs to each relay within a fallback's ``udp_bound`` (see ``_udp_ping``)."""
+_CHALLENGE: Final = bytes([FrameType.CHALLENGE])
+
+
+@attrs.frozen
+class TcpFallback:
+    """Reach relays over TCP/TLS when none answers over UDP (see the module docstring).
+
+    ``udp_bound`` is how long a round of UDP probes may go unanswered before the node falls
+    back: 1.5 s is three of QUIC's initial probe timeouts' worth of round trips (RFC 9002's
+    333 ms initial RTT) beyond what a relay on another continent needs to answer a probe, and
+    a lost probe is retried within it. Every ``reprobe_interval`` the relay is probed over UDP
+    again (one registration round under a throwaway key: a few hundred bytes); once it answers,
+    UDP is reported working (the detector detects again and connections punch) and the TCP
+    registration is kept ``handover`` seconds more, so the connections riding it go direct
+    before it closes. ``port`` is the relays' TCP port (None: their UDP port number);
+    ``websocket`` a path to upgrade on (None: the framed form).
+    """
+
+    udp_bound: float = attrs.field(default=1.5, validator=_positive)
+    reprobe_interval: float = attrs.field(default=3.0, validator=_positive)
+    handover: float = attrs.field(default=10.0, validator=_positive)
+    connect_timeout: float = attrs.field(default=5.0, validator=_positive)
+    port: int | None = None
+    websocket: str | None = None
 
 
 @attrs.frozen
@@ -129,6 +167,9 @@ class RegistryConfig:
     failover_grace: float = attrs.field(default=5.0, validator=_positive)
     home_client: ClientConfig = attrs.field(factory=lambda: _HOME_CLIENT)
     home_relay: Address | None = attrs.field(default=None, converter=optional_address)
+    tcp_fallback: TcpFallback | None = None
+    """Register over TCP/TLS when no relay answers over UDP (None: never; it opens TCP
+    connections to the relays, so the application turns it on)."""
 
     @home_client.validator
     def _check_keepalive(self, _: attrs.Attribute[ClientConfig], value: ClientConfig) -> None:
@@ -151,6 +192,8 @@ class RegistryStatistics:
     home: RelayInfo | None
     dropped: int = 0
     """Datagrams on the shared endpoint from no relay this node is registered with."""
+    udp_blocked: bool = False
+    """The home relay is held over TCP/TLS: no relay answered over UDP (see ``tcp_fallback``)."""
 
 
 @attrs.define(eq=False)
@@ -168,8 +211,9 @@ class RelayRegistry(Served):
     ``stack`` is where probes (and, without ``endpoint``, the node's registrations) bind their
     sockets; ``endpoint`` is the node's shared socket's relay view, when the node's
     registrations must ride the mapping its connections use (the registry's server then reads
-    it). With ``key`` the registry keeps a home relay for that node and can visit others;
-    without, it only announces and finds relays.
+    it). ``on_udp_blocked`` hears when UDP is found blocked and working again. With ``key``
+    the registry keeps a home relay for that node and can visit others; without, it only
+    announces and finds relays.
     Run it with :func:`open_relay_registry` or put :meth:`child_spec` in a tree.
     """
 
@@ -183,8 +227,12 @@ class RelayRegistry(Served):
         *,
         config: RegistryConfig | None = None,
         endpoint: UdpEndpoint | None = None,
+        on_udp_blocked: Callable[[bool], object] | None = None,
     ) -> None:
         super().__init__()
+        self.on_udp_blocked = on_udp_blocked
+        """Called with :attr:`udp_blocked`'s new value when it changes (the NAT system hands
+        its detector's ``set_udp_blocked``, so the profile says so)."""
         self.directory = directory
         self.stack = stack
         self.endpoint = endpoint
@@ -197,6 +245,10 @@ class RelayRegistry(Served):
         """The home registration (request and accept sessions through it), while there is one."""
         self.observed: Address | None = None
         """This node's address as its home relay last saw it (its public endpoint there)."""
+        self.udp_blocked: AsyncValue[bool] = AsyncValue(False)
+        self._udp_answered = trio.Event()
+        """Set when a probe registers over UDP (the current probe round's)."""
+        """True while the home relay is held over TCP because no relay answered over UDP."""
         self._table = RelayTable(config.gain)
         self._own: dict[Address, NodeId] = {}
         self._probe_keys = {4: NodeKey.generate(), 6: NodeKey.generate()}
@@ -312,7 +364,11 @@ class RelayRegistry(Served):
             raise ValueError(f"{self} has no node key: it cannot register with a relay")
         relay = normalise_address(relay)
         home = self.client
-        if self.endpoint is None and home is not None and home.relay == relay:
+        if (
+            (self.endpoint is None or self.udp_blocked.value)
+            and home is not None
+            and (home.relay == relay)
+        ):
             await trio.lowlevel.checkpoint()
             yield home
         else:
@@ -335,7 +391,15 @@ class RelayRegistry(Served):
             failovers=self._failovers,
             home=self.home.value,
             dropped=self._dropped,
+            udp_blocked=self.udp_blocked.value,
         )
+
+    def _set_udp_blocked(self, blocked: bool) -> None:
+        if self.udp_blocked.value == blocked:
+            return
+        self.udp_blocked.value = blocked
+        if self.on_udp_blocked is not None:
+            self.on_udp_blocked(blocked)
 
     # -- announcing ------------------------------------------------------------------------------
 
@@ -392,6 +456,7 @@ class RelayRegistry(Served):
                 )
                 try:
                     async with open_relay_client(client, timeout=config.probe_timeout):
+                        self._udp_answered.set()  # registered: UDP reaches a relay
                         await trio.sleep(config.probe_window)
                         rtt, load, relay_id = client.rtt, client.load, client.relay_id
                         if rtt is not None and load is not None and relay_id is not None:
@@ -410,15 +475,18 @@ class RelayRegistry(Served):
 
     # -- the home relay --------------------------------------------------------------------------
 
-    async def _publish(self, key: NodeKey, home: Address, observed: Address) -> None:
+    async def _publish(self, key: NodeKey, home: Address, observed: Address | None) -> None:
         """Publish the node's record with ``home``, keeping the profile and candidates of the
-        record already there (published by the NAT detector)."""
+        record already there (published by the NAT detector); ``observed`` (None over TCP,
+        where the relay sees no UDP mapping) goes first among the candidates."""
         node_id = key.node_id.text()
         self.observed = observed
 
         alternate = self._alternate(home)
 
         def homed(record: NodeRecord) -> NodeRecord:
+            if observed is None:
+                return attrs.evolve(record, home_relay=home)
             others = (c for c in record.candidates if c != observed)
             return attrs.evolve(
                 record,
@@ -465,9 +533,11 @@ class RelayRegistry(Served):
             logger.info("%s: holding home relay %s again after a restart", self, resume.endpoint)
             await self._hold(key, resume)
         while True:
-            ranked = await self.probe_relays()
+            ranked = await self._probe_round()
             if config.home_relay is not None:
                 ranked = [info for info in ranked if info.endpoint == config.home_relay]
+            if not ranked and config.tcp_fallback is not None and await self._fall_back(key):
+                continue
             if not ranked:
                 logger.info("%s: no usable relay; trying again", self)
                 await trio.sleep(min(config.retry_interval, config.probe_interval))
@@ -480,9 +550,149 @@ class RelayRegistry(Served):
             if not held:
                 await trio.sleep(config.retry_interval)
 
+    async def _probe_round(self) -> list[RelayInfo]:
+        """:meth:`probe_relays`; with a TCP fallback, cut short (nothing usable) when no relay
+        answers over UDP within ``udp_bound``: neither a probe's registration nor any of the
+        HELLOs :meth:`_udp_ping` sends meanwhile. An answer lets the round finish: a slow or
+        lossy path is no reason to leave UDP."""
+        fallback = self.config.tcp_fallback
+        if fallback is None:
+            return await self.probe_relays()
+        self._udp_answered = answered = trio.Event()
+        ranked: list[list[RelayInfo]] = []
+
+        async def probe() -> None:
+            ranked.append(await self.probe_relays())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe)
+            nursery.start_soon(self._udp_ping, fallback.udp_bound, answered)
+            with trio.move_on_after(fallback.udp_bound):
+                await answered.wait()
+            if not answered.is_set():
+                nursery.cancel_scope.cancel()
+        return ranked[0] if ranked else []
+
+    async def _udp_ping(self, bound: float, answered: trio.Event) -> None:
+        """Send every listed relay a HELLO :data:`_PINGS` times over ``bound`` seconds from a
+        socket of its own, and set ``answered`` at the first CHALLENGE back: one lost
+        exchange then costs a sixth of the bound, not a whole probe's handshake timeout. A
+        HELLO is padded to more than its answer, so this amplifies nothing."""
+        try:
+            listed = await self.directory.list_relays()
+        except DirectoryError:
+            listed = [estimate.endpoint for estimate in self._table.estimates()]
+        relays = {normalise_address(endpoint) for endpoint in listed}
+        async with trio.open_nursery() as nursery:
+            for version in sorted({ip_version(ip) for ip, _ in relays}):
+                family = {relay for relay in relays if ip_version(relay[0]) == version}
+                nursery.start_soon(self._udp_ping_family, version, family, bound, answered)
+
+    async def _udp_ping_family(
+        self, version: int, relays: set[Address], bound: float, answered: trio.Event
+    ) -> None:
+        """:meth:`_udp_ping` for the relays of one IP version, from a socket of that version."""
+        hello = encode(ClientHandshake(self._probe_keys[version]).hello())
+        try:
+            socket = await self.stack.bind((any_address(version), 0))
+        except OSError as exc:  # no IPv6 here, say: those relays cannot answer over UDP
+            logger.debug("%s: no IPv%d socket to ping relays from: %s", self, version, exc)
+            return
+        async with socket, trio.open_nursery() as nursery:
+
+            async def listen() -> None:
+                while True:
+                    data, source = await socket.receive_from()
+                    if source in relays and data[:1] == _CHALLENGE:
+                        answered.set()
+                        return
+
+            nursery.start_soon(listen)
+            for _ in range(_PINGS):
+                for relay in relays:
+                    try:
+                        await socket.send_to(hello, relay)
+                    except (OSError, ValueError) as exc:
+                        logger.debug("%s: no HELLO to %s: %s", self, relay, exc)
+                with trio.move_on_after(bound / _PINGS):
+                    await answered.wait()
+                if answered.is_set():
+                    break
+            nursery.cancel_scope.cancel()
+
+    async def _fall_back(self, key: NodeKey) -> bool:
+        """No relay answered over UDP: hold one over TCP until UDP answers again or the link
+        ends; False when none could be reached over TCP either."""
+        endpoints: list[Address]
+        if self.config.home_relay is not None:
+            endpoints = [self.config.home_relay]  # known without the directory (maybe UDP too)
+        else:
+            try:
+                listed = await self.directory.list_relays()
+            except DirectoryError as exc:
+                logger.info("%s: could not list the relays: %s", self, exc)
+                listed = [estimate.endpoint for estimate in self._table.estimates()]
+            endpoints = sorted({normalise_address(endpoint) for endpoint in listed})
+        for endpoint in endpoints:
+            if await self._hold_over_tcp(key, endpoint):
+                return True
+        return False
+
+    async def _hold_over_tcp(self, key: NodeKey, endpoint: Address) -> bool:
+        fallback = self.config.tcp_fallback
+        assert fallback is not None
+        logger.warning("%s: no relay answers over UDP; registering with %s over TCP/TLS",
+                       self, endpoint)  # fmt: skip
+        self._set_udp_blocked(True)
+        try:
+            async with self._tcp_registration(key, endpoint, self.config.probe_timeout) as client:
+                registration = await client.wait_registered()
+                self.client = client
+                try:
+                    await self._publish(key, endpoint, None)
+                    self.home.value = RelayInfo(
+                        registration.relay_id, endpoint, 1000 * (client.rtt or 0.0),
+                        client.load or 0,
+                    )  # fmt: skip
+                    await self._until_udp_answers(client, endpoint, fallback)
+                finally:
+                    self.client = None
+                    self.home.value = None
+        except (OSError, LinkError, RegistrationFailed) as exc:
+            logger.info("%s: no registration with %s over TCP either: %s", self, endpoint, exc)
+            return False
+        return True
+
+    async def _until_udp_answers(
+        self, client: RelayClient, endpoint: Address, fallback: TcpFallback
+    ) -> None:
+        """Hold the TCP registration; probe the relay over UDP every ``reprobe_interval`` and
+        return when it answers (or when the registration is lost: UDP is still taken as
+        blocked until a probe says otherwise)."""
+        link = client.endpoint
+        assert isinstance(link, TcpRelayEndpoint)
+        while True:
+            with trio.move_on_after(fallback.reprobe_interval):
+                async with trio.open_nursery() as race:  # whichever ends the registration first
+                    race.start_soon(_cancel_after, race.cancel_scope, link.broken.wait)
+                    await client.registration.wait_value(lambda value: value is None)
+                    race.cancel_scope.cancel()
+                logger.warning("%s: the TCP registration with %s was lost", self, endpoint)
+                return
+            await self._probe(endpoint)
+            estimate = self._table.get(endpoint)
+            if estimate is not None and estimate.reachable:
+                logger.warning("%s: %s answers over UDP again; leaving TCP in %g s",
+                               self, endpoint, fallback.handover)  # fmt: skip
+                self._set_udp_blocked(False)
+                with trio.move_on_after(fallback.handover):
+                    await client.registration.wait_value(lambda value: value is None)
+                return
+
     async def _hold(self, key: NodeKey, info: RelayInfo) -> bool:
         """Be registered with ``info`` until the registration is lost for good; False when it
-        could not be made."""
+        could not be made. ``info`` answered a UDP probe: UDP is not blocked."""
+        self._set_udp_blocked(False)
         timeout = self.config.probe_timeout
         try:
             async with self._registration(key, info.endpoint, info.node_id, timeout) as client:
@@ -534,7 +744,12 @@ class RelayRegistry(Served):
     async def _registration(
         self, key: NodeKey, relay: Address, relay_id: NodeId | None, timeout: float
     ) -> AsyncIterator[RelayClient]:
-        """This node registered with ``relay`` (see :meth:`visit`) within ``timeout``."""
+        """This node registered with ``relay`` (see :meth:`visit`) within ``timeout``; over
+        TCP while UDP is blocked."""
+        if self.udp_blocked.value:
+            async with self._tcp_registration(key, relay, timeout) as client:
+                yield client
+            return
         if self.endpoint is not None:
             async with self._share(key, relay, relay_id, timeout) as client:
                 yield client
@@ -542,6 +757,27 @@ class RelayRegistry(Served):
         socket = await self.stack.bind(_wildcard_for(relay))
         async with socket:
             client = RelayClient(socket, relay, key, relay_id, config=self.config.home_client)
+            async with open_relay_client(client, timeout=timeout):
+                yield client
+
+    @asynccontextmanager
+    async def _tcp_registration(
+        self, key: NodeKey, relay: Address, timeout: float
+    ) -> AsyncIterator[RelayClient]:
+        """This node registered with ``relay`` over a TCP/TLS link of its own."""
+        fallback = self.config.tcp_fallback
+        if fallback is None:
+            raise RegistrationFailed(f"{self}: UDP is blocked and there is no TCP fallback")
+        async with open_tcp_relay_endpoint(
+            relay,
+            stack=self.stack,
+            port=fallback.port,
+            websocket=fallback.websocket,
+            timeout=fallback.connect_timeout,
+        ) as link:
+            client = RelayClient(
+                link, relay, key, self._own.get(relay), config=self.config.home_client
+            )
             async with open_relay_client(client, timeout=timeout):
                 yield client
 
@@ -616,6 +852,11 @@ class RelayRegistry(Served):
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
+
+
+async def _cancel_after(scope: trio.CancelScope, wait: Callable[[], Awaitable[object]]) -> None:
+    await wait()
+    scope.cancel()
 
 
 class RelayRegistryServer(Actor):

@@ -72,6 +72,7 @@ from macula_nat.relay import (
     RelayRegistry,
     RelaySession,
 )
+from macula_nat.relay.tcp_client import TcpRelayEndpoint
 from macula_nat.traversal.config import TraversalConfig
 from macula_nat.traversal.errors import (
     ConnectTimeout,
@@ -450,10 +451,16 @@ class Coordinator(Served):
         found: list[Address] = []
         client = self.registry.client
         registration = None if client is None else client.registration.value
-        observed = None if registration is None else normalise_address(registration.observed)
+        profile = self._profile()
+        observed: Address | None = None
+        if client is not None and isinstance(client.endpoint, TcpRelayEndpoint):
+            # over TCP the relay sees the TCP connection, no UDP mapping: the detector's is it
+            if profile is not None and not profile.udp_blocked and profile.public_port:
+                observed = profile.public_address
+        elif registration is not None:
+            observed = normalise_address(registration.observed)
         if observed is not None:
             found.append(observed)
-        profile = self._profile()
         if profile is not None and profile.mapped is not None and profile.mapped not in found:
             found.append(profile.mapped)  # the router's mapping on request: reachable by anyone
         ip, port = self.shared.local_address
@@ -862,6 +869,8 @@ class CoordinatorServer(Actor):
             logger.info("%r: NAT profile changed; republishing and re-probing", self._coordinator)
             await self._coordinator._republish(message.new)
             await self._coordinator.puncher.reprobe()
+            if message.old.udp_blocked and not message.new.udp_blocked:
+                await self._coordinator.puncher.udp_returned()
             return None
         return await super().handle_info(message)
 

@@ -11,15 +11,18 @@ Offer     initiator to responder start (or restart) punching: link id, probe key
                                  candidates, predicted mappings, NAT profile
 Answer    responder to initiator the responder's candidates, predicted mappings and profile
 Sync      initiator to responder "start sending now"; the initiator waits RTT/2, then sends
+Again     responder to initiator "punch again now": the responder's UDP works again after
+                                 being blocked (the initiator alone starts punches)
 ========  =====================  ===========================================================
 
 A control message is a canonical bencoded dictionary with one-letter keys: ``t`` the type
-(``o``, ``a``, ``s``), ``i`` the link id, ``k`` the key, ``n`` the attempt, ``c`` the candidates,
-``m`` the predicted mappings, ``p`` the profile (compact JSON, without the derived ``nat_type``
-and without null fields). An address list is one string of entries, each a family byte (4 or 6)
-and the compact peer info (:func:`~macula_nat.dht.compact.encode_peer`), or a 0 byte and a port
-alone when the IP is the previous entry's. Predicted mappings share the NAT's public IP, so an
-Offer with 32 IPv6 candidates and 32 predicted mappings is about 810 bytes before its profile
+(``o``, ``a``, ``s``, ``g``), ``i`` the link id, ``k`` the key, ``n`` the attempt, ``c`` the
+candidates, ``m`` the predicted mappings, ``p`` the profile (compact JSON, without the derived
+``nat_type``, without null fields, ``udp_blocked`` only when true). An address list is one
+string of entries, each a family byte (4 or 6) and the compact peer info
+(:func:`~macula_nat.dht.compact.encode_peer`), or a 0 byte and a port alone when the IP is the
+previous entry's. Predicted mappings share the NAT's public IP, so an Offer with 32 IPv6
+candidates and 32 predicted mappings is about 810 bytes before its profile
 (which adds 300-450 bytes of JSON, depending on the length of its addresses' text).
 
 *Probe frames* then travel as raw UDP datagrams between the nodes' public addresses, on the
@@ -69,6 +72,7 @@ __all__ = [
     "MAX_CANDIDATES",
     "NONCE_SIZE",
     "TAG_SIZE",
+    "Again",
     "Answer",
     "ControlError",
     "ControlMessage",
@@ -194,14 +198,30 @@ class Sync:
     attempt: int = attrs.field(validator=_check_attempt)
 
 
-ControlMessage = Offer | Answer | Sync
+@attrs.frozen(kw_only=True)
+class Again:
+    """Responder to initiator: punch again now (the responder's UDP answers again after being
+    blocked). ``link_id`` is the last Offer's (zeros when none came: the initiator never
+    punched); ``attempt`` is 1 then."""
 
-_TYPES: Final[dict[bytes, type[ControlMessage]]] = {b"o": Offer, b"a": Answer, b"s": Sync}
+    link_id: bytes = attrs.field(validator=_sized(LINK_ID_SIZE))
+    attempt: int = attrs.field(validator=_check_attempt)
+
+
+ControlMessage = Offer | Answer | Sync | Again
+
+_TYPES: Final[dict[bytes, type[ControlMessage]]] = {
+    b"o": Offer,
+    b"a": Answer,
+    b"s": Sync,
+    b"g": Again,
+}
 _TAGS: Final = {cls: tag for tag, cls in _TYPES.items()}
 _KEYS: Final[dict[type[ControlMessage], frozenset[bytes]]] = {
     Offer: frozenset({b"t", b"i", b"k", b"n", b"c", b"m", b"p"}),
     Answer: frozenset({b"t", b"i", b"n", b"c", b"m", b"p"}),
     Sync: frozenset({b"t", b"i", b"n"}),
+    Again: frozenset({b"t", b"i", b"n"}),
 }
 
 
@@ -222,6 +242,8 @@ def _encode_profile(profile: NatProfile) -> bytes:
     fields = profile.to_json()
     fields.pop("nat_type", None)  # derived; from_json ignores it
     fields.pop("mapped", None)  # a candidate of the message; nodes before it refuse the field
+    if not fields.get("udp_blocked"):
+        fields.pop("udp_blocked", None)  # nodes before it refuse the field: only when true
     compact = {name: value for name, value in fields.items() if value is not None}
     return json.dumps(compact, separators=(",", ":"), allow_nan=False).encode()
 
@@ -278,6 +300,7 @@ _PROFILE_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "nat_present": (bool,),
     "hairpinning": (bool,),
     "port_delta": (int,),
+    "udp_blocked": (bool,),
 }
 """JSON types of the profile fields NatProfile leaves unchecked (a bool is not an int here)."""
 
@@ -329,6 +352,8 @@ def _decode_control(data: bytes) -> ControlMessage:
         raise ControlError("field 'n' (attempt) must be an int >= 1")
     if cls is Sync:
         return Sync(link_id=link_id, attempt=attempt)
+    if cls is Again:
+        return Again(link_id=link_id, attempt=attempt)
     candidates = _decode_addresses(_bytes(value, b"c"), "candidates")
     predicted = _decode_addresses(value.get(b"m", b""), "predicted")
     profile = None if b"p" not in value else _decode_profile(value[b"p"])

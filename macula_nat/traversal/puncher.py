@@ -55,6 +55,7 @@ from macula_nat.traversal.prover import PathProver
 from macula_nat.traversal.punch_wire import (
     KEY_SIZE,
     LINK_ID_SIZE,
+    Again,
     Answer,
     ControlError,
     Offer,
@@ -75,6 +76,9 @@ MAX_KEPT_SOCKETS = 4
 
 MAX_TARGETS = 96
 """Addresses one punch probes at most: candidates, predicted ports and peer-reflexive sources."""
+
+_AGAIN_ATTEMPTS = 3
+"""Punch attempts when UDP works again on a connection that never punched (as a connect's)."""
 
 Candidates = Callable[[], tuple[tuple[Address, ...], tuple[Address, ...]]]
 """This node's candidates (observed mapping, LAN) and predicted next mappings, now."""
@@ -189,6 +193,8 @@ class Puncher:
         self._routes = routes
         self._rng = rng or random.Random()
         self._by_link_id: dict[bytes, Punch] = {}
+        self._live: dict[PeerLink, Punch] = {}
+        """Every connection's punch state, responders' before their first Offer too."""
         self._refs = itertools.count(1)
         self._punches = self._failures = self._upgrades = self._fallbacks = 0
         self._birthday_sockets = 0
@@ -212,12 +218,14 @@ class Puncher:
             punch.endpoints[link.direct.address] = link.direct.endpoint
         if role is Role.INITIATOR:
             self._by_link_id[link_id] = punch
+        self._live[link] = punch
         nursery.start_soon(self._serve_control, punch)
         nursery.start_soon(self._watch_direct, punch)
         return punch
 
     def forget(self, link: PeerLink) -> None:
         """The connection on ``link`` ended: drop its state, routes and sockets."""
+        self._live.pop(link, None)
         for link_id, punch in list(self._by_link_id.items()):
             if punch.link is link:
                 del self._by_link_id[link_id]
@@ -279,6 +287,10 @@ class Puncher:
             elif isinstance(message, Answer) and punch.role is Role.INITIATOR:
                 with contextlib.suppress(trio.WouldBlock):
                     punch.answers_in.send_nowait(message)
+            elif isinstance(message, Again) and punch.role is Role.INITIATOR:
+                logger.info("%s asks to punch again: its UDP works again",
+                            connection.peer_id.short())  # fmt: skip
+                self._punch_again(punch)
 
     def _learn(self, punch: Punch, message: Offer | Answer) -> None:
         """Take the peer's candidates and profile from its Offer or Answer."""
@@ -329,6 +341,29 @@ class Puncher:
             answer = await self._answer(punch, 1)
             if answer is not None:
                 self._learn(punch, answer)
+
+    async def udp_returned(self) -> None:
+        """This node's UDP works again after being blocked: every relayed connection punches
+        now (an initiator starts; a responder asks its initiator with :class:`Again`), so they
+        upgrade to direct as soon as a path exists rather than at the next retry."""
+        for punch in list(self._live.values()):
+            if punch.link.direct is not None:
+                continue
+            if punch.role is Role.INITIATOR:
+                self._punch_again(punch)
+                continue
+            again = Again(link_id=punch.prover.link_id, attempt=max(1, punch.attempt))
+            with contextlib.suppress(ConnectionFailed, trio.ClosedResourceError):
+                await punch.connection.send_control(encode_control(again))
+
+    def _punch_again(self, punch: Punch) -> None:
+        """The initiator: punch now; keep punching (as :meth:`keep_punched`) if it never did."""
+        if punch.pending is not None:
+            return  # a punch is in flight already
+        if punch.offers == 0:
+            self.keep_punched(punch, _AGAIN_ATTEMPTS)
+        else:
+            self.punch_soon(punch, ())
 
     def keep_punched(self, punch: Punch, attempts: int) -> PunchRef:
         """The initiator: punch in the background (listed in :meth:`pending` from now on), and

@@ -214,8 +214,15 @@ def choose(local: NatProfile, remote: NatProfile, *, allow_relay: bool = True) -
     leaves only the relay; then a direct dial to an EIF or un-NATted side; then a punch (with
     prediction or birthday probing where a side is not fixed); a random side facing a random or
     sequential symmetric side needs the relay, and without it the plan is
-    :attr:`Method.IMPOSSIBLE`.
+    :attr:`Method.IMPOSSIBLE`. A side whose UDP is blocked always needs the relay.
     """
+    if local.udp_blocked or remote.udp_blocked:
+        reason = "UDP is blocked on one side: no datagram can punch, "
+        return (
+            Plan(Method.RELAY, reason + "relay (over TCP/TLS on the blocked side)")
+            if allow_relay
+            else Plan(Method.IMPOSSIBLE, reason + "and relaying is not allowed")
+        )
     lan_first = _same_nat(local, remote)
     plan: Plan | None
     if lan_first and False in (local.hairpinning, remote.hairpinning):

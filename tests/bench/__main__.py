@@ -20,13 +20,25 @@ from . import (
     observer,
     portmap,
     relay,
+    relay_tcp,
     startup,
 )
 
 SECTIONS = (
     (
         "speed and memory",
-        (startup, actors, cache, observer, relay, dht, detection, connections, portmap),
+        (
+            startup,
+            actors,
+            cache,
+            observer,
+            relay,
+            relay_tcp,
+            dht,
+            detection,
+            connections,
+            portmap,
+        ),
     ),
     (
         "under attack (issue 11: each figure beside its bound)",

@@ -199,3 +199,21 @@ async def test_the_listener_chats_with_several_peers_at_once(autojump_clock: Moc
     for index in range(2):
         assert any(line.endswith("> to everyone") for line in heard[index]), heard[index]
         assert any(line.endswith(f"> hello from {index}") for line in listener_heard)
+
+
+def test_the_tcp_options_reach_the_gateway_and_node_configs() -> None:
+    """Issue 13: ``gateway --relay-tcp [--relay-tcp-port N]`` serves the relay over TCP/TLS,
+    ``listen``/``connect --tcp-fallback`` reaches a relay over it when UDP is blocked."""
+    from macula_nat.cli.gateway import config_from_args
+    from macula_nat.relay import TcpFallback, TcpRelayConfig
+
+    gateway = ["gateway", "--listen", "198.51.100.10:3478"]
+    assert config_from_args(build_parser().parse_args(gateway)).relay_tcp is None
+    tcp = config_from_args(build_parser().parse_args([*gateway, "--relay-tcp"]))
+    assert tcp.relay_tcp == TcpRelayConfig()
+    on_443 = build_parser().parse_args([*gateway, "--relay-tcp", "--relay-tcp-port", "443"])
+    assert config_from_args(on_443).relay_tcp == TcpRelayConfig(port=443)
+    node = build_parser().parse_args(["listen", *GATEWAY_ARGUMENTS])
+    assert node_config(node, NodeKey.generate()).relays.tcp_fallback is None
+    node = build_parser().parse_args(["listen", *GATEWAY_ARGUMENTS, "--tcp-fallback"])
+    assert node_config(node, NodeKey.generate()).relays.tcp_fallback == TcpFallback()

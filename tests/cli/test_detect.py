@@ -43,3 +43,12 @@ def test_detect_arguments() -> None:
     assert args.observers == [("192.0.2.1", 3478), ("2001:db8::1", 3478)] and args.json
     with pytest.raises(SystemExit):
         build_parser().parse_args(["detect", "--observer", "nonsense"])
+
+
+def test_detect_output_says_when_udp_is_blocked() -> None:
+    text = describe(NatProfile.blocked("10.0.0.2", 0.0))
+    assert text.splitlines()[:2] == [
+        "NAT type:    UDP blocked",
+        "UDP:         blocked (reachable over the relay's TCP/TLS only)",
+    ]
+    assert "UDP:" not in describe(NatProfile("ei", "pd", "pp", "203.0.113.5", 4000, 0.0, "high"))

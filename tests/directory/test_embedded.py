@@ -190,3 +190,15 @@ def test_the_record_codec_carries_the_port_mapping_compatibly() -> None:
     data = mapped.encode()
     assert b'"mapped":["203.0.113.5",41000]' in data
     assert NodeRecord.decode(data, 3) == attrs.evolve(mapped, seq=3)
+
+
+def test_the_record_codec_carries_udp_blocked_compatibly() -> None:
+    """Issue 13: ``udp_blocked`` rides in the profile's JSON only when true, so every other
+    record is byte for byte what it was."""
+    profile = NatProfile("pd", "pd", "rd", "203.0.113.5", 4000, 1.0, "high")
+    plain = NodeRecord(profile=profile, candidates=[("203.0.113.5", 4000)], expires_at=99)
+    assert b"udp_blocked" not in plain.encode()
+    blocked = attrs.evolve(plain, profile=attrs.evolve(profile, udp_blocked=True))
+    data = blocked.encode()
+    assert b'"udp_blocked":true' in data
+    assert NodeRecord.decode(data, 3) == attrs.evolve(blocked, seq=3)

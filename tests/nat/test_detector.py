@@ -272,3 +272,44 @@ async def test_a_late_detection_still_becomes_the_profile(autojump_clock: MockCl
                 await server.call(Detect(reply_within=0.001))
             profile = await detector.profile.wait_value(lambda p: p is not None)
             assert await server.call(Detect()) is profile
+
+
+async def test_udp_blocked_is_a_profile_change_and_a_detection_that_answers_clears_it(
+    autojump_clock: MockClock,
+) -> None:
+    """Issue 13: the relay registry reports UDP blocked (it fell back to TCP) and later
+    working; subscribers hear both, and only a detection that UDP answered clears the flag."""
+    async with world(Preset.PORT_RESTRICTED_CONE) as (_, host):
+        detector = NatDetector(host, (PRIMARY,), timeout=2.0, refresh_interval=None)
+        async with open_actor(NatDetectorServer(detector)), open_actor(Listener()) as listener:
+            detector.subscribe(listener)
+            detected = await detector.detect()
+            detector.set_udp_blocked(True)
+            blocked = detector.get_local_profile()
+            assert blocked.udp_blocked and blocked.nat_type == "UDP blocked"
+            assert blocked.classification == detected.classification  # what was measured stays
+            detector.set_udp_blocked(True)  # the same news again: no change
+            detector.set_udp_blocked(False)  # a detection starts; UDP answers it
+            cleared = await detector.profile.wait_value(
+                lambda p: p is not None and not p.udp_blocked
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            assert await listener.call("changes") == [
+                NatProfileChanged(detected, blocked),
+                NatProfileChanged(blocked, cleared),
+            ]
+            assert detector.statistics().changes == 2
+
+
+async def test_a_node_no_udp_answer_ever_reached_gets_a_blocked_profile(
+    autojump_clock: MockClock,
+) -> None:
+    async with world(Preset.FULL_CONE) as (_, host):
+        detector = NatDetector(host, (SILENT,), timeout=1.0, wall_clock=lambda: 50.0)
+        async with open_actor(NatDetectorServer(detector)):
+            with pytest.raises(DetectionTimeout):
+                await detector.detect()
+            detector.set_udp_blocked(True)
+            profile = detector.get_local_profile()
+    assert profile == NatProfile.blocked(host.addresses[0], 50.0)
+    assert profile.udp_blocked and profile.public_port == 0 and profile.confidence == "low"

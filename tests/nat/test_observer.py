@@ -26,7 +26,15 @@ from macula_nat.nat.observer import (
     open_observer,
 )
 from macula_nat.net import Address, RealUdpStack, UdpEndpoint
-from macula_nat.net.sim import PRESET_CHAINS, Internet, Preset, SimHost, add_site, open_internet
+from macula_nat.net.sim import (
+    PRESET_CHAINS,
+    UDP_PRESETS,
+    Internet,
+    Preset,
+    SimHost,
+    add_site,
+    open_internet,
+)
 from macula_nat.wire import stun
 from macula_nat.wire.stun import AttributeType, Message, MessageClass, RawAttribute
 
@@ -77,7 +85,7 @@ def expected_mapping(preset: Preset) -> str:
 # -- what clients learn -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", list(Preset))
+@pytest.mark.parametrize("preset", UDP_PRESETS)
 async def test_clients_behind_every_preset_learn_their_public_mapping(
     preset: Preset, autojump_clock: trio.testing.MockClock
 ) -> None:

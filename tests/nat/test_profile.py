@@ -27,6 +27,7 @@ profiles = st.builds(
     hairpinning=st.none() | st.booleans(),
     port_delta=st.none() | st.integers(min_value=-100, max_value=100),
     observers=st.lists(addresses, max_size=3).map(tuple),
+    udp_blocked=st.booleans(),
 )
 
 
@@ -81,3 +82,14 @@ def test_the_port_mapping_round_trips_and_is_a_change() -> None:
     assert not mapped.changed_from(attrs.evolve(mapped, public_port=4001))
     old_reader = {k: v for k, v in mapped.to_json().items() if k != "mapped"}
     assert NatProfile.from_json(old_reader) == profile
+
+
+def test_udp_blocked_round_trips_is_a_change_and_older_readers_skip_it() -> None:
+    profile = NatProfile("ei", "pd", "pp", "203.0.113.5", 4000, 1.0, "high")
+    blocked = attrs.evolve(profile, udp_blocked=True)
+    assert blocked.nat_type == "UDP blocked" and profile.nat_type == "port-restricted cone"
+    assert blocked.changed_from(profile) and profile.changed_from(blocked)
+    assert NatProfile.from_json(json.loads(json.dumps(blocked.to_json()))) == blocked
+    old_reader = {k: v for k, v in blocked.to_json().items() if k != "udp_blocked"}
+    assert NatProfile.from_json(old_reader) == profile
+    assert NatProfile.blocked("10.0.0.2", 5.0).udp_blocked

@@ -14,11 +14,12 @@ from tests.nat_lab.availability import lab_available, netem_available
 from tests.nat_lab.commands import LabError
 from tests.nat_lab.lab import open_lab, remove_leftovers
 from tests.nat_lab.nodes import Host, Lab, Node, Router, Server, Site
-from tests.nat_lab.presets import NatClassification, NatPreset
+from tests.nat_lab.presets import UDP_PRESETS, NatClassification, NatPreset
 from tests.nat_lab.topology import SERVER_IPS, SiteConfig
 
 __all__ = [
     "SERVER_IPS",
+    "UDP_PRESETS",
     "Host",
     "Lab",
     "LabError",

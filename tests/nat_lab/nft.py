@@ -15,6 +15,26 @@ from tests.nat_lab.presets import NatPreset
 NAT_TABLE = "lab_nat"
 """Name of the per-preset table; :func:`nat_flush_script` empties its dynamic maps."""
 
+UDP_BLOCK_TABLE = "lab_udp_block"
+"""The table of :attr:`NatPreset.UDP_BLOCKED`'s firewall (dropped whole to lift it)."""
+
+_UDP_BLOCK = f"""\
+table inet {UDP_BLOCK_TABLE} {{
+  chain forward {{
+    type filter hook forward priority filter - 10; policy accept;
+    meta l4proto udp counter drop
+  }}
+  chain input {{
+    type filter hook input priority filter - 10; policy accept;
+    meta l4proto udp counter drop
+  }}
+  chain output {{
+    type filter hook output priority filter - 10; policy accept;
+    meta l4proto udp counter drop
+  }}
+}}
+"""
+
 MAP_TIMEOUT_S = 120
 """Lifetime of a learned mapping in the dynamic maps (refreshed by outbound traffic)."""
 
@@ -159,7 +179,7 @@ def nat_ruleset(preset: NatPreset, *, wan: str, wan_ip: str) -> str:
             return _cone(wan, restricted=False)
         case NatPreset.RESTRICTED_CONE:
             return _cone(wan, restricted=True)
-        case NatPreset.PORT_RESTRICTED_CONE:
+        case NatPreset.PORT_RESTRICTED_CONE | NatPreset.UDP_BLOCKED:
             return _Rules(post=f'    oifname "{wan}" masquerade\n').table()
         case NatPreset.SYMMETRIC:
             return _Rules(post=f'    oifname "{wan}" masquerade fully-random\n').table()
@@ -196,7 +216,13 @@ def router_ruleset(
     everything else dropped) is a stateful IPv6 firewall: no NAT, address- and
     port-dependent filtering."""
     firewall = _FILTER.format(wan=wan, lan=lan) + (_NEIGHBOUR_DISCOVERY if ipv6 else "")
-    return firewall + nat_ruleset(preset, wan=wan, wan_ip=wan_ip)
+    block = _UDP_BLOCK if preset is NatPreset.UDP_BLOCKED else ""
+    return firewall + nat_ruleset(preset, wan=wan, wan_ip=wan_ip) + block
+
+
+def lift_udp_block_script() -> str:
+    """``nft -f`` input that removes :attr:`NatPreset.UDP_BLOCKED`'s firewall."""
+    return f"delete table inet {UDP_BLOCK_TABLE}\n"
 
 
 def nat_flush_script(preset: NatPreset) -> str:

@@ -14,7 +14,7 @@ from tests.nat_lab.commands import (
     python_env,
     run_checked,
 )
-from tests.nat_lab.nft import nat_flush_script
+from tests.nat_lab.nft import lift_udp_block_script, nat_flush_script
 from tests.nat_lab.presets import NatPreset
 from tests.nat_lab.processes import ProcessGroup
 from tests.nat_lab.topology import SERVER_IPS, Impairment
@@ -123,6 +123,11 @@ class Router(Node):
         flush = nat_flush_script(self.preset)
         if flush:
             script += f"nft -f - <<'LAB_EOF'\n{flush}LAB_EOF\n"
+        await run_checked(netns_argv(self.netns, ["sh", "-ec", script]))
+
+    async def lift_udp_block(self) -> None:
+        """Remove :attr:`NatPreset.UDP_BLOCKED`'s firewall: UDP passes from now on."""
+        script = f"nft -f - <<'LAB_EOF'\n{lift_udp_block_script()}LAB_EOF\n"
         await run_checked(netns_argv(self.netns, ["sh", "-ec", script]))
 
 

@@ -35,6 +35,10 @@ class NatPreset(enum.Enum):
     on the carrier's RFC 6598 shared address space, as a phone on a mobile network is."""
     CGNAT_FULL_CONE = "cgnat_full_cone"
     """A double NAT: a home router (full cone) behind the carrier's NAT."""
+    UDP_BLOCKED = "udp_blocked"
+    """A port-restricted cone whose router also drops every UDP packet, forwarded or its own,
+    in a table of its own (``lab_udp_block``) and lets TCP through: a hotel or office network.
+    ``Router.lift_udp_block`` deletes that table; ``expected`` is the behaviour then."""
 
     @property
     def expected(self) -> NatClassification:
@@ -80,7 +84,13 @@ _EXPECTED: dict[NatPreset, NatClassification] = {
     NatPreset.CGNAT_FULL_CONE: NatClassification(
         nat=True, mapping="ei", filtering="hd", allocation="rd"
     ),
+    NatPreset.UDP_BLOCKED: NatClassification(
+        nat=True, mapping="ei", filtering="pd", allocation="pp"
+    ),
 }
+
+UDP_PRESETS: tuple[NatPreset, ...] = tuple(p for p in NatPreset if p is not NatPreset.UDP_BLOCKED)
+"""Every preset that passes UDP (all but :attr:`NatPreset.UDP_BLOCKED`)."""
 
 _LAYERS: dict[NatPreset, tuple[NatPreset, ...]] = {
     NatPreset.CGNAT_FULL_CONE: (NatPreset.CGNAT, NatPreset.FULL_CONE),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 from trio.testing import MockClock
 
@@ -64,3 +65,32 @@ async def test_a_node_visits_the_targets_home_relay_from_its_one_socket(
     # alice's home registration reports (a socket of its own would get another port)
     assert seen_visiting.address == seen_at_home.address == home.registration.value.observed
     assert after is None  # the visit ended with the connection
+
+
+@pytest.mark.parametrize("blocked_side", ["initiator", "responder"])
+async def test_a_connection_made_while_udp_was_blocked_punches_once_udp_answers_again(
+    autojump_clock: MockClock, blocked_side: str
+) -> None:
+    """Issue 13: while one side's profile says ``udp_blocked`` the pair only relays; when that
+    side's UDP answers again (its relay registry reports it, a detection confirms it) the
+    connection punches at once, whichever side initiated it."""
+    async with open_world() as world:
+        alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice")
+        bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob")
+        blocked = alice if blocked_side == "initiator" else bob
+        blocked.detector.set_udp_blocked(True)  # as its relay registry reports a TCP fallback
+        await trio.sleep(1.0)  # its record is published again, saying so
+        with trio.fail_after(60):
+            connection = await alice.connector.connect(bob.node_id)
+            accepted = await bob.connector.accept()
+            await trio.sleep(10.0)
+            assert connection.method.value == ConnectionMethod.RELAYED  # nobody punched
+            assert alice.coordinator.puncher.statistics().punches == 0
+            blocked.detector.set_udp_blocked(False)  # a detection starts; UDP answers it
+            answered = trio.current_time()
+            await connection.method.wait_value(lambda m: m == ConnectionMethod.PUNCHED)
+            await accepted.method.wait_value(lambda m: m == ConnectionMethod.PUNCHED)
+            took = trio.current_time() - answered
+            await connection.send_message(b"direct now")
+            assert await accepted.receive_message() == b"direct now"
+    assert took < 5.0

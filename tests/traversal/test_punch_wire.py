@@ -25,6 +25,7 @@ from macula_nat.traversal.punch_wire import (
     LINK_ID_SIZE,
     MAX_CANDIDATES,
     NONCE_SIZE,
+    Again,
     Answer,
     ControlError,
     ControlMessage,
@@ -70,6 +71,7 @@ profiles = st.builds(
     hairpinning=st.none() | st.booleans(),
     port_delta=st.none() | st.integers(min_value=-100, max_value=100),
     observers=st.lists(addresses, max_size=3).map(tuple),
+    udp_blocked=st.booleans(),
 )
 link_ids = st.binary(min_size=LINK_ID_SIZE, max_size=LINK_ID_SIZE)
 keys = st.binary(min_size=KEY_SIZE, max_size=KEY_SIZE)
@@ -92,7 +94,8 @@ answers = st.builds(
     profile=st.none() | profiles,
 )
 syncs = st.builds(Sync, link_id=link_ids, attempt=attempts)
-messages = offers | answers | syncs
+agains = st.builds(Again, link_id=link_ids, attempt=attempts)
+messages = offers | answers | syncs | agains
 probe_frames = st.builds(
     ProbeFrame,
     st.sampled_from(FrameKind),
@@ -157,8 +160,9 @@ def test_every_control_message_round_trips(message: ControlMessage) -> None:
 
 def test_each_message_type_decodes_as_itself() -> None:
     sync = Sync(link_id=LINK, attempt=7)
+    again = Again(link_id=LINK, attempt=1)
     answer = Answer(link_id=LINK, attempt=2, candidates=[("2001:db8::5", 9)])
-    for message in (_offer(), _offer(predicted=(), profile=None), answer, sync):
+    for message in (_offer(), _offer(predicted=(), profile=None), answer, sync, again):
         decoded = decode_control(encode_control(message))
         assert type(decoded) is type(message)
         assert decoded == message
@@ -166,6 +170,21 @@ def test_each_message_type_decodes_as_itself() -> None:
 
 def test_sync_has_a_fixed_wire_form() -> None:
     assert encode_control(Sync(link_id=LINK, attempt=3)) == (b"d1:i8:" + LINK + b"1:ni3e1:t1:se")
+
+
+def test_again_has_a_fixed_wire_form() -> None:
+    assert encode_control(Again(link_id=LINK, attempt=1)) == (b"d1:i8:" + LINK + b"1:ni1e1:t1:ge")
+
+
+def test_udp_blocked_travels_only_when_true_so_older_nodes_read_every_other_profile() -> None:
+    """Older decoders refuse unknown profile fields: a false ``udp_blocked`` is left out."""
+    for blocked in (False, True):
+        profile = attrs.evolve(_profile(), udp_blocked=blocked)
+        value = bencoding.decode(encode_control(_offer(profile=profile)))
+        assert isinstance(value, dict) and isinstance(value[b"p"], bytes)
+        assert ("udp_blocked" in json.loads(value[b"p"])) is blocked
+        decoded = decode_control(encode_control(_offer(profile=profile)))
+        assert isinstance(decoded, Offer) and decoded.profile == profile
 
 
 def test_a_repeated_ip_is_sent_as_a_port_alone() -> None:
@@ -250,7 +269,7 @@ def test_arbitrary_bytes_raise_only_control_error(data: bytes) -> None:
 def test_arbitrary_dictionaries_raise_only_control_error(value: dict[bytes, object]) -> None:
     decoded = _only_raises(decode_control, bencoding.encode(value), ControlError)
     if decoded is not None:
-        assert isinstance(decoded, Offer | Answer | Sync)
+        assert isinstance(decoded, Offer | Answer | Sync | Again)
 
 
 @given(messages, st.data())
@@ -270,7 +289,7 @@ def test_mutated_encodings_raise_only_control_error(
         del encoded[index:]
     decoded = _only_raises(decode_control, bytes(encoded), ControlError)
     if decoded is not None:  # what decodes is a valid message, so it encodes again
-        assert isinstance(decoded, Offer | Answer | Sync)
+        assert isinstance(decoded, Offer | Answer | Sync | Again)
         assert decode_control(encode_control(decoded)) == decoded
 
 

@@ -278,3 +278,15 @@ def test_a_port_mapped_on_request_is_dialled_directly(name: str) -> None:
     assert choose(mapped, PRESETS[name]) == plan.swapped()
     if name in ("sym_random", "sym_seq", "port_restricted", "eim_random"):
         assert "mapped on request" in plan.reason
+
+
+@pytest.mark.parametrize("other", list(PRESETS))
+def test_a_side_whose_udp_is_blocked_always_relays_whichever_side_it_is(other: str) -> None:
+    """Issue 13: no datagram reaches a UDP-blocked node, so punching is pointless."""
+    blocked = NatProfile.blocked("10.0.0.2", 0.0)
+    for local, remote in [(blocked, PRESETS[other]), (PRESETS[other], blocked)]:
+        plan = choose(local, remote)
+        assert plan.method is Method.RELAY and "UDP is blocked" in plan.reason
+        assert choose(local, remote, allow_relay=False).method is Method.IMPOSSIBLE
+    measured = attrs.evolve(PRESETS[other], udp_blocked=True)  # measured before the block
+    assert choose(measured, PRESETS["none"]).method is Method.RELAY

@@ -77,6 +77,13 @@ def test_profile_view_names_the_type_and_ages_it() -> None:
     assert profile_view(profile(detected_at=2000.0), now=1000.0)["age"] == 0.0
 
 
+def test_the_status_page_says_when_udp_is_blocked() -> None:
+    """Issue 13: the page shows the type as "UDP blocked" and the flag itself."""
+    view = profile_view(attrs.evolve(profile(), udp_blocked=True), now=1000.0)
+    assert view["nat_type"] == "UDP blocked" and view["udp_blocked"] is True
+    assert profile_view(profile(), now=1000.0)["udp_blocked"] is False
+
+
 def test_connection_rows_say_method_path_and_age() -> None:
     facts = ConnectionFacts(
         peer=A,

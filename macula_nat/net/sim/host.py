@@ -14,6 +14,7 @@ from macula_nat.net.address import (
     ANY_IPV4,
     Address,
     any_address,
+    destination_address,
     ip_version,
     is_unspecified,
     normalise_address,
@@ -23,6 +24,7 @@ from macula_nat.net.sim.datagram import Datagram
 from macula_nat.net.sim.endpoint import SimEndpoint
 from macula_nat.net.sim.interface import Interface
 from macula_nat.net.sim.link import LinkProfile
+from macula_nat.net.stream import StreamListener
 
 if TYPE_CHECKING:
     from macula_nat.net.sim.internet import Internet
@@ -108,6 +110,21 @@ class SimHost(UdpStack):
         logger.debug("%s bound %s", self._name, endpoint.local_address)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return endpoint
+
+    async def connect_stream(self, address: Address) -> tuple[trio.abc.Stream, Address]:
+        """An in-memory TCP connection routed out through the NAT boxes in front of this host
+        (:mod:`.streams`)."""
+        destination = destination_address(address)
+        if self._closed:
+            raise trio.ClosedResourceError("the simulated internet is closed")
+        await trio.lowlevel.checkpoint()
+        return self._internet._streams.connect(self, destination)
+
+    async def listen_stream(self, address: Address) -> StreamListener:
+        if self._closed:
+            raise trio.ClosedResourceError("the simulated internet is closed")
+        await trio.lowlevel.checkpoint()
+        return self._internet._streams.listen(self, normalise_address(address))
 
     def _in_use(self, ip: str, port: int) -> bool:
         bound = self._bound.get((ip_version(ip), port))

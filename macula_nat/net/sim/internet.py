@@ -25,6 +25,7 @@ from macula_nat.net.sim.front import NetworkFront
 from macula_nat.net.sim.host import SimHost
 from macula_nat.net.sim.interface import Interface
 from macula_nat.net.sim.network import Network, private_subnet
+from macula_nat.net.sim.streams import StreamTable
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class Internet(NetworkFront):
         self._subnets = itertools.count(1)
         self._hosts: list[SimHost] = []
         self._public = Network(self, "internet")
+        self._streams = StreamTable(random.Random(f"streams {seed}"))
+        """Its own generator: the datagrams' draws stay what they were before streams."""
 
     @property
     def public(self) -> Network:

@@ -60,6 +60,11 @@ class NatBox(NetworkFront):
         self._lan_interface = lan._attach(self, None, lan_link)
         self._table = NatTable(behavior, tuple(self._wan_interfaces), rng)
         self._port_mapping: PortMapServer | None = None
+        self.udp_blocked = False
+        """A firewall on the box dropping every datagram, both ways, while True (TCP streams
+        pass: :mod:`.streams`); a test lifts it by setting False."""
+        self.blocked = 0
+        """Datagrams that firewall dropped."""
 
     def __repr__(self) -> str:
         return f"<NatBox {self._name} {list(self._wan_interfaces)} -> {self._lan.subnet}>"
@@ -124,6 +129,10 @@ class NatBox(NetworkFront):
         return self._table.statistics()
 
     def _packet_arrived(self, interface: Interface, packet: Datagram) -> None:
+        if self.udp_blocked:
+            self.blocked += 1
+            logger.debug("%s: UDP blocked: dropped %s", self._name, packet)
+            return
         if packet.ttl <= 1:
             self._internet._count_unroutable()
             logger.debug("%s: TTL exceeded for %s", self._name, packet)

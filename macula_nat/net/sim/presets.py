@@ -69,6 +69,10 @@ class Preset(StrEnum):
     ADDRESS_DEPENDENT = "address_dependent"
     CGNAT = "cgnat"
     CGNAT_FULL_CONE = "cgnat_full_cone"
+    UDP_BLOCKED = "udp_blocked"
+    """A port-restricted cone whose firewall drops every datagram (``NatBox.udp_blocked``)
+    and lets TCP pass: a hotel or office network. Set the box's ``udp_blocked`` to False and
+    it is a port-restricted cone."""
 
 
 PRESET_CHAINS: Mapping[Preset, tuple[NatBehavior, ...]] = {
@@ -82,8 +86,12 @@ PRESET_CHAINS: Mapping[Preset, tuple[NatBehavior, ...]] = {
     Preset.ADDRESS_DEPENDENT: (ADDRESS_DEPENDENT,),
     Preset.CGNAT: (CARRIER_GRADE,),
     Preset.CGNAT_FULL_CONE: (CARRIER_GRADE, FULL_CONE),
+    Preset.UDP_BLOCKED: (PORT_RESTRICTED_CONE,),
 }
 """The NATs between each preset's host and the network it is added to, outermost first."""
+
+UDP_PRESETS: tuple[Preset, ...] = tuple(p for p in Preset if p is not Preset.UDP_BLOCKED)
+"""Every preset that passes UDP: all but :attr:`Preset.UDP_BLOCKED`."""
 
 
 @attrs.frozen(eq=False)
@@ -120,4 +128,6 @@ def add_site(
         )
         nats.append(nat)
         outer = nat.network
+    if Preset(preset) is Preset.UDP_BLOCKED:
+        nats[0].udp_blocked = True
     return Site(outer.add_host(name=name), tuple(nats))

@@ -8,7 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from macula_nat.net.sim import Preset, add_site, open_internet
+from macula_nat.net.sim import UDP_PRESETS, Preset, add_site, open_internet
+from tests.nat_lab.presets import UDP_PRESETS as LAB_UDP_PRESETS
 from tests.nat_lab.presets import NatPreset
 from tests.net.sim.support import SERVER_PORTS, bind_servers, observe, receive_all
 
@@ -28,10 +29,10 @@ EXPECTED: dict[Preset, tuple[str, str, str] | None] = {
 
 
 def test_every_preset_has_an_expectation() -> None:
-    assert set(EXPECTED) == set(Preset)
+    assert set(EXPECTED) == set(UDP_PRESETS)
 
 
-@pytest.mark.parametrize("preset", list(Preset))
+@pytest.mark.parametrize("preset", UDP_PRESETS)
 async def test_observed_mappings_match_the_preset(
     preset: Preset, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -67,7 +68,7 @@ async def test_observed_mappings_match_the_preset(
         assert len({b - a for a, b in itertools.pairwise(ports)}) == len(ports) - 1
 
 
-@pytest.mark.parametrize("preset", list(Preset))
+@pytest.mark.parametrize("preset", UDP_PRESETS)
 async def test_unsolicited_inbound_is_filtered_per_preset(
     preset: Preset, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -128,7 +129,30 @@ async def test_port_preservation_falls_back_for_a_second_host_on_the_same_port(
 
 def test_presets_agree_with_the_namespace_lab() -> None:
     """Every lab preset has a simulated twin that an observer classifies the same way."""
-    for lab_preset in NatPreset:
+    assert Preset(NatPreset.UDP_BLOCKED.value) is Preset.UDP_BLOCKED
+    for lab_preset in LAB_UDP_PRESETS:
         twin = EXPECTED[Preset(lab_preset.value)]
         lab = lab_preset.expected
         assert twin == ((lab.mapping, lab.filtering, lab.allocation) if lab.nat else None)
+
+
+async def test_udp_blocked_drops_every_datagram_until_lifted_then_is_a_port_restricted_cone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 13: the preset's firewall drops UDP both ways (counted); TCP streams pass."""
+    async with open_internet(seed=13) as internet:
+        servers = await bind_servers(internet)
+        site = add_site(internet.public, Preset.UDP_BLOCKED)
+        client = await site.host.bind()
+        await client.send_to(b"out", servers[0].local_address)
+        await trio.sleep(1.0)
+        assert site.nats[0].blocked == 1
+        listener = await internet.add_host(["198.51.100.50"]).listen_stream(("198.51.100.50", 0))
+        stream, _ = await site.host.connect_stream(listener.local_address)
+        accepted, seen_as = await listener.accept()
+        assert seen_as[0] == site.nats[0].public_addresses[0]  # through the NAT
+        await stream.send_all(b"over tcp")
+        assert await accepted.receive_some(100) == b"over tcp"
+        site.nats[0].udp_blocked = False
+        mapped = await observe(client, servers[0])
+        assert mapped == (site.nats[0].public_addresses[0], client.local_address[1])

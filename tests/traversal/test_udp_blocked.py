@@ -1,0 +1,97 @@
+"""Issue 13 on the simulated internet: a node behind a UDP-blocking firewall (``udp_blocked``:
+every datagram dropped, TCP let through) reaches its relay over TCP/TLS and connects to a node
+behind every other NAT type, both ways, relayed; once the firewall is lifted the pair goes
+direct as the strategy table says for a port-restricted cone (what the preset is unblocked).
+Times are simulated (the sim's TCP has no latency: see ``macula_nat.net.sim.streams``)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from macula_nat.connection.link import ConnectionMethod
+from macula_nat.net.sim import Preset, add_site
+from macula_nat.relay import TcpRelayEndpoint
+from macula_nat.system import NatSystem
+from macula_nat.traversal.strategy import Method, choose
+
+from .test_matrix import NAT_TYPES
+from .world import open_world
+
+UPGRADE_BOUND = 5.0
+"""Seconds from lifting the firewall to a direct path, at most (the issue's bound)."""
+
+
+async def chat(a: NatSystem, b: NatSystem) -> tuple[object, object]:
+    """``a`` connects to ``b``; a message each way; both ends' connections."""
+    with trio.fail_after(60):
+        connection = await a.connector.connect(b.node_id)
+        accepted = await b.connector.accept()
+        await connection.send_message(b"hello")
+        assert await accepted.receive_message() == b"hello"
+        await accepted.send_message(b"back")
+        assert await connection.receive_message() == b"back"
+    return connection, accepted
+
+
+@pytest.mark.parametrize("blocked_dials", [True, False], ids=["it-dials", "it-is-dialled"])
+@pytest.mark.parametrize("peer", NAT_TYPES)
+async def test_a_node_behind_udp_blocked_connects_over_tcp_then_upgrades_once_lifted(
+    peer: Preset, blocked_dials: bool, autojump_clock: MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with open_world(seed=NAT_TYPES.index(peer) + (50 if blocked_dials else 0)) as world:
+        site = add_site(world.internet.public, Preset.UDP_BLOCKED, name="hotel",
+                        link=world.site_link)  # fmt: skip
+        blocked = await world.node_at(site.host, tcp_fallback=True)
+        other = await world.node(peer, "other")
+        profile = blocked.detector.profile.value
+        assert profile is not None and profile.udp_blocked and profile.nat_type == "UDP blocked"
+        assert blocked.relays.client is not None
+        assert isinstance(blocked.relays.client.endpoint, TcpRelayEndpoint)
+
+        pair = (blocked, other) if blocked_dials else (other, blocked)
+        connection, accepted = await chat(*pair)
+        for end in (connection, accepted):
+            assert end.info().connection_method is ConnectionMethod.RELAYED  # type: ignore[attr-defined]
+        assert site.nats[0].blocked > 0  # its UDP was tried, and dropped
+
+        site.nats[0].udp_blocked = False
+        lifted = trio.current_time()
+        with trio.fail_after(60):
+            unblocked = await blocked.detector.profile.wait_value(
+                lambda p: p is not None and not p.udp_blocked
+            )
+        assert unblocked is not None and unblocked.nat_type == "port-restricted cone"
+        other_profile = other.detector.profile.value
+        assert other_profile is not None
+        plan = choose(*(unblocked, other_profile)[:: 1 if blocked_dials else -1])
+        with trio.move_on_after(30):
+            await connection.method.wait_value(lambda m: m is not ConnectionMethod.RELAYED)  # type: ignore[attr-defined]
+            await accepted.method.wait_value(lambda m: m is not ConnectionMethod.RELAYED)  # type: ignore[attr-defined]
+        took = trio.current_time() - lifted
+        method = connection.info().connection_method  # type: ignore[attr-defined]
+        await connection.send_message(b"after")  # type: ignore[attr-defined]
+        with trio.fail_after(10):
+            assert await accepted.receive_message() == b"after"  # type: ignore[attr-defined]
+
+    if plan.method is Method.RELAY:
+        assert method is ConnectionMethod.RELAYED, plan.reason
+    else:
+        assert method is not ConnectionMethod.RELAYED, plan.reason
+        assert took <= UPGRADE_BOUND
+    with capsys.disabled():
+        print(f"\nudp_blocked {'->' if blocked_dials else '<-'} {peer}: relayed over TCP; "
+              f"lifted -> {method} after {took:.2f} s")  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_lossy_path_is_no_reason_to_leave_udp(seed: int, autojump_clock: MockClock) -> None:
+    """At 20% loss on the node's access link a fallback node still registers over UDP: the
+    HELLOs sent during ``udp_bound`` get an answer even when a probe's handshake is lost."""
+    async with open_world(seed=seed, loss=0.2) as world:
+        site = add_site(world.internet.public, Preset.PORT_RESTRICTED_CONE, link=world.site_link)
+        node = await world.node_at(site.host, tcp_fallback=True)
+        assert not node.relays.udp_blocked.value
+        assert node.relays.client is not None
+        assert not isinstance(node.relays.client.endpoint, TcpRelayEndpoint)
