@@ -25,8 +25,9 @@ from macula_nat.cli.running import print_line, run_until_interrupted
 from macula_nat.connection import Connection, ConnectionFailed
 from macula_nat.dht.config import DhtConfig
 from macula_nat.identity import KeyFileError, NodeId, NodeKey
-from macula_nat.net.address import ANY_IPV4, ANY_IPV6, any_address, ip_version
+from macula_nat.net.address import ANY_IPV4, ANY_IPV6, Address, any_address, ip_version
 from macula_nat.net.endpoint import UdpStack
+from macula_nat.portmap.client import PortMapConfig
 from macula_nat.relay.registry import RegistryConfig, TcpFallback
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.errors import TraversalError
@@ -62,7 +63,15 @@ def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None =
         listen=listen,
         dual_stack=args.dual_stack,
         relays=RegistryConfig(tcp_fallback=TcpFallback() if args.tcp_fallback else None),
+        port_mapping=port_mapping(args.port_mapping),
     )
+
+
+def port_mapping(protocols: list[str] | None) -> PortMapConfig | None:
+    """``--port-mapping``: absent, off; given without protocols, all three; else those named."""
+    if protocols is None:
+        return None
+    return PortMapConfig(protocols=protocols) if protocols else PortMapConfig()
 
 
 async def chat(connection: Connection, lines: AsyncIterable[str], emit: Emit) -> None:
@@ -109,6 +118,20 @@ async def _ready(system: NatSystem, emit: Emit) -> None:
     emit(f"home relay {home.endpoint[0]}:{home.endpoint[1]} ({home.latency_ms:.0f} ms)")
 
 
+async def report_port_mapping(system: NatSystem, emit: Emit) -> None:
+    """Print the router's port mapping each time it comes, moves or goes (the mapper works
+    beside detection, so it may come after the node is ready), until cancelled."""
+    shown: Address | None = None
+    async for profile in system.detector.profile.eventual_values():
+        if profile is None or profile.mapped == shown:
+            continue
+        shown = profile.mapped
+        if shown is None:
+            emit("port mapping gone")
+        else:
+            emit(f"port mapping {shown[0]}:{shown[1]} (the router forwards it to this node)")
+
+
 async def listen_main(
     config: NatConfig,
     lines: AsyncIterable[str],
@@ -144,6 +167,8 @@ async def listen_main(
 
         nursery.start_soon(send_lines)
         await _ready(system, emit)
+        if config.port_mapping is not None:
+            nursery.start_soon(report_port_mapping, system, emit)
         emit("waiting for connections")
         task_status.started(system)
         while True:

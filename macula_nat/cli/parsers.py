@@ -289,6 +289,14 @@ def _node_options(
         action="store_true",
         help="when no relay answers over UDP, reach one over TCP/TLS (the relay needs --relay-tcp)",
     )
+    parser.add_argument(
+        "--port-mapping",
+        nargs="*",
+        choices=("pcp", "natpmp", "upnp"),
+        metavar="PROTOCOL",
+        help="ask the router to map this node's port (pcp, natpmp, upnp; none named: all three,"
+        " the first that answers); the mapped port is published and dialled",
+    )
     _key_option(parser)
 
 

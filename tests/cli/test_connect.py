@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
+import attrs
 import pytest
 import trio
 from trio.testing import MockClock
@@ -217,3 +218,56 @@ def test_the_tcp_options_reach_the_gateway_and_node_configs() -> None:
     assert node_config(node, NodeKey.generate()).relays.tcp_fallback is None
     node = build_parser().parse_args(["listen", *GATEWAY_ARGUMENTS, "--tcp-fallback"])
     assert node_config(node, NodeKey.generate()).relays.tcp_fallback == TcpFallback()
+
+
+def test_the_port_mapping_option_reaches_the_node_config() -> None:
+    """Issue 13: ``--port-mapping`` alone asks with all three protocols, named ones alone."""
+    from macula_nat.portmap import PortMapConfig, Protocol
+
+    def mapping(*extra: str) -> PortMapConfig | None:
+        args = build_parser().parse_args(["listen", *GATEWAY_ARGUMENTS, *extra])
+        return node_config(args, NodeKey.generate()).port_mapping
+
+    assert mapping() is None
+    assert mapping("--port-mapping") == PortMapConfig()
+    assert mapping("--port-mapping", "natpmp", "pcp") == PortMapConfig(
+        protocols=(Protocol.NATPMP, Protocol.PCP)
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["listen", *GATEWAY_ARGUMENTS, "--port-mapping", "ssdp"])
+
+
+async def test_the_listener_says_which_port_its_router_mapped(autojump_clock: MockClock) -> None:
+    """``listen --port-mapping`` behind a symmetric NAT whose router answers NAT-PMP prints the
+    mapped port, once (the router is named here: the simulated host has no route table)."""
+    heard: list[str] = []
+    printed = trio.Event()
+
+    def emit(line: str) -> None:
+        heard.append(line)
+        if line.startswith("port mapping"):
+            printed.set()
+
+    async with open_internet(seed=3) as internet, trio.open_nursery() as nursery:
+        await start_gateway(internet, nursery)
+        site = add_site(internet.public, Preset.SYMMETRIC_RANDOM)
+        nat = site.nats[-1]
+        nat.enable_port_mapping(natpmp=True, pcp=False)
+        args = build_parser().parse_args(["listen", *GATEWAY_ARGUMENTS, "--port-mapping"])
+        config = node_config(args, NodeKey.generate(), stack=site.host)
+        assert config.port_mapping is not None
+        config = attrs.evolve(
+            config, port_mapping=attrs.evolve(config.port_mapping, gateway=nat.lan_address)
+        )
+        with trio.fail_after(60):
+            system: NatSystem = await nursery.start(
+                listen_main, config, lines_then_wait([], 3600), emit
+            )
+            assert system.port_mapper is not None
+            mapping = await system.port_mapper.mapping.wait_value(lambda m: m is not None)
+            assert mapping is not None
+            await printed.wait()
+            await trio.sleep(5)  # a later detection run prints nothing more
+        line = "port mapping {}:{} (the router forwards it to this node)".format(*mapping.external)
+        assert [h for h in heard if h.startswith("port mapping")] == [line]
+        nursery.cancel_scope.cancel()
