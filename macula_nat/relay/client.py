@@ -202,6 +202,7 @@ class RelayClient:
         self._received = 0
         self._dropped = 0
         self._keepalives = 0
+        self._handed_over = False
 
     def __repr__(self) -> str:
         state = "registered" if self._link is not None else "unregistered"
@@ -283,6 +284,24 @@ class RelayClient:
     async def datagram_received(self, data: bytes, source: Address) -> None:
         """Handle one datagram read off the shared socket (for ``receive=False``)."""
         await self._on_datagram(data, source)
+
+    def hand_over(self) -> list[RelaySession]:
+        """Give this registration's open sessions up, for another registration of this node
+        with the same relay to :meth:`adopt`, and leave without ending the registration at the
+        relay: the relay keys sessions by node id, so the next registration carries them on,
+        where a CLOSE from here would end them (the node moves from TCP back to UDP so)."""
+        sessions = [s for s in self._sessions.values() if s.closed_reason is None]
+        self._sessions = {}
+        self._handed_over = True
+        return sessions
+
+    def adopt(self, sessions: list[RelaySession]) -> None:
+        """Carry on ``sessions`` that another registration of this node with this relay
+        handed over (:meth:`hand_over`): they send and receive through this one now."""
+        for session in sessions:
+            if session.closed_reason is None:
+                session._move_to(self)
+                self._sessions[session.id] = session
 
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(
@@ -523,7 +542,8 @@ class RelayClientServer(Actor):
 
     async def terminate(self, reason: object) -> None:
         client = self._client
-        if is_normal(reason) and client._link is not None:  # leaving: free the relay's state
+        # leaving: free the relay's state, unless the next registration carries the sessions on
+        if is_normal(reason) and client._link is not None and not client._handed_over:
             await client._send_control(Close(0, Reason.NORMAL))
             client._lose(Reason.NORMAL)
 

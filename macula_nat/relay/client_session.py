@@ -106,6 +106,10 @@ class RelaySession(trio.abc.AsyncResource):
         else:
             self._received += 1
 
+    def _move_to(self, client: RelayClient) -> None:
+        """Send and receive through ``client`` from now on (:meth:`RelayClient.adopt`)."""
+        self._client = client
+
     def _end(self, reason: Reason) -> None:
         if self._reason is None:
             self._reason = reason

@@ -79,7 +79,7 @@ from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 from .client import ClientConfig, RelayClient, open_relay_client
 from .client_session import RelaySession
 from .errors import RegistrationFailed
-from .frames import FrameType, encode
+from .frames import FrameType, Reason, encode
 from .handshake import ClientHandshake
 from .selection import DEFAULT_GAIN, DEFAULT_MAX_LOAD, NoRelay, RelayInfo, RelayTable, choose, rank
 from .tcp_client import TcpRelayEndpoint, open_tcp_relay_endpoint
@@ -266,6 +266,9 @@ class RelayRegistry(Served):
         """Where the shared registrations run, while the server reads ``endpoint``."""
         self._dropped = 0
         self._resume: RelayInfo | None = None
+        self._handed: tuple[Address, list[RelaySession]] | None = None
+        """The sessions the TCP registration with a relay handed over when UDP came back, for
+        the UDP registration with that relay to carry on."""
         """The home relay an incarnation held when it crashed: the next holds it again."""
 
     def __repr__(self) -> str:
@@ -364,10 +367,10 @@ class RelayRegistry(Served):
             raise ValueError(f"{self} has no node key: it cannot register with a relay")
         relay = normalise_address(relay)
         home = self.client
-        if (
-            (self.endpoint is None or self.udp_blocked.value)
-            and home is not None
-            and (home.relay == relay)
+        if (  # the home registration over TCP holds on into the handover after UDP returns
+            home is not None
+            and (self.endpoint is None or isinstance(home.endpoint, TcpRelayEndpoint))
+            and home.relay == relay
         ):
             await trio.lowlevel.checkpoint()
             yield home
@@ -537,6 +540,7 @@ class RelayRegistry(Served):
             if config.home_relay is not None:
                 ranked = [info for info in ranked if info.endpoint == config.home_relay]
             if not ranked and config.tcp_fallback is not None and await self._fall_back(key):
+                await self._leave_tcp(key)
                 continue
             if not ranked:
                 logger.info("%s: no usable relay; trying again", self)
@@ -549,6 +553,17 @@ class RelayRegistry(Served):
                     break
             if not held:
                 await trio.sleep(config.retry_interval)
+
+    async def _leave_tcp(self, key: NodeKey) -> None:
+        """After the TCP registration handed its sessions over (UDP came back), register with
+        the same relay over UDP at once, so the relayed connections that could not go direct
+        carry on (a datagram or two in the gap is QUIC's to resend); end them if that fails."""
+        handed = self._handed
+        if handed is not None:
+            known = self._table.get(handed[0])
+            if known is not None and known.reachable and known.latency_ms is not None:
+                await self._hold(key, known.info())
+        await self._end_handed()
 
     async def _probe_round(self) -> list[RelayInfo]:
         """:meth:`probe_relays`; with a TCP fallback, cut short (nothing usable) when no relay
@@ -654,7 +669,8 @@ class RelayRegistry(Served):
                         registration.relay_id, endpoint, 1000 * (client.rtt or 0.0),
                         client.load or 0,
                     )  # fmt: skip
-                    await self._until_udp_answers(client, endpoint, fallback)
+                    if await self._until_udp_answers(client, endpoint, fallback):
+                        self._handed = (endpoint, client.hand_over())
                 finally:
                     self.client = None
                     self.home.value = None
@@ -665,10 +681,10 @@ class RelayRegistry(Served):
 
     async def _until_udp_answers(
         self, client: RelayClient, endpoint: Address, fallback: TcpFallback
-    ) -> None:
-        """Hold the TCP registration; probe the relay over UDP every ``reprobe_interval`` and
-        return when it answers (or when the registration is lost: UDP is still taken as
-        blocked until a probe says otherwise)."""
+    ) -> bool:
+        """Hold the TCP registration; probe the relay over UDP every ``reprobe_interval``;
+        True once it answers and ``handover`` has passed, False when the registration is lost
+        (UDP is still taken as blocked until a probe says otherwise)."""
         link = client.endpoint
         assert isinstance(link, TcpRelayEndpoint)
         while True:
@@ -678,7 +694,7 @@ class RelayRegistry(Served):
                     await client.registration.wait_value(lambda value: value is None)
                     race.cancel_scope.cancel()
                 logger.warning("%s: the TCP registration with %s was lost", self, endpoint)
-                return
+                return False
             await self._probe(endpoint)
             estimate = self._table.get(endpoint)
             if estimate is not None and estimate.reachable:
@@ -687,7 +703,7 @@ class RelayRegistry(Served):
                 self._set_udp_blocked(False)
                 with trio.move_on_after(fallback.handover):
                     await client.registration.wait_value(lambda value: value is None)
-                return
+                return client.registration.value is not None
 
     async def _hold(self, key: NodeKey, info: RelayInfo) -> bool:
         """Be registered with ``info`` until the registration is lost for good; False when it
@@ -696,6 +712,7 @@ class RelayRegistry(Served):
         timeout = self.config.probe_timeout
         try:
             async with self._registration(key, info.endpoint, info.node_id, timeout) as client:
+                self._adopt_handed(client)
                 self.client = client
                 self._resume = info  # unless lost for good below: a crash leaves it held
                 try:
@@ -709,6 +726,23 @@ class RelayRegistry(Served):
             self._table.fail(info.endpoint, trio.current_time())
             return False
         return True
+
+    def _adopt_handed(self, client: RelayClient) -> None:
+        """Carry on, through ``client``, the sessions the TCP registration with the same relay
+        handed over when UDP came back (see :meth:`_keep_home`)."""
+        handed = self._handed
+        if handed is not None and handed[0] == client.relay:
+            self._handed = None
+            client.adopt(handed[1])
+            logger.info("%s: %d relayed sessions carried over from TCP to UDP with %s",
+                        self, len(handed[1]), client.relay)  # fmt: skip
+
+    async def _end_handed(self) -> None:
+        """End the handed-over sessions no registration carried on (the relay is gone)."""
+        handed, self._handed = self._handed, None
+        for session in () if handed is None else handed[1]:
+            session._end(Reason.PEER_GONE)
+        await trio.lowlevel.checkpoint()
 
     async def _watch(self, key: NodeKey, client: RelayClient, info: RelayInfo) -> None:
         config = self.config

@@ -12,7 +12,7 @@ from trio.testing import MockClock
 
 from macula_nat.connection.link import ConnectionMethod
 from macula_nat.net.sim import Preset, add_site
-from macula_nat.relay import TcpRelayEndpoint
+from macula_nat.relay import TcpFallback, TcpRelayEndpoint
 from macula_nat.system import NatSystem
 from macula_nat.traversal.strategy import Method, choose
 
@@ -95,3 +95,46 @@ async def test_a_lossy_path_is_no_reason_to_leave_udp(seed: int, autojump_clock:
         assert not node.relays.udp_blocked.value
         assert node.relays.client is not None
         assert not isinstance(node.relays.client.endpoint, TcpRelayEndpoint)
+
+
+@pytest.mark.parametrize("blocked_dials", [True, False], ids=["it-dials", "it-is-dialled"])
+async def test_a_relay_only_connection_carries_on_across_the_return_of_udp(
+    blocked_dials: bool, autojump_clock: MockClock
+) -> None:
+    """A pair that can never go direct (a random-port symmetric NAT each side, one of them
+    behind a UDP-blocking firewall too) exchanges messages without a gap across the return of
+    UDP: the home registration moves from TCP to UDP with the same relay, and the relayed
+    session moves with it (the relay keys sessions by node id), so nothing is lost."""
+    async with open_world(seed=7 + blocked_dials) as world:
+        site = add_site(world.internet.public, Preset.SYMMETRIC_RANDOM, name="hotel",
+                        link=world.site_link)  # fmt: skip
+        site.nats[0].udp_blocked = True
+        blocked = await world.node_at(site.host, tcp_fallback=True)
+        other = await world.node(Preset.SYMMETRIC_RANDOM, "other")
+        assert blocked.relays.client is not None
+        assert isinstance(blocked.relays.client.endpoint, TcpRelayEndpoint)
+        pair = (blocked, other) if blocked_dials else (other, blocked)
+        connection, accepted = await chat(*pair)
+
+        async def exchange(rounds: int) -> None:
+            """``rounds`` messages each way, one every 0.5 s; each must arrive."""
+            for index in range(rounds):
+                message = b"%d" % index
+                with trio.fail_after(10):
+                    await connection.send_message(message)  # type: ignore[attr-defined]
+                    assert await accepted.receive_message() == message  # type: ignore[attr-defined]
+                    await accepted.send_message(message)  # type: ignore[attr-defined]
+                    assert await connection.receive_message() == message  # type: ignore[attr-defined]
+                await trio.sleep(0.5)
+
+        await exchange(4)
+        site.nats[0].udp_blocked = False
+        handover = TcpFallback().handover
+        await exchange(int(2 * (handover + TcpFallback().reprobe_interval)))  # well past it
+        home = blocked.relays.client
+        assert home is not None and not isinstance(home.endpoint, TcpRelayEndpoint)
+        assert not blocked.relays.udp_blocked.value
+        for end in (connection, accepted):
+            assert end.info().connection_method is ConnectionMethod.RELAYED  # type: ignore[attr-defined]
+            assert not end.closed  # type: ignore[attr-defined]
+        assert home.statistics().sessions == 1  # the session moved to the UDP registration
