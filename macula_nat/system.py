@@ -32,6 +32,7 @@ from macula_nat.actors import (
 from macula_nat.dht.config import DhtConfig
 from macula_nat.dht.node import DhtNode
 from macula_nat.directory import Directory, EmbeddedDirectory
+from macula_nat.directory.fallback import FallbackDirectory
 from macula_nat.directory.mainline import MainlineDirectory
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.cache import ProfileCache
@@ -53,6 +54,7 @@ from macula_nat.portmap.client import PortMapConfig, PortMapper, port_mapping_co
 from macula_nat.relay import (
     RegistryConfig,
     RelayConfig,
+    RelayedDirectory,
     RelayInfo,
     RelayNode,
     RelayRegistry,
@@ -207,7 +209,7 @@ class NatSystem:
         if self._relay:
             raise RuntimeError(f"{self.relay} already runs on this node: stop_relay() first")
         where = normalise_address(listen) if listen is not None else (self.config.listen[0], 0)
-        relay = RelayNode(self.stack, where, self.key, config, tcp=tcp)
+        relay = RelayNode(self.stack, where, self.key, config, tcp=tcp, directory=self.directory)
         await relay.enable(**options)
         await self.supervisor.start_child(relay.child_spec(RELAY, name=RELAY))
         self._relay.append(relay)
@@ -297,6 +299,9 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
         directory = MainlineDirectory(dht, key, clock=config.wall_clock)
     else:
         directory = EmbeddedDirectory(clock=config.wall_clock)
+    if config.relays.tcp_fallback is not None:  # no UDP, no DHT: the home relay's directory
+        relayed = RelayedDirectory(key, lambda: relays, clock=config.wall_clock)
+        directory = FallbackDirectory(directory, relayed, lambda: relays.udp_blocked.value)
     cache = ProfileCache(directory, max_entries=config.cache_size, default_ttl=config.cache_ttl)
     detector = NatDetector(
         stack,

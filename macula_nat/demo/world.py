@@ -20,7 +20,7 @@ from typing import Final
 import attrs
 import trio
 
-from macula_nat.directory import EmbeddedDirectory
+from macula_nat.directory import Directory, EmbeddedDirectory
 from macula_nat.identity import NodeKey
 from macula_nat.net.address import ANY_IPV4, ANY_IPV6, Address, ip_version
 from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
@@ -84,12 +84,19 @@ class World:
         return await self.node_at(site.host, home_relay=home_relay)
 
     async def node_at(
-        self, host: SimHost, *, home_relay: Address | None = None, tcp_fallback: bool = False
+        self,
+        host: SimHost,
+        *,
+        home_relay: Address | None = None,
+        tcp_fallback: bool = False,
+        directory: Directory | None = None,
     ) -> NatSystem:
         """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above.
         A host without an IPv4 address runs its node over IPv6, one with both dual-stack
         (detecting its IPv4 NAT); the world must have been opened with ``ipv6``. With
-        ``tcp_fallback`` it reaches its relay over TCP/TLS when no UDP answer comes."""
+        ``tcp_fallback`` it reaches its relay over TCP/TLS when no UDP answer comes (the
+        gateway's relay is known to it, as a gateway's address is), and its directory through
+        that relay. ``directory`` replaces the world's for this node."""
         versions = {ip_version(ip) for ip in host.addresses}
         ipv4 = 4 in versions
         config = NatConfig(
@@ -98,13 +105,13 @@ class World:
             dual_stack=versions == {4, 6},
             observers=(PRIMARY if ipv4 else PRIMARY6,),
             detect_timeout=1.0,
-            directory=self.directory,
+            directory=self.directory if directory is None else directory,
             key=NodeKey.generate(),
             traversal=self.traversal,
             relays=RegistryConfig(
                 probe_window=0.2,
                 home_relay=home_relay,
-                tcp_fallback=TcpFallback() if tcp_fallback else None,
+                tcp_fallback=TcpFallback(relays=(RELAY,)) if tcp_fallback else None,
             ),
         )
         system = await self._stack.enter_async_context(open_nat_system(config))
@@ -140,7 +147,12 @@ async def _start_relay(
     both."""
     listen = address if address6 is None else (ANY_IPV6, address[1])
     relay = RelayNode(
-        host, listen, NodeKey.generate(), dual_stack=address6 is not None, tcp=TcpRelayConfig()
+        host,
+        listen,
+        NodeKey.generate(),
+        dual_stack=address6 is not None,
+        tcp=TcpRelayConfig(),
+        directory=directory,
     )
     registry = RelayRegistry(directory, host)
     await stack.enter_async_context(open_relay(relay))

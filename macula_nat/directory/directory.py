@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable
 import attrs
 import trio
 
+from macula_nat.dht.mutable_item import MutableItem
+from macula_nat.identity import NodeId
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.address import Address
 
-from .record import NodeRecord
+from .record import NodeRecord, RecordError
 
 
 class DirectoryError(Exception):
@@ -103,6 +105,27 @@ class Directory(abc.ABC):
                 home_relay_alternate=wanted.home_relay_alternate,
             )
             return own.record
+
+    async def publish_item(self, item: MutableItem, ttl: float) -> None:
+        """Publish a record its node signed (a BEP 44 item under the node's key), for ``ttl``
+        seconds: what a relay does for a node that reaches the directory through it
+        (:mod:`macula_nat.relay.directory_path`). ValueError unless the signature checks and
+        the value is a record. A backend that stores signed items (the DHT) stores it as it
+        is; this one keeps the record it holds."""
+        if not item.verify():
+            raise ValueError("the item's signature does not check")
+        try:
+            record = NodeRecord.decode(item.value, item.seq)
+        except RecordError as exc:
+            raise ValueError(str(exc)) from None
+        await self.publish_record(
+            NodeId(item.public_key).text(),
+            record.profile,
+            ttl,
+            home_relay=record.home_relay,
+            candidates=record.candidates,
+            home_relay_alternate=record.home_relay_alternate,
+        )
 
     async def publish_profile(self, node_id: str, profile: NatProfile, ttl: float) -> None:
         """Publish a record carrying only ``profile``: it replaces the whole record, so the

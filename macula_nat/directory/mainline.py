@@ -176,6 +176,15 @@ class MainlineDirectory(Directory):
         logger.debug("%s published seq %d on %d nodes", self, record.seq, result.stored)
         return record
 
+    async def publish_item(self, item: MutableItem, ttl: float) -> None:
+        """Store a record another node signed (a relay's part for a node whose UDP is blocked)
+        as it is; ValueError for a bad signature or salt, DirectoryError when none stored it."""
+        if item.salt != self._salt or not item.verify():
+            raise ValueError("not a record item signed by its key")
+        result = await self.node.put(item, republish_until=trio.current_time() + ttl)
+        if not result.stored:
+            raise DirectoryError(f"no DHT node stored the record (errors: {result.errors})")
+
     async def resolve_record(self, node_id: str) -> NodeRecord | None:
         """``node_id``'s valid record, or None (none found, expired, replayed or invalid);
         ValueError for text that is not a node id."""

@@ -20,6 +20,7 @@ from .errors import RegistrationFailed, RelayError, RelayRefused, RelayTimeout, 
 from .frames import MAX_PAYLOAD, FrameError, Reason, is_relay_frame
 from .node import RelayNode, SessionInfo, open_relay
 from .registry import RegistryConfig, RelayRegistry, TcpFallback, open_relay_registry
+from .relayed_directory import RelayedDirectory
 from .selection import NoRelay, RelayInfo
 from .settings import MIB, RelayConfig, RelaySettings
 from .statistics import DropStatistics, FairnessStatistics, RefusalStatistics, RelayStatistics
@@ -52,6 +53,7 @@ __all__ = [
     "RelaySettings",
     "RelayStatistics",
     "RelayTimeout",
+    "RelayedDirectory",
     "SessionClosed",
     "SessionInfo",
     "SessionStatistics",

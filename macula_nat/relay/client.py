@@ -13,6 +13,7 @@ datagrams (first byte 4-15, see :func:`~.frames.is_relay_frame`) to
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -37,6 +38,9 @@ from .frames import (
     Close,
     ControlFrame,
     Data,
+    DirectoryAnswer,
+    DirectoryOp,
+    DirectoryQuery,
     FrameError,
     FrameType,
     HandshakeFrame,
@@ -190,6 +194,7 @@ class RelayClient:
         self._handshake: trio.MemorySendChannel[HandshakeFrame] | None = None
         self._sessions: dict[int, RelaySession] = {}
         self._pending: dict[int, _Pending] = {}
+        self._queries: dict[int, trio.MemorySendChannel[DirectoryAnswer]] = {}
         self._incoming, self._accepted = trio.open_memory_channel[RelaySession](
             config.accept_backlog
         )
@@ -260,6 +265,28 @@ class RelayClient:
         if isinstance(result, RelayRefused):
             raise result
         return result
+
+    async def query_directory(
+        self, op: DirectoryOp, body: bytes, *, timeout: float | None = None
+    ) -> DirectoryAnswer:
+        """Ask the relay's directory (see :mod:`.directory_path`), sending the query again
+        every ``request_retransmit`` until an answer, all within ``timeout`` (default: the
+        config's ``request_timeout``). Raises :class:`RelayTimeout` when none came."""
+        timeout = self.config.request_timeout if timeout is None else timeout
+        request_id = self._next_request_id()
+        inbox, answers = trio.open_memory_channel[DirectoryAnswer](1)
+        self._queries[request_id] = inbox
+        try:
+            with trio.move_on_after(timeout):
+                await self.wait_registered()
+                query = DirectoryQuery(request_id, op, body)
+                for _ in range(max(1, math.ceil(timeout / self.config.request_retransmit))):
+                    await self._send_control(query)
+                    with trio.move_on_after(self.config.request_retransmit):
+                        return await answers.receive()
+        finally:
+            del self._queries[request_id]
+        raise RelayTimeout(f"{self}: no answer to a directory {op.name} within {timeout} s")
 
     async def observe(self, timeout: float = 1.0) -> Address | None:
         """Where the relay sees this node now (a KEEPALIVE now; its PONG says), or the last
@@ -432,6 +459,13 @@ class RelayClient:
             if pending is not None and not pending.event.is_set():
                 pending.result = RelayRefused(frame.reason, f"session to {pending.target.short()}")
                 pending.event.set()
+        elif isinstance(frame, DirectoryAnswer):
+            waiting = self._queries.get(frame.request)
+            if waiting is None:
+                self._dropped += 1  # answered already (a retransmitted query), or given up
+            else:
+                with contextlib.suppress(trio.WouldBlock):
+                    waiting.send_nowait(frame)
         elif isinstance(frame, PathChallenge):  # the relay checks our new address reaches us
             await self._send_control(PathResponse(frame.nonce))
         elif isinstance(frame, Close):

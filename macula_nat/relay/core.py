@@ -49,6 +49,9 @@ from .frames import (
     TAG_SIZE,
     Challenge,
     Close,
+    DirectoryAnswer,
+    DirectoryQuery,
+    DirectoryStatus,
     FrameError,
     FrameType,
     Hello,
@@ -79,6 +82,7 @@ if TYPE_CHECKING:
     from macula_nat.actors import ActorRef
 
 __all__ = [
+    "DirectoryAsked",
     "NodeRegistration",
     "RelayCore",
     "RelayedSession",
@@ -234,7 +238,16 @@ class SessionEnded:
     reason: Reason
 
 
-Effect = SessionOpened | SessionEnded
+@attrs.frozen(eq=False)
+class DirectoryAsked:
+    """Effect: ``node`` asks the relay's directory ``query``; answer with
+    :meth:`RelayCore.answer_directory`."""
+
+    node: NodeId
+    query: DirectoryQuery
+
+
+Effect = SessionOpened | SessionEnded | DirectoryAsked
 
 
 def _random_id(taken: Container[int]) -> int:
@@ -273,6 +286,9 @@ class RelayCore:
         )
         self._control = TokenBuckets(
             config.control_rate, config.control_burst, max(1, config.max_registrations)
+        )
+        self._directory = TokenBuckets(
+            config.directory_rate, config.directory_burst, max(1, config.max_registrations)
         )
         capacity = config.max_registrations
         self._registration_shares = Shares(
@@ -332,6 +348,7 @@ class RelayCore:
             drops=counters.drops(),
             refusals=counters.refusal_statistics(),
             fairness=self._fairness(),
+            directory_queries=counters.directory_queries,
         )
 
     def _fairness(self) -> FairnessStatistics:
@@ -485,6 +502,14 @@ class RelayCore:
             return [(registration.link.seal(pong), registration.address)]
         if isinstance(frame, RelayRequest):
             return self._on_request(registration, frame, now)
+        if isinstance(frame, DirectoryQuery):
+            if not self._directory.allow(registration.link.registration, now):
+                self.counters.rate_limited += 1
+                busy = DirectoryAnswer(frame.request, DirectoryStatus.BUSY, b"")
+                return [(registration.link.seal(busy), registration.address)]
+            self.counters.directory_queries += 1
+            self.effects.append(DirectoryAsked(registration.node_id, frame))
+            return _NOTHING
         if isinstance(frame, SessionAck):
             session = self._sessions.get(frame.session)
             if session is not None and session.b == registration.node_id:
@@ -761,6 +786,10 @@ class RelayCore:
         self.counters.sessions_ended += 1
         self.effects.append(SessionEnded(session, reason))
         return sends
+
+    def answer_directory(self, node: NodeId, answer: DirectoryAnswer) -> list[Send]:
+        """Send ``answer`` to ``node``'s registration (nothing if it is gone)."""
+        return self._seal_to(node, answer)
 
     def renotice(self, session_id: int) -> list[Send]:
         """Tell a session's target of it again, unless it acknowledged."""

@@ -29,8 +29,11 @@ peer node id; request id 0 tells the target of a session another node opened), R
 (request id, reason), KEEPALIVE (echo, padding so that the PONG is no larger), PONG (echo, load
 in permille, observed address), CLOSE (session, reason; session 0 ends the registration),
 SESSION_ACK (session: the target heard of it), PATH_CHALLENGE (nonce (8): the relay checks that
-a node's new source address reaches it, RFC 9000 8.2 style) and PATH_RESPONSE (the nonce back,
-sent from that address).
+a node's new source address reaches it, RFC 9000 8.2 style), PATH_RESPONSE (the nonce back,
+sent from that address), DIRECTORY_QUERY (request id, operation (1), its body) and
+DIRECTORY_ANSWER (request id, status (1), its body): a node whose UDP is blocked uses the
+relay's directory through them (:mod:`.directory_path`); a body is at most
+:data:`MAX_DIRECTORY_BODY` bytes.
 
 :func:`decode` turns any bytes into a frame or raises :class:`FrameError`, nothing else.
 """
@@ -54,6 +57,7 @@ __all__ = [
     "FIRST_BYTES",
     "HELLO_SIZE",
     "KEY_SIZE",
+    "MAX_DIRECTORY_BODY",
     "MAX_PAYLOAD",
     "NONCE_SIZE",
     "PATH_NONCE_SIZE",
@@ -64,6 +68,10 @@ __all__ = [
     "ControlFrame",
     "ControlKind",
     "Data",
+    "DirectoryAnswer",
+    "DirectoryOp",
+    "DirectoryQuery",
+    "DirectoryStatus",
     "FrameError",
     "FrameType",
     "HandshakeFrame",
@@ -117,6 +125,31 @@ class ControlKind(enum.IntEnum):
     SESSION_ACK = 7
     PATH_CHALLENGE = 8
     PATH_RESPONSE = 9
+    DIRECTORY_QUERY = 10
+    DIRECTORY_ANSWER = 11
+
+
+class DirectoryOp(enum.IntEnum):
+    """What a DIRECTORY_QUERY asks of the relay's directory."""
+
+    RESOLVE = 1
+    """Body: the target node id (32); answered with its record."""
+    PUBLISH = 2
+    """Body: the node's own record as a signed BEP 44 item (see :mod:`.directory_path`)."""
+    LIST_RELAYS = 3
+    """Body: empty; answered with the relays' addresses."""
+
+
+class DirectoryStatus(enum.IntEnum):
+    OK = 0
+    NOT_FOUND = 1
+    """RESOLVE: no live record."""
+    FAILED = 2
+    """The relay's directory could not answer (unreachable, timed out)."""
+    REFUSED = 3
+    """Malformed, not signed by the registered node, or the relay has no directory."""
+    BUSY = 4
+    """Over the registration's query rate, or too many queries at the relay at once."""
 
 
 class Reason(enum.IntEnum):
@@ -158,6 +191,8 @@ KEEPALIVE_PADDING: Final = 24
 SEALED_HEADER_SIZE: Final = 13
 DATA_OVERHEAD: Final = SEALED_HEADER_SIZE + 4 + TAG_SIZE
 """Bytes a DATA frame adds to its payload."""
+MAX_DIRECTORY_BODY: Final = 1200
+"""The largest body of a directory query or answer: a BEP 44 value is at most 1000 bytes."""
 MAX_PAYLOAD: Final = 65507 - DATA_OVERHEAD
 """The largest payload a DATA frame carries in one IPv4 UDP datagram."""
 
@@ -308,6 +343,29 @@ class PathResponse:
     nonce: bytes = attrs.field(validator=_sized(PATH_NONCE_SIZE))
 
 
+def _directory_body(_: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) > MAX_DIRECTORY_BODY:
+        raise ValueError(f"{attribute.name} must be at most {MAX_DIRECTORY_BODY} bytes")
+
+
+@attrs.frozen
+class DirectoryQuery:
+    """Node to relay: ``op`` on the relay's directory (see :class:`DirectoryOp`)."""
+
+    request: int = attrs.field(validator=_uint(_U32, 1))
+    op: DirectoryOp
+    body: bytes = attrs.field(validator=_directory_body)
+
+
+@attrs.frozen
+class DirectoryAnswer:
+    """Relay to node: the answer to query ``request``."""
+
+    request: int = attrs.field(validator=_uint(_U32, 1))
+    status: DirectoryStatus
+    body: bytes = attrs.field(validator=_directory_body)
+
+
 HandshakeFrame = Hello | Challenge | Register | Registered | Refused
 ControlFrame = (
     RelayRequest
@@ -319,6 +377,8 @@ ControlFrame = (
     | SessionAck
     | PathChallenge
     | PathResponse
+    | DirectoryQuery
+    | DirectoryAnswer
 )
 SessionFrame = Data | ControlFrame
 
@@ -420,6 +480,12 @@ def encode_body(frame: SessionFrame) -> tuple[FrameType, bytes]:
         kind, fields = ControlKind.PATH_CHALLENGE, frame.nonce
     elif isinstance(frame, PathResponse):
         kind, fields = ControlKind.PATH_RESPONSE, frame.nonce
+    elif isinstance(frame, DirectoryQuery):
+        kind = ControlKind.DIRECTORY_QUERY
+        fields = struct.pack(">IB", frame.request, frame.op) + frame.body
+    elif isinstance(frame, DirectoryAnswer):
+        kind = ControlKind.DIRECTORY_ANSWER
+        fields = struct.pack(">IB", frame.request, frame.status) + frame.body
     else:
         kind, fields = ControlKind.SESSION_ACK, _U32_STRUCT.pack(frame.session)
     return FrameType.CONTROL, bytes((kind,)) + fields
@@ -581,6 +647,11 @@ def decode_body(kind: FrameType, body: bytes) -> SessionFrame:
             frame = PathChallenge(reader.take(PATH_NONCE_SIZE))
         elif control is ControlKind.PATH_RESPONSE:
             frame = PathResponse(reader.take(PATH_NONCE_SIZE))
+        elif control is ControlKind.DIRECTORY_QUERY:
+            frame = DirectoryQuery(reader.uint(4), DirectoryOp(reader.uint(1)), reader.rest())
+        elif control is ControlKind.DIRECTORY_ANSWER:
+            request = reader.uint(4)
+            frame = DirectoryAnswer(request, DirectoryStatus(reader.uint(1)), reader.rest())
         else:
             frame = SessionAck(reader.uint(4))
     except FrameError:

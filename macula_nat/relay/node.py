@@ -50,13 +50,15 @@ from macula_nat.actors import (
     is_normal,
     open_actor,
 )
+from macula_nat.directory import Directory
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.binding import ObserverAddresses
 from macula_nat.net.address import Address, normalise_address
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack, check_dual_stack
 
-from .core import RelayCore, RelayedSession, SessionEnded, SessionOpened
-from .frames import Reason
+from .core import DirectoryAsked, RelayCore, RelayedSession, SessionEnded, SessionOpened
+from .directory_path import serve_query
+from .frames import DirectoryAnswer, DirectoryStatus, Reason
 from .session import SESSION_OVER, SessionActor
 from .settings import MIB, RelayConfig, RelaySettings
 from .statistics import RelayStatistics
@@ -84,6 +86,12 @@ SessionEndCallback = Callable[["SessionInfo"], object]
 ``bytes_transferred`` (payload bytes, both directions) and the ``reason`` it ended."""
 
 _EFFECT_ROUNDS: Final = 3
+_QUERIES_WAITING: Final = 256
+"""Directory queries queued at the relay at most; more are answered BUSY."""
+_QUERIES_AT_ONCE: Final = 16
+"""Directory queries the relay runs at once (each a DHT lookup or put)."""
+_QUERY_TIMEOUT: Final = 20.0
+"""Seconds a directory query may take at the relay (a DHT put is a lookup and a round)."""
 """Opened -> (spawn failed) ended -> nothing: effects never chain further."""
 _STOP_GRACE: Final = 5.0
 
@@ -148,8 +156,12 @@ class RelayNode:
         *,
         dual_stack: bool = False,
         tcp: TcpRelayConfig | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.stack = stack
+        self.directory = directory
+        """The directory registered nodes may use through this relay (DIRECTORY_QUERY: nodes
+        whose UDP is blocked, so no DHT); None refuses their queries."""
         self.listen = normalise_address(listen)
         self.dual_stack = dual_stack
         """Listen for IPv4 and IPv6 on one socket (``listen`` is then ``("::", port)``): one
@@ -175,6 +187,10 @@ class RelayNode:
         self._start_requested = False
         self._on_session_start: SessionStartCallback | None = None
         self._on_session_end: SessionEndCallback | None = None
+        self._queries, self._query_inbox = trio.open_memory_channel[DirectoryAsked](
+            _QUERIES_WAITING
+        )
+        """Directory queries waiting for the server's query task (bounded: more are BUSY)."""
 
     def __repr__(self) -> str:
         where = self._address or self.listen
@@ -337,6 +353,9 @@ class RelayNode:
                 return
             sends: list[tuple[bytes, Address]] = []
             for effect in effects:
+                if isinstance(effect, DirectoryAsked):
+                    sends += self._take_query(effect)
+                    continue
                 session = effect.session
                 if isinstance(effect, SessionOpened):
                     _run_callback(self._on_session_start, SessionInfo.of(session))
@@ -351,6 +370,43 @@ class RelayNode:
                             logger.debug("%s: session actor %s already gone", self, session.actor)
             for data, address in sends:
                 await self._send(data, address)
+
+    def _take_query(self, asked: DirectoryAsked) -> list[tuple[bytes, Address]]:
+        """Queue a directory query for :meth:`_serve_queries`; answer at once when it cannot
+        be served (no directory: REFUSED; the queue full: BUSY)."""
+        status = DirectoryStatus.REFUSED if self.directory is None else None
+        if status is None:
+            try:
+                self._queries.send_nowait(asked)
+            except trio.WouldBlock:
+                status = DirectoryStatus.BUSY
+        if status is None:
+            return []
+        answer = DirectoryAnswer(asked.query.request, status, b"")
+        return self._core.answer_directory(asked.node, answer)
+
+    async def _serve_queries(self) -> None:
+        """Answer the queued directory queries, :data:`_QUERIES_AT_ONCE` at a time, each
+        within :data:`_QUERY_TIMEOUT` (the server's task)."""
+        limiter = trio.CapacityLimiter(_QUERIES_AT_ONCE)
+
+        async def serve(asked: DirectoryAsked, directory: Directory) -> None:
+            query = asked.query
+            try:
+                status, body = await serve_query(
+                    directory, asked.node, query.op, query.body, _QUERY_TIMEOUT
+                )
+            finally:
+                limiter.release_on_behalf_of(asked)
+            answer = DirectoryAnswer(query.request, status, body)
+            await self._flush(self._core.answer_directory(asked.node, answer))
+
+        async with trio.open_nursery() as nursery:
+            async for asked in self._query_inbox:
+                directory = self.directory
+                if directory is not None:
+                    await limiter.acquire_on_behalf_of(asked)
+                    nursery.start_soon(serve, asked, directory)
 
     def _request_actor(self, session_id: int) -> bool:
         """Queue the session for an actor; False if no server runs to start one."""
@@ -456,6 +512,7 @@ class RelayServer(Actor):
             where = tcp.local_address
             logger.info("relay %s over TCP/TLS on %s:%d", relay.node_id.short(), *where)
         self.start_soon(relay._timers.run)
+        self.start_soon(relay._serve_queries)
         relay._start_requested = False  # an earlier incarnation's kick died with its mailbox
         relay._kick(self.ref)
         self.send_after(relay.config.sweep_interval, _SWEEP)

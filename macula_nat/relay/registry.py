@@ -72,6 +72,7 @@ from macula_nat.net.address import (
     any_address,
     ip_version,
     normalise_address,
+    normalise_addresses,
     optional_address,
 )
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
@@ -127,7 +128,9 @@ class TcpFallback:
     UDP is reported working (the detector detects again and connections punch) and the TCP
     registration is kept ``handover`` seconds more, so the connections riding it go direct
     before it closes. ``port`` is the relays' TCP port (None: their UDP port number);
-    ``websocket`` a path to upgrade on (None: the framed form).
+    ``websocket`` a path to upgrade on (None: the framed form). ``relays`` are relays to try
+    over TCP when the directory lists none: with UDP blocked the Mainline DHT cannot list
+    them, and the node's directory then goes through the relay it reaches (the gateways').
     """
 
     udp_bound: float = attrs.field(default=1.5, validator=_positive)
@@ -136,6 +139,7 @@ class TcpFallback:
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)
     port: int | None = None
     websocket: str | None = None
+    relays: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
 
 
 @attrs.frozen
@@ -647,7 +651,9 @@ class RelayRegistry(Served):
             except DirectoryError as exc:
                 logger.info("%s: could not list the relays: %s", self, exc)
                 listed = [estimate.endpoint for estimate in self._table.estimates()]
+            known = self.config.tcp_fallback.relays if self.config.tcp_fallback else ()
             endpoints = sorted({normalise_address(endpoint) for endpoint in listed})
+            endpoints += [endpoint for endpoint in known if endpoint not in endpoints]
         for endpoint in endpoints:
             if await self._hold_over_tcp(key, endpoint):
                 return True

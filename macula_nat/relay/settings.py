@@ -97,6 +97,10 @@ class RelayConfig:
     handshake_burst: float = attrs.field(default=60.0, validator=_positive)
     control_rate: float = attrs.field(default=50.0, validator=_positive)
     control_burst: float = attrs.field(default=100.0, validator=_positive)
+    directory_rate: float = attrs.field(default=2.0, validator=_positive)
+    """Directory queries a registration may send a second (a node whose UDP is blocked uses
+    the relay's directory through them; each costs the relay DHT lookups)."""
+    directory_burst: float = attrs.field(default=10.0, validator=_positive)
     max_sources: int = attrs.field(default=16_384, validator=_count)
     sweep_interval: float = attrs.field(default=5.0, validator=_positive)
     notice_interval: float = attrs.field(default=1.0, validator=_positive)

@@ -104,6 +104,8 @@ class RelayStatistics:
     fairness: FairnessStatistics
     session_actors: int = 0
     """Session actors running (equal to ``sessions`` but for a moment after each change)."""
+    directory_queries: int = 0
+    """Directory queries taken from registered nodes (whose UDP is blocked), within their rate."""
 
 
 @attrs.define
@@ -131,6 +133,7 @@ class Counters:
     sessions_evicted: int = 0
     path_challenges: int = 0
     path_validated: int = 0
+    directory_queries: int = 0
     refusals: dict[str, int] = attrs.Factory(dict)
 
     def drops(self) -> DropStatistics:

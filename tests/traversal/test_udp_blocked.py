@@ -2,16 +2,24 @@
 every datagram dropped, TCP let through) reaches its relay over TCP/TLS and connects to a node
 behind every other NAT type, both ways, relayed; once the firewall is lifted the pair goes
 direct as the strategy table says for a port-restricted cone (what the preset is unblocked).
+The blocked node's own directory fails while its UDP is blocked, as the Mainline DHT does
+(:class:`UdpDirectory`), so it publishes and resolves through its relay's.
 Times are simulated (the sim's TCP has no latency: see ``macula_nat.net.sim.streams``)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import pytest
 import trio
 from trio.testing import MockClock
 
 from macula_nat.connection.link import ConnectionMethod
+from macula_nat.directory import Directory, DirectoryError, NodeRecord
+from macula_nat.nat.profile import NatProfile
+from macula_nat.net.address import Address
 from macula_nat.net.sim import Preset, add_site
+from macula_nat.net.sim.nat_box import NatBox
 from macula_nat.relay import TcpFallback, TcpRelayEndpoint
 from macula_nat.system import NatSystem
 from macula_nat.traversal.strategy import Method, choose
@@ -21,6 +29,50 @@ from .world import open_world
 
 UPGRADE_BOUND = 5.0
 """Seconds from lifting the firewall to a direct path, at most (the issue's bound)."""
+
+
+class UdpDirectory(Directory):
+    """The world's directory as a DHT behind ``box`` would be: unreachable (DirectoryError)
+    while the box drops UDP; ``refused`` counts the calls it failed."""
+
+    def __init__(self, inner: Directory, box: NatBox) -> None:
+        super().__init__()
+        self.inner = inner
+        self.box = box
+        self.refused = 0
+
+    def _check(self) -> None:
+        if self.box.udp_blocked:
+            self.refused += 1
+            raise DirectoryError("the DHT is UDP, and UDP is blocked")
+
+    async def publish_record(
+        self,
+        node_id: str,
+        profile: NatProfile | None,
+        ttl: float,
+        *,
+        home_relay: Address | None = None,
+        candidates: Iterable[Address] = (),
+        home_relay_alternate: Address | None = None,
+    ) -> NodeRecord:
+        self._check()
+        return await self.inner.publish_record(
+            node_id, profile, ttl, home_relay=home_relay, candidates=candidates,
+            home_relay_alternate=home_relay_alternate,
+        )  # fmt: skip
+
+    async def resolve_record(self, node_id: str) -> NodeRecord | None:
+        self._check()
+        return await self.inner.resolve_record(node_id)
+
+    async def announce_relay(self, endpoint: Address, ttl: float) -> None:
+        self._check()
+        await self.inner.announce_relay(endpoint, ttl)
+
+    async def list_relays(self) -> list[Address]:
+        self._check()
+        return await self.inner.list_relays()
 
 
 async def chat(a: NatSystem, b: NatSystem) -> tuple[object, object]:
@@ -43,7 +95,8 @@ async def test_a_node_behind_udp_blocked_connects_over_tcp_then_upgrades_once_li
     async with open_world(seed=NAT_TYPES.index(peer) + (50 if blocked_dials else 0)) as world:
         site = add_site(world.internet.public, Preset.UDP_BLOCKED, name="hotel",
                         link=world.site_link)  # fmt: skip
-        blocked = await world.node_at(site.host, tcp_fallback=True)
+        dht = UdpDirectory(world.directory, site.nats[0])
+        blocked = await world.node_at(site.host, tcp_fallback=True, directory=dht)
         other = await world.node(peer, "other")
         profile = blocked.detector.profile.value
         assert profile is not None and profile.udp_blocked and profile.nat_type == "UDP blocked"
@@ -55,6 +108,8 @@ async def test_a_node_behind_udp_blocked_connects_over_tcp_then_upgrades_once_li
         for end in (connection, accepted):
             assert end.info().connection_method is ConnectionMethod.RELAYED  # type: ignore[attr-defined]
         assert site.nats[0].blocked > 0  # its UDP was tried, and dropped
+        assert dht.refused > 0  # its own directory failed: the relay's served it
+        assert world.relay.statistics().directory_queries > 0
 
         site.nats[0].udp_blocked = False
         lifted = trio.current_time()
