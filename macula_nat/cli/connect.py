@@ -62,9 +62,14 @@ def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None =
         key=key,
         listen=listen,
         dual_stack=args.dual_stack,
-        relays=RegistryConfig(tcp_fallback=TcpFallback() if args.tcp_fallback else None),
+        relays=RegistryConfig(tcp_fallback=tcp_fallback(args.tcp_fallback)),
         port_mapping=port_mapping(args.port_mapping),
     )
+
+
+def tcp_fallback(relays: list[Address] | None) -> TcpFallback | None:
+    """``--tcp-fallback [RELAY ...]``: None when not given, else relays tried over TCP."""
+    return None if relays is None else TcpFallback(relays=tuple(relays))
 
 
 def port_mapping(protocols: list[str] | None) -> PortMapConfig | None:

@@ -286,8 +286,12 @@ def _node_options(
     )
     parser.add_argument(
         "--tcp-fallback",
-        action="store_true",
-        help="when no relay answers over UDP, reach one over TCP/TLS (the relay needs --relay-tcp)",
+        type=address_argument,
+        nargs="*",
+        metavar="RELAY",
+        help="when no relay answers over UDP, reach one over TCP/TLS (the relay needs "
+        "--relay-tcp), and the directory through it; the relays named (IP:PORT, a gateway's "
+        "relay) are tried when the directory, with UDP blocked, lists none",
     )
     parser.add_argument(
         "--port-mapping",

@@ -218,6 +218,10 @@ def test_the_tcp_options_reach_the_gateway_and_node_configs() -> None:
     assert node_config(node, NodeKey.generate()).relays.tcp_fallback is None
     node = build_parser().parse_args(["listen", *GATEWAY_ARGUMENTS, "--tcp-fallback"])
     assert node_config(node, NodeKey.generate()).relays.tcp_fallback == TcpFallback()
+    named = ["listen", *GATEWAY_ARGUMENTS, "--tcp-fallback", "198.51.100.10:3480"]
+    node = build_parser().parse_args(named)
+    fallback = TcpFallback(relays=(("198.51.100.10", 3480),))
+    assert node_config(node, NodeKey.generate()).relays.tcp_fallback == fallback
 
 
 def test_the_port_mapping_option_reaches_the_node_config() -> None:
