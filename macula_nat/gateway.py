@@ -130,10 +130,13 @@ class Gateway:
         self.config = config
         self.stack = stack
         self.key = key
-        self.relay = RelayNode(stack, config.relay_address, key, config.relay, tcp=config.relay_tcp)
         dht_config = attrs.evolve(config.dht, listen=config.dht_address, bootstrap=config.bootstrap)
         self.dht = DhtNode(stack, dht_config)
         self.directory = MainlineDirectory(self.dht, key, clock=clock)
+        self.relay = RelayNode(
+            stack, config.relay_address, key, config.relay, tcp=config.relay_tcp,
+            directory=self.directory,
+        )  # fmt: skip
         self.registry = RelayRegistry(self.directory, stack, config=config.registry)
         self.registry.add_relay(key.node_id, config.relay_address)
 

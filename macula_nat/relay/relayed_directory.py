@@ -95,6 +95,7 @@ class RelayedDirectory(Directory):
         signature = self._key.sign(signature_input(record.seq, value, PROFILE_SALT))
         item = MutableItem(self._key.node_id.raw, record.seq, value, signature, PROFILE_SALT)
         await self._ask(DirectoryOp.PUBLISH, encode_publish(item, seconds))
+        logger.info("%s: published the record through the relay (seq %d)", self, record.seq)
         return record
 
     async def resolve_record(self, node_id: str) -> NodeRecord | None:

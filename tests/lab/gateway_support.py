@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +91,18 @@ async def wait_for_log(process: trio.Process, log: Path, text: str, timeout: flo
     raise AssertionError(f"no {text!r} in the log (exit {process.returncode}):\n{content}")
 
 
-async def start_cli_gateway(server: Node, primary: str, alternate: str, logs: Path) -> None:
+async def start_cli_gateway(
+    server: Node, primary: str, alternate: str, logs: Path, extra: Sequence[str] = ()
+) -> None:
     """``macula-nat gateway`` itself: observer on ``primary``/``alternate`` (RFC 5780), relay
-    and DHT on the primary IP's next ports: a lone gateway, its DHT node the only public one."""
+    and DHT on the primary IP's next ports: a lone gateway, its DHT node the only public one.
+    ``extra``: more of its options (``--relay-tcp``)."""
     log = logs / "gateway.log"
     argv = [
         "-m", "macula_nat", "gateway",
         "--listen", f"{primary}:{SERVER_PORTS[0]}",
         "--alt", f"{alternate}:{SERVER_PORTS[1]}",
+        *extra,
     ]  # fmt: skip
     with log.open("wb") as err:
         process = await server.start_python(argv, stderr=err.fileno())
