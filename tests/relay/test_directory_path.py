@@ -16,7 +16,7 @@ from macula_nat.directory.fallback import FallbackDirectory
 from macula_nat.directory.mainline import PROFILE_SALT
 from macula_nat.identity import NodeKey
 from macula_nat.net.address import Address
-from macula_nat.relay import frames
+from macula_nat.relay import RelayTimeout, frames
 from macula_nat.relay.core import DirectoryAsked
 from macula_nat.relay.directory_path import (
     MAX_RELAYS,
@@ -183,3 +183,46 @@ async def test_a_fallback_directory_follows_its_condition() -> None:
     await directory.announce_relay(("198.51.100.2", 2), 60)
     assert await primary.list_relays() == [("198.51.100.1", 1)]
     assert await directory.list_relays() == [("198.51.100.2", 2)]
+
+
+async def test_a_relay_answers_queries_through_a_registration_and_bounds_them(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Without a directory a relay refuses queries; with one it answers; with its runners all
+    stuck (16) and its queue full (256), the next query is answered BUSY at once."""
+    from .support import open_mesh
+
+    class Stuck(EmbeddedDirectory):
+        async def list_relays(self) -> list[Address]:
+            await trio.sleep_forever()
+            raise AssertionError
+
+    config = RelayConfig(
+        directory_rate=1000.0, directory_burst=1000.0, control_rate=1000.0, control_burst=1000.0
+    )
+    async with open_mesh(config) as mesh:
+        client = await mesh.node()
+        answer = await client.query_directory(DirectoryOp.LIST_RELAYS, b"")
+        assert answer.status is DirectoryStatus.REFUSED  # no directory at this relay
+        directory = EmbeddedDirectory()
+        await directory.announce_relay(("198.51.100.7", 7), 60)
+        mesh.relay.directory = directory
+        answer = await client.query_directory(DirectoryOp.LIST_RELAYS, b"")
+        assert decode_relays(answer.body) == [("198.51.100.7", 7)]
+
+        mesh.relay.directory = Stuck()
+        statuses: list[DirectoryStatus] = []
+
+        async def ask() -> None:
+            try:
+                answer = await client.query_directory(DirectoryOp.LIST_RELAYS, b"", timeout=0.5)
+            except RelayTimeout:
+                return  # stuck in a runner or the queue: no answer
+            statuses.append(answer.status)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(16 + 1 + 256 + 1):  # running, waiting for a runner, queued, BUSY
+                nursery.start_soon(ask)
+                await trio.sleep(0.001)  # paced: a burst would overflow the relay's socket
+        assert statuses == [DirectoryStatus.BUSY]
+        assert mesh.relay.statistics().directory_queries >= 16 + 256
