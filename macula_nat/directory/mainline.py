@@ -4,9 +4,9 @@ A node's record lives under its own ed25519 key (the node id *is* the BEP 44 key
 `PROFILE_SALT`, so only the key's holder can write it, and every reader checks the signature
 (the DHT node drops forged items before they get here). A reader also refuses a record older
 than one it has already accepted for that node (a replay), one whose key is not the node's, and
-one past its expiry. Relays announce themselves as peers of a few shard keys and of
-`RELAYS_INFO_HASH`, and a node lists the relays of its own shard (`relay_keys` says why), kept
-for `relay_list_ttl` seconds.
+one past its expiry. Relays announce themselves as peers of every key of a few shards and of
+`RELAYS_INFO_HASH`, and a node lists the relays of its own shard, read under one of its keys
+picked at random (`relay_keys` says why), kept for `relay_list_ttl` seconds.
 
 Sequence numbers are milliseconds of the directory's clock (and always above the last one
 used), so a restarted node with the same key publishes above its earlier records. Records are
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -39,9 +40,11 @@ from .relay_keys import (
     RELAY_SHARDS,
     RELAYS_INFO_HASH,
     SHARDS_PER_RELAY,
+    SUBKEYS,
     node_shard,
     relay_shards,
     shard_key,
+    shard_keys,
     spare_shards,
 )
 
@@ -101,7 +104,7 @@ class MainlineDirectory(Directory):
 
     ``clock`` gives UNIX seconds, for expiry and sequence numbers (inject one in simulations).
     Relays are announced in ``relay_shards`` shards and listed from this node's shard, the list
-    kept ``relay_list_ttl`` seconds (Trio time).
+    kept ``relay_list_ttl`` seconds (Trio time); ``rng`` picks which of a shard's keys to read.
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class MainlineDirectory(Directory):
         clock: Callable[[], float] = time.time,
         relay_shards: int = RELAY_SHARDS,
         relay_list_ttl: float = RELAY_LIST_TTL,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__()
         if relay_shards < 1:
@@ -125,6 +129,7 @@ class MainlineDirectory(Directory):
         self._clock = clock
         self._relay_shards = relay_shards
         self._relay_list_ttl = relay_list_ttl
+        self._rng = rng if rng is not None else random.Random()
         self._relay_list: tuple[float, list[Address]] | None = None
         self._seq = 0
         self._seen: OrderedDict[NodeId, int] = OrderedDict()
@@ -226,7 +231,9 @@ class MainlineDirectory(Directory):
         until = trio.current_time() + ttl
         count = min(SHARDS_PER_RELAY, self._relay_shards)
         shards = relay_shards(endpoint, self._relay_shards, count)
-        keys = [RELAYS_INFO_HASH, *(shard_key(s, self._relay_shards) for s in shards)]
+        keys = [RELAYS_INFO_HASH]
+        for shard in shards:
+            keys += shard_keys(shard, self._relay_shards)
         errors: list[str] = []
         limiter = trio.CapacityLimiter(ANNOUNCES_AT_ONCE)
 
@@ -256,14 +263,10 @@ class MainlineDirectory(Directory):
             return list(self._relay_list[1])
         self._counters.relay_lookups += 1
         shard = node_shard(self.node.node_id, self._relay_shards)
-        relays = dict.fromkeys(await self._relays_in([shard_key(shard, self._relay_shards)]))
+        relays = dict.fromkeys(await self._relays_in([self._read_key(shard)]))
         if len(relays) < ENOUGH_RELAYS:
             spares = spare_shards(shard, self._relay_shards)
-            relays.update(
-                dict.fromkeys(
-                    await self._relays_in([shard_key(s, self._relay_shards) for s in spares])
-                )
-            )
+            relays.update(dict.fromkeys(await self._relays_in([self._read_key(s) for s in spares])))
         if len(relays) < ENOUGH_RELAYS:
             self._counters.global_relay_lookups += 1
             relays.update(dict.fromkeys(await self._relays_in([RELAYS_INFO_HASH])))
@@ -271,6 +274,10 @@ class MainlineDirectory(Directory):
         if len(listed) >= ENOUGH_RELAYS:  # a short list is read again: more may be on their way
             self._relay_list = (now, listed)
         return list(listed)
+
+    def _read_key(self, shard: int) -> DhtId:
+        """One of ``shard``'s keys, at random: its readers spread over all of them."""
+        return shard_key(shard, self._rng.randrange(SUBKEYS), self._relay_shards)
 
     async def _relays_in(self, keys: list[DhtId]) -> list[Address]:
         """The relays announced under ``keys``, looked up at once."""

@@ -26,6 +26,7 @@ from macula_nat.dht.routing_table import K, RoutingTable
 from macula_nat.directory.relay_keys import (
     ENOUGH_RELAYS,
     RELAYS_INFO_HASH,
+    SUBKEYS,
     node_shard,
     relay_shards,
     shard_key,
@@ -177,11 +178,12 @@ def figures(network: Network, lookups: int, rng: random.Random) -> Figures:
 
 
 def relay_list_load(
-    network: Network, relays: int, *, sharded: bool = True
+    network: Network, relays: int, rng: random.Random, *, sharded: bool = True
 ) -> collections.Counter[NodeId]:
     """Relay-list queries each node answers when every node reads the relay list once, with
-    ``relays`` relays announced as `MainlineDirectory` announces them (``sharded``) or all
-    under the one global key (as before sharding)."""
+    ``relays`` relays announced as `MainlineDirectory` announces them (``sharded``: each node
+    reads one of its shard's keys, picked with ``rng``) or all under the one global key (as
+    before sharding)."""
     in_shard = collections.Counter(
         shard
         for i in range(relays)
@@ -194,11 +196,11 @@ def relay_list_load(
             network.lookup(me, RELAYS_INFO_HASH, load)
             continue
         shard = node_shard(me)
-        network.lookup(me, shard_key(shard), load)
+        network.lookup(me, shard_key(shard, rng.randrange(SUBKEYS)), load)
         found = in_shard[shard]
         if found < ENOUGH_RELAYS:
             for spare in spare_shards(shard):
-                network.lookup(me, shard_key(spare), load)
+                network.lookup(me, shard_key(spare, rng.randrange(SUBKEYS)), load)
                 found += in_shard[spare]
         if found < ENOUGH_RELAYS:
             network.lookup(me, RELAYS_INFO_HASH, load)
