@@ -20,11 +20,21 @@ lookup stays among a node's neighbours. Each shard has :data:`SUBKEYS` keys, rel
 under all of them and a reader asking one at random: the readers of a crowded range spread over
 twice the DHT nodes (`tests/dht/test_relay_load.py`: 2.4-2.6x the mean at the busiest node, where
 one key per shard gave 3.0-3.1x).
+
+Regions (latency): relays listed at random are far away for many nodes. A deployment names
+landmarks (its gateways' DHT addresses, say); a relay's region is its nearest landmark by
+measured round trip, and a node's nearest :data:`REGIONS_READ` regions are where it looks
+first (landmark binning, Ratnasamy et al., INFOCOM 2002). A region's keys sit right beside
+each shard's keys (:func:`region_key`), so the same DHT nodes answer both and a populous
+region weighs on no node more than a crowded shard does; a relay is announced in its region
+in every shard, under one of the shard's keys (:func:`region_subkey`), and a node reads its
+own shard's (at a random key), the :data:`SPARE_SHARDS` after it while a region lists none.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Final
 
 from macula_nat.dht.node_id import NodeId as DhtId
@@ -38,6 +48,11 @@ key."""
 SPARE_SHARDS: Final = 3
 SUBKEYS: Final = 2
 """Keys per shard: a relay is announced under each, a node reads one at random."""
+MAX_REGIONS: Final = 256
+"""Landmarks (regions) a deployment may name, at most."""
+REGIONS_READ: Final = 2
+"""A node reads its nearest regions, this many: a node near a region's border finds the
+relays just across it."""
 
 RELAYS_INFO_HASH: Final = DhtId.from_bytes(hashlib.sha1(b"macula-nat relays").digest())
 """The global key: every relay, for networks too small to fill the shards."""
@@ -78,3 +93,27 @@ def node_shard(dht_id: DhtId, shards: int = RELAY_SHARDS) -> int:
 def spare_shards(shard: int, shards: int = RELAY_SHARDS, count: int = SPARE_SHARDS) -> list[int]:
     """The shards read after ``shard`` when it lists too few relays: the next ones round."""
     return [(shard + step) % shards for step in range(1, min(count, shards - 1) + 1)]
+
+
+def region_key(shard: int, subkey: int, region: int, shards: int = RELAY_SHARDS) -> DhtId:
+    """The info hash relays of ``region`` are announced under in ``shard``'s ``subkey``-th
+    key: just past that shard key, so the same DHT nodes hold both."""
+    if not 0 <= region < MAX_REGIONS:
+        raise ValueError(f"region {region} is outside 0..{MAX_REGIONS - 1}")
+    return DhtId(shard_key(shard, subkey, shards).value + 1 + region)
+
+
+def region_subkey(endpoint: Address, shard: int) -> int:
+    """Which of ``shard``'s keys a relay at ``endpoint`` is announced in for its region: half
+    the region's relays under each (stable across restarts)."""
+    digest = hashlib.sha1(f"{endpoint[0]}:{endpoint[1]}/region/{shard}".encode()).digest()
+    return digest[0] % SUBKEYS
+
+
+def nearest_regions(rtts: Sequence[float | None], count: int = REGIONS_READ) -> list[int]:
+    """The ``count`` regions (indexes into ``rtts``, one round trip per landmark, None for no
+    answer) nearest first; a landmark that did not answer is no one's region."""
+    answered = [(rtt, region) for region, rtt in enumerate(rtts) if rtt is not None]
+    if len(rtts) > MAX_REGIONS:
+        raise ValueError(f"{len(rtts)} landmarks: at most {MAX_REGIONS}")
+    return [region for _, region in sorted(answered)[:count]]
