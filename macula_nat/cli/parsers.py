@@ -13,6 +13,7 @@ from typing import TypeAlias
 
 from macula_nat.cli.arguments import (
     address_argument,
+    bootstrap_argument,
     handler,
     node_id_argument,
     port_argument,
@@ -165,11 +166,12 @@ def add_gateway_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bootstrap",
-        type=address_argument,
+        type=bootstrap_argument,
         nargs="+",
         default=[],
-        metavar="IP:PORT",
-        help="DHT nodes to join through (other gateways' DHT ports)",
+        metavar="HOST:PORT",
+        help="DHT nodes to join through (other gateways' DHT ports; 'public': the public "
+        "Mainline DHT's routers)",
     )
     _key_option(parser)
     parser.add_argument(
@@ -254,11 +256,12 @@ def _node_options(
     )
     parser.add_argument(
         "--bootstrap",
-        type=address_argument,
+        type=bootstrap_argument,
         nargs="+",
         required=True,
-        metavar="IP:PORT",
-        help="gateways' DHT ports: the directory of records and relays",
+        metavar="HOST:PORT",
+        help="gateways' DHT ports: the directory of records and relays ('public': the public "
+        "Mainline DHT's routers)",
     )
     parser.add_argument(
         listen_option,
