@@ -17,6 +17,7 @@ from . import (
     connections,
     detection,
     dht,
+    dht_scale,
     observer,
     portmap,
     relay,
@@ -26,7 +27,7 @@ from . import (
 SECTIONS = (
     (
         "speed and memory",
-        (startup, actors, cache, observer, relay, dht, detection, connections, portmap),
+        (startup, actors, cache, observer, relay, dht, dht_scale, detection, connections, portmap),
     ),
     (
         "under attack (issue 11: each figure beside its bound)",

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import random
 import statistics
+import sys
 from typing import Final
 
 import trio
 import trio.testing
 
+from macula_nat.dht.config import DhtConfig
+from macula_nat.dht.krpc import GetPeers, encode
+from macula_nat.dht.node import open_dht_node
 from macula_nat.dht.node_id import NodeId
+from macula_nat.net import RealUdpStack
 from macula_nat.net.sim import open_internet
 from tests.dht.simulation import Network, figures, hot_spot, regional_relay_choice
 from tests.dht.swarm import Swarm, open_swarm
@@ -31,6 +36,9 @@ CHURN: Final = 0.2
 PURE_NODES: Final = 20_000
 PURE_LOOKUPS: Final = 500
 RELAYS: Final = 200
+ANSWER_SECONDS: Final = 3.0
+IN_FLIGHT: Final = 32
+"""get_peers queries outstanding at once against the loopback node."""
 
 
 async def _lookups(swarm: Swarm, rng: random.Random) -> tuple[float, float, float]:
@@ -107,10 +115,70 @@ def _pure() -> list[Figure]:
     ]
 
 
+async def _answering() -> list[Figure]:
+    """get_peers queries one DHT node answers a second on 127.0.0.1 (its table holds the 8
+    other nodes, each answer carries them), a client process keeping IN_FLIGHT outstanding."""
+    config = DhtConfig(listen=("127.0.0.1", 0), query_rate=1e9, query_burst=1e9)
+    stack = RealUdpStack()
+    async with open_dht_node(stack, config) as node:
+        others = []
+        async with trio.open_nursery() as nursery:
+
+            async def join(task_status: trio.TaskStatus[None]) -> None:
+                async with open_dht_node(stack, config) as other:
+                    await other.bootstrap([node.contact.address])
+                    others.append(other)
+                    task_status.started()
+                    await trio.sleep_forever()
+
+            for _ in range(8):
+                await nursery.start(join)
+            query = encode(
+                GetPeers(transaction_id=b"bq", sender=NodeId(1), info_hash=NodeId.random())
+            )
+            host, port = node.contact.address
+            arguments = [host, str(port), query.hex(), str(ANSWER_SECONDS), str(IN_FLIGHT)]
+            client = await trio.run_process(
+                [sys.executable, "-c", _CLIENT, *arguments], capture_stdout=True
+            )
+            answered, elapsed = map(float, client.stdout.split())
+            nursery.cancel_scope.cancel()
+    return [
+        Figure(
+            "DHT get_peers answered by one node, 127.0.0.1 (one core)",
+            answered / elapsed,
+            "q/s",
+        )
+    ]
+
+
+_CLIENT: Final = """
+import socket, sys, time
+host, port, query = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+seconds, in_flight = float(sys.argv[4]), int(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+for _ in range(in_flight):
+    s.sendto(query, (host, port))
+answered, start = 0, time.perf_counter()
+while time.perf_counter() - start < seconds:
+    try:
+        s.recv(2048)
+    except socket.timeout:
+        s.sendto(query, (host, port))
+        continue
+    answered += 1
+    s.sendto(query, (host, port))
+print(answered, time.perf_counter() - start)
+"""
+"""The load generator, in a process of its own so the node has its core to itself."""
+
+
 def _swarm_in_own_run() -> list[Figure]:
     return trio.run(_swarm, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 async def run() -> list[Figure]:
-    figures_ = await trio.to_thread.run_sync(_swarm_in_own_run)
+    figures_ = await _answering()
+    figures_ += await trio.to_thread.run_sync(_swarm_in_own_run)
     return figures_ + await trio.to_thread.run_sync(_pure)

@@ -4,11 +4,15 @@ Nothing here touches the Internet."""
 
 from __future__ import annotations
 
+import argparse
+
 import attrs
 import pytest
 import trio
 import trio.testing
 
+from macula_nat.cli.arguments import bootstrap_argument
+from macula_nat.cli.main import build_parser
 from macula_nat.dht.bootstrap import PUBLIC_BOOTSTRAP, bootstrap_hosts, resolve, resolve_hosts
 from macula_nat.dht.config import DhtConfig
 from macula_nat.dht.krpc import Ping, Response, decode, encode, new_transaction_id
@@ -136,3 +140,19 @@ async def test_a_node_that_knows_its_external_ip_takes_a_bep42_id_and_counts_ins
                 reply = decode((await endpoint.receive_from())[0])
             assert isinstance(reply, Response)
             assert target.statistics().insecure_ids == 1
+
+
+def test_the_command_line_takes_public_names_and_ips() -> None:
+    assert bootstrap_argument("public") == "public"
+    assert bootstrap_argument("gw.example.net:3481") == ("gw.example.net", 3481)
+    assert bootstrap_argument("[2001:db8::1]:3481") == ("2001:db8::1", 3481)
+    for bad in ("gw.example.net", ":1", "2001:db8::1:3481", "gw:0", "gw:65536"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bootstrap_argument(bad)
+    parsed = build_parser().parse_args(
+        ["gateway", "--listen", "127.0.0.1:3478", "--bootstrap", "public", "gw.example.net:3481"]
+    )
+    assert DhtConfig(bootstrap=parsed.bootstrap).bootstrap == (
+        *PUBLIC_BOOTSTRAP,
+        ("gw.example.net", 3481),
+    )
