@@ -14,6 +14,7 @@ from . import (
     attack_quic,
     attack_relay,
     cache,
+    capacity,
     connections,
     detection,
     dht,
@@ -27,7 +28,19 @@ from . import (
 SECTIONS = (
     (
         "speed and memory",
-        (startup, actors, cache, observer, relay, dht, dht_scale, detection, connections, portmap),
+        (
+            startup,
+            actors,
+            cache,
+            observer,
+            relay,
+            dht,
+            dht_scale,
+            capacity,
+            detection,
+            connections,
+            portmap,
+        ),
     ),
     (
         "under attack (issue 11: each figure beside its bound)",
