@@ -282,8 +282,9 @@ class MainlineDirectory(Directory):
             logger.warning("%r: relay %s not announced under %s", self, endpoint, errors)
 
     async def list_relays(self) -> list[Address]:
-        """The relays of this node's nearest regions (given landmarks; a region listing none in
-        this node's shard is read in the spare shards), then those announced in its shard,
+        """The relays of this node's nearest regions (given landmarks: under one of its shard's
+        keys for the region, all of them when that lists fewer than ENOUGH_RELAYS; each relay
+        of a region is under one), then those announced in its shard,
         topped up from the spare shards and the global key when all these are fewer than
         ENOUGH_RELAYS; a list of ENOUGH_RELAYS or more is kept ``relay_list_ttl`` seconds, a
         shorter one read again at the next call."""
@@ -295,10 +296,16 @@ class MainlineDirectory(Directory):
         shard = node_shard(self.node.node_id, self._relay_shards)
         relays: dict[Address, None] = {}
         for region in await self.regions():
-            found = await self._relays_in([self._read_key(shard, region)])
-            if not found:
-                others = spare_shards(shard, self._relay_shards)
-                found = await self._relays_in([self._read_key(s, region) for s in others])
+            subkey = self._rng.randrange(SUBKEYS)
+            key = region_key(shard, subkey, region, self._relay_shards)
+            found = await self._relays_in([key])
+            if len(found) < ENOUGH_RELAYS:  # a sparse region: its other relays are under these
+                others = [
+                    region_key(shard, other, region, self._relay_shards)
+                    for other in range(SUBKEYS)
+                    if other != subkey
+                ]
+                found += await self._relays_in(others)
             relays.update(dict.fromkeys(found))
         relays.update(dict.fromkeys(await self._relays_in([self._read_key(shard)])))
         if len(relays) < ENOUGH_RELAYS:
@@ -312,13 +319,9 @@ class MainlineDirectory(Directory):
             self._relay_list = (now, listed)
         return list(listed)
 
-    def _read_key(self, shard: int, region: int | None = None) -> DhtId:
-        """One of ``shard``'s keys (of ``region``'s, if given), at random: its readers spread
-        over all of them."""
-        subkey = self._rng.randrange(SUBKEYS)
-        if region is None:
-            return shard_key(shard, subkey, self._relay_shards)
-        return region_key(shard, subkey, region, self._relay_shards)
+    def _read_key(self, shard: int) -> DhtId:
+        """One of ``shard``'s keys, at random: its readers spread over all of them."""
+        return shard_key(shard, self._rng.randrange(SUBKEYS), self._relay_shards)
 
     async def regions(self) -> list[int]:
         """This node's nearest regions, nearest first (none without landmarks, or when none

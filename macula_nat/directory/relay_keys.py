@@ -28,7 +28,8 @@ first (landmark binning, Ratnasamy et al., INFOCOM 2002). A region's keys sit ri
 each shard's keys (:func:`region_key`), so the same DHT nodes answer both and a populous
 region weighs on no node more than a crowded shard does; a relay is announced in its region
 in every shard, under one of the shard's keys (:func:`region_subkey`), and a node reads its
-own shard's (at a random key), the :data:`SPARE_SHARDS` after it while a region lists none.
+own shard's at a random key, and at the others too when that lists fewer than
+:data:`ENOUGH_RELAYS`: a sparse region's relays are all found.
 """
 
 from __future__ import annotations

@@ -93,30 +93,30 @@ def _relay_regions() -> list[Figure]:
     network = Network([NodeId.random(rng) for _ in range(REGION_NODES)], rng)
     choice = regional_relay_choice(network, RELAYS, rng)
     random_relays = regional_relay_choice(network, RELAYS, rng, regions=False)
-    n = f"{REGION_NODES:,} nodes, {RELAYS} relays"
+    n = f"{REGION_NODES:,}/{RELAYS}"
     return [
         Figure(
-            f"relay lists with regions, {n}: busiest/mean",
+            f"relay lists, regions, {n} nodes/relays: busiest/mean",
             hot_spot(choice.load, REGION_NODES),
             "x",
             goal="<= 3x",
         ),
         Figure(
-            f"relay chosen over the best, {n}, regions (worst node)",
+            f"relay chosen over the best, regions, {n} (worst node)",
             max(choice.shortfall),
             "ms",
             max(random_relays.shortfall),
             "<= 50 ms (baseline: no regions)",
         ),
         Figure(
-            f"nodes > 50 ms from the best relay, {n}, regions",
+            f"nodes > 50 ms from the best relay, regions, {n}",
             sum(s > 50 for s in choice.shortfall),
             "nodes",
             goal=f"0 (no regions: {sum(s > 50 for s in random_relays.shortfall)})",
         ),
-        Figure(f"relays a node measures, {n}, regions (mean)", choice.candidates, "relays"),
+        Figure(f"relays a node measures, regions, {n} (mean)", choice.candidates, "relays"),
         Figure(
-            f"DHT queries per relay-list read, {n}, regions (mean)",
+            f"DHT queries per relay-list read, regions, {n} (mean)",
             sum(choice.load.values()) / REGION_NODES,
             "queries",
             sum(random_relays.load.values()) / REGION_NODES,

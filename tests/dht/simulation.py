@@ -37,10 +37,15 @@ from macula_nat.directory.relay_keys import (
     spare_shards,
 )
 from macula_nat.net.address import Address
+from macula_nat.relay.registry import RegistryConfig
 
 from .geography import LANDMARKS, node_place, relay_place, rtt
 
 MAX_ROUNDS = 500
+MAX_PROBES = RegistryConfig().max_probes
+PROBE_ROUNDS = 2
+"""The relay registry's probe rounds a node's choice follows (a minute apart): each round
+probes up to ``max_probes`` relays, the ones never measured first."""
 
 
 @attrs.frozen
@@ -238,7 +243,8 @@ def regional_relay_choice(
 ) -> RelayChoice:
     """Each node (placed on the globe with `geography.node_place`) reads the relay list once as
     `MainlineDirectory.list_relays` does with `geography.LANDMARKS` as landmarks, measures each
-    relay on it once (the true round trip plus up to ``jitter`` ms) and takes the best measured;
+    relay on it once (the true round trip plus up to ``jitter`` ms; as many as the registry's
+    first PROBE_ROUNDS rounds reach, in the list's order) and takes the best measured;
     ``relays`` relays placed with `geography.relay_place`, announced as `announce_relay` does.
     Without ``regions``: as with no landmarks."""
     relay_places = [relay_place(rng) for _ in range(relays)]
@@ -255,23 +261,25 @@ def regional_relay_choice(
     shortfall: list[float] = []
     measured = 0
 
-    def read(me: NodeId, key: NodeId, listed: set[int]) -> set[int]:
+    def read(me: NodeId, key: NodeId, listed: set[int]) -> dict[int, None]:
         network.lookup(me, key, load)
-        return listed
+        return dict.fromkeys(sorted(listed))
 
     for contact in network.contacts:
         me = contact.node_id
         at = node_place(rng)
         shard = node_shard(me)
-        found: set[int] = set()
+        found: dict[int, None] = {}  # in the order list_relays returns them
         nearest = nearest_regions([rtt(at, mark) for mark in LANDMARKS]) if regions else []
         for region in nearest:
-            key = region_key(shard, rng.randrange(SUBKEYS), region)
+            subkey = rng.randrange(SUBKEYS)
+            key = region_key(shard, subkey, region)
             listed = read(me, key, in_region[key])
-            if not listed:
-                for spare in spare_shards(shard):
-                    key = region_key(spare, rng.randrange(SUBKEYS), region)
-                    listed |= read(me, key, in_region[key])
+            if len(listed) < ENOUGH_RELAYS:
+                for other in range(SUBKEYS):
+                    if other != subkey:
+                        key = region_key(shard, other, region)
+                        listed |= read(me, key, in_region[key])
             found |= listed
         found |= read(me, shard_key(shard, rng.randrange(SUBKEYS)), in_shard[shard])
         if len(found) < ENOUGH_RELAYS:
@@ -279,8 +287,9 @@ def regional_relay_choice(
                 found |= read(me, shard_key(spare, rng.randrange(SUBKEYS)), in_shard[spare])
         if len(found) < ENOUGH_RELAYS:
             found |= read(me, RELAYS_INFO_HASH, set(range(relays)))
-        measured += len(found)
-        chosen = min(found, key=lambda i: rtt(at, relay_places[i]) + rng.uniform(0, jitter))
+        probed = list(found)[: MAX_PROBES * PROBE_ROUNDS]
+        measured += len(probed)
+        chosen = min(probed, key=lambda i: rtt(at, relay_places[i]) + rng.uniform(0, jitter))
         best = min(rtt(at, there) for there in relay_places)
         shortfall.append(rtt(at, relay_places[chosen]) - best)
     return RelayChoice(load, shortfall, measured / len(network.contacts))

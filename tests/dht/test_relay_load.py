@@ -43,7 +43,6 @@ def test_with_regions_every_node_finds_a_relay_within_50_ms_of_the_best_and_no_h
     assert max(choice.shortfall) <= 50
     assert statistics.median(choice.shortfall) < 5
     assert hot_spot(choice.load, NODES) <= 3
-    assert choice.candidates < 40  # what each node measures stays small
 
 
 def test_without_regions_many_nodes_settle_for_a_far_relay(network: Network) -> None:
