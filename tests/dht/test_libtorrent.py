@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -181,3 +182,18 @@ async def test_we_announce_libtorrent_finds(swarm: tuple[list[DhtNode], Session]
         lambda a: isinstance(a, lt.dht_get_peers_reply_alert) and (LOOPBACK, 8888) in a.peers()
     )
     assert reply.num_peers() >= 1
+
+
+async def test_we_join_through_libtorrent_named_by_a_loopback_host_name(
+    swarm: tuple[list[DhtNode], Session],
+) -> None:
+    """A bootstrap host given by name (``localhost``, resolved by the system on loopback only)."""
+    nodes, session = swarm
+    named = attrs.evolve(CONFIG, bootstrap=[("localhost", session.session.listen_port())])
+    async with open_dht_node(RealUdpStack(), named) as joining:
+        with trio.fail_after(STEP):
+            known = await joining.bootstrap()
+        ours = {node.node_id for node in nodes}
+        table = {node.node_id for node in joining.routing_table.closest(joining.node_id, 64)}
+    assert known > 1 and table & ours  # libtorrent answered, and told us of our other nodes
+    assert table - ours  # libtorrent itself
