@@ -50,6 +50,7 @@ def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None =
         stack=stack,
         observers=tuple(args.observers),
         dht=DhtConfig(bootstrap=tuple(args.bootstrap), read_only=True),
+        landmarks=tuple(args.landmarks),
         key=key,
         listen=args.listen,
     )

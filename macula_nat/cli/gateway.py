@@ -34,6 +34,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         relay_port=args.relay_port,
         dht_port=args.dht_port,
         bootstrap=tuple(args.bootstrap),
+        landmarks=tuple(args.landmarks),
     )
 
 

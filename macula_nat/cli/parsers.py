@@ -173,6 +173,7 @@ def add_gateway_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         help="DHT nodes to join through (other gateways' DHT ports; 'public': the public "
         "Mainline DHT's routers)",
     )
+    _landmarks_option(parser)
     _key_option(parser)
     parser.add_argument(
         "--web",
@@ -263,6 +264,7 @@ def _node_options(
         help="gateways' DHT ports: the directory of records and relays ('public': the public "
         "Mainline DHT's routers)",
     )
+    _landmarks_option(parser)
     parser.add_argument(
         listen_option,
         type=address_argument,
@@ -271,6 +273,18 @@ def _node_options(
         help="this node's socket (default: any address, a free port)",
     )
     _key_option(parser)
+
+
+def _landmarks_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--landmarks",
+        type=address_argument,
+        nargs="+",
+        default=[],
+        metavar="IP:PORT",
+        help="the deployment's region landmarks (DHT ports, the same list everywhere): "
+        "relays near this node are found first",
+    )
 
 
 def _key_option(parser: argparse.ArgumentParser) -> None:

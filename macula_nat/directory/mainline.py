@@ -161,6 +161,11 @@ class MainlineDirectory(Directory):
     def node_id(self) -> NodeId:
         return self._key.node_id
 
+    @property
+    def landmarks(self) -> tuple[Address, ...]:
+        """The regions' landmarks, in the deployment's order (none: no regions)."""
+        return self._landmarks
+
     def target_of(self, node_id: NodeId) -> DhtId:
         """Where ``node_id``'s record lives in the DHT."""
         return mutable_target(node_id.raw, self._salt)
