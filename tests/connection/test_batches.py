@@ -1,7 +1,7 @@
 """The driver's batched data path (issue 14): what it must still do when it reads many datagrams
 at once and sends without waiting. Behaviour, not timing: every datagram the QUIC library
-produced leaves, in order, whichever way the endpoint takes it; a batch is answered with one output step; a bulk
-transfer overflows no receive buffer of the simulator."""
+produced leaves, in order, whichever way the endpoint takes it; a batch is answered with one
+output step; a bulk transfer overflows no receive buffer of the simulator."""
 
 from __future__ import annotations
 
