@@ -1,19 +1,24 @@
-"""A Trio driver for aioquic's sans-IO ``QuicConnection`` over a :class:`UdpEndpoint`.
+"""A Trio driver for a sans-IO QUIC connection (qh3's or aioquic's, behind
+:mod:`~macula_nat.connection.backend`) over a :class:`UdpEndpoint`.
 
-- **Identity.** Both sides present a self-signed certificate of their node key; the server asks
-  for the client's. Each side checks the peer's certificate key is the node it expects (the
-  client: ``expected_peer``; the server: ``allowed_peers``) *before* sending its next flight, so
-  a wrong peer never completes the handshake. A failed check closes with CRYPTO_ERROR
-  ``bad_certificate`` (:data:`AUTH_FAILED`); the side that sees it raises
+- **Identity.** The server presents a self-signed certificate of its node key; the client checks
+  that key is ``expected_peer`` before it sends anything of its own. The client then proves its
+  node key on its first stream, before anything else: a signature over this TLS session's
+  exporter secret and both node ids (:mod:`~macula_nat.connection.proof`; qh3's server never
+  requests a client certificate). The server delivers nothing of the connection until the proof
+  verifies and names a node in ``allowed_peers``, then says so (an empty, ended stream), and the
+  client's :func:`connect` returns only then. A failed check closes with CRYPTO_ERROR
+  ``bad_certificate`` (:data:`AUTH_FAILED`), a client that sends anything before its proof with
+  ``certificate_required`` (:data:`AUTH_REQUIRED`); the side that sees it raises
   :class:`PeerAuthenticationFailed` too.
-- **Hygiene.** Only datagrams from the connection's remote address whose QUIC header parses reach
-  aioquic; a listener starts a connection only for a full-size Initial from an allowed address,
-  with at most ``max_handshakes`` in flight, each bounded by ``handshake_timeout``. Once
-  ``retry_threshold`` handshakes from unproven addresses are pending, an Initial without a
-  token gets a stateless Retry (RFC 9000 8.1.2) instead of a slot, and a proven source holds at
-  most ``max_handshakes_per_source`` (see :mod:`macula_nat.connection.gate`, which a node's
-  coordinator uses too, with :func:`answer`): spoofed Initials cannot take the slots a real
-  peer needs.
+- **Hygiene.** Only datagrams from the connection's remote address reach the library (which
+  authenticates every packet); a listener starts a connection only for a full-size Initial from
+  an allowed address, with at most ``max_handshakes`` in flight, each bounded by
+  ``handshake_timeout``. Once ``retry_threshold`` handshakes from unproven addresses are
+  pending, an Initial without a token gets a stateless Retry (RFC 9000 8.1.2) instead of a slot,
+  and a proven source holds at most ``max_handshakes_per_source`` (see
+  :mod:`macula_nat.connection.gate`, which a node's coordinator uses too, with :func:`answer`):
+  spoofed Initials cannot take the slots a real peer needs.
 - **Messages** travel on one unidirectional stream per direction, each prefixed by its length
   (4 bytes, big endian): reliable, ordered, any size up to ``max_message_size``. A second
   unidirectional stream carries the traversal layer's signalling (:meth:`Connection.send_control`),
@@ -28,23 +33,29 @@
   first bytes (or EOF) arrive.
 - **Hand-overs.** Data leaves from the task that sends it, and a datagram is processed in the
   task that read it (the connection's own driver, or the listener's reader), so a request and
-  its answer cross no extra task; the driver otherwise only runs aioquic's timers. A pending
-  ACK rides with outgoing data instead of leaving alone after aioquic's ACK delay. Together
-  these made a small-message round trip ~1.5x faster.
+  its answer cross no extra task; the driver otherwise only runs the library's timers. On
+  aioquic a pending ACK rides with outgoing data instead of leaving alone after its ACK delay
+  (qh3's core schedules its ACKs itself). Together these made a small-message round trip ~1.5x
+  faster.
 - **Batches.** The reader takes every datagram waiting on the socket at once (up to
-  :data:`~macula_nat.net.endpoint.READ_BATCH`), feeds them all to aioquic and then runs one
+  :data:`~macula_nat.net.endpoint.READ_BATCH`), feeds them all to the library in one call
+  (qh3 takes the whole batch into its core at once) and then runs one
   output step (``datagrams_to_send``) for the batch; datagrams leave with
   ``send_to_nowait``, awaiting the endpoint only when its buffer is full. A bulk transfer
   thus costs one scheduler round per batch, not two per datagram (issue 14).
-- **Time** is ``trio.current_time()``, so aioquic's timers follow ``trio.testing.MockClock``.
+- **Time** is ``trio.current_time()``, so the library's timers follow
+  ``trio.testing.MockClock``.
 - **Memory.** QUIC flow control is the receive bound: the peer may send at most
   ``max_receive_buffer`` bytes beyond what the application has read (whole messages, partial
-  ones, stream data, and the gaps aioquic holds for out-of-order data all count), so a slow
-  reader slows the sender instead of growing a buffer; aioquic would instead double its windows
-  as data arrives, read or not. The peer may open 2 unidirectional streams (messages,
-  signalling) and aioquic's 128 bidirectional ones. A peer that sends past its credit breaks
-  the protocol and the connection closes (:class:`ConnectionClosed` says why). A send waits
-  while more than ``send_buffer`` bytes of its stream are unacknowledged.
+  ones, stream data, and the gaps held for out-of-order data all count), so a slow reader slows
+  the sender instead of growing a buffer; aioquic would instead double its windows as data
+  arrives, read or not. On aioquic the credit follows the application's reads; qh3 grants it as
+  it hands data over, so there the driver drops datagrams while the application holds the rest
+  of the bound (see :mod:`~macula_nat.connection.quic_qh3`). The peer may open 3 unidirectional
+  streams (proof, messages, signalling) and 128 (aioquic) or 100 (qh3) bidirectional ones. A
+  peer that sends past its credit breaks the protocol and the connection closes
+  (:class:`ConnectionClosed` says why). A send waits while more than ``send_buffer`` bytes of
+  its stream are unsent (qh3) or unacknowledged (aioquic).
 """
 
 from __future__ import annotations
@@ -187,11 +198,12 @@ class ConnectionStatistics:
     """Bytes received and not yet read by the application: whole and partial messages,
     signalling, stream data."""
     reassembly: int
-    """Bytes aioquic holds for out-of-order stream data (gaps included)."""
+    """Bytes aioquic holds for out-of-order stream data (gaps included); 0 on qh3, whose core
+    does not say (its credit bounds it)."""
     receive_bound: int
     """``max_receive_buffer``: ``held + reassembly`` stays within it plus a message's framing."""
     peer_streams: int
-    """Streams the peer has opened (aioquic's stream states alive)."""
+    """Streams the peer has opened whose receiving side has not ended (seen by their data)."""
 
 
 @attrs.frozen
@@ -335,7 +347,8 @@ class Connection:
     _failure: ConnectionFailed | None = None
     _closed_locally: bool = False
     _buffered: int = 0
-    """Bytes aioquic delivered that the application has not read yet (partial messages too)."""
+    """Bytes the library delivered that the application has not read yet (partial messages
+    too)."""
     _message_stream: int | None = None
     _control_stream: int | None = None
     _ping_uid: int = 0
@@ -357,14 +370,15 @@ class Connection:
     hands datagrams over (:meth:`_answer`)."""
     _outbox: deque[bytes] = attrs.field(init=False, factory=deque)
     _produced: int = attrs.field(init=False, default=0)
-    """Datagrams aioquic has handed over so far (the driver tells a busy pass from an idle one)."""
+    """Datagrams the library has handed over so far (the driver tells a busy pass from an idle
+    one)."""
     _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
     _woken: bool = attrs.field(init=False, default=False)
     _next_ping: float = attrs.field(init=False, default=math.inf)
     _authenticated: trio.Event = attrs.field(init=False, factory=trio.Event)
     _terminated: trio.Event = attrs.field(init=False, factory=trio.Event)
     _progress: trio.lowlevel.ParkingLot = attrs.field(init=False, factory=trio.lowlevel.ParkingLot)
-    """Where tasks wait for the next pass over aioquic's events."""
+    """Where tasks wait for the next pass over the library's events."""
     _messages: deque[bytes] = attrs.field(init=False, factory=deque)
     _framing: dict[int, bytearray] = attrs.field(init=False, factory=dict)
     _uni_kinds: dict[int, bytes] = attrs.field(init=False, factory=dict)
@@ -691,9 +705,9 @@ class Connection:
             self._notify()
 
     async def _receive(self) -> None:
-        """Wait for datagrams from the endpoint and feed aioquic every one already waiting
-        (a batch: the driver's next pass answers them all with one output step); when a
-        listener hands datagrams over instead, only wait."""
+        """Wait for datagrams from the endpoint and feed the library every one already waiting
+        from the peer, in one call (a batch: the driver's next pass answers them all with one
+        output step); when a listener hands datagrams over instead, only wait."""
         if not self._reads_endpoint:
             await trio.sleep_forever()
         try:
@@ -701,9 +715,8 @@ class Connection:
         except trio.ClosedResourceError:
             self._lose_endpoint()
             return
-        for data, source in batch:
-            if parse_header(data) is not None:
-                self._feed(data, source)
+        remote = self._remote
+        self._feed([data for data, source in batch if source == remote])
 
     async def _answer(self) -> None:
         """After a listener's reader fed datagrams (known to parse as QUIC): make the pass the
@@ -714,20 +727,22 @@ class Connection:
             self._rearm()
 
     async def _pass(self) -> None:
-        """After input: hand aioquic's events to their readers and send what it produced."""
+        """After input: hand the library's events to their readers and send what it produced."""
         self._process_events()
         self._check_authenticated()
         await self._flush()
         self._notify()
 
-    def _feed(self, data: bytes, source: Address) -> None:
-        if source != self._remote:
-            return
+    def _feed(self, datagrams: list[bytes]) -> None:
+        """Hand the library ``datagrams`` from the peer (the library authenticates each packet
+        and drops what is not this connection's)."""
         quic = self._quic
-        if not quic.accepts(self._buffered):
-            self.withheld += 1
+        if not datagrams:
             return
-        quic.receive_datagram(data, source, trio.current_time())
+        if not quic.accepts(self._buffered):
+            self.withheld += len(datagrams)
+            return
+        quic.receive_datagrams(datagrams, self._remote, trio.current_time())
         if self._is_client:
             self._check_peer_certificate()
         if self._failure is None and not self._closed_locally:
@@ -1085,7 +1100,7 @@ async def answer(
         admitted,
     )
     connection._reads_endpoint = True
-    connection._feed(initial, remote_address)
+    connection._feed([initial])
     async with _carried(connection) as connection:
         logger.info("accepted %s from %s", connection.peer_id.short(), remote_address)
         yield connection
@@ -1170,18 +1185,17 @@ class Listener:
                 for connection in self._by_address.values():
                     connection._lose_endpoint()
                 return
-            fed: dict[Connection, None] = {}  # in the order they were first fed
+            fed: dict[Connection, list[bytes]] = {}  # in the order they were first fed
             for data, source in batch:
-                header = parse_header(data)
-                if header is None:
-                    continue
                 known = self._by_address.get(source)
                 if known is not None:
-                    known._feed(data, source)
-                    fed[known] = None
-                elif self._may_start(header, data, source):
+                    fed.setdefault(known, []).append(data)
+                    continue
+                header = parse_header(data)
+                if header is not None and self._may_start(header, data, source):
                     await self._admit(header, data, source)
-            for connection in fed:
+            for connection, datagrams in fed.items():
+                connection._feed(datagrams)
                 await connection._answer()
 
     def _may_start(self, header: QuicHeader, data: bytes, source: Address) -> bool:
@@ -1208,7 +1222,7 @@ class Listener:
         )
         self._by_address[source] = connection
         self._gate.take(connection, admitted)
-        connection._feed(data, source)
+        connection._feed([data])
         connection._wake()  # its driver's first pass answers the Initial
         self._nursery.start_soon(self._serve, connection)
 

@@ -111,8 +111,10 @@ class AioquicConnection:
     def connect(self, address: Address, now: float) -> None:
         self.quic.connect(address, now=now)
 
-    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
-        self.quic.receive_datagram(data, source, now=now)
+    def receive_datagrams(self, datagrams: list[bytes], source: Address, now: float) -> None:
+        receive = self.quic.receive_datagram
+        for data in datagrams:
+            receive(data, source, now=now)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         return [data for data, _ in self.quic.datagrams_to_send(now=now)]

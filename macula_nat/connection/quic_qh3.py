@@ -66,10 +66,10 @@ class Qh3Connection:
     def connect(self, address: Address, now: float) -> None:
         self.quic.connect(address, now)
 
-    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+    def receive_datagrams(self, datagrams: list[bytes], source: Address, now: float) -> None:
         if self._broken is None:
             try:
-                self.quic.receive_datagram(data, source, now)
+                self.quic.receive_many_datagrams(datagrams, source, now)
             except QuicConnectionError as exc:
                 self._break(exc)
 

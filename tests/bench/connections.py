@@ -342,7 +342,9 @@ async def _echo(connection: Connection) -> None:
         await connection.send_message(await connection.receive_message())
 
 
-async def _ours() -> _Driven:
+async def _ours(config: ConnectionConfig | None = None) -> _Driven:
+    """Our driver (``config``'s backend; default: the default config's) on 127.0.0.1."""
+    settings = config if config is not None else ConnectionConfig()
     stack = RealUdpStack([LOOPBACK])
     client_key, server_key = NodeKey.generate(), NodeKey.generate()
     client_endpoint = await stack.bind((LOOPBACK, 0))
@@ -351,9 +353,13 @@ async def _ours() -> _Driven:
     server_port = server_endpoint.local_address[1]
     try:
         async with (
-            listen(server_endpoint, server_key, [client_key.node_id]) as listener,
+            listen(server_endpoint, server_key, [client_key.node_id], config=settings) as listener,
             connect(
-                client_endpoint, server_endpoint.local_address, client_key, server_key.node_id
+                client_endpoint,
+                server_endpoint.local_address,
+                client_key,
+                server_key.node_id,
+                config=settings,
             ) as connection,
             trio.open_nursery() as nursery,
         ):
@@ -370,9 +376,13 @@ async def _ours() -> _Driven:
                 round_trip = (now() - started) / ROUND_TRIPS
             nursery.cancel_scope.cancel()
         async with (
-            listen(server_endpoint, server_key, [client_key.node_id]) as listener,
+            listen(server_endpoint, server_key, [client_key.node_id], config=settings) as listener,
             connect(
-                client_endpoint, server_endpoint.local_address, client_key, server_key.node_id
+                client_endpoint,
+                server_endpoint.local_address,
+                client_key,
+                server_key.node_id,
+                config=settings,
             ) as connection,
         ):
             accepted = await listener.accept()
