@@ -7,12 +7,12 @@ Differences from aioquic this adapter absorbs:
   its certificate. qh3 leaves EdDSA out of the signature algorithms a client offers, so the
   client offers ed25519 (``signature_algorithms``), the only algorithm a node key signs with.
 - **Receive memory.** qh3's core grants credit as it hands data over, not as the application
-  reads it, and has no API to tie the two. So qh3's credit is the window less the room of the
-  largest message (at least :data:`MIN_CREDIT`), and while the application holds the rest
-  unread the driver drops incoming datagrams (:meth:`Qh3Connection.accepts`; the peer resends
-  them later): what the peer makes this side hold, read or not, stays within the window, or
-  within the largest message plus :data:`MIN_CREDIT` when that is more (a message as large as
-  the whole window).
+  reads it, and has no API to tie the two. So the window is split: while the application holds
+  half of it unread (or the room of the largest message, if more) the driver drops incoming
+  datagrams (:meth:`Qh3Connection.accepts`; the peer resends them later), and qh3's credit is
+  the rest (at least :data:`MIN_CREDIT`): what the peer makes this side hold, read or not,
+  stays within the window, or within the largest message plus :data:`MIN_CREDIT` when that is
+  more (a message as large as the whole window).
 - qh3 schedules its ACKs itself; the smoothed RTT is read from its core (no public property).
 - **Failures.** qh3's core can raise where aioquic would not (seen: "packet builder capacity
   exhausted" building a qh3 server's first flight to an aioquic client); the adapter ends that
@@ -178,8 +178,8 @@ class Qh3Backend:
         idle_timeout: float,
         cid_length: int,
     ) -> None:
-        credit = max(window - message_room, MIN_CREDIT)
-        self._hold_limit = max(window - credit, message_room)
+        self._hold_limit = max(window // 2, message_room)
+        credit = max(window - self._hold_limit, MIN_CREDIT)
         configuration = QuicConfiguration(
             is_client=is_client,
             alpn_protocols=[backend.ALPN],

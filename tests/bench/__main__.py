@@ -19,6 +19,7 @@ from . import (
     dht,
     observer,
     portmap,
+    quic_backends,
     relay,
     startup,
 )
@@ -26,7 +27,18 @@ from . import (
 SECTIONS = (
     (
         "speed and memory",
-        (startup, actors, cache, observer, relay, dht, detection, connections, portmap),
+        (
+            startup,
+            actors,
+            cache,
+            observer,
+            relay,
+            dht,
+            detection,
+            connections,
+            quic_backends,
+            portmap,
+        ),
     ),
     (
         "under attack (issue 11: each figure beside its bound)",

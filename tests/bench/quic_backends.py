@@ -11,10 +11,11 @@ its peer's data under the heaviest load.
   each backend and for the minimal aioquic driver (:class:`tests.bench.connections._MinimalEnd`).
   A bulk transfer ends when the server, having read every byte, says so (one small message
   back). The server's CPU seconds per transfer are its ``time.process_time`` at the end.
-- **Memory**: the bulk transfer with the default config, the receiving application reading
-  at full speed and then pausing mid-transfer; the most the receiver held of the peer's data
-  (``statistics()``: unread plus reassembly), sampled every millisecond, beside the bound
-  (``max_receive_buffer`` plus one message's framing). The same bound is asserted by
+- **Memory**: the bulk transfer, the receiving application reading at full speed and then
+  pausing for ``PAUSE`` mid-transfer, with the default config (a 64 MiB bound) and with a
+  tight one (``TIGHT``: a 4 MiB bound, an eighth of the transfer); the most the receiver held of
+  the peer's data (``statistics()``: unread plus reassembly), sampled every millisecond, beside
+  the bound (``max_receive_buffer`` plus one message's framing). The same bound is asserted by
   ``tests/connection/test_memory.py`` (behaviour, not timing).
 """
 
@@ -69,6 +70,9 @@ TOTAL: Final = BULK_MESSAGE * BULK_MESSAGES
 DONE: Final = b"done"
 PAUSE: Final = 0.5
 """Seconds the receiving application stops reading, mid-transfer, in the memory run."""
+TIGHT: Final = 4 << 20
+"""The memory run's tight bound (``max_receive_buffer``, messages of ``BULK_MESSAGE`` at
+most): an eighth of the transfer."""
 
 
 def _config(backend: BackendName) -> ConnectionConfig:
@@ -254,10 +258,9 @@ async def _two_processes() -> dict[str, dict[str, list[_Transfer]]]:
 # -- memory ------------------------------------------------------------------------------------
 
 
-async def _held_under_load(backend: BackendName) -> tuple[int, int]:
+async def _held_under_load(config: ConnectionConfig) -> tuple[int, int]:
     """The most the receiver held of the peer's data during a bulk transfer whose reader
     pauses mid-way, and its bound."""
-    config = _config(backend)
     stack = RealUdpStack([LOOPBACK])
     client_key, server_key = NodeKey.generate(), NodeKey.generate()
     client_endpoint = await stack.bind((LOOPBACK, 0))
@@ -319,7 +322,7 @@ def _ratio_range(values: Sequence[float], baselines: Sequence[float]) -> str:
 def _figures(
     one: dict[BackendName, list[_Driven]],
     two: dict[str, dict[str, list[_Transfer]]],
-    memory: dict[BackendName, tuple[int, int]],
+    memory: dict[tuple[BackendName, str], tuple[int, int]],
 ) -> list[Figure]:
     bulk = {name: [d.bytes_per_second for d in one[name]] for name in BACKENDS}
     rtt = {name: [d.seconds_per_round_trip for d in one[name]] for name in BACKENDS}
@@ -383,15 +386,14 @@ def _figures(
             "(the server process's whole run)",
         )
     )
-    for name in BACKENDS:
-        peak, bound = memory[name]
+    for (name, which), (peak, bound) in memory.items():
         figures.append(
             Figure(
-                f"QUIC {name}: most held of the peer's data, bulk with a paused reader",
+                f"QUIC {name}: most held of the peer, paused reader, {which} bound",
                 peak / (1 << 20),
                 "MiB",
                 bound / (1 << 20),
-                "<= 1.0x (the receive bound)",
+                "<= 1.0x",
             )
         )
     return figures
@@ -400,7 +402,13 @@ def _figures(
 async def run() -> list[Figure]:
     one = await _one_process()
     two = await _two_processes()
-    memory = {name: await _held_under_load(name) for name in BACKENDS}
+    memory: dict[tuple[BackendName, str], tuple[int, int]] = {}
+    for name in BACKENDS:
+        default = _config(name)
+        memory[name, "default"] = await _held_under_load(default)
+        memory[name, "4 MiB"] = await _held_under_load(
+            attrs.evolve(default, max_receive_buffer=TIGHT, max_message_size=BULK_MESSAGE)
+        )
     return _figures(one, two, memory)
 
 
