@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 import trio
 import trio.testing
+from aioquic.quic.packet import QuicHeader, QuicPacketType
 
 from macula_nat.connection import (
     ConnectionClosed,
@@ -14,11 +16,15 @@ from macula_nat.connection import (
     HandshakeTimeout,
     PeerAuthenticationFailed,
     connect,
+    driver,
     listen,
     node_certificate,
     peer_node_id,
 )
 from macula_nat.connection.backend import BackendName
+from macula_nat.connection.driver import parse_header
+from macula_nat.connection.quic_aioquic import AioquicConnection
+from macula_nat.connection.quic_qh3 import Qh3Connection
 from macula_nat.identity import NodeKey
 from macula_nat.net import Address, UdpEndpoint
 from macula_nat.net.real import RealUdpStack
@@ -351,3 +357,51 @@ async def test_loopback_real_sockets(config: ConnectionConfig) -> None:
                 assert await accepted.receive_message() == b"over loopback"
                 await accepted.send_message(b"back")
                 assert await conn.receive_message() == b"back"
+
+
+async def test_a_connection_owns_the_ids_it_issued_and_no_other(
+    autojump_clock: trio.testing.MockClock,
+    config: ConnectionConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``owns`` (how a node routes a datagram from a rebound peer to its connection) follows
+    the connection ids the library issued and retired, tracked from its events: every 1-RTT
+    packet that reaches the client is addressed to an id it owns then, also after the server
+    moves to another one (and retires the first)."""
+    received: list[tuple[QuicHeader, bool]] = []
+    feed = driver.Connection._feed
+
+    def recording(connection: driver.Connection, datagrams: list[bytes]) -> None:
+        if connection._is_client:
+            for data in datagrams:
+                header = parse_header(data)
+                if header is not None and header.packet_type == QuicPacketType.ONE_RTT:
+                    received.append((header, connection.owns(header)))
+        feed(connection, datagrams)
+
+    monkeypatch.setattr(driver.Connection, "_feed", recording)
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
+        ):
+            accepted = await listener.accept()
+            for round_ in range(10):
+                if round_ == 5:  # the server moves to another of the ids the client issued
+                    port = accepted._quic
+                    assert isinstance(port, AioquicConnection | Qh3Connection)
+                    port.quic.change_connection_id()
+                await accepted.send_message(b"x" * 5000)
+                await conn.receive_message()
+            assert len({header.destination_cid for header, _ in received}) >= 2
+            assert all(owned for _, owned in received)
+            assert not any(accepted.owns(header) for header, _ in received)
+            first = received[0][0]
+            assert not conn.owns(first)  # retired when the server moved on
+            stranger = dataclasses.replace(
+                first, destination_cid=os.urandom(len(first.destination_cid))
+            )
+            assert not conn.owns(stranger)
