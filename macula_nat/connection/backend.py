@@ -120,9 +120,10 @@ class QuicConnectionPort(Protocol):
     def release(self, count: int) -> bool:
         """The application read ``count`` bytes; whether the peer should hear of credit now."""
 
-    def accepts(self, held: int) -> bool:
-        """Whether to feed the next datagram while the application holds ``held`` unread
-        bytes (False: drop it, the peer resends; bounds memory where credit is not ours)."""
+    def accepts(self, held: int, size: int) -> bool:
+        """Whether to feed a datagram of ``size`` bytes while the application holds ``held``
+        unread bytes (False: drop it, the peer resends; bounds memory where credit is not
+        ours)."""
 
     def reassembly(self) -> int:
         """Bytes held for out-of-order stream data (0 where the library does not say; its

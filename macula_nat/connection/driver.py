@@ -261,7 +261,7 @@ class QuicStream(trio.abc.HalfCloseableStream):
             if self._closed or self._send_closed:
                 raise trio.ClosedResourceError("stream closed for sending")
             self._connection._raise_if_unusable()
-            self._connection._quic.send_stream_data(self.stream_id, bytes(data))
+            self._connection._send(self.stream_id, bytes(data))
             sent = await self._connection._transmit()
             await self._connection._wait_send_room(self.stream_id, checkpointed=sent)
         finally:
@@ -444,7 +444,7 @@ class Connection:
         self._raise_if_unusable()
         if self._message_stream is None:
             self._message_stream = self._open_uni(_MESSAGES)
-        self._quic.send_stream_data(self._message_stream, _LENGTH.pack(len(message)) + message)
+        self._send(self._message_stream, _LENGTH.pack(len(message)) + message)
         sent = await self._transmit()
         await self._wait_send_room(self._message_stream, checkpointed=sent)
 
@@ -457,7 +457,7 @@ class Connection:
         self._raise_if_unusable()
         if self._control_stream is None:
             self._control_stream = self._open_uni(_CONTROL)
-        self._quic.send_stream_data(self._control_stream, _LENGTH.pack(len(message)) + message)
+        self._send(self._control_stream, _LENGTH.pack(len(message)) + message)
         await self._transmit()
         await trio.lowlevel.checkpoint()
 
@@ -492,6 +492,16 @@ class Connection:
             receive_bound=self._config.max_receive_buffer,
             peer_streams=len(self._peer_open),
         )
+
+    def _send(self, stream_id: int, data: bytes) -> None:
+        """Queue an application's ``data`` on ``stream_id``; raise if the library has just
+        ended the connection underneath (before the driver heard of it)."""
+        self._quic.send_stream_data(stream_id, data)
+        error = self._quic.local_error()
+        if error is not None and self._failure is None and not self._closed_locally:
+            self._failure = ConnectionClosed(f"the connection ended ({error})")
+            self._wake()
+        self._raise_if_unusable()
 
     def _open_uni(self, kind: bytes) -> int:
         stream_id = self._quic.next_stream_id(unidirectional=True)
@@ -736,13 +746,12 @@ class Connection:
     def _feed(self, datagrams: list[bytes]) -> None:
         """Hand the library ``datagrams`` from the peer (the library authenticates each packet
         and drops what is not this connection's)."""
-        quic = self._quic
-        if not datagrams:
+        quic, held = self._quic, self._buffered
+        accepted = [data for data in datagrams if quic.accepts(held, len(data))]
+        self.withheld += len(datagrams) - len(accepted)
+        if not accepted:
             return
-        if not quic.accepts(self._buffered):
-            self.withheld += len(datagrams)
-            return
-        quic.receive_datagrams(datagrams, self._remote, trio.current_time())
+        quic.receive_datagrams(accepted, self._remote, trio.current_time())
         if self._is_client:
             self._check_peer_certificate()
         if self._failure is None and not self._closed_locally:
@@ -914,7 +923,10 @@ class Connection:
 
     def _on_terminated(self, event: backend.Terminated) -> None:
         if self._failure is None and not self._closed_locally:
-            if event.error_code == AUTH_FAILED:
+            error = self._quic.local_error()
+            if error is not None:
+                self._failure = ConnectionClosed(f"the connection ended ({error})")
+            elif event.error_code == AUTH_FAILED:
                 self._failure = PeerAuthenticationFailed("the peer rejected our identity")
             elif event.error_code == AUTH_REQUIRED:
                 self._failure = PeerAuthenticationFailed("the peer wanted our proof first")

@@ -178,7 +178,7 @@ class AioquicConnection:
     def release(self, count: int) -> bool:
         return self.quic.release(count)
 
-    def accepts(self, held: int) -> bool:
+    def accepts(self, held: int, size: int) -> bool:
         return True  # the credit follows the application's reads (release): nothing to drop
 
     def reassembly(self) -> int:

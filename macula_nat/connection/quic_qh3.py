@@ -10,14 +10,22 @@ Differences from aioquic this adapter absorbs:
   reads it, and has no API to tie the two. So the window is split: while the application holds
   half of it unread (or the room of the largest message, if more) the driver drops incoming
   datagrams (:meth:`Qh3Connection.accepts`; the peer resends them later), and qh3's credit is
-  the rest (at least :data:`MIN_CREDIT`): what the peer makes this side hold, read or not,
-  stays within the window, or within the largest message plus :data:`MIN_CREDIT` when that is
-  more (a message as large as the whole window).
+  the rest (at least :data:`MIN_CREDIT`): what the peer makes this side hold, read or not, stays
+  within the window, or within the largest message plus :data:`SLACK` and :data:`MIN_CREDIT`
+  when that is more (a message as large as the whole window). Small datagrams
+  (:data:`SMALL_DATAGRAM`: ACKs, PINGs) still pass for :data:`SLACK` bytes more, so a connection
+  whose application stops reading for longer than the idle timeout stays alive, as flow control
+  keeps it on aioquic.
 - qh3 schedules its ACKs itself; the smoothed RTT is read from its core (no public property).
-- **Failures.** qh3's core can raise where aioquic would not (seen: "packet builder capacity
-  exhausted" building a qh3 server's first flight to an aioquic client); the adapter ends that
-  connection with INTERNAL_ERROR and says why (:meth:`Qh3Connection.local_error`) instead of
-  letting the exception take down the listener that drives it.
+- **Failures.** qh3's core can raise where aioquic would not; the adapter ends that connection
+  with INTERNAL_ERROR and says why (:meth:`Qh3Connection.local_error`) instead of letting the
+  exception take down the listener that drives it. One such raise is no failure: a qh3 server
+  answering an aioquic client, whose 1200-byte Initial datagram is a short packet and zeros
+  after it, counts only the packet towards its anti-amplification budget (RFC 9000 8.1) and
+  raises "packet builder capacity exhausted" when the budget runs out mid-flight. Before the
+  handshake completes the adapter takes that as "nothing more to send now": the datagrams built
+  so far leave, and the client's next datagram (its ACK) widens the budget. That output step
+  calls qh3's core directly (its ``datagrams_to_send`` would lose the datagrams already built).
 """
 
 from __future__ import annotations
@@ -39,10 +47,17 @@ from macula_nat.connection.proof import KeySchedule
 from macula_nat.identity import NodeKey
 from macula_nat.net.address import Address
 
-__all__ = ["MIN_CREDIT", "Qh3Backend", "Qh3Connection"]
+__all__ = ["MIN_CREDIT", "SLACK", "SMALL_DATAGRAM", "Qh3Backend", "Qh3Connection"]
 
 MIN_CREDIT: Final = 256 * 1024
 """The least flow-control credit qh3 gets, whatever room the largest message leaves."""
+SMALL_DATAGRAM: Final = 256
+"""Datagrams this small (ACKs, PINGs, at most a few bytes of stream data) pass while the
+application holds its share of the window, up to :data:`SLACK`."""
+SLACK: Final = 64 * 1024
+"""What small datagrams may add to the application's share of the window."""
+_AMPLIFICATION_LIMITED: Final = "packet builder capacity exhausted"
+"""What qh3's core raises when its anti-amplification budget ends mid-flight."""
 
 
 class Qh3Connection:
@@ -54,6 +69,7 @@ class Qh3Connection:
         self._broken: str | None = None
         """Why qh3's core failed, once it did: the connection is over."""
         self._reported = False
+        self._handshake_complete = False
 
     def _break(self, exc: QuicConnectionError) -> None:
         self._broken = f"qh3 failed: {exc.reason_phrase}"
@@ -74,13 +90,17 @@ class Qh3Connection:
                 self._break(exc)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
-        if self._broken is not None:
-            return []
+        core = self.quic._core
+        datagrams: list[bytes] = []
+        if self._broken is not None or core is None:
+            return datagrams
         try:
-            return [data for data, _ in self.quic.datagrams_to_send(now)]
-        except QuicConnectionError as exc:
-            self._break(exc)
-            return []
+            while (transmit := core.poll_transmit(now)) is not None:
+                datagrams.append(transmit[0])
+        except RuntimeError as exc:
+            if self._handshake_complete or _AMPLIFICATION_LIMITED not in str(exc):
+                self._break(QuicConnectionError(QuicErrorCode.INTERNAL_ERROR, None, str(exc)))
+        return datagrams
 
     def get_timer(self) -> float | None:
         return None if self._broken is not None else self.quic.get_timer()
@@ -101,6 +121,7 @@ class Qh3Connection:
             if isinstance(event, events.StreamDataReceived):
                 return backend.StreamData(event.stream_id, event.data, event.end_stream)
             if isinstance(event, events.HandshakeCompleted):
+                self._handshake_complete = True
                 return backend.HandshakeCompleted()
             if isinstance(event, events.StreamReset):
                 return backend.StreamReset(event.stream_id)
@@ -113,13 +134,21 @@ class Qh3Connection:
         return None
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
-        self.quic.send_stream_data(stream_id, data, end_stream)
+        if self._broken is None:
+            try:
+                self.quic.send_stream_data(stream_id, data, end_stream)
+            except QuicConnectionError as exc:  # the core closed first (say, idle)
+                self._break(exc)
 
     def next_stream_id(self, *, unidirectional: bool) -> int:
         return self.quic.get_next_available_stream_id(is_unidirectional=unidirectional)
 
     def send_ping(self, uid: int) -> None:
-        self.quic.send_ping(uid)
+        if self._broken is None:
+            try:
+                self.quic.send_ping(uid)
+            except QuicConnectionError as exc:
+                self._break(exc)
 
     def close(self, error_code: int, reason: str, frame_type: int | None = None) -> None:
         self.quic.close(error_code=error_code, frame_type=frame_type, reason_phrase=reason)
@@ -150,7 +179,9 @@ class Qh3Connection:
     def release(self, count: int) -> bool:
         return False  # qh3 granted the credit when it handed the data over
 
-    def accepts(self, held: int) -> bool:
+    def accepts(self, held: int, size: int) -> bool:
+        if size <= SMALL_DATAGRAM:
+            return held < self._hold_limit + SLACK
         return held < self._hold_limit
 
     def reassembly(self) -> int:
@@ -178,8 +209,8 @@ class Qh3Backend:
         idle_timeout: float,
         cid_length: int,
     ) -> None:
-        self._hold_limit = max(window // 2, message_room)
-        credit = max(window - self._hold_limit, MIN_CREDIT)
+        self._hold_limit = max(window // 2 - SLACK, message_room)
+        credit = max(window - self._hold_limit - SLACK, MIN_CREDIT)
         configuration = QuicConfiguration(
             is_client=is_client,
             alpn_protocols=[backend.ALPN],

@@ -70,10 +70,9 @@ def held(connection: Connection) -> int:
 
 
 # -- receive memory ----------------------------------------------------------------------------
-# The attacker is an authenticated peer on the receiver's backend that queues far more than the
-# bound and keeps sending what the receiver's flow control lets through. Attacks that need a
-# peer bending QUIC itself run on aioquic, whose Python state a test can bend (an aioquic client
-# cannot reach a qh3 server: qh3 2.1's server fails building its first flight to it).
+# The attacker is an authenticated peer on aioquic, whose Python state a test can bend, that
+# queues far more than the bound and keeps sending what the receiver's flow control lets
+# through; the receiver runs on each backend.
 
 
 def incomplete_messages(attacker: Connection, bound: int = BOUND) -> None:
@@ -103,17 +102,19 @@ def out_of_order(attacker: Connection, bound: int = BOUND) -> None:
 
 async def peak_held(
     attack: Callable[[Connection, int], None], config: ConnectionConfig, bound: int = BOUND
-) -> tuple[int, int]:
-    """The most a receiver with a ``bound`` receive buffer holds of the peer's data while
-    ``attack`` runs (sampled every 50 ms, stopping early past ``bound`` + 1 MiB), and the most
-    streams the peer had open at once."""
-    peak = streams = 0
+) -> tuple[int, int, int]:
+    """The most a receiver with ``config`` (a ``bound`` receive buffer) holds of the peer's
+    data while ``attack`` runs from an aioquic peer (sampled every 50 ms, stopping early past
+    ``bound`` + 1 MiB), the most streams the peer had open at once, and the most connection
+    credit the receiver granted (the application reads nothing, so that is what it may have to
+    hold, in the driver or inside the library)."""
+    peak = streams = credit = 0
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         async with (
             listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
             connect(
-                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=ATTACKER
             ) as attacker,
         ):
             receiver = await listener.accept()
@@ -125,21 +126,14 @@ async def peak_held(
                 await trio.sleep(0.05)
                 peak = max(peak, held(receiver))
                 streams = max(streams, receiver.statistics().peer_streams)
+                credit = max(credit, aioquic_of(attacker)._remote_max_data)
                 if peak > bound + MIB:
                     break
-    return peak, streams
+    return peak, streams, credit
 
 
-@pytest.mark.parametrize(
-    ("attack", "backend"),
-    [
-        (incomplete_messages, "qh3"),
-        (unread_streams, "qh3"),
-        (incomplete_messages, "aioquic"),
-        (unread_streams, "aioquic"),
-        (out_of_order, "aioquic"),
-    ],
-)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("attack", [incomplete_messages, unread_streams, out_of_order])
 async def test_a_peer_cannot_make_the_receiver_hold_more_than_its_bound(
     autojump_clock: trio.testing.MockClock,
     attack: Callable[[Connection, int], None],
@@ -148,9 +142,12 @@ async def test_a_peer_cannot_make_the_receiver_hold_more_than_its_bound(
     config = ConnectionConfig(
         max_message_size=BOUND, max_receive_buffer=BOUND, quic_backend=backend
     )
-    peak, streams = await peak_held(attack, config)
-    assert 0 < peak <= BOUND + MIB
+    peak, streams, credit = await peak_held(attack, config)
+    assert peak <= BOUND + MIB
+    assert credit <= BOUND + MIB
     assert streams <= 128 + 3  # the bidirectional streams, our three unidirectional
+    if not (attack is out_of_order and backend == "qh3"):
+        assert peak > 0  # the attack reached the receiver (qh3 does not say what it reassembles)
 
 
 async def test_a_slow_reader_slows_the_sender_and_loses_nothing(
@@ -186,6 +183,8 @@ async def test_a_slow_reader_slows_the_sender_and_loses_nothing(
 async def test_a_peer_sending_past_its_credit_is_closed_with_the_reason(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """On aioquic. On qh3 the excess never reaches the library: the driver drops the peer's
+    data once the application holds its share (the test above bounds what it holds)."""
     small = ConnectionConfig(
         max_message_size=BOUND, max_receive_buffer=BOUND, quic_backend="aioquic"
     )
