@@ -48,6 +48,7 @@ from macula_nat.net.address import (
     optional_address,
 )
 from macula_nat.net.demux import SharedEndpoint, Traffic, open_shared_endpoint
+from macula_nat.net.endpoint import check_dual_stack
 from macula_nat.portmap.client import PortMapConfig, PortMapper, port_mapping_config
 from macula_nat.relay import RegistryConfig, RelayConfig, RelayInfo, RelayNode, RelayRegistry
 from macula_nat.traversal.config import TraversalConfig
@@ -93,6 +94,12 @@ class NatConfig:
     """The node's identity: its records are signed with it (None: a new key each start)."""
     listen: Address = attrs.field(default=(ANY_IPV4, 0), converter=normalise_address)
     """The node's one socket for STUN, relays, punching and QUIC (default: any port)."""
+    dual_stack: bool = False
+    """Bind that socket for IPv4 and IPv6 at once (``listen`` must then be ``("::", port)``):
+    the node offers its addresses of both versions as candidates, reaches relays and peers of
+    either, and punches IPv6 first (:mod:`macula_nat.traversal.happy_eyeballs`). One socket,
+    not two, because everything above it (demultiplexer, STUN client, relay link, QUIC) is
+    built on the one shared socket; see :meth:`UdpStack.bind <macula_nat.net.UdpStack.bind>`."""
     traversal: TraversalConfig = attrs.Factory(TraversalConfig)
     relays: RegistryConfig = attrs.Factory(RegistryConfig)
     accept_peer: Callable[[NodeId], bool] | None = None
@@ -112,6 +119,8 @@ class NatConfig:
     def __attrs_post_init__(self) -> None:
         if self.observe_alternate is not None and self.observe is None:
             raise ValueError("observe_alternate needs observe (the primary address) too")
+        if self.dual_stack:
+            check_dual_stack(self.listen[0])
 
 
 @attrs.frozen(eq=False)
@@ -337,7 +346,7 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
 
 @asynccontextmanager
 async def _open_sockets(
-    stack: UdpStack, listen: Address
+    stack: UdpStack, listen: Address, dual_stack: bool = False
 ) -> AsyncIterator[tuple[SharedEndpoint, StunClient]]:
     """The node's socket, its demultiplexer and its STUN client, for the block.
 
@@ -347,7 +356,7 @@ async def _open_sockets(
     release = trio.Event()
 
     async def serve(*, task_status: trio.TaskStatus[tuple[SharedEndpoint, StunClient]]) -> None:
-        socket = await stack.bind(listen)
+        socket = await stack.bind(listen, dual_stack=dual_stack)
         with trio.CancelScope(shield=True):
             async with (
                 open_shared_endpoint(socket) as shared,
@@ -373,7 +382,7 @@ async def open_nat_system(config: NatConfig | None = None) -> AsyncIterator[NatS
     """
     config = config or NatConfig()
     stack = config.stack if config.stack is not None else RealUdpStack()
-    async with _open_sockets(stack, config.listen) as (shared, stun):
+    async with _open_sockets(stack, config.listen, config.dual_stack) as (shared, stun):
         parts = _build(config, stack, shared, stun)
         async with open_actor(parts.tree) as supervisor:
             system = NatSystem(

@@ -25,6 +25,7 @@ from macula_nat.cli.running import print_line, run_until_interrupted
 from macula_nat.connection import Connection, ConnectionFailed
 from macula_nat.dht.config import DhtConfig
 from macula_nat.identity import KeyFileError, NodeId, NodeKey
+from macula_nat.net.address import ANY_IPV4, ANY_IPV6, any_address, ip_version
 from macula_nat.net.endpoint import UdpStack
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.errors import TraversalError
@@ -45,13 +46,20 @@ Emit = Callable[[str], None]
 
 
 def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None = None) -> NatConfig:
-    """The node the parsed ``args`` describe (read-only in the DHT: it may sit behind a NAT)."""
+    """The node the parsed ``args`` describe (read-only in the DHT: it may sit behind a NAT).
+    Its DHT socket speaks the IP version of the first bootstrap address (BEP 32: one DHT per
+    version); its own socket is ``--listen``, for both versions with ``--dual-stack``."""
+    dht_listen = (any_address(ip_version(args.bootstrap[0][0])), 0)
+    listen = args.listen
+    if args.dual_stack and listen[0] == ANY_IPV4:  # the default: the IPv6 wildcard, same port
+        listen = (ANY_IPV6, listen[1])
     return NatConfig(
         stack=stack,
         observers=tuple(args.observers),
-        dht=DhtConfig(bootstrap=tuple(args.bootstrap), read_only=True),
+        dht=DhtConfig(bootstrap=tuple(args.bootstrap), read_only=True, listen=dht_listen),
         key=key,
-        listen=args.listen,
+        listen=listen,
+        dual_stack=args.dual_stack,
     )
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import time
 from collections.abc import Callable, Sequence
 
 import trio
 
-from macula_nat.actors import open_actor
-from macula_nat.nat.detector import NatDetector, NatDetectorServer
+from macula_nat.nat.classify import classify
 from macula_nat.nat.errors import DetectionError
+from macula_nat.nat.probe import run_probes
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.address import Address
 from macula_nat.net.endpoint import UdpStack
@@ -35,12 +36,11 @@ def run_detect(args: argparse.Namespace, out: Callable[[str], None] = print) -> 
 async def detect_once(
     observers: Sequence[Address], timeout: float, stack: UdpStack | None = None
 ) -> NatProfile:
-    """Run a detector just long enough for one detection, on real sockets by default."""
-    detector = NatDetector(
-        stack or RealUdpStack(), tuple(observers), timeout=timeout, refresh_interval=None
-    )
-    async with open_actor(NatDetectorServer(detector)):
-        return await detector.detect()
+    """One detection, on real sockets by default: the probes and the verdict a detector runs,
+    without the actor around them (a command that detects once needs no mailbox, and not
+    importing the actor runtime starts it sooner: `tests/cli/test_startup.py`)."""
+    evidence = await run_probes(stack or RealUdpStack(), observers, timeout)
+    return classify(evidence).to_profile(time.time())
 
 
 def describe(profile: NatProfile) -> str:

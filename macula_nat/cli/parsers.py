@@ -267,6 +267,11 @@ def _node_options(
         metavar="IP:PORT",
         help="this node's socket (default: any address, a free port)",
     )
+    parser.add_argument(
+        "--dual-stack",
+        action="store_true",
+        help="one socket for IPv4 and IPv6 (on [::], --listen's port): IPv6 tried first",
+    )
     _key_option(parser)
 
 

@@ -20,7 +20,7 @@ import trio
 
 from macula_nat.directory import EmbeddedDirectory
 from macula_nat.identity import NodeKey
-from macula_nat.net.address import Address
+from macula_nat.net.address import ANY_IPV4, ANY_IPV6, Address, ip_version
 from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
 from macula_nat.net.sim.host import SimHost
 from macula_nat.relay import RegistryConfig, RelayNode, RelayRegistry, open_relay
@@ -28,12 +28,27 @@ from macula_nat.relay.registry import open_relay_registry
 from macula_nat.system import NatConfig, NatSystem, open_nat_system
 from macula_nat.traversal.config import TraversalConfig
 
-__all__ = ["ALTERNATE", "PRIMARY", "RELAY", "SITE_LINK", "World", "open_world"]
+__all__ = [
+    "ALTERNATE",
+    "ALTERNATE6",
+    "PRIMARY",
+    "PRIMARY6",
+    "RELAY",
+    "RELAY6",
+    "SITE_LINK",
+    "World",
+    "open_world",
+]
 
 PRIMARY: Final[Address] = ("198.51.100.10", 3478)
 """The gateway's observer."""
 ALTERNATE: Final[Address] = ("198.51.100.11", 3479)
 RELAY: Final[Address] = ("198.51.100.10", 3480)
+PRIMARY6: Final[Address] = ("2001:db8:0:1::10", 3478)
+"""The gateway's observer over IPv6 (in a world opened with ``ipv6=True``)."""
+ALTERNATE6: Final[Address] = ("2001:db8:0:1::11", 3479)
+RELAY6: Final[Address] = ("2001:db8:0:1::10", 3480)
+"""The gateway's relay at its IPv6 address (the same relay as ``RELAY``, dual-stack)."""
 SITE_LINK: Final = LinkProfile(latency=0.005)
 """5 ms each way per access link (the gateway's too): 20 ms between two nodes."""
 READY_TIMEOUT: Final = 30.0
@@ -60,10 +75,16 @@ class World:
         return await self.node_at(site.host, home_relay=home_relay)
 
     async def node_at(self, host: SimHost, *, home_relay: Address | None = None) -> NatSystem:
-        """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above."""
+        """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above.
+        A host without an IPv4 address runs its node over IPv6, one with both dual-stack
+        (detecting its IPv4 NAT); the world must have been opened with ``ipv6``."""
+        versions = {ip_version(ip) for ip in host.addresses}
+        ipv4 = 4 in versions
         config = NatConfig(
             stack=host,
-            observers=(PRIMARY,),
+            listen=(ANY_IPV6 if 6 in versions else ANY_IPV4, 0),
+            dual_stack=versions == {4, 6},
+            observers=(PRIMARY if ipv4 else PRIMARY6,),
             detect_timeout=1.0,
             directory=self.directory,
             key=NodeKey.generate(),
@@ -92,36 +113,55 @@ class World:
 
 
 async def _start_relay(
-    stack: AsyncExitStack, directory: EmbeddedDirectory, host: SimHost, address: Address
+    stack: AsyncExitStack,
+    directory: EmbeddedDirectory,
+    host: SimHost,
+    address: Address,
+    address6: Address | None = None,
 ) -> RelayNode:
-    """A relay at ``address`` on ``host``, announced in ``directory``, running on ``stack``."""
-    relay = RelayNode(host, address, NodeKey.generate())
+    """A relay at ``address`` on ``host``, announced in ``directory``, running on ``stack``;
+    with ``address6`` it is dual-stack (one socket on ``::``), announced at both."""
+    listen = address if address6 is None else (ANY_IPV6, address[1])
+    relay = RelayNode(host, listen, NodeKey.generate(), dual_stack=address6 is not None)
     registry = RelayRegistry(directory, host)
     await stack.enter_async_context(open_relay(relay))
     await stack.enter_async_context(open_relay_registry(registry))
     await relay.enable(max_sessions=1000)
-    if not await registry.register(relay.node_id, relay.address):
-        raise RuntimeError(f"the relay at {address} could not be announced")
+    for announced in (address,) if address6 is None else (address, address6):
+        if not await registry.register(relay.node_id, announced):
+            raise RuntimeError(f"the relay at {announced} could not be announced")
     return relay
 
 
 @asynccontextmanager
 async def open_world(
-    seed: int = 1, *, loss: float = 0.0, traversal: TraversalConfig | None = None
+    seed: int = 1,
+    *,
+    loss: float = 0.0,
+    traversal: TraversalConfig | None = None,
+    ipv6: bool = False,
 ) -> AsyncIterator[World]:
     """A simulated internet seeded with ``seed`` (each access link losing ``loss`` of its
-    datagrams) and its gateway, for the ``async with`` block; nodes use ``traversal``."""
+    datagrams) and its gateway, for the ``async with`` block; nodes use ``traversal``. With
+    ``ipv6`` the gateway is dual-stack: an observer on IPv6 addresses too, and its relay
+    listens on both versions, announced at ``RELAY`` and ``RELAY6``."""
     async with open_internet(seed=seed) as internet, AsyncExitStack() as stack:
         directory = EmbeddedDirectory(clock=trio.current_time)
-        host = internet.add_host([PRIMARY[0], ALTERNATE[0]], name="gateway", link=SITE_LINK)
-        gateway = NatConfig(
-            stack=host,
-            observe=PRIMARY,
-            observe_alternate=ALTERNATE,
-            detect_on_start=False,
-            directory=directory,
+        ips = [PRIMARY[0], ALTERNATE[0]] + ([PRIMARY6[0], ALTERNATE6[0]] if ipv6 else [])
+        host = internet.add_host(ips, name="gateway", link=SITE_LINK)
+        families = [(PRIMARY, ALTERNATE, ANY_IPV4)] + (
+            [(PRIMARY6, ALTERNATE6, ANY_IPV6)] if ipv6 else []
         )
-        await stack.enter_async_context(open_nat_system(gateway))
-        relay = await _start_relay(stack, directory, host, RELAY)
+        for primary, alternate, wildcard in families:
+            gateway = NatConfig(
+                stack=host,
+                listen=(wildcard, 0),
+                observe=primary,
+                observe_alternate=alternate,
+                detect_on_start=False,
+                directory=directory,
+            )
+            await stack.enter_async_context(open_nat_system(gateway))
+        relay = await _start_relay(stack, directory, host, RELAY, RELAY6 if ipv6 else None)
         site_link = attrs.evolve(SITE_LINK, loss=loss)
         yield World(internet, directory, relay, stack, traversal or TraversalConfig(), site_link)

@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 _MAX_PEERS = 50
 """Peers per get_peers answer: 50 compact IPv4 peers keep it well under a UDP datagram."""
+_KNOWN_WANTS = frozenset((b"n4", b"n6"))
+"""BEP 32's ``want`` values; others are ignored (a later BEP may define more)."""
 
 
 class Responder:
@@ -103,7 +105,9 @@ class Responder:
         if isinstance(query, Ping):
             return self._response(query, source)
         if isinstance(query, FindNode):
-            return self._response(query, source, nodes=self._nodes(query.target, source, now))
+            return self._response(
+                query, source, nodes=self._nodes(query.target, query, source, now)
+            )
         if isinstance(query, GetPeers):
             return self._get_peers(query, source, now)
         if isinstance(query, AnnouncePeer):
@@ -150,9 +154,19 @@ class Responder:
             size = len(encode(reply))
         return reply
 
-    def _nodes(self, target: NodeId, source: Address, now: float) -> tuple[NodeInfo, ...]:
-        ipv6 = is_ipv6(source)
-        return tuple(n for n in self.table.closest_good(target, now) if n.is_ipv6 == ipv6)
+    def _nodes(
+        self, target: NodeId, query: Query, source: Address, now: float
+    ) -> tuple[NodeInfo, ...]:
+        """The good nodes nearest ``target`` of each family the query wants (BEP 32: ``n4``
+        for ``nodes``, ``n6`` for ``nodes6``), else of the source's family; up to k each."""
+        want = getattr(query, "want", ())
+        families = {item == b"n6" for item in want if item in _KNOWN_WANTS}
+        if not families:
+            families = {is_ipv6(source)}
+        table = self.table
+        return tuple(
+            n for ipv6 in sorted(families) for n in table.closest_good(target, now, ipv6=ipv6)
+        )
 
     def _response(
         self,
@@ -165,15 +179,14 @@ class Responder:
         item: Item | None = None,
         seq: int | None = None,
     ) -> Response:
-        ipv6 = is_ipv6(source)
         mutable = item if isinstance(item, MutableItem) else None
         return Response(
             transaction_id=query.transaction_id,
             sender=self.own_id,
             version=self._version,
             requester=source,
-            nodes=() if ipv6 else nodes,
-            nodes6=nodes if ipv6 else (),
+            nodes=tuple(n for n in nodes if not n.is_ipv6),
+            nodes6=tuple(n for n in nodes if n.is_ipv6),
             token=token,
             peers=peers,
             value=None if item is None else item.value,
@@ -198,7 +211,7 @@ class Responder:
         return self._response(
             query,
             source,
-            nodes=self._nodes(query.info_hash, source, now),
+            nodes=self._nodes(query.info_hash, query, source, now),
             token=self.tokens.issue(source[0], query.info_hash, now),
             peers=tuple(peers),
         )
@@ -220,7 +233,7 @@ class Responder:
             query.token, source[0], query.target, now
         ):
             self.proven.prove(source[0], now)
-        nodes = self._nodes(query.target, source, now)
+        nodes = self._nodes(query.target, query, source, now)
         token = self.tokens.issue(source[0], query.target, now)
         item = self.items.get(query.target, now)
         if isinstance(item, MutableItem) and query.seq is not None and item.seq <= query.seq:

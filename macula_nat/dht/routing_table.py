@@ -256,11 +256,19 @@ class RoutingTable:
         where our own lookups start."""
         return self._closest(target, count, lambda entry: entry.failures < self._max_failures)
 
-    def closest_good(self, target: NodeId, now: float, count: int | None = None) -> list[NodeInfo]:
+    def closest_good(
+        self, target: NodeId, now: float, count: int | None = None, *, ipv6: bool | None = None
+    ) -> list[NodeInfo]:
         """Up to ``count`` (default k) good nodes nearest ``target``: what find_node, get_peers
-        and get answers carry (BEP 5)."""
+        and get answers carry (BEP 5); with ``ipv6``, only nodes of that family (BEP 32's
+        ``nodes6`` or ``nodes``, each up to k)."""
         return self._closest(
-            target, count, lambda entry: self.state_of(entry, now) is NodeState.GOOD
+            target,
+            count,
+            lambda entry: (
+                self.state_of(entry, now) is NodeState.GOOD
+                and (ipv6 is None or entry.node.is_ipv6 == ipv6)
+            ),
         )
 
     def nodes_to_ping(self, now: float) -> list[NodeInfo]:

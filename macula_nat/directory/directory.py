@@ -59,8 +59,10 @@ class Directory(abc.ABC):
         *,
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
+        home_relay_alternate: Address | None = None,
     ) -> NodeRecord:
-        """Make ``node_id``'s record (its NAT profile, home relay and candidate addresses)
+        """Make ``node_id``'s record (its NAT profile, home relay, the home relay's address of
+        the other IP version, and candidate addresses)
         resolvable for ``ttl`` seconds, replacing any earlier one; returns what was published.
         ValueError for a ``ttl`` that is not positive."""
 
@@ -80,7 +82,8 @@ class Directory(abc.ABC):
         self, node_id: str, ttl: float, change: Callable[[NodeRecord], NodeRecord]
     ) -> NodeRecord:
         """Publish ``node_id``'s record as ``change`` makes it from the current one (its
-        ``profile``, ``home_relay`` and ``candidates`` count; a blank record when there is none).
+        ``profile``, ``home_relay``, ``home_relay_alternate`` and ``candidates`` count; a blank
+        record when there is none).
 
         A node's record has several writers (the coordinator its profile, the relay registry its
         home relay): updates run one at a time from the last record published through this
@@ -97,6 +100,7 @@ class Directory(abc.ABC):
                 ttl,
                 home_relay=wanted.home_relay,
                 candidates=wanted.candidates,
+                home_relay_alternate=wanted.home_relay_alternate,
             )
             return own.record
 

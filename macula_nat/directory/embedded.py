@@ -59,6 +59,7 @@ class EmbeddedDirectory(Directory):
         *,
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
+        home_relay_alternate: Address | None = None,
     ) -> NodeRecord:
         if not ttl > 0:
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
@@ -68,6 +69,7 @@ class EmbeddedDirectory(Directory):
         record = NodeRecord(
             profile=profile,
             home_relay=home_relay,
+            home_relay_alternate=home_relay_alternate,
             candidates=tuple(candidates),
             expires_at=math.ceil(self._clock() + ttl),
             seq=previous[0].seq + 1 if previous is not None else 1,

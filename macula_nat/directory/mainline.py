@@ -149,6 +149,7 @@ class MainlineDirectory(Directory):
         *,
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
+        home_relay_alternate: Address | None = None,
     ) -> NodeRecord:
         """Sign and store our record for ``ttl`` seconds (republished until then); returns it.
         ValueError for another node's id (we hold only our key); DirectoryError when no DHT node
@@ -162,6 +163,7 @@ class MainlineDirectory(Directory):
         record = NodeRecord(
             profile=profile,
             home_relay=home_relay,
+            home_relay_alternate=home_relay_alternate,
             candidates=tuple(candidates),
             expires_at=math.ceil(now + ttl),
             seq=self._seq,

@@ -2,7 +2,8 @@
 
 The record is the ``v`` of a BEP 44 mutable item under the node's own ed25519 key, so the
 item's signature and sequence number authenticate and order it; the value itself carries the
-NAT profile (compact JSON), the home relay, candidate addresses and an expiry (UNIX seconds).
+NAT profile (compact JSON), the home relay (and its address of the other IP version, when it
+has one), candidate addresses and an expiry (UNIX seconds).
 Keys are one letter to keep a realistic record well inside BEP 44's 1000 bytes.
 """
 
@@ -33,6 +34,9 @@ class NodeRecord:
 
     profile: NatProfile | None
     home_relay: Address | None = attrs.field(default=None, converter=optional_address)
+    home_relay_alternate: Address | None = attrs.field(default=None, converter=optional_address)
+    """The home relay's address of the other IP version, when it is dual-stack: a peer whose
+    socket cannot reach ``home_relay`` (IPv6-only, IPv4-only) reaches the same relay here."""
     candidates: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
     expires_at: int = attrs.field(converter=int)
     """UNIX time (whole seconds) after which the record is no longer valid."""
@@ -57,6 +61,8 @@ class NodeRecord:
             value[b"p"] = json.dumps(profile, separators=(",", ":")).encode()
         if self.home_relay is not None:
             value[b"r"] = encode_peer(self.home_relay)
+        if self.home_relay_alternate is not None:
+            value[b"a"] = encode_peer(self.home_relay_alternate)
         return bencoding.encode(value)
 
     @classmethod
@@ -72,9 +78,11 @@ class NodeRecord:
                 raise RecordError("'c' must be a list and 'e' an integer")
             profile = value.get(b"p")
             relay = value.get(b"r")
+            alternate = value.get(b"a")
             return cls(
                 profile=None if profile is None else NatProfile.from_json(json.loads(profile)),
                 home_relay=None if relay is None else decode_peer(relay),
+                home_relay_alternate=None if alternate is None else decode_peer(alternate),
                 candidates=tuple(decode_peer(c) for c in candidates),
                 expires_at=expires_at,
                 seq=seq,

@@ -9,11 +9,12 @@ Decisions, with their grounds:
 - **Responses** (RFC 5780 section 6.1) carry XOR-MAPPED-ADDRESS and, for older readers,
   MAPPED-ADDRESS (both the source address); RESPONSE-ORIGIN (the socket the response leaves
   from; left out when the observer listens on a wildcard IP and so cannot know it); with an
-  alternate address, OTHER-ADDRESS: from ``IPa:Pb`` it is ``IPc:Pd``, the other IP and the other
-  port (RFC 5780 table 1). coturn's ``turnutils_natdiscovery`` reads XOR-MAPPED-ADDRESS, takes
-  OTHER-ADDRESS as the sign of an RFC 5780 server and compares MAPPED-ADDRESS with
-  XOR-MAPPED-ADDRESS to detect ALGs. FINGERPRINT is added when the request had one; SOFTWARE
-  when configured.
+  alternate address, OTHER-ADDRESS: the alternate IP with the other port (RFC 5780 table 1 for
+  requests to the primary IP; coturn's value for those to the alternate IP, see
+  :meth:`ObserverAddresses.other_address`). coturn's ``turnutils_natdiscovery`` reads
+  XOR-MAPPED-ADDRESS, takes OTHER-ADDRESS as the sign of an RFC 5780 server and compares
+  MAPPED-ADDRESS with XOR-MAPPED-ADDRESS to detect ALGs. FINGERPRINT is added when the request
+  had one; SOFTWARE when configured.
 - **CHANGE-REQUEST** with an alternate address: the response leaves from the socket with the other
   IP and/or the other port, as asked. Without one, a request that asks for a change gets 420
   listing CHANGE-REQUEST: RFC 5780 section 6.1 says a server without an alternate address MUST
@@ -183,7 +184,24 @@ class ObserverAddresses:
         return ((ip1, port1), (ip1, port2), (ip2, port1), (ip2, port2))
 
     def other_address(self, local: Address) -> Address | None:
-        """OTHER-ADDRESS for a request that reached ``local``: the other IP with the other port."""
+        """OTHER-ADDRESS for a request that reached ``local``: the alternate IP with the other
+        port.
+
+        For a request to the primary IP this is RFC 5780's value (the address a change of IP
+        and port answers from). For one to the alternate IP, RFC 5780 section 7.4 would name
+        the primary IP; we name the alternate IP, as coturn's server does, because coturn's
+        ``turnutils_natdiscovery`` sends test III to the OTHER-ADDRESS of test II's answer: with
+        the primary IP there, test III leaves for another IP than test II and an
+        address-dependent mapping reads as address-and-port-dependent. RFC 5780's own
+        procedure (section 4.3) and our detector read OTHER-ADDRESS from test I's answer only,
+        which is unchanged, so both kinds of client classify alike."""
+        if self.alternate is None:
+            return None
+        return self.alternate[0], self._other_port(local)
+
+    def changed_address(self, local: Address) -> Address | None:
+        """RFC 3489's CHANGED-ADDRESS for a request that reached ``local``: the other IP with
+        the other port, where a change of IP and port answers from."""
         if self.alternate is None:
             return None
         return self._other_ip(local), self._other_port(local)
@@ -390,7 +408,7 @@ def _classic(
         transaction_id,
         source,
         None if origin[0] in _UNSPECIFIED else origin,
-        addresses.other_address(local),
+        addresses.changed_address(local),
     )
     return _classic_reply(Outcome.ANSWERED, reply, origin, source, limit)
 

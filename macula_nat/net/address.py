@@ -84,6 +84,28 @@ def any_address(version: int) -> str:
     raise ValueError(f"IP version must be 4 or 6, not {version!r}")
 
 
+_UNIQUE_LOCAL = ipaddress.IPv6Network("fc00::/7")
+
+
+def is_global_ipv6(ip: str) -> bool:
+    """True for an IPv6 address of global scope: one a host can be reached at from anywhere,
+    firewall permitting (not loopback, link-local, unique local ``fc00::/7``, multicast,
+    unspecified or IPv4-mapped). By scope, not by registry: the documentation prefix
+    ``2001:db8::/32`` counts, as the simulated internet and the lab use it."""
+    parsed = ipaddress.ip_address(ip)
+    if not isinstance(parsed, ipaddress.IPv6Address):
+        return False
+    return not (
+        parsed.is_loopback
+        or parsed.is_link_local
+        or parsed.is_multicast
+        or parsed.is_unspecified
+        or parsed.is_site_local
+        or parsed.ipv4_mapped is not None
+        or parsed in _UNIQUE_LOCAL
+    )
+
+
 def source_prefix(host: str) -> str:
     """The source a host's traffic is accounted to by every per-source limit: an IPv4 address
     unchanged (also when it arrives IPv4-mapped, ``::ffff:192.0.2.7``), or the IPv6 /64 it lies

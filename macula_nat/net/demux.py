@@ -160,6 +160,10 @@ class ProtocolView(UdpEndpoint):
     def local_address(self) -> Address:
         return self._shared.local_address
 
+    @property
+    def ip_versions(self) -> frozenset[int]:
+        return self._shared.ip_versions
+
     async def send_to(self, data: bytes, address: Address) -> None:
         if self._closed:
             raise trio.ClosedResourceError("view is closed")
@@ -256,6 +260,11 @@ class SharedEndpoint:
     @property
     def local_address(self) -> Address:
         return self._endpoint.local_address
+
+    @property
+    def ip_versions(self) -> frozenset[int]:
+        """The IP versions the shared socket reaches."""
+        return self._endpoint.ip_versions
 
     @property
     def closed(self) -> bool:

@@ -10,7 +10,7 @@ Behaviour both implementations keep (the tests run the same cases against both):
 
 - a datagram is a whole message: one ``send_to`` arrives as one ``receive_from`` or not at all;
 - ``send_to`` of more than :data:`MAX_DATAGRAM_SIZE` bytes raises ValueError, as does a malformed
-  address or one of the other IP version than the endpoint's;
+  address or one of the other IP version than the endpoint's (a dual-stack endpoint takes both);
 - a send to an address nobody listens on, or that has no route, is silently lost;
 - ``send_to`` / ``receive_from`` on a closed endpoint raise ``trio.ClosedResourceError``, and a
   ``receive_from`` blocked when the endpoint is closed raises it too;
@@ -35,7 +35,7 @@ from typing import Final
 
 import trio
 
-from macula_nat.net.address import ANY_IPV4, Address
+from macula_nat.net.address import ANY_IPV4, ANY_IPV6, Address, ip_version
 
 MAX_DATAGRAM_SIZE = 65507
 """Largest UDP payload over IPv4 (65535 - 20 byte IP header - 8 byte UDP header)."""
@@ -61,6 +61,11 @@ class UdpEndpoint(trio.abc.AsyncResource):
     @abstractmethod
     def local_address(self) -> Address:
         """The address this endpoint is bound to (wildcard IP if bound to one)."""
+
+    @property
+    def ip_versions(self) -> frozenset[int]:
+        """The IP versions this endpoint sends to: its own address's, or both (dual stack)."""
+        return frozenset((ip_version(self.local_address[0]),))
 
     @abstractmethod
     async def send_to(self, data: bytes, address: Address) -> None:
@@ -116,5 +121,19 @@ class UdpStack(ABC):
         """This stack's own IP addresses, the primary one first."""
 
     @abstractmethod
-    async def bind(self, address: Address = (ANY_IPV4, 0)) -> UdpEndpoint:
-        """Bind a new endpoint; port 0 picks a free ephemeral port."""
+    async def bind(
+        self, address: Address = (ANY_IPV4, 0), *, dual_stack: bool = False
+    ) -> UdpEndpoint:
+        """Bind a new endpoint; port 0 picks a free ephemeral port.
+
+        ``dual_stack`` (only with the IPv6 wildcard ``::``) binds one endpoint that sends to and
+        receives from both IP versions, as a socket with ``IPV6_V6ONLY`` off does: IPv4 peers
+        appear as plain IPv4 addresses (never ``::ffff:a.b.c.d``), so addresses compare and
+        count per source the same as on an IPv4 endpoint. The port is taken in both versions."""
+
+
+def check_dual_stack(ip: str) -> None:
+    """Raise ValueError unless ``ip`` (normalised) is the IPv6 wildcard a dual-stack endpoint
+    binds: an IPv4 socket cannot carry IPv6, and a specific IPv6 address has no IPv4 side."""
+    if ip != ANY_IPV6:
+        raise ValueError(f"a dual-stack endpoint binds the IPv6 wildcard '::', not {ip!r}")

@@ -19,10 +19,18 @@ from macula_nat.net.address import (
     normalise_address,
     normalise_ip,
 )
-from macula_nat.net.endpoint import READ_BATCH, UdpEndpoint, UdpStack, check_datagram_size
+from macula_nat.net.endpoint import (
+    READ_BATCH,
+    UdpEndpoint,
+    UdpStack,
+    check_datagram_size,
+    check_dual_stack,
+)
 from macula_nat.net.local_addresses import discover_local_addresses
 
 logger = logging.getLogger(__name__)
+
+_BOTH: Final = frozenset((4, 6))
 
 _RECEIVE_SIZE = 65536
 """Larger than any UDP payload, so the kernel never truncates a datagram."""
@@ -64,6 +72,19 @@ def _received_address(raw: tuple[Any, ...]) -> Address:
     return ip, raw[1]
 
 
+_V4_MAPPED: Final = "::ffff:"
+"""The prefix under which a dual-stack socket sends to and hears from IPv4 peers (RFC 4291)."""
+
+
+def _dual_received_address(raw: tuple[Any, ...]) -> Address:
+    """:func:`_received_address` on a dual-stack socket: an IPv4 peer's IPv4-mapped address
+    (``::ffff:192.0.2.7``, as the kernel formats it) becomes its plain IPv4 address."""
+    ip: str = raw[0]
+    if ip.startswith(_V4_MAPPED) and "." in ip:
+        return ip[len(_V4_MAPPED) :], raw[1]
+    return _received_address(raw)
+
+
 _CHECKED_DESTINATIONS = 1024
 """Destinations an endpoint remembers as already validated (the set is cleared when full)."""
 
@@ -76,14 +97,16 @@ class RealUdpEndpoint(UdpEndpoint):
     with one wait for a whole batch), which ``trio.socket`` has no public way to make.
     """
 
-    __slots__ = ("_checked", "_closed", "_local_address", "_socket", "_version")
+    __slots__ = ("_checked", "_closed", "_dual", "_local_address", "_socket", "_version")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, dual_stack: bool = False) -> None:
         sock.setblocking(False)
         self._socket = sock
-        self._checked: set[Address] = set()
+        self._checked: dict[Address, Address] = {}
+        """Destinations already validated -> the socket address they are sent to."""
         self._local_address = _address_from_socket(sock.getsockname())
         self._version = ip_version(self._local_address[0])
+        self._dual = dual_stack
         self._closed = False
 
     def __repr__(self) -> str:
@@ -93,6 +116,10 @@ class RealUdpEndpoint(UdpEndpoint):
     @property
     def local_address(self) -> Address:
         return self._local_address
+
+    @property
+    def ip_versions(self) -> frozenset[int]:
+        return _BOTH if self._dual else frozenset((self._version,))
 
     async def send_to(self, data: bytes, address: Address) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -120,20 +147,20 @@ class RealUdpEndpoint(UdpEndpoint):
             logger.debug("datagram to %s lost: %s", destination, error)
 
     def _checked_destination(self, address: Address) -> Address:
-        if (
-            type(address) is tuple
-            and type(address[0]) is str
-            and type(address[1]) is int
-            and address in self._checked
-        ):
-            return address
+        if type(address) is tuple and type(address[0]) is str and type(address[1]) is int:
+            known = self._checked.get(address)
+            if known is not None:
+                return known
         destination = destination_address(address)
+        target = destination
         if ip_version(destination[0]) != self._version:
-            raise ValueError(f"{self._local_address} cannot send to {destination}")
+            if not self._dual:
+                raise ValueError(f"{self._local_address} cannot send to {destination}")
+            target = (_V4_MAPPED + destination[0], destination[1])
         if len(self._checked) >= _CHECKED_DESTINATIONS:
             self._checked.clear()
-        self._checked.add(destination)
-        return destination
+        self._checked[destination] = target
+        return target
 
     async def receive_from(self) -> tuple[bytes, Address]:
         (datagram,) = await self.receive_batch(1)
@@ -146,7 +173,7 @@ class RealUdpEndpoint(UdpEndpoint):
             data, source = self._socket.recvfrom(_RECEIVE_SIZE)
         except BlockingIOError:
             raise trio.WouldBlock from None
-        return data, _received_address(source)
+        return data, (_dual_received_address if self._dual else _received_address)(source)
 
     async def receive_batch(self, max_datagrams: int = READ_BATCH) -> list[tuple[bytes, Address]]:
         """Wait for readability at most once, then drain the socket with non-blocking reads:
@@ -169,12 +196,13 @@ class RealUdpEndpoint(UdpEndpoint):
         """Up to ``max_datagrams`` datagrams already waiting, in arrival order."""
         batch: list[tuple[bytes, Address]] = []
         receive = self._socket.recvfrom
+        address = _dual_received_address if self._dual else _received_address
         for _ in range(max_datagrams):
             try:
                 data, source = receive(_RECEIVE_SIZE)
             except BlockingIOError:
                 break
-            batch.append((data, _received_address(source)))
+            batch.append((data, address(source)))
         return batch
 
     def close(self) -> None:
@@ -190,7 +218,9 @@ class RealUdpStack(UdpStack):
 
     ``addresses`` defaults to what the kernel reports (see
     :func:`~macula_nat.net.local_addresses.discover_local_addresses`); pass them to override.
-    IPv6 endpoints are IPv6-only (``IPV6_V6ONLY``), as simulated ones are.
+    IPv6 endpoints are IPv6-only (``IPV6_V6ONLY``), as simulated ones are, unless bound
+    ``dual_stack``: then ``IPV6_V6ONLY`` is off and the endpoint translates IPv4-mapped
+    addresses both ways (see :meth:`UdpStack.bind`).
     """
 
     __slots__ = ("_addresses",)
@@ -203,20 +233,24 @@ class RealUdpStack(UdpStack):
     def addresses(self) -> tuple[str, ...]:
         return self._addresses
 
-    async def bind(self, address: Address = (ANY_IPV4, 0)) -> RealUdpEndpoint:
+    async def bind(
+        self, address: Address = (ANY_IPV4, 0), *, dual_stack: bool = False
+    ) -> RealUdpEndpoint:
         ip, port = normalise_address(address)
+        if dual_stack:
+            check_dual_stack(ip)
         family = address_family(ip)
         await trio.lowlevel.checkpoint_if_cancelled()
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
             granted = _size_buffers(sock)
             sock.bind((ip, port))  # a numeric address: nothing to resolve, nothing to wait for
         except BaseException:
             sock.close()
             raise
-        endpoint = RealUdpEndpoint(sock)
+        endpoint = RealUdpEndpoint(sock, dual_stack=dual_stack)
         await trio.lowlevel.cancel_shielded_checkpoint()
         logger.debug(
             "bound %s (buffers granted: receive %d, send %d bytes)",

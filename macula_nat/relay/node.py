@@ -49,7 +49,7 @@ from macula_nat.actors import (
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.nat.binding import ObserverAddresses
 from macula_nat.net.address import Address, normalise_address
-from macula_nat.net.endpoint import UdpEndpoint, UdpStack
+from macula_nat.net.endpoint import UdpEndpoint, UdpStack, check_dual_stack
 
 from .core import RelayCore, RelayedSession, SessionEnded, SessionOpened
 from .frames import Reason
@@ -139,9 +139,16 @@ class RelayNode:
         listen: Address,
         key: NodeKey,
         config: RelayConfig | None = None,
+        *,
+        dual_stack: bool = False,
     ) -> None:
         self.stack = stack
         self.listen = normalise_address(listen)
+        self.dual_stack = dual_stack
+        """Listen for IPv4 and IPv6 on one socket (``listen`` is then ``("::", port)``): one
+        relay, announced at an address of each version, for single-stack and dual-stack nodes."""
+        if dual_stack:
+            check_dual_stack(self.listen[0])
         self.key = key
         self._core = RelayCore(key, config)
         self._endpoint: UdpEndpoint | None = None
@@ -393,7 +400,7 @@ class RelayServer(Actor):
 
     async def init(self) -> None:
         relay = self._relay
-        endpoint = await relay.stack.bind(relay._bind_address())
+        endpoint = await relay.stack.bind(relay._bind_address(), dual_stack=relay.dual_stack)
         self.start_soon(_close_on_exit, endpoint)
         relay._attach_server(self.ref, endpoint)
         self.start_soon(self._serve, endpoint)

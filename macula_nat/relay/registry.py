@@ -60,7 +60,13 @@ from macula_nat.actors import Actor, Registry, Served, open_actor
 from macula_nat.directory import Directory, DirectoryError
 from macula_nat.directory.record import MAX_CANDIDATES, NodeRecord
 from macula_nat.identity import NodeId, NodeKey
-from macula_nat.net.address import Address, normalise_address, optional_address
+from macula_nat.net.address import (
+    Address,
+    any_address,
+    ip_version,
+    normalise_address,
+    optional_address,
+)
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 
 from .client import ClientConfig, RelayClient, open_relay_client
@@ -193,7 +199,10 @@ class RelayRegistry(Served):
         """This node's address as its home relay last saw it (its public endpoint there)."""
         self._table = RelayTable(config.gain)
         self._own: dict[Address, NodeId] = {}
-        self._probe_key = NodeKey.generate()
+        self._probe_keys = {4: NodeKey.generate(), 6: NodeKey.generate()}
+        """Probes register under a key of their own, one per IP version: a dual-stack relay is
+        announced at an address of each, and two probes under one key at once would each end
+        the other's registration (a node id holds one)."""
         self._announced = 0
         self._probes = 0
         self._probe_failures = 0
@@ -276,6 +285,8 @@ class RelayRegistry(Served):
         except DirectoryError as exc:
             logger.info("%s: could not list the relays: %s", self, exc)
             listed = [estimate.endpoint for estimate in self._table.estimates()]
+        versions = self._ip_versions()
+        listed = [e for e in listed if ip_version(normalise_address(e)[0]) in versions]
         self._table.retain(listed)
         home = self.home.value
         self._measure_home()
@@ -370,10 +381,14 @@ class RelayRegistry(Served):
         )
         sample: tuple[NodeId, float, int] | None = None
         with trio.move_on_after(config.probe_timeout):
-            socket = await self.stack.bind()
+            socket = await self.stack.bind(_wildcard_for(endpoint))
             async with socket:
                 client = RelayClient(
-                    socket, endpoint, self._probe_key, self._own.get(endpoint), config=probe
+                    socket,
+                    endpoint,
+                    self._probe_keys[ip_version(endpoint[0])],
+                    self._own.get(endpoint),
+                    config=probe,
                 )
                 try:
                     async with open_relay_client(client, timeout=config.probe_timeout):
@@ -401,10 +416,15 @@ class RelayRegistry(Served):
         node_id = key.node_id.text()
         self.observed = observed
 
+        alternate = self._alternate(home)
+
         def homed(record: NodeRecord) -> NodeRecord:
             others = (c for c in record.candidates if c != observed)
             return attrs.evolve(
-                record, home_relay=home, candidates=[observed, *others][:MAX_CANDIDATES]
+                record,
+                home_relay=home,
+                home_relay_alternate=alternate,
+                candidates=[observed, *others][:MAX_CANDIDATES],
             )
 
         try:
@@ -414,6 +434,27 @@ class RelayRegistry(Served):
             return
         self._publishes += 1
         logger.info("%s: published home relay %s", self, home)
+
+    def _ip_versions(self) -> frozenset[int]:
+        """The IP versions of the relays this node can use: its shared socket's (a relay it
+        cannot send to is neither probed nor chosen), any without one."""
+        return _ANY_VERSION if self.endpoint is None else self.endpoint.ip_versions
+
+    def _alternate(self, home: Address) -> Address | None:
+        """The home relay's address of the other IP version: an endpoint measured to answer
+        with the same relay id (a dual-stack relay announced at both), if any."""
+        known = self._table.get(home)
+        if known is None or known.node_id is None:
+            return None
+        version = ip_version(home[0])
+        for estimate in self._table.estimates():
+            if (
+                estimate.reachable
+                and estimate.node_id == known.node_id
+                and ip_version(estimate.endpoint[0]) != version
+            ):
+                return estimate.endpoint
+        return None
 
     async def _keep_home(self, key: NodeKey) -> None:
         """Register with the best relay, hold it, fail over when it is lost; forever. First
@@ -498,7 +539,7 @@ class RelayRegistry(Served):
             async with self._share(key, relay, relay_id, timeout) as client:
                 yield client
             return
-        socket = await self.stack.bind()
+        socket = await self.stack.bind(_wildcard_for(relay))
         async with socket:
             client = RelayClient(socket, relay, key, relay_id, config=self.config.home_client)
             async with open_relay_client(client, timeout=timeout):
@@ -510,6 +551,10 @@ class RelayRegistry(Served):
     ) -> AsyncIterator[RelayClient]:
         """Hold the shared endpoint's registration with ``relay``, made if there is none."""
         assert self.endpoint is not None
+        if ip_version(relay[0]) not in self.endpoint.ip_versions:
+            raise RegistrationFailed(
+                f"{self}: the relay at {relay} speaks another IP version than this node's socket"
+            )
         shared = self._shared.get(relay)
         if shared is None:
             nursery = self._nursery
@@ -607,3 +652,12 @@ async def open_relay_registry(
     """Run ``registry``'s server for the ``async with`` block."""
     async with open_actor(RelayRegistryServer(registry), name, actors):
         yield registry
+
+
+_ANY_VERSION: Final = frozenset((4, 6))
+
+
+def _wildcard_for(relay: Address) -> Address:
+    """Where a socket of its own for ``relay`` binds: any port on the wildcard address of the
+    relay's IP version (an IPv4 socket cannot reach an IPv6 relay)."""
+    return any_address(ip_version(relay[0])), 0

@@ -17,6 +17,11 @@ def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> Non
         raise ValueError(f"{attribute.name} must be a positive finite number, not {value!r}")
 
 
+def _not_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, not {value!r}")
+
+
 _at_least_one = attrs.validators.ge(1)
 
 
@@ -36,6 +41,10 @@ class TraversalConfig:
     retransmission backs off, so this is generous)."""
     probe_interval: float = attrs.field(default=0.05, validator=_positive)
     """Between two rounds of probes to every candidate within an attempt."""
+    ipv6_head_start: float = attrs.field(default=0.25, validator=_not_negative)
+    """Seconds a punch probes only the peer's IPv6 addresses before its IPv4 ones too (Happy
+    Eyeballs, RFC 8305's default Connection Attempt Delay): where both work, IPv6 carries the
+    connection; where IPv6 fails, this is all it costs (:mod:`.happy_eyeballs`)."""
     attempt_gap: float = attrs.field(default=0.5, validator=_positive)
     """Between two punch attempts."""
     max_punch_attempts: int = attrs.field(default=3, validator=_at_least_one)

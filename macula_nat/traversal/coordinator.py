@@ -64,7 +64,7 @@ from macula_nat.nat.detector import NatDetector, NatProfileChanged
 from macula_nat.nat.errors import TransactionTimeout
 from macula_nat.nat.profile import NatProfile
 from macula_nat.nat.stun_client import StunClient, open_stun_client
-from macula_nat.net.address import Address, normalise_address
+from macula_nat.net.address import Address, ip_version, is_global_ipv6, normalise_address
 from macula_nat.net.demux import SharedEndpoint, Traffic
 from macula_nat.relay import (
     RegistrationFailed,
@@ -108,13 +108,23 @@ MAX_MAPPING_DESTINATIONS: Final = 16
 """Observer addresses kept for fresh mappings (configured ones and their alternates)."""
 
 
-def _dial_address(record: NodeRecord | None, profile: NatProfile | None) -> Address | None:
+def _dial_address(
+    record: NodeRecord | None, profile: NatProfile | None, versions: frozenset[int]
+) -> Address | None:
     """Where a direct dial of a peer goes: the port its router mapped on request, else its
-    first candidate (the address its home relay observed)."""
-    if profile is not None and profile.mapped is not None:
-        return profile.mapped
-    if record is not None and record.candidates:
-        return record.candidates[0]
+    first candidate (the address its home relay observed); of those, only an address of an IP
+    version this node's socket sends to (``versions``)."""
+    dialable = [] if profile is None or profile.mapped is None else [profile.mapped]
+    dialable += [] if record is None else record.candidates
+    return next((a for a in dialable if ip_version(a[0]) in versions), None)
+
+
+def _reachable_relay(record: NodeRecord, versions: frozenset[int]) -> Address | None:
+    """The peer's home relay at an address of an IP version this node's socket reaches: the
+    published one, else its alternate (a dual-stack relay's other address)."""
+    for relay in (record.home_relay, record.home_relay_alternate):
+        if relay is not None and ip_version(relay[0]) in versions:
+            return relay
     return None
 
 
@@ -248,7 +258,7 @@ class Coordinator(Served):
                 plan = self._plan(profile, allow_relay)
                 if plan is not None and not plan.feasible:
                     raise SymmetricNat(f"no path to {target.short()}: {plan.reason}")
-                dial_at = _dial_address(record, profile)
+                dial_at = _dial_address(record, profile, self.shared.ip_versions)
                 if self._dials(plan) and dial_at is not None:
                     try:
                         connection: Connection = await nursery.start(
@@ -461,6 +471,15 @@ class Coordinator(Served):
             predicted = tuple((base[0], p) for p in ports)
         return tuple(found[:MAX_CANDIDATES]), predicted[:MAX_CANDIDATES]
 
+    def _global_candidates(self) -> tuple[Address, ...]:
+        """The shared socket at this host's global IPv6 addresses, when it speaks IPv6: peers
+        reach it there without any NAT (a stateful firewall still wants a punch)."""
+        if 6 not in self.shared.ip_versions:
+            return ()
+        ip, port = self.shared.local_address
+        hosts = self._lan if ip in _ANY else (ip,)
+        return tuple((host, port) for host in hosts if is_global_ipv6(host))
+
     # -- connections ---------------------------------------------------------------------------
 
     def _track(self, connection: Connection) -> None:
@@ -535,7 +554,12 @@ class Coordinator(Served):
         held on ``stack``)."""
         timeout = self.config.relay_timeout
         home = self.registry.home.value
-        target_home = None if record is None else record.home_relay
+        target_home = None if record is None else _reachable_relay(record, self.shared.ip_versions)
+        if record is not None and record.home_relay is not None and target_home is None:
+            raise NoRelay(
+                f"the home relay of {target.short()} ({record.home_relay[0]}) speaks another IP "
+                "version than this node's socket, and has no address of this one"
+            )
         client = self.registry.client
         if target_home is not None and (home is None or home.endpoint != target_home):
             try:
@@ -785,14 +809,18 @@ class Coordinator(Served):
     async def _republish(self, profile: NatProfile) -> None:
         """Publish ``profile`` in this node's record, keeping its home relay and candidates;
         the port mapping the profile carries (``mapped``) is a candidate too, after the
-        observed address, and a mapping that ended leaves the candidates with it."""
+        observed address, and a mapping that ended leaves the candidates with it. The shared
+        socket's global IPv6 addresses are candidates too (no NAT in front of them)."""
         node_id = self.key.node_id.text()
+
+        reachable = self._global_candidates()
 
         def change(record: NodeRecord) -> NodeRecord:
             old = record.profile.mapped if record.profile is not None else None
             candidates = [c for c in record.candidates if c not in (old, profile.mapped)]
             if profile.mapped is not None:
                 candidates.insert(min(1, len(candidates)), profile.mapped)
+            candidates.extend(c for c in reachable if c not in candidates)
             return attrs.evolve(record, profile=profile, candidates=candidates[:RECORD_CANDIDATES])
 
         try:

@@ -4,8 +4,9 @@ Every connection gets a :class:`Punch`. The initiator runs DCUtR rounds over the
 signalling stream: an :class:`~.punch_wire.Offer` (candidates, predicted ports, profile, link id
 and a fresh probe key), the responder's :class:`~.punch_wire.Answer`, then ``Sync``; the
 initiator waits half the measured round trip so both sides send at once, and each probes every
-candidate of the other. Predicted ports go first, so two sequential NATs allocate their next
-ports to matching pairs of destinations. When the plan over both profiles calls for a birthday
+candidate of the other its socket can reach, IPv6 ones first (:mod:`.happy_eyeballs`).
+Predicted ports go first, so two sequential NATs allocate their next ports to matching pairs of
+destinations. When the plan over both profiles calls for a birthday
 punch, the random-port side opens ``birthday_sockets`` sockets, each sending to the other side,
 while the other side probes ``birthday_probes`` random ports of its public IP, both within
 ``birthday_rate``.
@@ -37,10 +38,18 @@ from macula_nat.connection.link import ConnectionMethod, DirectPath, PeerLink
 from macula_nat.identity import NodeId
 from macula_nat.nat.profile import NatProfile
 from macula_nat.nat.rate_limit import TokenBuckets
-from macula_nat.net.address import ANY_IPV4, Address, normalise_address, source_prefix
+from macula_nat.net.address import (
+    ANY_IPV4,
+    Address,
+    any_address,
+    ip_version,
+    normalise_address,
+    source_prefix,
+)
 from macula_nat.net.demux import Traffic, classify
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 from macula_nat.traversal.config import TraversalConfig
+from macula_nat.traversal.happy_eyeballs import due, reachable
 from macula_nat.traversal.prediction import random_probe_ports
 from macula_nat.traversal.prover import PathProver
 from macula_nat.traversal.punch_wire import (
@@ -422,10 +431,12 @@ class Puncher:
             math.ceil(config.punch_window / config.probe_interval),
             math.ceil(len(ports) / per_round),
         )
+        versions = self._probes.ip_versions
         for index in range(rounds):
             if punch.link.direct is not None:
                 return True
-            for target in punch.targets:
+            targets = reachable(punch.targets, versions)
+            for target in due(targets, index * config.probe_interval, config.ipv6_head_start):
                 await self._send_probe(punch, target)
             for port in ports[index * per_round : (index + 1) * per_round]:
                 assert punch.peer_ip is not None
@@ -452,7 +463,7 @@ class Puncher:
         if len(punch.sockets) < config.birthday_sockets:
             await self._open_birthday(punch)
         for socket in list(punch.sockets):
-            for target in punch.targets:
+            for target in reachable(punch.targets, socket.ip_versions):
                 await self._send_probe(punch, target, socket)
             await trio.sleep(interval)
         with trio.move_on_after(window):
@@ -461,9 +472,10 @@ class Puncher:
 
     async def _open_birthday(self, punch: Punch) -> None:
         before = len(punch.sockets)
+        wildcard = any_address(ip_version(punch.peer_ip)) if punch.peer_ip else ANY_IPV4
         for _ in range(self.config.birthday_sockets - len(punch.sockets)):
             try:
-                socket = await self._stack.bind((ANY_IPV4, 0))
+                socket = await self._stack.bind((wildcard, 0))
             except OSError as exc:
                 logger.warning("birthday punch: only %d sockets: %s", len(punch.sockets), exc)
                 break

@@ -55,10 +55,13 @@ class PortKind(enum.StrEnum):
 
 
 def port_kind(profile: NatProfile) -> PortKind:
-    """Reduce a profile to how its peer can learn its mapping (RFC 4787 sections 4.1, 4.2)."""
+    """Reduce a profile to how its peer can learn its mapping (RFC 4787 sections 4.1, 4.2).
+
+    Port preservation beside endpoint-dependent mapping is not a fixed port: a NAT that keeps
+    the port toward every destination (Linux does, while the 5-tuple is unique) is measured as
+    endpoint-independent, so one measured as dependent kept it for its first destination only,
+    and its mapping toward a new peer falls back to a port nobody can name."""
     if not profile.nat_present or profile.mapping == MappingBehavior.ENDPOINT_INDEPENDENT:
-        return PortKind.FIXED
-    if profile.allocation == PortAllocation.PRESERVATION:
         return PortKind.FIXED
     if profile.allocation == PortAllocation.CONTIGUITY and profile.port_delta:
         return PortKind.PREDICTED

@@ -1,8 +1,8 @@
 """Detection wall time per lab preset: our detector side by side with coturn's natdiscovery.
 
 Both clients run behind the same NAT, one lab site per preset, against the same server: coturn's
-``turnserver`` as an RFC 5780 server, neutral ground and the server natdiscovery is made for (see
-``NATDISCOVERY_MAPPING_UNSOUND`` in ``tests/lab/test_detection.py``). NAT state is reset before
+``turnserver`` as an RFC 5780 server, neutral ground and the server natdiscovery is made for.
+NAT state is reset before
 every run. Each figure is natdiscovery's seconds ("nd") with ours as the baseline, so the ratio
 is natdiscovery / ours. natdiscovery is always its whole command, ``turnutils_natdiscovery -m
 -f`` started inside the host's namespace; ours runs with default settings (5 s timeout,

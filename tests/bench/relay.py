@@ -12,12 +12,17 @@ against moving the datagram alone. The figure that counts is CPU per datagram: t
 this process spent divided by the datagrams moved (a shared machine's other load changes the
 rate much more than the CPU). Rounds alternate between the two; medians are printed.
 
+Sessions: the same load spread over ``MANY_SESSIONS`` sessions between one pair of nodes (each
+datagram on the next session in turn) against one session, rounds alternating: what the relay
+pays per datagram for finding and metering its session among many.
+
 Memory: one node asks the relay for 10,000 sessions to another; live memory (tracemalloc) grows
 by what the relay keeps per session: its state in the core and its actor.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import resource
@@ -46,6 +51,7 @@ WINDOW: Final = 64
 SMALL: Final = 64
 LARGE: Final = 1200
 SESSIONS: Final = 10_000
+MANY_SESSIONS: Final = 1_000
 UNLIMITED: Final = 1e12
 CONFIG: Final = RelayConfig(
     handshake_rate=UNLIMITED,
@@ -106,9 +112,11 @@ def _generate_load(
     duration: float,
     window: int,
     results: multiprocessing.connection.Connection,
+    sessions: int = 1,
 ) -> None:
     """Child process: datagrams through ``forwarder``, ``window`` in flight, for ``duration``
-    seconds; sends back (datagrams received, payload bytes received, seconds)."""
+    seconds, over ``sessions`` relay sessions in turn. Says "ready" once set up and starts when
+    told; then sends back (datagrams received, payload bytes received, seconds)."""
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
@@ -117,20 +125,28 @@ def _generate_load(
         receiver.bind((LOOPBACK, 0))
         sender.settimeout(2.0)
         receiver.settimeout(2.0)
-        if relay_id is not None:
-            link, session = _relayed_pair(sender, receiver, forwarder, NodeId(relay_id))
-        else:
+        if relay_id is None:
             receiver.sendto(b"receiver", forwarder)  # the bare forwarder sends everything here
-            link, session = Link(1, bytes(32), bytes(32)), 1
+            link, session_ids = Link(1, bytes(32), bytes(32)), [1]
+        elif sessions == 1:
+            link, session = _relayed_pair(sender, receiver, forwarder, NodeId(relay_id))
+            session_ids = [session]
+        else:
+            links = _register_two(sender, receiver, forwarder, NodeId(relay_id))
+            session_ids = _open_sessions(sender, receiver, links, forwarder, sessions)
+            link = links[0]
         receiver.settimeout(0.2)
         payload = bytes(payload_size)
         seal = link.seal_data
+        turn = itertools.cycle(session_ids)
+        results.send("ready")  # the set-up's cost is not the forwarding's
+        results.recv()
         received = in_flight = 0
         start = time.perf_counter()
         deadline = start + duration
         while time.perf_counter() < deadline:
             while in_flight < window:
-                sender.sendto(seal(session, payload), forwarder)
+                sender.sendto(seal(next(turn), payload), forwarder)
                 in_flight += 1
             try:
                 receiver.recv(65536)
@@ -165,19 +181,25 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _load(forwarder: Address, relay_id: NodeId | None, payload_size: int) -> _Rates:
-    """What the forwarder moved for the load generator."""
+async def _load(
+    forwarder: Address, relay_id: NodeId | None, payload_size: int, sessions: int = 1
+) -> _Rates:
+    """What the forwarder moved for the load generator, from the moment it was set up (its
+    registrations and sessions opened, and given a moment to settle)."""
     context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe(duplex=False)
+    ours, theirs = context.Pipe()
     raw_id = None if relay_id is None else relay_id.raw
     process = context.Process(
         target=_generate_load,
-        args=(forwarder, raw_id, payload_size, ROUND, WINDOW, theirs),
+        args=(forwarder, raw_id, payload_size, ROUND, WINDOW, theirs, sessions),
         daemon=True,
     )
-    cpu = _cpu_seconds()
     process.start()
     theirs.close()
+    assert await trio.to_thread.run_sync(ours.recv) == "ready"
+    await trio.sleep(0.2)  # session actors started, set-up traffic drained
+    cpu = _cpu_seconds()
+    ours.send("go")
     received, _, elapsed = await trio.to_thread.run_sync(ours.recv)
     cpu = _cpu_seconds() - cpu
     await trio.to_thread.run_sync(process.join)
@@ -251,6 +273,25 @@ async def _forwarding(payload_size: int) -> tuple[_Rates, _Rates]:
     return _median(ours), _median(batched)
 
 
+async def _sessions_scaling(payload_size: int) -> tuple[_Rates, _Rates]:
+    """Median rates with the load spread over ``MANY_SESSIONS`` sessions and over one, over
+    ``ROUNDS`` alternating rounds on one relay."""
+    relay = RelayNode(RealUdpStack([LOOPBACK]), (LOOPBACK, 0), NodeKey.generate(), CONFIG)
+    many: list[_Rates] = []
+    one: list[_Rates] = []
+    async with open_relay(relay):
+        await relay.enable(
+            max_sessions=2 * ROUNDS * MANY_SESSIONS,
+            max_sessions_per_node=MANY_SESSIONS,
+            bandwidth_limit=UNLIMITED,
+        )
+        for _ in range(ROUNDS):
+            many.append(await _load(relay.address, relay.node_id, payload_size, MANY_SESSIONS))
+            one.append(await _load(relay.address, relay.node_id, payload_size))
+        assert relay.statistics().drops.total == 0, relay.statistics().drops
+    return _median(many), _median(one)
+
+
 async def _memory_per_session(n: int) -> tuple[float, float]:
     """Bytes of live memory per relayed session with ``n`` open, and sessions opened a second."""
     memory = LiveMemory()
@@ -290,9 +331,11 @@ def _register_two(
 
 def _open_sessions(
     a: socket.socket, b: socket.socket, links: tuple[Link, Link, NodeId], relay: Address, n: int
-) -> None:
-    """``n`` sessions from a to b, requested in batches of 64; b acknowledges each notice."""
+) -> list[int]:
+    """``n`` sessions from a to b, requested in batches of 64; b acknowledges each notice.
+    Returns the sessions' ids."""
     link_a, link_b, target = links
+    opened: list[int] = []
     batch = 64
     for first in range(1, n + 1, batch):
         count = min(batch, n + 1 - first)
@@ -304,6 +347,8 @@ def _open_sessions(
             notice = _receive_sealed(b, link_b)
             assert isinstance(notice, frames.RelayAccepted), notice
             b.sendto(link_b.seal(frames.SessionAck(notice.session)), relay)
+            opened.append(accepted.session)
+    return opened
 
 
 async def _wait_for_actors(relay: RelayNode, n: int) -> None:
@@ -317,6 +362,7 @@ async def _wait_for_actors(relay: RelayNode, n: int) -> None:
 async def run() -> list[Figure]:
     small_relay, small_batched = await _forwarding(SMALL)
     large_relay, large_batched = await _forwarding(LARGE)
+    many, one = await _sessions_scaling(LARGE)
     per_session, setup_rate = await _memory_per_session(SESSIONS)
     mb = LARGE / 1e6
     baseline = "batched forwarder"
@@ -352,6 +398,20 @@ async def run() -> list[Figure]:
             large_relay.wall * mb,
             "MB/s",
             large_batched.wall * mb,
+        ),
+        Figure(
+            f"relay: {LARGE} B CPU per datagram over {MANY_SESSIONS:,} sessions, vs one session",
+            many.cpu_per_datagram * 1e6,
+            "us",
+            one.cpu_per_datagram * 1e6,
+            "<= 1.1x",
+        ),
+        Figure(
+            f"relay: {LARGE} B datagrams/s over {MANY_SESSIONS:,} sessions, vs one session",
+            many.wall,
+            "dgram/s",
+            one.wall,
+            ">= 0.9x",
         ),
         Figure(
             f"relay: memory per session ({SESSIONS:,} sessions, state and actor)",

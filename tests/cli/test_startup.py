@@ -27,13 +27,15 @@ NOT_FOR_DETECT = (
     "aioquic",
     "cryptography",
     "hypercorn",
+    "macula_nat.actors",
     "macula_nat.connection",
     "macula_nat.dht",
     "macula_nat.relay",
     "macula_nat.traversal",
     "macula_nat.web",
 )
-"""What ``detect`` does not need: connections, the directory, relays, the status page."""
+"""What ``detect`` does not need: the actor runtime (it detects once), connections, the
+directory, relays, the status page."""
 
 
 def loaded_after(code: str) -> list[str]:

@@ -63,10 +63,18 @@ def responder(nodes: int, peers: int, value_size: int, rng: random.Random) -> Re
     method=st.sampled_from(["ping", "find_node", "get_peers", "get"]),
     tid=st.binary(min_size=0, max_size=8),
     ipv6=st.booleans(),
+    want=st.sampled_from([(), (b"n4",), (b"n6",), (b"n4", b"n6")]),
     seed=st.integers(0, 1000),
 )
 def test_an_unproven_address_gets_at_most_3x(
-    nodes: int, peers: int, value_size: int, method: str, tid: bytes, ipv6: bool, seed: int
+    nodes: int,
+    peers: int,
+    value_size: int,
+    method: str,
+    tid: bytes,
+    ipv6: bool,
+    want: tuple[bytes, ...],
+    seed: int,
 ) -> None:
     rng = random.Random(seed)
     r = responder(nodes, peers, value_size, rng)
@@ -74,9 +82,9 @@ def test_an_unproven_address_gets_at_most_3x(
     target = ImmutableItem(encode_value(b"v" * value_size)).target if value_size else NodeId(1)
     query: Query = {
         "ping": Ping(transaction_id=tid, sender=sender),
-        "find_node": FindNode(transaction_id=tid, sender=sender, target=target),
-        "get_peers": GetPeers(transaction_id=tid, sender=sender, info_hash=NodeId(1)),
-        "get": Get(transaction_id=tid, sender=sender, target=target),
+        "find_node": FindNode(transaction_id=tid, sender=sender, target=target, want=want),
+        "get_peers": GetPeers(transaction_id=tid, sender=sender, info_hash=NodeId(1), want=want),
+        "get": Get(transaction_id=tid, sender=sender, target=target, want=want),
     }[method]
     source = SOURCE6 if ipv6 else SOURCE
     size = len(encode(query))
@@ -92,7 +100,7 @@ def test_an_unproven_address_gets_at_most_3x(
 
     # A proven address (here: by echoing the token) gets the full answer.
     if method == "get" and full.token is not None:
-        proof = Get(transaction_id=tid, sender=sender, target=target, token=full.token)
+        proof = Get(transaction_id=tid, sender=sender, target=target, token=full.token, want=want)
         proven = r.answer(proof, source, 0.0, len(encode(proof)))
         assert proven == full
 

@@ -1,4 +1,5 @@
-"""Interop with libtorrent (an implementation no one here wrote), on 127.0.0.1 only.
+"""Interop with libtorrent (an implementation no one here wrote), on 127.0.0.1 and ::1 only
+(the IPv6 run is BEP 32: ``nodes6`` and 18-byte compact peers, skipped loudly without ::1).
 
 Each test runs a fresh swarm of our nodes plus a libtorrent session joined to it, and checks one
 direction: libtorrent puts a BEP 44 mutable item our node gets; our node puts one libtorrent gets;
@@ -18,6 +19,7 @@ every node has its own IP and a node of ours sends far less than that to any one
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,16 +39,33 @@ lt = pytest.importorskip(
     "libtorrent", reason="libtorrent is not installed (pip install libtorrent)"
 )
 
-LOOPBACK = "127.0.0.1"
+LOOPBACKS = ["127.0.0.1", "::1"]
 OUR_NODES = 8
 STEP = 15.0
 """Seconds any one step may take (each takes well under one on loopback)."""
 POLL = 0.1
 LOOKUP_POLL = 0.5
 """Seconds between our repeated lookups while waiting for libtorrent's announce to land."""
-CONFIG = DhtConfig(
-    listen=(LOOPBACK, 0), query_rate=1e6, query_burst=1e6, query_timeout=1.0, operation_timeout=10
-)
+
+
+def config(loopback: str) -> DhtConfig:
+    return DhtConfig(listen=(loopback, 0), query_rate=1e6, query_burst=1e6, query_timeout=1.0,
+                     operation_timeout=10)  # fmt: skip
+
+
+def endpoint_text(address: tuple[str, int]) -> str:
+    """``ip:port``, ``[ip]:port`` for IPv6: how libtorrent's settings name an endpoint."""
+    ip, port = address
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def loopback_ipv6_works() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
 
 
 def libtorrent_keypair(seed: bytes) -> tuple[bytes, bytes]:
@@ -60,11 +79,11 @@ def libtorrent_keypair(seed: bytes) -> tuple[bytes, bytes]:
     return public, bytes(expanded)
 
 
-def session_settings(bootstrap: str) -> dict[str, Any]:
+def session_settings(loopback: str, bootstrap: str) -> dict[str, Any]:
     # For debugging, add lt.alert_category.dht_log (and look at dht_log_alert / dht_pkt_alert).
     return {
-        "listen_interfaces": f"{LOOPBACK}:0",
-        "outgoing_interfaces": LOOPBACK,
+        "listen_interfaces": endpoint_text((loopback, 0)),
+        "outgoing_interfaces": loopback,
         "dht_bootstrap_nodes": bootstrap,
         "enable_dht": True,
         "enable_lsd": False,
@@ -86,8 +105,9 @@ def session_settings(bootstrap: str) -> dict[str, Any]:
 class Session:
     """A libtorrent session and its alerts, polled from Trio."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.session = lt.session(session_settings(bootstrap))
+    def __init__(self, loopback: str, bootstrap: str) -> None:
+        self.loopback = loopback
+        self.session = lt.session(session_settings(loopback, bootstrap))
 
     async def wait_alert(self, accept: Callable[[Any], bool]) -> Any:
         with trio.fail_after(STEP):
@@ -99,13 +119,13 @@ class Session:
 
 
 @asynccontextmanager
-async def open_our_swarm() -> AsyncIterator[list[DhtNode]]:
+async def open_our_swarm(loopback: str) -> AsyncIterator[list[DhtNode]]:
     nodes: list[DhtNode] = []
     async with trio.open_nursery() as nursery:
-        stack = RealUdpStack()
+        stack = RealUdpStack([loopback])
 
         async def run(task_status: trio.TaskStatus[DhtNode]) -> None:
-            async with open_dht_node(stack, CONFIG) as node:
+            async with open_dht_node(stack, config(loopback)) as node:
                 task_status.started(node)
                 await trio.sleep_forever()
 
@@ -121,12 +141,14 @@ async def open_our_swarm() -> AsyncIterator[list[DhtNode]]:
         nursery.cancel_scope.cancel()
 
 
-@pytest.fixture
-async def swarm() -> AsyncIterator[tuple[list[DhtNode], Session]]:
-    """Our nodes, and a libtorrent session that has bootstrapped from them."""
-    async with open_our_swarm() as nodes:
-        first = nodes[0].contact.address
-        session = Session(f"{first[0]}:{first[1]}")
+@pytest.fixture(params=LOOPBACKS)
+async def swarm(request: pytest.FixtureRequest) -> AsyncIterator[tuple[list[DhtNode], Session]]:
+    """Our nodes, and a libtorrent session that has bootstrapped from them, on one loopback."""
+    loopback: str = request.param
+    if ":" in loopback and not loopback_ipv6_works():
+        pytest.skip("NO IPv6 DHT INTEROP: this machine has no IPv6 loopback (::1)")
+    async with open_our_swarm(loopback) as nodes:
+        session = Session(loopback, endpoint_text(nodes[0].contact.address))
         await session.wait_alert(lambda a: isinstance(a, lt.dht_bootstrap_alert))
         yield nodes, session
         del session
@@ -166,7 +188,7 @@ async def test_libtorrent_announces_we_find(swarm: tuple[list[DhtNode], Session]
     session.session.dht_announce(lt.sha1_hash(wanted.to_bytes()), 7777, 0)
     with trio.fail_after(STEP):
         while True:
-            if (LOOPBACK, 7777) in (await nodes[3].get_peers(wanted)).peers:
+            if (session.loopback, 7777) in (await nodes[3].get_peers(wanted)).peers:
                 break
             await trio.sleep(LOOKUP_POLL)
 
@@ -178,6 +200,8 @@ async def test_we_announce_libtorrent_finds(swarm: tuple[list[DhtNode], Session]
         assert (await nodes[6].announce_peer(offered, 8888)).stored > 0
     session.session.dht_get_peers(lt.sha1_hash(offered.to_bytes()))
     reply = await session.wait_alert(
-        lambda a: isinstance(a, lt.dht_get_peers_reply_alert) and (LOOPBACK, 8888) in a.peers()
+        lambda a: (
+            isinstance(a, lt.dht_get_peers_reply_alert) and (session.loopback, 8888) in a.peers()
+        )
     )
     assert reply.num_peers() >= 1

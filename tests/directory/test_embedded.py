@@ -130,10 +130,16 @@ class SlowDirectory(EmbeddedDirectory):
         *,
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
+        home_relay_alternate: Address | None = None,
     ) -> NodeRecord:
         await trio.sleep(1.0)
         return await super().publish_record(
-            node_id, profile, ttl, home_relay=home_relay, candidates=candidates
+            node_id,
+            profile,
+            ttl,
+            home_relay=home_relay,
+            candidates=candidates,
+            home_relay_alternate=home_relay_alternate,
         )
 
 

@@ -30,16 +30,6 @@ NATDISCOVERY_TIMEOUT_S = 30.0
 
 SEQUENTIAL_DELTA = {NatPreset.SYMMETRIC_SEQUENTIAL: 1}
 """The port delta of the ``pc`` presets (see ``tests/nat_lab/README.md``)."""
-NATDISCOVERY_MAPPING_UNSOUND = {NatPreset.ADDRESS_DEPENDENT}
-"""Presets whose mapping natdiscovery (coturn 4.6.1) cannot classify against an RFC 5780 server.
-
-It sends test III to the OTHER-ADDRESS of test II's response instead of test I's. RFC 5780
-(section 7.4) makes that address the one a change-IP-and-port answer would come from: for test
-II's destination (alternate IP, primary port) it is (primary IP, alternate port), which our
-observer reports. So test III goes to another IP than test II and an address-dependent mapping
-looks address-and-port-dependent. coturn's own server answers from its alternate IP with
-(alternate IP, alternate port), a quirk that cancels the client's.
-"""
 
 _READY_SCRIPT = """\
 import socket, sys, time
@@ -228,13 +218,6 @@ def natdiscovery_expected(host: Host) -> dict[str, object]:
         "mapping": str(expected.mapping),
         "filtering": str(expected.filtering),
     }
-
-
-def sound_part(host: Host, verdict: dict[str, object]) -> dict[str, object]:
-    """``verdict`` without what natdiscovery cannot measure behind ``host``'s NAT."""
-    if host.preset in NATDISCOVERY_MAPPING_UNSOUND:
-        return {key: value for key, value in verdict.items() if key != "mapping"}
-    return verdict
 
 
 async def on_every_host(hosts: Sequence[Host], run: Callable[[Host], Awaitable[T]]) -> dict[str, T]:

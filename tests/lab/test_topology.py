@@ -129,3 +129,47 @@ def test_lab_available_explains_why_not(monkeypatch: pytest.MonkeyPatch) -> None
         assert not ok and "nft" in reason and "conntrack" in reason
     finally:
         lab_available.cache_clear()
+
+
+def test_ipv6_sites_are_routed_2001_db8_prefixes_behind_the_firewall() -> None:
+    sites = [
+        SiteConfig(NatPreset.PORT_RESTRICTED_CONE, family="dual"),
+        SiteConfig(NatPreset.SYMMETRIC, family="ipv6"),
+        SiteConfig(NatPreset.NONE, family="ipv6"),
+        SiteConfig(NatPreset.FULL_CONE),
+    ]
+    plan = plan_lab("mnlX-6", sites)
+    dual, six, public, four = (site.hosts[0] for site in plan.sites)
+    assert (dual.ip, dual.ip6, dual.gateway6) == ("10.0.1.2", "2001:db8:1::2", "2001:db8:1::1")
+    assert (six.ip, six.public_ip, six.gateway) == ("2001:db8:2::2",) * 2 + ("2001:db8:2::1",)
+    assert (public.ip, public.ip6, public.gateway) == ("2001:db8::200", "2001:db8::200", None)
+    assert four.ip6 is None and plan.ipv6
+    assert plan.ipv6_routes == (
+        ("2001:db8:1::/64", "2001:db8::11"),
+        ("2001:db8:2::/64", "2001:db8::12"),
+    )
+    scripts = netns_scripts(plan)
+    server = scripts[plan.server_netns]
+    assert "addr add 2001:db8::100/64 dev eth0 nodad" in server
+    assert "route add 2001:db8:2::/64 via 2001:db8::12" in server
+    router = scripts[plan.sites[0].routers[0].netns]
+    assert "ipv6/conf/all/forwarding" in router and "nd-neighbor-solicit" in router
+    assert "route add 2001:db8:2::/64 via 2001:db8::12" in router
+    assert "route add 2001:db8:1::/64" not in router  # its own prefix is on its LAN
+    assert "addr add 10.0.2.2" not in scripts[six.netns]  # IPv6 only
+    assert "disable_ipv6" in scripts[plan.sites[3].hosts[0].netns]  # IPv4 sites stay quiet
+    assert all("nodad" in line for line in router.splitlines() if "addr add 2001" in line)
+
+
+def test_ipv6_needs_a_single_router_and_a_known_family() -> None:
+    with pytest.raises(ValueError, match="single router"):
+        plan_lab("x", [SiteConfig(NatPreset.CGNAT_FULL_CONE, family="dual")])
+    with pytest.raises(ValueError):
+        SiteConfig(NatPreset.FULL_CONE, family="ipv5")  # type: ignore[arg-type]
+
+
+def test_an_ipv4_lab_is_unchanged_by_the_ipv6_option() -> None:
+    plan = plan_lab("mnlX-4", ALL)
+    assert not plan.ipv6 and plan.ipv6_routes == ()
+    for script in netns_scripts(plan).values():
+        assert "2001:db8" not in script and "nd-neighbor" not in script

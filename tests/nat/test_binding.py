@@ -143,8 +143,18 @@ def test_change_request_picks_the_socket_of_table_1(
     assert result.destination == CLIENT
     response = response_of(result)
     assert response.response_origin == expected_origin
-    assert response.other_address == (other_ip, other_port)
+    # the alternate IP always: RFC 5780's value for requests to the primary IP, coturn's for
+    # those to the alternate (its natdiscovery reads test II's OTHER-ADDRESS)
+    assert response.other_address == (IP2, other_port)
     assert response.xor_mapped_address == CLIENT
+
+
+def test_natdiscovery_test_iii_after_test_ii_goes_to_test_i_other_address() -> None:
+    """coturn's client sends test III to test II's OTHER-ADDRESS; RFC 5780 sends it to test
+    I's. Both are the same address here, so both classify an address-dependent mapping."""
+    test_i = response_of(ask(stun.binding_request(), local=(IP1, P1)))
+    test_ii = response_of(ask(stun.binding_request(), local=(IP2, P1)))
+    assert test_i.other_address == test_ii.other_address == (IP2, P2)
 
 
 @pytest.mark.parametrize(("change_ip", "change_port"), [(True, False), (False, True), (True, True)])

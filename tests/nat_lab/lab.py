@@ -30,6 +30,7 @@ from tests.nat_lab.nodes import Host, Lab, Node, Router, Server, Site
 from tests.nat_lab.presets import NatPreset
 from tests.nat_lab.processes import ProcessGroup, kill_pids, pids_in_namespaces
 from tests.nat_lab.topology import (
+    SERVER_IPS6,
     LabPlan,
     LinkPlan,
     SiteConfig,
@@ -153,14 +154,24 @@ def _make_lab(plan: LabPlan, processes: ProcessGroup) -> Lab:
             for r in sp.routers
         )
         hosts = tuple(
-            Host(h.label, h.netns, processes, h.ip, h.public_ip, h.gateway, sp.index, sp.preset)
+            Host(
+                h.label,
+                h.netns,
+                processes,
+                h.ip,
+                h.public_ip,
+                h.gateway,
+                sp.index,
+                sp.preset,
+                h.ip6,
+            )
             for h in sp.hosts
         )
         sites.append(Site(sp.index, sp.preset, routers, hosts))
     return Lab(
         prefix=plan.prefix,
         pub=Node("pub", plan.pub_netns, processes),
-        server=Server("srv", plan.server_netns, processes),
+        server=Server("srv", plan.server_netns, processes, ips6=SERVER_IPS6 if plan.ipv6 else ()),
         sites=tuple(sites),
         impairment=plan.impairment if any(link.impaired for link in plan.links) else None,
     )

@@ -175,9 +175,28 @@ def nat_ruleset(preset: NatPreset, *, wan: str, wan_ip: str) -> str:
             ).table()
 
 
-def router_ruleset(preset: NatPreset, *, wan: str, lan: str, wan_ip: str) -> str:
-    """The complete ruleset (firewall and NAT) loaded into a router with ``nft -f``."""
-    return _FILTER.format(wan=wan, lan=lan) + nat_ruleset(preset, wan=wan, wan_ip=wan_ip)
+_NEIGHBOUR_DISCOVERY = """\
+table inet lab_filter {
+  chain input {
+    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+  }
+}
+"""
+"""Added for an IPv6 router: its hosts' and peers' neighbour discovery reaches it (IPv4's ARP is
+not filtered by ``inet`` tables; ND is ICMPv6)."""
+
+
+def router_ruleset(
+    preset: NatPreset, *, wan: str, lan: str, wan_ip: str, ipv6: bool = False
+) -> str:
+    """The complete ruleset (firewall and NAT) loaded into a router with ``nft -f``.
+
+    The ``inet`` firewall is the IPv6 router's whole job too (``ipv6``): IPv6 is routed without
+    NAT, so its forward chain (``ct state established,related accept``, LAN to WAN accepted,
+    everything else dropped) is a stateful IPv6 firewall: no NAT, address- and
+    port-dependent filtering."""
+    firewall = _FILTER.format(wan=wan, lan=lan) + (_NEIGHBOUR_DISCOVERY if ipv6 else "")
+    return firewall + nat_ruleset(preset, wan=wan, wan_ip=wan_ip)
 
 
 def nat_flush_script(preset: NatPreset) -> str:

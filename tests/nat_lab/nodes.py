@@ -101,6 +101,8 @@ class Host(Node):
     gateway: str | None
     site_index: int
     preset: NatPreset
+    ip6: str | None = None
+    """Its IPv6 address (no NAT: the router's stateful firewall filters it), if any."""
 
     @property
     def behind_nat(self) -> bool:
@@ -129,6 +131,8 @@ class Server(Node):
     """The public server namespace, holding two addresses (for RFC 5780 style tests)."""
 
     ips: tuple[str, ...] = SERVER_IPS
+    ips6: tuple[str, ...] = ()
+    """Its IPv6 addresses, in a lab with IPv6 sites."""
 
     @property
     def primary_ip(self) -> str:

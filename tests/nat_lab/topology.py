@@ -8,6 +8,13 @@ bridge at 203.0.113.200 and up. A carrier's NAT (:attr:`NatPreset.CGNAT`) serves
 shared space 100.64.N.0/24 instead; a double NAT puts a second router ``<prefix>-sNr2`` on that
 LAN at 100.64.N.2, its own LAN 10.0.N.1/24 holding the hosts. Every access link (the outermost
 router's WAN or a public host's) can be impaired.
+
+IPv6 (a site's ``family`` ``ipv6`` or ``dual``): the segment is also 2001:db8::/64, the server
+holds 2001:db8::100 and ::101, a router 2001:db8::(10+N) on its WAN and 2001:db8:N::1/64 on its
+LAN, its hosts 2001:db8:N::(1+M) (routed, no NAT: the router's stateful firewall filters them),
+public hosts 2001:db8::(200 and up). Every IPv6 node routes each site's /64 via that site's
+router. Addresses are added ``nodad`` (no duplicate address detection delay); ``ipv6`` hosts have
+no IPv4 address at all.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from tests.nat_lab.nft import router_ruleset
 from tests.nat_lab.presets import NatPreset
 
 Impairment = Literal["netem", "wire"]
+Family = Literal["ipv4", "ipv6", "dual"]
+"""The IP versions a site's hosts have: IPv4 only (the default), IPv6 only, or both."""
 """How delay and loss are applied: kernel netem qdiscs, or the userspace delay line."""
 
 BRIDGE = "br0"
@@ -31,6 +40,8 @@ DOWNSTREAM_IF = "inner"
 """A router's port on its LAN bridge toward the next router in (double NAT)."""
 PUBLIC_PREFIX_LEN = 24
 SERVER_IPS = ("203.0.113.100", "203.0.113.101")
+SERVER_IPS6 = ("2001:db8::100", "2001:db8::101")
+IPV6_PREFIX_LEN = 64
 MAX_SITES = 89
 MAX_HOSTS_PER_SITE = 200
 _PUBLIC_HOST_POOL = range(200, 255)
@@ -63,6 +74,18 @@ class SiteConfig:
     hosts: int = attrs.field(default=1, validator=_check_hosts)
     delay_ms: float | None = attrs.field(default=None, validator=_check_delay)
     loss: float | None = attrs.field(default=None, validator=_check_loss)
+    family: Family = attrs.field(
+        default="ipv4", validator=attrs.validators.in_(("ipv4", "ipv6", "dual"))
+    )
+    """The hosts' IP versions; IPv6 goes through the router's stateful firewall, not its NAT."""
+
+    @property
+    def ipv4(self) -> bool:
+        return self.family != "ipv6"
+
+    @property
+    def ipv6(self) -> bool:
+        return self.family != "ipv4"
 
 
 @attrs.frozen
@@ -87,8 +110,12 @@ class HostPlan:
     label: str
     netns: str
     ip: str
+    """Its IPv4 address, or its IPv6 one when it has no IPv4."""
     public_ip: str
     gateway: str | None
+    ip6: str | None = None
+    """Its IPv6 address (public: no NAT), if it has one."""
+    gateway6: str | None = None
 
 
 @attrs.frozen
@@ -104,6 +131,8 @@ class RouterPlan:
     wan_prefix_len: int
     lan_ip: str
     upstream: str | None
+    wan_ip6: str | None = None
+    lan_ip6: str | None = None
 
 
 @attrs.frozen
@@ -131,6 +160,22 @@ class LabPlan:
     sites: tuple[SitePlan, ...]
     links: tuple[LinkPlan, ...]
     impairment: Impairment
+
+    @property
+    def ipv6(self) -> bool:
+        """Whether any site has IPv6 (the server then has its IPv6 addresses too)."""
+        return any(h.ip6 is not None for site in self.sites for h in site.hosts)
+
+    @property
+    def ipv6_routes(self) -> tuple[tuple[str, str], ...]:
+        """(site /64, via its router's WAN address) for every IPv6 site behind a router."""
+        return tuple(
+            (f"{site.routers[0].lan_ip6.rsplit('::', 1)[0]}::/{IPV6_PREFIX_LEN}",
+             site.routers[0].wan_ip6)
+            for site in self.sites
+            if site.routers and site.routers[0].wan_ip6 is not None
+            and site.routers[0].lan_ip6 is not None
+        )  # fmt: skip
 
     @property
     def namespaces(self) -> tuple[str, ...]:
@@ -161,9 +206,14 @@ def needs_impairment(sites: Sequence[SiteConfig], *, delay_ms: float, loss: floa
     return any(max(_effective(cfg, delay_ms, loss)) > 0 for cfg in sites)
 
 
-def _plan_routers(prefix: str, index: int, preset: NatPreset) -> tuple[RouterPlan, ...]:
+def _plan_routers(
+    prefix: str, index: int, preset: NatPreset, ipv6: bool = False
+) -> tuple[RouterPlan, ...]:
     """Site ``index``'s routers, outermost first: a carrier's LAN is 100.64.N.0/24, a home
-    router's 10.0.N.0/24; an inner router sits at .2 of the LAN in front of it."""
+    router's 10.0.N.0/24; an inner router sits at .2 of the LAN in front of it. With ``ipv6``
+    (a single router only) it routes 2001:db8:N::/64 too."""
+    if ipv6 and len(preset.layers) != 1:
+        raise ValueError(f"IPv6 sites need a single router, not {preset.value}'s layers")
     routers: list[RouterPlan] = []
     for depth, layer in enumerate(preset.layers):
         lan = f"100.64.{index}" if layer is NatPreset.CGNAT else f"10.0.{index}"
@@ -175,6 +225,10 @@ def _plan_routers(prefix: str, index: int, preset: NatPreset) -> tuple[RouterPla
             prefix_len, upstream = 24, outer.lan_ip
         netns = f"{prefix}-s{index}r" + (f"{depth + 1}" if depth else "")
         routers.append(RouterPlan(netns, layer, wan_ip, prefix_len, f"{lan}.1", upstream))
+    if ipv6:
+        routers[0] = attrs.evolve(
+            routers[0], wan_ip6=f"2001:db8::{10 + index}", lan_ip6=f"2001:db8:{index}::1"
+        )
     return tuple(routers)
 
 
@@ -198,18 +252,21 @@ def plan_lab(
         site_delay, site_loss = _effective(cfg, delay_ms, loss)
         hosts: list[HostPlan] = []
         if cfg.preset.has_router:
-            routers = _plan_routers(prefix, index, cfg.preset)
+            routers = _plan_routers(prefix, index, cfg.preset, cfg.ipv6)
             outer, inner = routers[0], routers[-1]
             links.append(LinkPlan(outer.netns, WAN_IF, f"r{index}", site_delay, site_loss))
             subnet = inner.lan_ip.rsplit(".", 1)[0]
             for m in range(1, cfg.hosts + 1):
+                ip6 = f"2001:db8:{index}::{1 + m}" if cfg.ipv6 else None
                 hosts.append(
                     HostPlan(
                         label=f"s{index}h{m}",
                         netns=f"{prefix}-s{index}h{m}",
-                        ip=f"{subnet}.{1 + m}",
-                        public_ip=outer.wan_ip,
-                        gateway=inner.lan_ip,
+                        ip=f"{subnet}.{1 + m}" if cfg.ipv4 else str(ip6),
+                        public_ip=outer.wan_ip if cfg.ipv4 else str(ip6),
+                        gateway=inner.lan_ip if cfg.ipv4 else outer.lan_ip6,
+                        ip6=ip6,
+                        gateway6=outer.lan_ip6,
                     )
                 )
             site_plans.append(SitePlan(index, cfg.preset, routers, tuple(hosts)))
@@ -219,8 +276,9 @@ def plan_lab(
             if last is None:
                 raise ValueError("too many public hosts for 203.0.113.200-254")
             netns = f"{prefix}-s{index}h{m}"
-            ip = f"203.0.113.{last}"
-            hosts.append(HostPlan(f"s{index}h{m}", netns, ip, ip, None))
+            ip6 = f"2001:db8::{last}" if cfg.ipv6 else None
+            ip = f"203.0.113.{last}" if cfg.ipv4 else str(ip6)
+            hosts.append(HostPlan(f"s{index}h{m}", netns, ip, ip, None, ip6))
             links.append(LinkPlan(netns, HOST_IF, f"p{index}h{m}", site_delay, site_loss))
         site_plans.append(SitePlan(index, cfg.preset, (), tuple(hosts)))
     return LabPlan(
@@ -273,6 +331,20 @@ _QUIET_IPV6 = (
     "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6\n"
 )
 
+_IPV6_ON = "".join(
+    f"echo {value} > /proc/sys/net/ipv6/conf/{scope}/{name}\n"
+    for name, value in (("disable_ipv6", 0), ("accept_dad", 0), ("accept_ra", 0))
+    for scope in ("all", "default")
+)
+"""IPv6 on, without duplicate address detection or router advertisements: addresses are
+usable at once and routes are only what the lab sets."""
+
+
+def _ipv6_routes(plan: LabPlan, own: str | None = None) -> list[str]:
+    """``ip`` lines routing every IPv6 site's /64 via its router (but the router's own)."""
+    return [f"route add {net} via {via}" for net, via in plan.ipv6_routes if via != own]
+
+
 _NO_BRIDGE_NF = "".join(
     f"f=/proc/sys/net/bridge/bridge-nf-call-{t}; if [ -e $f ]; then echo 0 > $f; fi\n"
     for t in ("iptables", "ip6tables", "arptables")
@@ -315,9 +387,17 @@ def _router_script(
         lines.append(f"link set {DOWNSTREAM_IF} master {LAN_IF} up")
     else:
         lines += [f"link set h{m} master {LAN_IF} up" for m in range(1, len(site.hosts) + 1)]
-    ruleset = router_ruleset(router.layer, wan=WAN_IF, lan=LAN_IF, wan_ip=router.wan_ip)
+    ipv6 = router.wan_ip6 is not None and router.lan_ip6 is not None
+    if ipv6:
+        lines += [
+            f"addr add {router.wan_ip6}/{IPV6_PREFIX_LEN} dev {WAN_IF} nodad",
+            f"addr add {router.lan_ip6}/{IPV6_PREFIX_LEN} dev {LAN_IF} nodad",
+            f"link set {LAN_IF} type bridge mcast_snooping 0",
+            *_ipv6_routes(plan, router.wan_ip6),
+        ]
+    ruleset = router_ruleset(router.layer, wan=WAN_IF, lan=LAN_IF, wan_ip=router.wan_ip, ipv6=ipv6)
     return (
-        _QUIET_IPV6
+        (_IPV6_ON + "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding\n" if ipv6 else _QUIET_IPV6)
         + _NO_BRIDGE_NF
         + "echo 1 > /proc/sys/net/ipv4/ip_forward\n"
         + _heredoc("ip -batch -", "\n".join(lines) + "\n")
@@ -339,6 +419,8 @@ def netns_scripts(plan: LabPlan) -> dict[str, str]:
         pub_lines.append(f"link set {link.port} master {BRIDGE} up")
         if link.impaired and plan.impairment == "netem":
             pub_shell += _netem(link, link.port)
+    if plan.ipv6:  # no MLD snooping: neighbour discovery's multicast reaches every port
+        pub_lines.append(f"link set {BRIDGE} type bridge mcast_snooping 0")
     scripts[plan.pub_netns] = (
         _QUIET_IPV6
         + _NO_BRIDGE_NF
@@ -348,8 +430,13 @@ def netns_scripts(plan: LabPlan) -> dict[str, str]:
 
     srv_lines = ["link set lo up"]
     srv_lines += [f"addr add {ip}/{PUBLIC_PREFIX_LEN} dev {HOST_IF}" for ip in SERVER_IPS]
+    if plan.ipv6:
+        srv_lines += [f"addr add {ip}/{IPV6_PREFIX_LEN} dev {HOST_IF} nodad" for ip in SERVER_IPS6]
     srv_lines.append(f"link set {HOST_IF} up")
-    scripts[plan.server_netns] = _QUIET_IPV6 + _heredoc("ip -batch -", "\n".join(srv_lines) + "\n")
+    srv_lines += _ipv6_routes(plan)
+    scripts[plan.server_netns] = (_IPV6_ON if plan.ipv6 else _QUIET_IPV6) + _heredoc(
+        "ip -batch -", "\n".join(srv_lines) + "\n"
+    )
 
     for site in plan.sites:
         for depth, router in enumerate(site.routers):
@@ -362,12 +449,20 @@ def netns_scripts(plan: LabPlan) -> dict[str, str]:
                 create, h_shell = _access_link_setup(plan, links[host.netns])
                 h_lines += create
                 prefix_len = PUBLIC_PREFIX_LEN
-            h_lines.append(f"addr add {host.ip}/{prefix_len} dev {HOST_IF}")
+            if host.ip != host.ip6:
+                h_lines.append(f"addr add {host.ip}/{prefix_len} dev {HOST_IF}")
+            if host.ip6 is not None:
+                h_lines.append(f"addr add {host.ip6}/{IPV6_PREFIX_LEN} dev {HOST_IF} nodad")
             h_lines.append(f"link set {HOST_IF} up")
-            if host.gateway is not None:
+            if host.gateway is not None and host.gateway != host.gateway6:
                 h_lines.append(f"route add default via {host.gateway}")
+            if host.gateway6 is not None:
+                h_lines.append(f"route add default via {host.gateway6}")
+            elif host.ip6 is not None:
+                h_lines += _ipv6_routes(plan)
+            sysctls = _QUIET_IPV6 if host.ip6 is None else _IPV6_ON
             scripts[host.netns] = (
-                _QUIET_IPV6 + _heredoc("ip -batch -", "\n".join(h_lines) + "\n") + h_shell
+                sysctls + _heredoc("ip -batch -", "\n".join(h_lines) + "\n") + h_shell
             )
     return scripts
 

@@ -10,6 +10,7 @@ from macula_nat.net.address import (
     address_family,
     any_address,
     destination_address,
+    is_global_ipv6,
     is_unspecified,
     normalise_address,
     normalise_ip,
@@ -79,3 +80,21 @@ def test_families_and_wildcards() -> None:
 )
 def test_a_source_is_an_ipv4_address_or_an_ipv6_64(host: str, prefix: str) -> None:
     assert source_prefix(host) == prefix
+
+
+@pytest.mark.parametrize(
+    ("ip", "is_global"),
+    [
+        ("2001:db8:a::10", True),  # documentation prefix: global by scope (the sim, the lab)
+        ("2a00:1450:4001::1", True),
+        ("fe80::1", False),
+        ("fd00::1", False),
+        ("::1", False),
+        ("::", False),
+        ("ff02::1", False),
+        ("::ffff:192.0.2.7", False),
+        ("203.0.113.7", False),  # IPv4: a public IPv4 host is published as observed anyway
+    ],
+)
+def test_global_ipv6_is_by_scope(ip: str, is_global: bool) -> None:
+    assert is_global_ipv6(ip) is is_global

@@ -148,7 +148,17 @@ def test_port_kinds_of_the_presets() -> None:
 
 def test_contiguity_without_a_measured_delta_is_treated_as_random() -> None:
     assert port_kind(_profile("pd", "pd", "pc", "198.51.100.9")) is PortKind.RANDOM
-    assert port_kind(_profile("hd", "pd", "pp", "198.51.100.9")) is PortKind.FIXED
+
+
+@pytest.mark.parametrize("mapping", ["hd", "pd"])
+def test_preservation_beside_dependent_mapping_is_not_a_fixed_port(mapping: str) -> None:
+    """The port was kept for the first destination only (one kept for all is measured as
+    endpoint-independent), so a new peer meets a fallback port: birthday, not a straight send
+    (the table walk showed the straight send failing on all 42 such pairs)."""
+    preserving = _profile(mapping, "pd", "pp", "198.51.100.9")
+    assert port_kind(preserving) is PortKind.RANDOM
+    plan = choose(PRESETS["port_restricted"], preserving)
+    assert plan.method is Method.PUNCH and plan.birthday
 
 
 @pytest.mark.parametrize("dialer", ["restricted", "port_restricted", "sym_random", "sym_seq"])

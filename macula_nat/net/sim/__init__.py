@@ -5,6 +5,8 @@ Build it inside ``open_internet``; every host is a :class:`~macula_nat.net.UdpSt
 
 from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
 from macula_nat.net.sim.endpoint import SimEndpoint
+from macula_nat.net.sim.firewall import FirewallBox
+from macula_nat.net.sim.flow_table import FlowStatistics, FlowTable
 from macula_nat.net.sim.host import SimHost
 from macula_nat.net.sim.internet import Internet, InternetStatistics, open_internet
 from macula_nat.net.sim.link import LinkProfile
@@ -38,6 +40,9 @@ __all__ = [
     "SYMMETRIC_RANDOM",
     "SYMMETRIC_SEQUENTIAL",
     "FilteringBehavior",
+    "FirewallBox",
+    "FlowStatistics",
+    "FlowTable",
     "Internet",
     "InternetStatistics",
     "LinkProfile",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -17,6 +17,8 @@ DEFAULT_SEND_BUFFER = 256
 """Datagrams a simulated endpoint sends without waiting before ``send_to_nowait`` would block."""
 
 logger = logging.getLogger(__name__)
+
+_BOTH: Final = frozenset((4, 6))
 
 
 class SimEndpoint(UdpEndpoint):
@@ -39,12 +41,15 @@ class SimEndpoint(UdpEndpoint):
         local_address: Address,
         receive_buffer: int,
         send_buffer: int = DEFAULT_SEND_BUFFER,
+        *,
+        dual_stack: bool = False,
     ) -> None:
         if send_buffer < 1:
             raise ValueError(f"send_buffer must be >= 1, not {send_buffer!r}")
         self._host = host
         self._local_address = local_address
         self._version = ip_version(local_address[0])
+        self._dual = dual_stack
         self._closed = False
         self._send_buffer = send_buffer
         self._unsent = 0
@@ -60,6 +65,10 @@ class SimEndpoint(UdpEndpoint):
     @property
     def local_address(self) -> Address:
         return self._local_address
+
+    @property
+    def ip_versions(self) -> frozenset[int]:
+        return _BOTH if self._dual else frozenset((self._version,))
 
     async def send_to(self, data: bytes, address: Address) -> None:
         destination = self._checked_destination(data, address)
@@ -80,7 +89,7 @@ class SimEndpoint(UdpEndpoint):
             raise trio.ClosedResourceError("endpoint is closed")
         check_datagram_size(data)
         destination = destination_address(address)
-        if ip_version(destination[0]) != self._version:
+        if ip_version(destination[0]) != self._version and not self._dual:
             raise ValueError(f"{self._local_address} cannot send to {destination}")
         return destination
 
@@ -99,7 +108,7 @@ class SimEndpoint(UdpEndpoint):
         if self._closed:
             return
         self._closed = True
-        self._host._unbind(self._local_address)
+        self._host._unbind(self._local_address, dual_stack=self._dual)
         self._inbox.close()  # first: a blocked receive_from must see Closed, not EndOfChannel
         self._inbox_in.close()
 

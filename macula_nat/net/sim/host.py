@@ -18,7 +18,7 @@ from macula_nat.net.address import (
     is_unspecified,
     normalise_address,
 )
-from macula_nat.net.endpoint import UdpStack
+from macula_nat.net.endpoint import UdpStack, check_dual_stack
 from macula_nat.net.sim.datagram import Datagram
 from macula_nat.net.sim.endpoint import SimEndpoint
 from macula_nat.net.sim.interface import Interface
@@ -49,7 +49,8 @@ class SimHost(UdpStack):
     Binding follows Linux without ``SO_REUSEADDR``: a port bound on the wildcard address
     conflicts with the same port on any address of that IP version, and the other way round.
     A wildcard-bound endpoint sends from the host's address on a network that holds the
-    destination, else from its first address of the destination's IP version.
+    destination, else from its first address of the destination's IP version. A dual-stack
+    endpoint holds its port on both wildcards.
     """
 
     def __init__(
@@ -85,20 +86,25 @@ class SimHost(UdpStack):
         self._interfaces.append(interface)
         return interface.address
 
-    async def bind(self, address: Address = (ANY_IPV4, 0)) -> SimEndpoint:
+    async def bind(
+        self, address: Address = (ANY_IPV4, 0), *, dual_stack: bool = False
+    ) -> SimEndpoint:
         ip, port = normalise_address(address)
+        if dual_stack:
+            check_dual_stack(ip)
         if self._closed:
             raise trio.ClosedResourceError("the simulated internet is closed")
         if not is_unspecified(ip) and ip not in self.addresses:
             raise _os_error(errno.EADDRNOTAVAIL, (ip, port))
         await trio.lowlevel.checkpoint_if_cancelled()
-        version = ip_version(ip)
+        ips = (ANY_IPV4, ip) if dual_stack else (ip,)
         if port == 0:
-            port = self._ephemeral_port(ip)
-        elif self._in_use(ip, port):
+            port = self._ephemeral_port(ips)
+        elif any(self._in_use(each, port) for each in ips):
             raise _os_error(errno.EADDRINUSE, (ip, port))
-        endpoint = SimEndpoint(self, (ip, port), self._receive_buffer)
-        self._bound.setdefault((version, port), {})[ip] = endpoint
+        endpoint = SimEndpoint(self, (ip, port), self._receive_buffer, dual_stack=dual_stack)
+        for each in ips:
+            self._bound.setdefault((ip_version(each), port), {})[each] = endpoint
         logger.debug("%s bound %s", self._name, endpoint.local_address)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return endpoint
@@ -109,24 +115,26 @@ class SimHost(UdpStack):
             return False
         return is_unspecified(ip) or ip in bound or any_address(ip_version(ip)) in bound
 
-    def _ephemeral_port(self, ip: str) -> int:
+    def _ephemeral_port(self, ips: tuple[str, ...]) -> int:
+        """A port free on every one of ``ips`` (both wildcards for a dual-stack endpoint)."""
         low, high = EPHEMERAL_PORTS
         for _ in range(_EPHEMERAL_TRIES):
             port = self._rng.randint(low, high)
-            if not self._in_use(ip, port):
+            if not any(self._in_use(ip, port) for ip in ips):
                 return port
         for port in range(low, high + 1):
-            if not self._in_use(ip, port):
+            if not any(self._in_use(ip, port) for ip in ips):
                 return port
-        raise _os_error(errno.EADDRINUSE, (ip, 0))
+        raise _os_error(errno.EADDRINUSE, (ips[-1], 0))
 
-    def _unbind(self, local_address: Address) -> None:
+    def _unbind(self, local_address: Address, *, dual_stack: bool = False) -> None:
         ip, port = local_address
-        key = (ip_version(ip), port)
-        bound = self._bound.get(key, {})
-        bound.pop(ip, None)
-        if not bound:
-            self._bound.pop(key, None)
+        for each in (ANY_IPV4, ip) if dual_stack else (ip,):
+            key = (ip_version(each), port)
+            bound = self._bound.get(key, {})
+            bound.pop(each, None)
+            if not bound:
+                self._bound.pop(key, None)
 
     def _close(self) -> None:
         """Close every endpoint; later binds raise ``trio.ClosedResourceError``."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from macula_nat.net.address import normalise_ip
 from macula_nat.net.sim.datagram import Datagram
+from macula_nat.net.sim.firewall import FirewallBox
 from macula_nat.net.sim.host import DEFAULT_RECEIVE_BUFFER, SimHost
 from macula_nat.net.sim.interface import Interface, PacketSink
 from macula_nat.net.sim.link import LinkProfile
@@ -41,7 +42,7 @@ class Network:
         self._internet = internet
         self._name = name
         self._subnet = subnet
-        self._gateway: NatBox | None = None
+        self._gateway: NatBox | FirewallBox | None = None
         self._interfaces: dict[str, Interface] = {}
         pools = [subnet] if subnet else [ipaddress.ip_network(pool) for pool in PUBLIC_POOLS]
         self._pool: Iterator[str] = (str(ip) for pool in pools for ip in pool.hosts())
@@ -59,8 +60,8 @@ class Network:
         return self._subnet
 
     @property
-    def gateway(self) -> NatBox | None:
-        """The NAT box this network sits behind; None for the public internet."""
+    def gateway(self) -> NatBox | FirewallBox | None:
+        """The NAT box (or firewall) this network sits behind; None for the public internet."""
         return self._gateway
 
     @property
@@ -124,6 +125,33 @@ class Network:
         )
         lan._gateway = nat
         return nat
+
+    def add_firewall(
+        self,
+        subnet: str,
+        *,
+        name: str | None = None,
+        link: LinkProfile | None = None,
+        lan_link: LinkProfile | None = None,
+        lifetime: float = 30.0,
+    ) -> FirewallBox:
+        """A stateful firewall whose hosts take public addresses in ``subnet`` (e.g. an IPv6
+        /64 of 2001:db8::/32) and are reached through it from here; inbound datagrams pass only
+        along a flow an inside host opened in the last ``lifetime`` seconds (see
+        :mod:`~macula_nat.net.sim.firewall`). The box takes the first address of ``subnet``."""
+        name = name or self._internet._next_name("firewall")
+        lan = Network(self._internet, f"{name}-lan", ipaddress.ip_network(subnet))
+        firewall = FirewallBox(
+            internet=self._internet,
+            name=name,
+            wan=self,
+            wan_link=link or LinkProfile(),
+            lan=lan,
+            lan_link=lan_link or LinkProfile(),
+            lifetime=lifetime,
+        )
+        lan._gateway = firewall
+        return firewall
 
     def _claim(self, addresses: Sequence[str] | int, what: str) -> list[str | None]:
         """Check a request for addresses before anything is attached: None means "any"."""

@@ -1,0 +1,91 @@
+"""Dual-stack endpoints (issue 13): one endpoint on ``::`` with IPv4 and IPv6 peers, run against
+real sockets on loopback (127.0.0.1 and ::1) and a simulated host with both families."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import AsyncIterator
+
+import attrs
+import pytest
+
+from macula_nat.net import RealUdpStack, UdpStack
+from macula_nat.net.sim import open_internet
+
+
+@attrs.frozen
+class Place:
+    stack: UdpStack
+    ipv4: str
+    ipv6: str
+
+
+def _loopback_ipv6_works() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(params=["real", "sim"])
+async def place(request: pytest.FixtureRequest) -> AsyncIterator[Place]:
+    if request.param == "real":
+        if not _loopback_ipv6_works():
+            pytest.skip("this machine has no IPv6 loopback (::1)")
+        yield Place(RealUdpStack(["127.0.0.1", "::1"]), "127.0.0.1", "::1")
+    else:
+        async with open_internet(seed=3) as internet:
+            yield Place(internet.add_host(["203.0.113.50", "2001:db8::50"]), "203.0.113.50",
+                        "2001:db8::50")  # fmt: skip
+
+
+async def test_one_endpoint_talks_to_both_families_with_plain_addresses(place: Place) -> None:
+    async with (
+        await place.stack.bind(("::", 0), dual_stack=True) as dual,
+        await place.stack.bind((place.ipv4, 0)) as four,
+        await place.stack.bind((place.ipv6, 0)) as six,
+    ):
+        port = dual.local_address[1]
+        assert dual.local_address == ("::", port)
+        await four.send_to(b"from four", (place.ipv4, port))
+        await six.send_to(b"from six", (place.ipv6, port))
+        received = {await dual.receive_from() for _ in range(2)}
+        assert received == {(b"from four", four.local_address), (b"from six", six.local_address)}
+        await dual.send_to(b"to four", four.local_address)
+        dual.send_to_nowait(b"to six", six.local_address)
+        assert await four.receive_from() == (b"to four", (place.ipv4, port))
+        assert await six.receive_from() == (b"to six", (place.ipv6, port))
+
+
+async def test_a_dual_stack_port_is_taken_in_both_families(place: Place) -> None:
+    async with await place.stack.bind(("::", 0), dual_stack=True) as dual:
+        port = dual.local_address[1]
+        for wildcard in ("0.0.0.0", "::"):
+            with pytest.raises(OSError) as caught:
+                await place.stack.bind((wildcard, port))
+            assert caught.value.errno == errno.EADDRINUSE
+    for wildcard in ("0.0.0.0", "::"):  # closed: both free again
+        async with await place.stack.bind((wildcard, port)):
+            pass
+
+
+async def test_a_dual_stack_port_in_use_by_either_family_is_refused(place: Place) -> None:
+    async with await place.stack.bind(("0.0.0.0", 0)) as four:
+        with pytest.raises(OSError) as caught:
+            await place.stack.bind(("::", four.local_address[1]), dual_stack=True)
+        assert caught.value.errno == errno.EADDRINUSE
+
+
+@pytest.mark.parametrize("ip", ["0.0.0.0", "127.0.0.1", "::1"])
+async def test_dual_stack_needs_the_ipv6_wildcard(place: Place, ip: str) -> None:
+    with pytest.raises(ValueError, match="wildcard"):
+        await place.stack.bind((ip, 0), dual_stack=True)
+
+
+async def test_an_ipv6_only_endpoint_still_refuses_ipv4(place: Place) -> None:
+    async with await place.stack.bind(("::", 0)) as six:
+        with pytest.raises(ValueError, match="cannot send"):
+            await six.send_to(b"x", (place.ipv4, 9))
