@@ -27,12 +27,18 @@ from contextlib import asynccontextmanager
 import attrs
 
 from macula_nat.actors import ChildSpec, ChildType, Registry, Supervisor, open_actor
+from macula_nat.dht.bootstrap import bootstrap_hosts
 from macula_nat.dht.config import DhtConfig
 from macula_nat.dht.node import DhtNode
 from macula_nat.directory.mainline import MainlineDirectory
 from macula_nat.identity import NodeKey
 from macula_nat.nat.observer import Observer
-from macula_nat.net.address import Address, is_unspecified, normalise_address, normalise_addresses
+from macula_nat.net.address import (
+    Address,
+    is_unspecified,
+    normalise_address,
+    normalise_addresses,
+)
 from macula_nat.net.endpoint import UdpStack
 from macula_nat.net.real import RealUdpStack
 from macula_nat.relay import MIB, RelayConfig, RelayNode, TcpRelayConfig
@@ -75,7 +81,10 @@ class GatewayConfig:
     alternate: Address | None = attrs.field(default=None, converter=_optional_address)
     relay_port: int | None = attrs.field(default=None, validator=_port)
     dht_port: int | None = attrs.field(default=None, validator=_port)
-    bootstrap: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
+    bootstrap: tuple[tuple[str, int], ...] = attrs.field(default=(), converter=bootstrap_hosts)
+    landmarks: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
+    """The deployment's region landmarks (DHT addresses, the same list everywhere): the relay
+    is also announced in its nearest one's region (18 or more DHT nodes: README, Capacity)."""
     max_sessions: int = 100
     bandwidth_limit: float = float(MIB)
     session_timeout: float = 1800.0
@@ -132,7 +141,7 @@ class Gateway:
         self.key = key
         dht_config = attrs.evolve(config.dht, listen=config.dht_address, bootstrap=config.bootstrap)
         self.dht = DhtNode(stack, dht_config)
-        self.directory = MainlineDirectory(self.dht, key, clock=clock)
+        self.directory = MainlineDirectory(self.dht, key, clock=clock, landmarks=config.landmarks)
         self.relay = RelayNode(
             stack, config.relay_address, key, config.relay, tcp=config.relay_tcp,
             directory=self.directory,

@@ -99,6 +99,9 @@ class NatConfig:
     dht: DhtConfig | None = None
     """Join the Mainline DHT (bootstrap: gateways' DHT ports; ``read_only`` behind a NAT) and
     use it as the directory, unless ``directory`` is given."""
+    landmarks: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
+    """With ``dht``: the deployment's region landmarks (DHT addresses, the same list in the same
+    order everywhere); relays near the node are then listed first (`MainlineDirectory`)."""
     key: NodeKey | None = None
     """The node's identity: its records are signed with it (None: a new key each start)."""
     listen: Address = attrs.field(default=(ANY_IPV4, 0), converter=normalise_address)
@@ -296,7 +299,7 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
         directory = config.directory
     elif config.dht is not None:
         dht = DhtNode(stack, config.dht)
-        directory = MainlineDirectory(dht, key, clock=config.wall_clock)
+        directory = MainlineDirectory(dht, key, clock=config.wall_clock, landmarks=config.landmarks)
     else:
         directory = EmbeddedDirectory(clock=config.wall_clock)
     if config.relays.tcp_fallback is not None:  # no UDP, no DHT: the home relay's directory

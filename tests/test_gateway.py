@@ -44,6 +44,7 @@ def test_the_relay_and_dht_ports_follow_the_listen_port_unless_given() -> None:
             "--listen", "203.0.113.1:4000", "--alt", "203.0.113.2:4001",
             "--relay-port", "5000", "--dht-port", "6881",
             "--bootstrap", "192.0.2.1:6881", "[2001:db8::1]:6881",
+            "--landmarks", "192.0.2.1:6881", "198.51.100.7:3481",
         )
     )  # fmt: skip
 
@@ -59,6 +60,16 @@ def test_the_relay_and_dht_ports_follow_the_listen_port_unless_given() -> None:
     assert given.dht_address == ("203.0.113.1", 6881)
     assert given.alternate == ("203.0.113.2", 4001)
     assert given.bootstrap == (("192.0.2.1", 6881), ("2001:db8::1", 6881))
+    assert given.landmarks == (("192.0.2.1", 6881), ("198.51.100.7", 3481))
+    assert default.landmarks == ()
+
+
+async def test_the_gateways_directory_has_its_landmarks() -> None:
+    async with open_internet(seed=6) as internet:
+        host = internet.add_host([A_PRIMARY[0]])
+        landmarks = (("192.0.2.1", 3481), ("198.51.100.7", 3481))
+        config = GatewayConfig(listen=A_PRIMARY, landmarks=landmarks)
+        assert Gateway(config, host, NodeKey.generate()).directory.landmarks == landmarks
 
 
 @pytest.mark.parametrize(

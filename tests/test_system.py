@@ -110,7 +110,13 @@ async def test_nodes_find_each_others_profiles_through_the_mainline_dht(
 
         def node_config(preset: Preset) -> NatConfig:
             host = add_site(internet.public, preset).host
-            return NatConfig(stack=host, observers=(PRIMARY,), detect_timeout=2.0, dht=dht)
+            return NatConfig(
+                stack=host,
+                observers=(PRIMARY,),
+                detect_timeout=2.0,
+                dht=dht,
+                landmarks=(gateway_config.dht_address,),
+            )
 
         async with (
             open_nat_system(node_config(Preset.FULL_CONE)) as alice,
@@ -118,6 +124,7 @@ async def test_nodes_find_each_others_profiles_through_the_mainline_dht(
         ):
             profile = await alice.detector.profile.wait_value(lambda p: p is not None)
             assert alice.dht is not None and isinstance(alice.directory, MainlineDirectory)
+            assert await alice.directory.regions() == [0]  # the gateway is its one landmark
             await alice.directory.publish_profile(alice.node_id.text(), profile, 600)
             # bob's cache misses, resolves through the DHT, verifies alice's signature
             assert await bob.cache.get_from_dht(alice.node_id.text()) == Fresh(profile)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Handler",
     "address_argument",
+    "bootstrap_argument",
     "handler",
     "node_id_argument",
     "parse_address",
@@ -63,6 +64,22 @@ def address_argument(text: str) -> Address:
         return parse_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def bootstrap_argument(text: str) -> tuple[str, int] | str:
+    """``public`` (the public Mainline DHT's routers) or ``HOST:PORT``, the host an IP
+    (``[IP]:PORT`` for IPv6) or a name, as an argparse type; the DHT's configuration checks
+    the name and resolves it when the node joins."""
+    if text == "public":
+        return text
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"{text!r}: write an IPv6 address in brackets")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT nor 'public'")
+    return host, int(port)
 
 
 def port_argument(text: str) -> int:

@@ -50,8 +50,9 @@ Emit = Callable[[str], None]
 def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None = None) -> NatConfig:
     """The node the parsed ``args`` describe (read-only in the DHT: it may sit behind a NAT).
     Its DHT socket speaks the IP version of the first bootstrap address (BEP 32: one DHT per
-    version); its own socket is ``--listen``, for both versions with ``--dual-stack``."""
-    dht_listen = (any_address(ip_version(args.bootstrap[0][0])), 0)
+    version; a name or ``public``: IPv4); its own socket is ``--listen``, for both versions
+    with ``--dual-stack``."""
+    dht_listen = (any_address(_bootstrap_version(args.bootstrap[0])), 0)
     listen = args.listen
     if args.dual_stack and listen[0] == ANY_IPV4:  # the default: the IPv6 wildcard, same port
         listen = (ANY_IPV6, listen[1])
@@ -59,6 +60,7 @@ def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None =
         stack=stack,
         observers=tuple(args.observers),
         dht=DhtConfig(bootstrap=tuple(args.bootstrap), read_only=True, listen=dht_listen),
+        landmarks=tuple(args.landmarks),
         key=key,
         listen=listen,
         dual_stack=args.dual_stack,
@@ -70,6 +72,17 @@ def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None =
 def tcp_fallback(relays: list[Address] | None) -> TcpFallback | None:
     """``--tcp-fallback [RELAY ...]``: None when not given, else relays tried over TCP."""
     return None if relays is None else TcpFallback(relays=tuple(relays))
+
+
+def _bootstrap_version(bootstrap: tuple[str, int] | str) -> int:
+    """The IP version of a ``--bootstrap`` entry: its IP's, or 4 for a name or ``public``
+    (the public routers and a gateway's name are reached over IPv4 first)."""
+    if isinstance(bootstrap, str):
+        return 4
+    try:
+        return ip_version(bootstrap[0])
+    except ValueError:
+        return 4
 
 
 def port_mapping(protocols: list[str] | None) -> PortMapConfig | None:

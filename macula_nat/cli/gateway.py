@@ -36,6 +36,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         dht_port=args.dht_port,
         bootstrap=tuple(args.bootstrap),
         relay_tcp=TcpRelayConfig(port=args.relay_tcp_port) if args.relay_tcp else None,
+        landmarks=tuple(args.landmarks),
     )
 
 

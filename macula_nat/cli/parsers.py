@@ -13,6 +13,7 @@ from typing import TypeAlias
 
 from macula_nat.cli.arguments import (
     address_argument,
+    bootstrap_argument,
     handler,
     node_id_argument,
     port_argument,
@@ -177,12 +178,14 @@ def add_gateway_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bootstrap",
-        type=address_argument,
+        type=bootstrap_argument,
         nargs="+",
         default=[],
-        metavar="IP:PORT",
-        help="DHT nodes to join through (other gateways' DHT ports)",
+        metavar="HOST:PORT",
+        help="DHT nodes to join through (other gateways' DHT ports; 'public': the public "
+        "Mainline DHT's routers)",
     )
+    _landmarks_option(parser)
     _key_option(parser)
     parser.add_argument(
         "--web",
@@ -266,12 +269,14 @@ def _node_options(
     )
     parser.add_argument(
         "--bootstrap",
-        type=address_argument,
+        type=bootstrap_argument,
         nargs="+",
         required=True,
-        metavar="IP:PORT",
-        help="gateways' DHT ports: the directory of records and relays",
+        metavar="HOST:PORT",
+        help="gateways' DHT ports: the directory of records and relays ('public': the public "
+        "Mainline DHT's routers)",
     )
+    _landmarks_option(parser)
     parser.add_argument(
         listen_option,
         type=address_argument,
@@ -302,6 +307,18 @@ def _node_options(
         " the first that answers); the mapped port is published and dialled",
     )
     _key_option(parser)
+
+
+def _landmarks_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--landmarks",
+        type=address_argument,
+        nargs="+",
+        default=[],
+        metavar="IP:PORT",
+        help="the deployment's region landmarks (DHT ports, the same list everywhere): "
+        "relays near this node are found first",
+    )
 
 
 def _key_option(parser: argparse.ArgumentParser) -> None:

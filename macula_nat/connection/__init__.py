@@ -1,5 +1,5 @@
-"""QUIC connections between nodes: aioquic's sans-IO core driven by Trio, mutually authenticated
-by node id (see :mod:`macula_nat.connection.driver`)."""
+"""QUIC connections between nodes: qh3's or aioquic's sans-IO core driven by Trio, mutually
+authenticated by node id (see :mod:`macula_nat.connection.driver`)."""
 
 from macula_nat.connection.admission import HandshakeLimits
 from macula_nat.connection.certificate import node_certificate, peer_node_id

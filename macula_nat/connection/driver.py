@@ -1,19 +1,24 @@
-"""A Trio driver for aioquic's sans-IO ``QuicConnection`` over a :class:`UdpEndpoint`.
+"""A Trio driver for a sans-IO QUIC connection (qh3's or aioquic's, behind
+:mod:`~macula_nat.connection.backend`) over a :class:`UdpEndpoint`.
 
-- **Identity.** Both sides present a self-signed certificate of their node key; the server asks
-  for the client's. Each side checks the peer's certificate key is the node it expects (the
-  client: ``expected_peer``; the server: ``allowed_peers``) *before* sending its next flight, so
-  a wrong peer never completes the handshake. A failed check closes with CRYPTO_ERROR
-  ``bad_certificate`` (:data:`AUTH_FAILED`); the side that sees it raises
+- **Identity.** The server presents a self-signed certificate of its node key; the client checks
+  that key is ``expected_peer`` before it sends anything of its own. The client then proves its
+  node key on its first stream, before anything else: a signature over this TLS session's
+  exporter secret and both node ids (:mod:`~macula_nat.connection.proof`; qh3's server never
+  requests a client certificate). The server delivers nothing of the connection until the proof
+  verifies and names a node in ``allowed_peers``, then says so (an empty, ended stream), and the
+  client's :func:`connect` returns only then. A failed check closes with CRYPTO_ERROR
+  ``bad_certificate`` (:data:`AUTH_FAILED`), a client that sends anything before its proof with
+  ``certificate_required`` (:data:`AUTH_REQUIRED`); the side that sees it raises
   :class:`PeerAuthenticationFailed` too.
-- **Hygiene.** Only datagrams from the connection's remote address whose QUIC header parses reach
-  aioquic; a listener starts a connection only for a full-size Initial from an allowed address,
-  with at most ``max_handshakes`` in flight, each bounded by ``handshake_timeout``. Once
-  ``retry_threshold`` handshakes from unproven addresses are pending, an Initial without a
-  token gets a stateless Retry (RFC 9000 8.1.2) instead of a slot, and a proven source holds at
-  most ``max_handshakes_per_source`` (see :mod:`macula_nat.connection.gate`, which a node's
-  coordinator uses too, with :func:`answer`): spoofed Initials cannot take the slots a real
-  peer needs.
+- **Hygiene.** Only datagrams from the connection's remote address reach the library (which
+  authenticates every packet); a listener starts a connection only for a full-size Initial from
+  an allowed address, with at most ``max_handshakes`` in flight, each bounded by
+  ``handshake_timeout``. Once ``retry_threshold`` handshakes from unproven addresses are
+  pending, an Initial without a token gets a stateless Retry (RFC 9000 8.1.2) instead of a slot,
+  and a proven source holds at most ``max_handshakes_per_source`` (see
+  :mod:`macula_nat.connection.gate`, which a node's coordinator uses too, with :func:`answer`):
+  spoofed Initials cannot take the slots a real peer needs.
 - **Messages** travel on one unidirectional stream per direction, each prefixed by its length
   (4 bytes, big endian): reliable, ordered, any size up to ``max_message_size``. A second
   unidirectional stream carries the traversal layer's signalling (:meth:`Connection.send_control`),
@@ -28,30 +33,35 @@
   first bytes (or EOF) arrive.
 - **Hand-overs.** Data leaves from the task that sends it, and a datagram is processed in the
   task that read it (the connection's own driver, or the listener's reader), so a request and
-  its answer cross no extra task; the driver otherwise only runs aioquic's timers. A pending
-  ACK rides with outgoing data instead of leaving alone after aioquic's ACK delay. Together
-  these made a small-message round trip ~1.5x faster.
+  its answer cross no extra task; the driver otherwise only runs the library's timers. On
+  aioquic a pending ACK rides with outgoing data instead of leaving alone after its ACK delay
+  (qh3's core schedules its ACKs itself). Together these made a small-message round trip ~1.5x
+  faster.
 - **Batches.** The reader takes every datagram waiting on the socket at once (up to
-  :data:`~macula_nat.net.endpoint.READ_BATCH`), feeds them all to aioquic and then runs one
+  :data:`~macula_nat.net.endpoint.READ_BATCH`), feeds them all to the library in one call
+  (qh3 takes the whole batch into its core at once) and then runs one
   output step (``datagrams_to_send``) for the batch; datagrams leave with
   ``send_to_nowait``, awaiting the endpoint only when its buffer is full. A bulk transfer
   thus costs one scheduler round per batch, not two per datagram (issue 14).
-- **Time** is ``trio.current_time()``, so aioquic's timers follow ``trio.testing.MockClock``.
+- **Time** is ``trio.current_time()``, so the library's timers follow
+  ``trio.testing.MockClock``.
 - **Memory.** QUIC flow control is the receive bound: the peer may send at most
   ``max_receive_buffer`` bytes beyond what the application has read (whole messages, partial
-  ones, stream data, and the gaps aioquic holds for out-of-order data all count), so a slow
-  reader slows the sender instead of growing a buffer; aioquic would instead double its windows
-  as data arrives, read or not. The peer may open 2 unidirectional streams (messages,
-  signalling) and aioquic's 128 bidirectional ones. A peer that sends past its credit breaks
-  the protocol and the connection closes (:class:`ConnectionClosed` says why). A send waits
-  while more than ``send_buffer`` bytes of its stream are unacknowledged.
+  ones, stream data, and the gaps held for out-of-order data all count), so a slow reader slows
+  the sender instead of growing a buffer; aioquic would instead double its windows as data
+  arrives, read or not. On aioquic the credit follows the application's reads; qh3 grants it as
+  it hands data over, so there the driver drops datagrams while the application holds the rest
+  of the bound (see :mod:`~macula_nat.connection.quic_qh3`). The peer may open 3 unidirectional
+  streams (proof, messages, signalling) and 128 (aioquic) or 100 (qh3) bidirectional ones. A
+  peer that sends past its credit breaks the protocol and the connection closes
+  (:class:`ConnectionClosed` says why). A send waits while more than ``send_buffer`` bytes of
+  its stream are unsent (qh3) or unacknowledged (aioquic).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import ssl
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection
@@ -60,29 +70,27 @@ from typing import Final
 
 import attrs
 import trio
-from aioquic import tls
 from aioquic._buffer import Buffer
-from aioquic.quic import events
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
     QuicHeader,
     pull_quic_header,
 )
-from aioquic.quic.packet_builder import QuicPacketBuilder
-from aioquic.quic.recovery import QuicPacketSpace
-from aioquic.quic.stream import QuicStream as QuicStreamState
 from aioquic.tls import AlertDescription
 from trio_util import AsyncValue
 
+from macula_nat.connection import backend
 from macula_nat.connection.admission import HandshakeLimits
-from macula_nat.connection.certificate import (
-    NotANodeCertificate,
-    node_certificate,
-    peer_node_id,
+from macula_nat.connection.backend import (
+    ALPN,
+    BACKENDS,
+    Backend,
+    BackendName,
+    QuicConnectionPort,
+    open_backend,
 )
+from macula_nat.connection.certificate import NotANodeCertificate, peer_node_id
 from macula_nat.connection.errors import (
     ConnectionClosed,
     ConnectionFailed,
@@ -98,6 +106,7 @@ from macula_nat.connection.gate import (
     opens_connection,
 )
 from macula_nat.connection.link import ConnectionMethod, PeerLink
+from macula_nat.connection.proof import PROOF_SIZE, BadProof, check_proof, exporter, make_proof
 from macula_nat.identity import NodeId, NodeKey
 from macula_nat.net.address import Address
 from macula_nat.net.endpoint import UdpEndpoint
@@ -105,6 +114,7 @@ from macula_nat.net.endpoint import UdpEndpoint
 __all__ = [
     "ALPN",
     "AUTH_FAILED",
+    "AUTH_REQUIRED",
     "CID_LENGTH",
     "MIN_INITIAL_SIZE",
     "Connection",
@@ -121,22 +131,23 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ALPN: Final = "macula-nat/1"
 AUTH_FAILED: Final = QuicErrorCode.CRYPTO_ERROR + AlertDescription.bad_certificate
 """Transport error code closing a connection whose peer failed authentication."""
+AUTH_REQUIRED: Final = QuicErrorCode.CRYPTO_ERROR + AlertDescription.certificate_required
+"""Transport error code closing a connection whose client sent anything before its proof."""
 _LENGTH: Final = struct.Struct("!I")
 _MESSAGES: Final = b"M"
 _CONTROL: Final = b"C"
-"""First byte of a unidirectional stream: application messages, or traversal signalling."""
+_PROOF: Final = b"P"
+"""First byte of a unidirectional stream: application messages, traversal signalling, or the
+client's proof of its node key (the server's answer: the same kind, empty, ended)."""
+_CLIENT_FIRST_UNI: Final = 2
+"""The client's first unidirectional stream (RFC 9000 2.1): where its proof must be."""
 _RECEIVE_CHUNK: Final = 65536
-_ACK_NOW: Final = 1e-6
-"""How far before now an early ACK is made due (see :meth:`Connection._ack_now`)."""
 _TIMER_GRANULARITY: Final = 0.001
 """aioquic's own timer granularity (``K_GRANULARITY``)."""
 _FRAMING: Final = 1 + _LENGTH.size
 """Bytes a message stream adds around one message at most (its kind byte, the length)."""
-_PEER_UNI_STREAMS: Final = 2
-"""Unidirectional streams a peer opens: its messages and its signalling."""
 
 
 _POSITIVE: Final = attrs.validators.gt(0)
@@ -158,6 +169,9 @@ class ConnectionConfig:
     send_buffer: int = attrs.field(default=1024 * 1024, validator=_POSITIVE)
     close_grace: float = attrs.field(default=1.0, validator=_POSITIVE_TIME)
     """Longest :meth:`Connection.aclose` waits to send the CONNECTION_CLOSE."""
+    quic_backend: BackendName = attrs.field(default="qh3", validator=attrs.validators.in_(BACKENDS))
+    """The QUIC library: ``"qh3"`` (Rust core, fast) or ``"aioquic"`` (pure Python); both
+    speak the same protocol, so nodes on either connect to each other."""
 
     def __attrs_post_init__(self) -> None:
         if self.keepalive_interval is not None and not self.keepalive_interval > 0:
@@ -184,11 +198,12 @@ class ConnectionStatistics:
     """Bytes received and not yet read by the application: whole and partial messages,
     signalling, stream data."""
     reassembly: int
-    """Bytes aioquic holds for out-of-order stream data (gaps included)."""
+    """Bytes aioquic holds for out-of-order stream data (gaps included); 0 on qh3, whose core
+    does not say (its credit bounds it)."""
     receive_bound: int
     """``max_receive_buffer``: ``held + reassembly`` stays within it plus a message's framing."""
     peer_streams: int
-    """Streams the peer has opened (aioquic's stream states alive)."""
+    """Streams the peer has opened whose receiving side has not ended (seen by their data)."""
 
 
 @attrs.frozen
@@ -204,95 +219,16 @@ class ConnectionInfo:
     """The peer's address on the direct path; None while relayed."""
 
 
-class _QuicConnection(QuicConnection):
-    """aioquic's connection with flow control that follows the application.
-
-    aioquic doubles its windows once half is used, whether the application has read the data
-    or not. Here the peer's connection credit is ``window`` bytes beyond what the application
-    has read (:meth:`release`), and a stream's is ``window`` beyond what aioquic has handed
-    over (the connection credit binds first; this bounds aioquic's reassembly per stream).
-    Credit is announced in steps of an eighth of the window, or at once while the peer has
-    less than half of it left (it may be waiting).
-    """
-
-    def __init__(
-        self,
-        *,
-        configuration: QuicConfiguration,
-        window: int,
-        original_destination_connection_id: bytes | None = None,
-        retry_source_connection_id: bytes | None = None,
-    ) -> None:
-        super().__init__(
-            configuration=configuration,
-            original_destination_connection_id=original_destination_connection_id,
-            retry_source_connection_id=retry_source_connection_id,
-        )
-        self.window = window
-        self.released = 0
-        """Bytes the application has read (or dropped) of all that aioquic delivered."""
-        uni = self._local_max_streams_uni
-        uni.value = uni.sent = _PEER_UNI_STREAMS
-
-    def release(self, count: int) -> bool:
-        """Count ``count`` more bytes read; whether the peer should hear of new credit now."""
-        self.released += count
-        limit = self._local_max_data
-        return self._due(limit.sent, limit.used, self.released)
-
-    def _due(self, sent: int, used: int, base: int) -> bool:
-        return base + self.window - sent >= self.window // 8 or sent - used < self.window // 2
-
-    def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
-        limit = self._local_max_data
-        if self._due(limit.sent, limit.used, self.released):
-            limit.value = max(limit.value, self.released + self.window)
-        used, limit.used = limit.used, 0  # hidden from aioquic, which would double the window
-        try:
-            super()._write_connection_limits(builder, space)
-        finally:
-            limit.used = used
-
-    def _write_stream_limits(
-        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStreamState
-    ) -> None:
-        receiver = stream.receiver
-        if stream.max_stream_data_local:  # zero only on our own unidirectional streams
-            base = receiver.starting_offset()
-            if self._due(stream.max_stream_data_local_sent, receiver.highest_offset, base):
-                stream.max_stream_data_local = max(stream.max_stream_data_local, base + self.window)
-        highest, receiver.highest_offset = receiver.highest_offset, 0  # as above
-        try:
-            super()._write_stream_limits(builder, space, stream)
-        finally:
-            receiver.highest_offset = highest
-
-    def reassembly(self) -> int:
-        """Bytes held for out-of-order stream data."""
-        return sum(len(stream.receiver._buffer) for stream in self._streams.values())
-
-
-class _ServerQuicConnection(_QuicConnection):
-    """A server connection that requests the client's certificate (aioquic keeps that private)."""
-
-    def _initialize(self, peer_cid: bytes) -> None:
-        super()._initialize(peer_cid)
-        self.tls._request_client_certificate = True
-
-
-def _configuration(key: NodeKey, config: ConnectionConfig, *, is_client: bool) -> QuicConfiguration:
-    configuration = QuicConfiguration(
+def _backend(key: NodeKey, config: ConnectionConfig, *, is_client: bool) -> Backend:
+    return open_backend(
+        config.quic_backend,
+        key,
         is_client=is_client,
-        alpn_protocols=[ALPN],
+        window=config.receive_window,
+        message_room=config.max_message_size + _FRAMING,
         idle_timeout=config.idle_timeout,
-        max_data=config.receive_window,
-        max_stream_data=config.receive_window,
-        verify_mode=ssl.CERT_NONE,  # no CA: the driver checks the key against the node id
-        connection_id_length=CID_LENGTH,
+        cid_length=CID_LENGTH,
     )
-    configuration.certificate = node_certificate(key)
-    configuration.private_key = key.private_key
-    return configuration
 
 
 def parse_header(data: bytes) -> QuicHeader | None:
@@ -325,7 +261,7 @@ class QuicStream(trio.abc.HalfCloseableStream):
             if self._closed or self._send_closed:
                 raise trio.ClosedResourceError("stream closed for sending")
             self._connection._raise_if_unusable()
-            self._connection._quic.send_stream_data(self.stream_id, bytes(data))
+            self._connection._send(self.stream_id, bytes(data))
             sent = await self._connection._transmit()
             await self._connection._wait_send_room(self.stream_id, checkpointed=sent)
         finally:
@@ -400,35 +336,49 @@ class Connection:
     """A mutually authenticated QUIC connection to one peer; build with :func:`connect` or
     :meth:`Listener.accept`."""
 
-    _quic: _QuicConnection
+    _quic: QuicConnectionPort
     _endpoint: UdpEndpoint
     _remote: Address
     _accepts: Callable[[NodeId], bool]
     _config: ConnectionConfig
+    _key: NodeKey
     _is_client: bool
     _peer_id: NodeId | None = None
     _failure: ConnectionFailed | None = None
     _closed_locally: bool = False
     _buffered: int = 0
-    """Bytes aioquic delivered that the application has not read yet (partial messages too)."""
+    """Bytes the library delivered that the application has not read yet (partial messages
+    too)."""
     _message_stream: int | None = None
     _control_stream: int | None = None
     _ping_uid: int = 0
     _handshake_completed: bool = False
+    _exporter: bytes | None = None
+    """This TLS session's exporter secret (the client's proof signs it), once TLS is done."""
+    _proof: bytearray = attrs.field(init=False, factory=bytearray)
+    """The server: the client's proof as it arrives."""
+    _proven: bool = False
+    """The server: the client proved its key. The client: the server accepted our proof."""
+    _close_after_flush: int | None = attrs.field(init=False, default=None)
+    """An authentication failure's close code, sent after the library's queued datagrams."""
+    _held_back: list[backend.StreamData] = attrs.field(init=False, factory=list)
+    """The server: the client's stream data that came before its proof (delivered once it
+    verifies, dropped with the connection if it does not)."""
     _on_established: Callable[[Connection], object] | None = None
     _reads_endpoint: bool = False
     """Whether the driver reads ``_endpoint`` itself (it owns it), or a listener's reader
     hands datagrams over (:meth:`_answer`)."""
     _outbox: deque[bytes] = attrs.field(init=False, factory=deque)
     _produced: int = attrs.field(init=False, default=0)
-    """Datagrams aioquic has handed over so far (the driver tells a busy pass from an idle one)."""
+    """Datagrams the library has handed over so far (the driver tells a busy pass from an idle
+    one)."""
     _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
     _woken: bool = attrs.field(init=False, default=False)
     _next_ping: float = attrs.field(init=False, default=math.inf)
     _authenticated: trio.Event = attrs.field(init=False, factory=trio.Event)
     _terminated: trio.Event = attrs.field(init=False, factory=trio.Event)
     _progress: trio.lowlevel.ParkingLot = attrs.field(init=False, factory=trio.lowlevel.ParkingLot)
-    """Where tasks wait for the next pass over aioquic's events."""
+    """Where tasks wait for the next pass over the library's events."""
     _messages: deque[bytes] = attrs.field(init=False, factory=deque)
     _framing: dict[int, bytearray] = attrs.field(init=False, factory=dict)
     _uni_kinds: dict[int, bytes] = attrs.field(init=False, factory=dict)
@@ -438,10 +388,17 @@ class Connection:
     change): the link's, or always ``direct`` on a plain endpoint."""
     _streams: dict[int, QuicStream] = attrs.field(init=False, factory=dict)
     _new_streams: deque[QuicStream] = attrs.field(init=False, factory=deque)
+    _peer_open: set[int] = attrs.field(init=False, factory=set)
+    """Streams the peer opened whose receiving side has not ended."""
+    _host_cids: set[bytes] = attrs.field(init=False, factory=set)
+    """Connection ids this side issued and has not retired."""
+    withheld: int = attrs.field(init=False, default=0)
+    """Datagrams dropped unread because the application held the receive bound (qh3)."""
     opened_at: float = attrs.field(init=False, factory=trio.current_time)
     """When the connection was made (``trio.current_time()``): status pages show its age."""
 
     def __attrs_post_init__(self) -> None:
+        self._host_cids.add(self._quic.host_cid)
         link = self.link
         self.method = link.method if link is not None else AsyncValue(ConnectionMethod.DIRECT)
         if link is not None:
@@ -465,8 +422,7 @@ class Connection:
     def owns(self, header: QuicHeader) -> bool:
         """Whether a packet with ``header`` is addressed to this connection (its connection
         id is one this side issued)."""
-        cid = header.destination_cid
-        return any(host.cid == cid for host in self._quic._host_cids)
+        return header.destination_cid in self._host_cids
 
     def info(self) -> ConnectionInfo:
         """Peer, method, smoothed RTT and addresses, now."""
@@ -474,7 +430,7 @@ class Connection:
         return ConnectionInfo(
             peer_id=self.peer_id,
             connection_method=self.method.value,
-            rtt=self._quic._loss._rtt_smoothed,
+            rtt=self._quic.rtt(),
             local_address=self._endpoint.local_address,
             remote_address=self._remote if link is None else link.remote_address,
         )
@@ -488,7 +444,7 @@ class Connection:
         self._raise_if_unusable()
         if self._message_stream is None:
             self._message_stream = self._open_uni(_MESSAGES)
-        self._quic.send_stream_data(self._message_stream, _LENGTH.pack(len(message)) + message)
+        self._send(self._message_stream, _LENGTH.pack(len(message)) + message)
         sent = await self._transmit()
         await self._wait_send_room(self._message_stream, checkpointed=sent)
 
@@ -501,7 +457,7 @@ class Connection:
         self._raise_if_unusable()
         if self._control_stream is None:
             self._control_stream = self._open_uni(_CONTROL)
-        self._quic.send_stream_data(self._control_stream, _LENGTH.pack(len(message)) + message)
+        self._send(self._control_stream, _LENGTH.pack(len(message)) + message)
         await self._transmit()
         await trio.lowlevel.checkpoint()
 
@@ -534,20 +490,28 @@ class Connection:
             held=self._buffered,
             reassembly=self._quic.reassembly(),
             receive_bound=self._config.max_receive_buffer,
-            peer_streams=sum(
-                1 for stream_id in self._quic._streams if bool(stream_id & 1) == self._is_client
-            ),
+            peer_streams=len(self._peer_open),
         )
 
+    def _send(self, stream_id: int, data: bytes) -> None:
+        """Queue an application's ``data`` on ``stream_id``; raise if the library has just
+        ended the connection underneath (before the driver heard of it)."""
+        self._quic.send_stream_data(stream_id, data)
+        error = self._quic.local_error()
+        if error is not None and self._failure is None and not self._closed_locally:
+            self._failure = ConnectionClosed(f"the connection ended ({error})")
+            self._wake()
+        self._raise_if_unusable()
+
     def _open_uni(self, kind: bytes) -> int:
-        stream_id = self._quic.get_next_available_stream_id(is_unidirectional=True)
+        stream_id = self._quic.next_stream_id(unidirectional=True)
         self._quic.send_stream_data(stream_id, kind)
         return stream_id
 
     async def open_stream(self) -> QuicStream:
         """A new bidirectional stream; the peer learns of it when data (or EOF) is sent."""
         self._raise_if_unusable()
-        stream = QuicStream(self, self._quic.get_next_available_stream_id())
+        stream = QuicStream(self, self._quic.next_stream_id(unidirectional=False))
         self._streams[stream.stream_id] = stream
         await trio.lowlevel.checkpoint()
         return stream
@@ -572,9 +536,7 @@ class Connection:
             await trio.lowlevel.checkpoint()
             return
         self._closed_locally = True
-        self._quic.close(
-            error_code=QuicErrorCode.NO_ERROR, reason_phrase="closed"
-        )  # no-op once ended
+        self._quic.close(QuicErrorCode.NO_ERROR, "closed")  # no-op once ended
         self._wake()
         with trio.CancelScope(shield=True), trio.move_on_after(self._config.close_grace):
             await self._transmit()
@@ -620,8 +582,7 @@ class Connection:
         """Wait while ``stream_id`` has more than ``send_buffer`` bytes unacknowledged; a
         checkpoint unless the caller has just been through one (``checkpointed``)."""
         while True:
-            stream = self._quic._streams.get(stream_id)
-            if stream is None or len(stream.sender._buffer) <= self._config.send_buffer:
+            if self._quic.unsent(stream_id) <= self._config.send_buffer:
                 if not checkpointed:
                     await trio.lowlevel.checkpoint()
                 return
@@ -677,11 +638,7 @@ class Connection:
         """Let a pending acknowledgement ride with the data about to leave, rather than leave
         alone when aioquic's ACK delay ends (RFC 9000 13.2.1 bounds the delay, not the haste):
         a request and its answer then cost two datagrams, not four."""
-        space = self._quic._spaces.get(tls.Epoch.ONE_RTT)
-        if space is not None and space.ack_at is not None:
-            # Strictly past: aioquic then also lets the packet carrying it skip pacing, as it
-            # does for any due ACK (at exactly now it would pace, and hold the ACK back).
-            space.ack_at = min(space.ack_at, trio.current_time() - _ACK_NOW)
+        self._quic.expedite_ack(trio.current_time())
 
     def _deadline(self) -> float:
         """When the driver must next run without being woken: aioquic's timer or a PING."""
@@ -709,7 +666,7 @@ class Connection:
             self._failure = HandshakeTimeout(
                 f"no handshake with {self._remote} within {self._config.handshake_timeout} s"
             )
-            self._quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="timeout")
+            self._quic.close(QuicErrorCode.CONNECTION_REFUSED, "timeout")
             self._wake()
         return self._failure
 
@@ -758,9 +715,9 @@ class Connection:
             self._notify()
 
     async def _receive(self) -> None:
-        """Wait for datagrams from the endpoint and feed aioquic every one already waiting
-        (a batch: the driver's next pass answers them all with one output step); when a
-        listener hands datagrams over instead, only wait."""
+        """Wait for datagrams from the endpoint and feed the library every one already waiting
+        from the peer, in one call (a batch: the driver's next pass answers them all with one
+        output step); when a listener hands datagrams over instead, only wait."""
         if not self._reads_endpoint:
             await trio.sleep_forever()
         try:
@@ -768,9 +725,8 @@ class Connection:
         except trio.ClosedResourceError:
             self._lose_endpoint()
             return
-        for data, source in batch:
-            if parse_header(data) is not None:
-                self._feed(data, source)
+        remote = self._remote
+        self._feed([data for data, source in batch if source == remote])
 
     async def _answer(self) -> None:
         """After a listener's reader fed datagrams (known to parse as QUIC): make the pass the
@@ -781,110 +737,216 @@ class Connection:
             self._rearm()
 
     async def _pass(self) -> None:
-        """After input: hand aioquic's events to their readers and send what it produced."""
+        """After input: hand the library's events to their readers and send what it produced."""
         self._process_events()
         self._check_authenticated()
         await self._flush()
         self._notify()
 
-    def _feed(self, data: bytes, source: Address) -> None:
-        if source != self._remote:
+    def _feed(self, datagrams: list[bytes]) -> None:
+        """Hand the library ``datagrams`` from the peer (the library authenticates each packet
+        and drops what is not this connection's)."""
+        quic, held = self._quic, self._buffered
+        accepted = [data for data in datagrams if quic.accepts(held, len(data))]
+        self.withheld += len(datagrams) - len(accepted)
+        if not accepted:
             return
-        self._quic.receive_datagram(data, source, now=trio.current_time())
-        self._check_peer_certificate()
-        close = self._quic._close_event
-        if (
-            self._quic._close_pending
-            and close is not None
-            and self._failure is None
-            and not self._closed_locally
-        ):
-            # aioquic closes by itself when the peer breaks the protocol (flow control, streams)
-            self._failure = ConnectionClosed(
-                f"the peer broke the protocol (code {close.error_code:#x}: {close.reason_phrase})"
-            )
-            logger.warning("connection to %s: %s", self._remote, self._failure)
+        quic.receive_datagrams(accepted, self._remote, trio.current_time())
+        if self._is_client:
+            self._check_peer_certificate()
+        if self._failure is None and not self._closed_locally:
+            error = quic.local_error()
+            if error is not None:
+                # the library closes by itself when the peer breaks the protocol
+                self._failure = ConnectionClosed(f"the peer broke the protocol ({error})")
+                logger.warning("connection to %s: %s", self._remote, self._failure)
 
     def _check_peer_certificate(self) -> None:
-        """Check the peer's key as soon as aioquic has its certificate, before we answer."""
+        """The client: check the server's key as soon as TLS has its certificate, before we
+        answer."""
         if self._peer_id is not None or self._failure is not None:
             return
-        tls = getattr(self._quic, "tls", None)
-        certificate = None if tls is None else tls._peer_certificate
+        certificate = self._quic.peer_certificate()
         if certificate is None:
             return
+        # qh3 has queued the client's Finished by now, and would send a close in the Handshake
+        # space that its server drops: the Finished leaves first, then the close (the server
+        # can read it then). Nothing of ours follows it: no proof, no data.
         try:
             peer = peer_node_id(certificate)
         except NotANodeCertificate as exc:
-            self._fail_authentication(f"peer certificate names no node: {exc}")
+            self._fail_authentication(f"peer certificate names no node: {exc}", after_flush=True)
             return
         if not self._accepts(peer):
-            self._fail_authentication(f"peer {self._remote} is node {peer.short()}, not expected")
+            self._fail_authentication(
+                f"peer {self._remote} is node {peer.short()}, not expected", after_flush=True
+            )
             return
         self._peer_id = peer
 
     def _check_authenticated(self) -> None:
-        """Authenticated once both sides checked each other: a client waits for HANDSHAKE_DONE,
-        which the server sends only after accepting the client's certificate."""
+        """Authenticated once both sides checked each other: the server has verified the
+        client's proof, and the client has heard that it did."""
         if (
             self._handshake_completed
             and self._failure is None
             and self._peer_id is not None
-            and (not self._is_client or self._quic._handshake_confirmed)
+            and self._proven
         ):
             self._authenticated.set()
 
-    def _fail_authentication(self, reason: str) -> None:
+    def _fail_authentication(
+        self, reason: str, code: int = AUTH_FAILED, *, after_flush: bool = False
+    ) -> None:
+        """Fail and close with ``code``; ``after_flush``: once what the library has queued
+        has left (see :meth:`_check_peer_certificate`)."""
         logger.warning("connection to %s: %s", self._remote, reason)
         self._failure = PeerAuthenticationFailed(reason)
-        self._quic.close(
-            error_code=AUTH_FAILED, frame_type=QuicFrameType.CRYPTO, reason_phrase="bad identity"
-        )
+        if after_flush:
+            self._close_after_flush = code
+        else:
+            self._close_with(code)
+
+    def _close_with(self, code: int) -> None:
+        phrase = "bad identity" if code == AUTH_FAILED else "proof required first"
+        self._quic.close(code, phrase, QuicFrameType.CRYPTO)
+
+    def _on_handshake_completed(self) -> None:
+        """TLS is done: the client checks the server's certificate and sends its proof on its
+        first stream, before anything else; the server checks a proof already here."""
+        self._handshake_completed = True
+        schedule = self._quic.key_schedule()
+        if self._failure is not None or schedule is None:
+            return
+        self._exporter = exporter(schedule)
+        if not self._is_client:
+            self._check_proof()
+            return
+        self._check_peer_certificate()
+        if self._peer_id is None:
+            if self._failure is None:
+                self._fail_authentication("peer presented no certificate")
+            return
+        stream_id = self._open_uni(_PROOF)
+        proof = make_proof(self._key, self._peer_id, self._exporter)
+        self._quic.send_stream_data(stream_id, proof, end_stream=True)
+        if self._on_established is not None:
+            self._on_established(self)
+
+    def _before_proof(self, event: backend.StreamData) -> None:
+        """The server, before the client's proof verified: the client's first unidirectional
+        stream must carry it; data on other streams (reordered ahead of the proof) waits."""
+        if self._failure is not None:
+            return
+        if event.stream_id == _CLIENT_FIRST_UNI:
+            self._on_stream_data(event)
+        else:
+            self._buffered += len(event.data)  # counts against the receive bound meanwhile
+            self._held_back.append(event)
+
+    def _on_proof_stream(self, buffer: bytearray, end_stream: bool) -> None:
+        """A proof stream's bytes: the client's proof at the server, the server's acceptance
+        (empty, ended) at the client."""
+        data = bytes(buffer)
+        buffer.clear()
+        self._release(len(data))
+        if self._is_client:
+            if data or self._proven:
+                self._fail(ConnectionClosed("the peer's acceptance stream is malformed"))
+            elif end_stream:
+                self._proven = True
+            return
+        if self._proven:
+            self._fail_authentication("the client sent a second proof")
+            return
+        self._proof += data
+        if len(self._proof) > PROOF_SIZE or (end_stream and len(self._proof) < PROOF_SIZE):
+            self._fail_authentication(f"the client's proof is not {PROOF_SIZE} bytes")
+        else:
+            self._check_proof()
+
+    def _check_proof(self) -> None:
+        """The server: once both the session's exporter and the whole proof are here, verify
+        it; then accept the client, tell it so, and deliver what it sent meanwhile."""
+        secret = self._exporter
+        if secret is None or len(self._proof) != PROOF_SIZE or self._failure is not None:
+            return
+        try:
+            client = check_proof(bytes(self._proof), self._key.node_id, secret)
+        except BadProof as exc:
+            self._fail_authentication(str(exc))
+            return
+        if not self._accepts(client):
+            self._fail_authentication(f"peer {self._remote} is node {client.short()}, not allowed")
+            return
+        self._peer_id = client
+        self._proven = True
+        stream_id = self._open_uni(_PROOF)
+        self._quic.send_stream_data(stream_id, b"", end_stream=True)
+        held, self._held_back = self._held_back, []
+        for event in held:
+            self._buffered -= len(event.data)
+            self._on_stream_data(event)
+        if self._on_established is not None:
+            self._on_established(self)
 
     def _fail(self, failure: ConnectionFailed) -> None:
         if self._failure is None:
             logger.warning("connection to %s: %s", self._remote, failure)
             self._failure = failure
-            self._quic.close(error_code=QuicErrorCode.APPLICATION_ERROR, reason_phrase=str(failure))
+            self._quic.close(QuicErrorCode.APPLICATION_ERROR, str(failure))
 
     def _process_events(self) -> None:
         for _ in range(100_000):
             event = self._quic.next_event()
             if event is None:
                 return
-            if isinstance(event, events.HandshakeCompleted):
-                self._check_peer_certificate()
-                if self._peer_id is None and self._failure is None:
-                    self._fail_authentication("peer presented no certificate")
-                self._handshake_completed = True
-                if self._on_established is not None and self._failure is None:
-                    self._on_established(self)
-            elif isinstance(event, events.StreamDataReceived):
-                self._on_stream_data(event)
-            elif isinstance(event, events.StreamReset):
+            if isinstance(event, backend.StreamData):
+                if self._proven or self._is_client:
+                    self._on_stream_data(event)
+                else:
+                    self._before_proof(event)
+            elif isinstance(event, backend.HandshakeCompleted):
+                self._on_handshake_completed()
+            elif isinstance(event, backend.StreamReset):
+                self._peer_open.discard(event.stream_id)
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
                     stream._reset = True
-            elif isinstance(event, events.ConnectionTerminated):
+            elif isinstance(event, backend.IdIssued):
+                self._host_cids.add(event.cid)
+            elif isinstance(event, backend.IdRetired):
+                self._host_cids.discard(event.cid)
+            elif isinstance(event, backend.Terminated):
                 self._on_terminated(event)
         logger.error("connection to %s: event loop bound reached", self._remote)
 
-    def _on_terminated(self, event: events.ConnectionTerminated) -> None:
+    def _on_terminated(self, event: backend.Terminated) -> None:
         if self._failure is None and not self._closed_locally:
-            if event.error_code == AUTH_FAILED:
+            error = self._quic.local_error()
+            if error is not None:
+                self._failure = ConnectionClosed(f"the connection ended ({error})")
+            elif event.error_code == AUTH_FAILED:
                 self._failure = PeerAuthenticationFailed("the peer rejected our identity")
-            elif event.reason_phrase == "Idle timeout":
+            elif event.error_code == AUTH_REQUIRED:
+                self._failure = PeerAuthenticationFailed("the peer wanted our proof first")
+            elif event.reason.lower() == "idle timeout":
                 self._failure = ConnectionClosed("idle timeout")
             else:
                 self._failure = ConnectionClosed(
-                    f"closed by peer (code {event.error_code:#x}: {event.reason_phrase!r})"
+                    f"closed by peer (code {event.error_code:#x}: {event.reason!r})"
                 )
             logger.info("connection to %s ended: %s", self._remote, self._failure)
         self._terminated.set()
 
-    def _on_stream_data(self, event: events.StreamDataReceived) -> None:
+    def _on_stream_data(self, event: backend.StreamData) -> None:
         stream_id = event.stream_id
         self._buffered += len(event.data)
+        if bool(stream_id & 1) == self._is_client:  # the peer opened it
+            if event.end_stream:
+                self._peer_open.discard(stream_id)
+            else:
+                self._peer_open.add(stream_id)
         if stream_id & 2:  # unidirectional: the peer's message or control stream
             buffer = self._framing.setdefault(stream_id, bytearray())
             buffer += event.data
@@ -893,10 +955,19 @@ class Connection:
                 kind = self._uni_kinds[stream_id] = bytes(buffer[:1])
                 del buffer[:1]
                 self._release(1)
-            if kind == _MESSAGES:
+                if kind != _PROOF and not (self._proven or self._is_client):
+                    self._fail_authentication(
+                        f"the client sent stream kind {kind!r} before its proof", AUTH_REQUIRED
+                    )
+            if self._failure is not None and not (self._proven or self._is_client):
+                self._release(len(buffer))
+                buffer.clear()
+            elif kind == _MESSAGES:
                 self._split_messages(buffer, self._messages)
             elif kind == _CONTROL:
                 self._split_messages(buffer, self._controls)
+            elif kind == _PROOF:
+                self._on_proof_stream(buffer, event.end_stream)
             elif kind is not None:
                 self._fail(ConnectionClosed(f"peer opened a stream of unknown kind {kind!r}"))
                 self._release(len(buffer))
@@ -935,9 +1006,9 @@ class Connection:
         socket's buffer is full does the task wait, in ``send_to``. aioquic's pacer and
         congestion window still decide how much ``datagrams_to_send`` hands over at once."""
         outbox = self._outbox
-        datagrams = self._quic.datagrams_to_send(now=trio.current_time())
+        datagrams = self._quic.datagrams_to_send(trio.current_time())
         self._produced += len(datagrams)
-        outbox.extend(data for data, _ in datagrams)
+        outbox.extend(datagrams)
         endpoint, remote = self._endpoint, self._remote
         waited = False
         while outbox:
@@ -957,6 +1028,10 @@ class Connection:
                 break
             except OSError as exc:
                 logger.debug("connection to %s: send failed: %s", self._remote, exc)
+        code, self._close_after_flush = self._close_after_flush, None
+        if code is not None:
+            self._close_with(code)
+            waited = await self._flush() or waited
         return waited
 
     def _lose_endpoint(self) -> None:
@@ -991,20 +1066,19 @@ async def connect(
     it only once it has accepted us. The traversal layer starts its signalling there.
     """
     settings = config if config is not None else ConnectionConfig()
-    quic = _QuicConnection(
-        configuration=_configuration(key, settings, is_client=True), window=settings.receive_window
-    )
+    quic = _backend(key, settings, is_client=True).client()
     connection = Connection(
         quic,
         endpoint,
         remote_address,
         expected_peer.__eq__,
         settings,
+        key,
         is_client=True,
         on_established=on_established,
         reads_endpoint=True,
     )
-    quic.connect(remote_address, now=trio.current_time())
+    quic.connect(remote_address, trio.current_time())
     async with _carried(connection) as connection:
         logger.info("connected to %s at %s", expected_peer.short(), remote_address)
         yield connection
@@ -1028,12 +1102,17 @@ async def answer(
     an endpoint of its own (a :class:`~.link.PeerLink`). Raises like :func:`connect`.
     """
     settings = config if config is not None else ConnectionConfig()
-    configuration = _configuration(key, settings, is_client=False)
     connection = _server_connection(
-        endpoint, configuration, remote_address, allowed_peers, settings, admitted
+        endpoint,
+        _backend(key, settings, is_client=False),
+        key,
+        remote_address,
+        allowed_peers,
+        settings,
+        admitted,
     )
     connection._reads_endpoint = True
-    connection._feed(initial, remote_address)
+    connection._feed([initial])
     async with _carried(connection) as connection:
         logger.info("accepted %s from %s", connection.peer_id.short(), remote_address)
         yield connection
@@ -1063,7 +1142,8 @@ async def _carried(connection: Connection) -> AsyncIterator[Connection]:
 
 def _server_connection(
     endpoint: UdpEndpoint,
-    configuration: QuicConfiguration,
+    quic_backend: Backend,
+    key: NodeKey,
     remote: Address,
     allowed: Callable[[NodeId], bool],
     settings: ConnectionConfig,
@@ -1072,13 +1152,8 @@ def _server_connection(
     """The server side of a connection an ``admitted`` Initial from ``remote`` opens (fed by
     the caller): with the gate's connection ids, so aioquic's transport parameters name the
     original destination and Retry source connection ids the client expects."""
-    quic = _ServerQuicConnection(
-        configuration=configuration,
-        original_destination_connection_id=admitted.original_cid,
-        retry_source_connection_id=admitted.retry_cid,
-        window=settings.receive_window,
-    )
-    return Connection(quic, endpoint, remote, allowed, settings, is_client=False)
+    quic = quic_backend.server(admitted.original_cid, admitted.retry_cid)
+    return Connection(quic, endpoint, remote, allowed, settings, key, is_client=False)
 
 
 @attrs.define(eq=False)
@@ -1086,7 +1161,8 @@ class Listener:
     """Accepts connections from allowed nodes on one endpoint (see :func:`listen`)."""
 
     _endpoint: UdpEndpoint
-    _configuration: QuicConfiguration
+    _backend: Backend
+    _key: NodeKey
     _allowed: Callable[[NodeId], bool]
     _allow_address: Callable[[Address], bool]
     _config: ConnectionConfig
@@ -1121,18 +1197,17 @@ class Listener:
                 for connection in self._by_address.values():
                     connection._lose_endpoint()
                 return
-            fed: dict[Connection, None] = {}  # in the order they were first fed
+            fed: dict[Connection, list[bytes]] = {}  # in the order they were first fed
             for data, source in batch:
-                header = parse_header(data)
-                if header is None:
-                    continue
                 known = self._by_address.get(source)
                 if known is not None:
-                    known._feed(data, source)
-                    fed[known] = None
-                elif self._may_start(header, data, source):
+                    fed.setdefault(known, []).append(data)
+                    continue
+                header = parse_header(data)
+                if header is not None and self._may_start(header, data, source):
                     await self._admit(header, data, source)
-            for connection in fed:
+            for connection, datagrams in fed.items():
+                connection._feed(datagrams)
                 await connection._answer()
 
     def _may_start(self, header: QuicHeader, data: bytes, source: Address) -> bool:
@@ -1149,11 +1224,17 @@ class Listener:
         if admitted is None:
             return
         connection = _server_connection(
-            self._endpoint, self._configuration, source, self._allowed, self._config, admitted
+            self._endpoint,
+            self._backend,
+            self._key,
+            source,
+            self._allowed,
+            self._config,
+            admitted,
         )
         self._by_address[source] = connection
         self._gate.take(connection, admitted)
-        connection._feed(data, source)
+        connection._feed([data])
         connection._wake()  # its driver's first pass answers the Initial
         self._nursery.start_soon(self._serve, connection)
 
@@ -1213,7 +1294,8 @@ async def listen(
     async with trio.open_nursery() as nursery:
         listener = Listener(
             endpoint,
-            _configuration(key, settings, is_client=False),
+            _backend(key, settings, is_client=False),
+            key,
             allowed,
             allow_address if allow_address is not None else (lambda _: True),
             settings,

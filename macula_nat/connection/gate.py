@@ -7,7 +7,7 @@ itself. Its owner asks :meth:`HandshakeGate.admit` about each Initial from an ad
 connection for; the gate validates the Initial's Retry token, if any, answers with a Retry when
 unproven handshakes pile up, ends (through the owner's ``evict``) an unproven handshake when a
 proven one needs its slot, and says which connection ids the handshake must be built with (so
-aioquic's transport parameters name the original and Retry connection ids). The owner then
+the library's transport parameters name the original and Retry connection ids). The owner then
 :meth:`~HandshakeGate.take`s a slot for the handshake it starts and
 :meth:`~HandshakeGate.release`s it when the handshake ends.
 """

@@ -5,8 +5,8 @@ flows, and fall back when the direct path dies. QUIC does not allow the server's
 change under the client, so the change happens below QUIC: the connection sees a
 :class:`PeerLink` as its UDP endpoint and the peer at one fixed :data:`LINK_ADDRESS` for its whole
 life; the link sends each datagram over the current path and delivers what arrives on any of its
-paths. Nothing is lost in a switch that QUIC would not retransmit anyway, and aioquic never sees
-an address change, so it never stalls on path validation.
+paths. Nothing is lost in a switch that QUIC would not retransmit anyway, and the QUIC library never
+sees an address change, so it never stalls on path validation.
 
 Paths are adopted only after the hole-punching layer proved them (a fresh, single-use challenge
 sent to that address answered from it, :mod:`macula_nat.traversal.prover`); the link trusts its

@@ -11,13 +11,18 @@ from typing import Any
 
 import attrs
 
-from macula_nat.net.address import ANY_IPV4, Address, normalise_address, normalise_addresses
+from macula_nat.net.address import ANY_IPV4, Address, normalise_address, normalise_ip
 
+from .bootstrap import Resolver, bootstrap_hosts, resolve
 from .item_store import ITEM_LIFETIME
 from .lookup import ALPHA
 from .routing_table import K
 
 __all__ = ["DhtConfig"]
+
+
+def _optional_ip(ip: str | None) -> str | None:
+    return None if ip is None else normalise_ip(ip)
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -31,8 +36,15 @@ class DhtConfig:
 
     listen: Address = attrs.field(default=(ANY_IPV4, 0), converter=normalise_address)
     """Where the node's own UDP socket binds; port 0 picks one, which a restart keeps."""
-    bootstrap: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
-    """Nodes to join through (for the public DHT: its routers; in tests: our own nodes)."""
+    bootstrap: tuple[tuple[str, int], ...] = attrs.field(default=(), converter=bootstrap_hosts)
+    """Hosts to join through, ``(IP or name, port)``: for the public DHT its routers
+    (`bootstrap.PUBLIC_BOOTSTRAP`), for a private one the gateways; names are resolved at
+    each bootstrap."""
+    resolver: Resolver = attrs.field(default=resolve, eq=False)
+    """Resolves bootstrap names (default: the system's; tests inject their own)."""
+    external_ip: str | None = attrs.field(default=None, converter=_optional_ip)
+    """This node's external IP, when known: its id is then derived from it (BEP 42). None:
+    from the listen address if that is a public one, else a random id."""
     read_only: bool = False
     """BEP 43: send ``ro=1``, answer no query and stay out of other nodes' tables (behind NAT)."""
     k: int = attrs.field(default=K, validator=_positive)

@@ -21,6 +21,7 @@ answered by `Responder`, unless the node is read-only (BEP 43), which answers no
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -32,10 +33,11 @@ import trio
 
 from macula_nat.actors import Actor, ActorRef, ChildSpec, NoProc, open_actor
 from macula_nat.nat.rate_limit import TokenBuckets
-from macula_nat.net.address import source_prefix
+from macula_nat.net.address import ip_version, source_prefix
 from macula_nat.net.endpoint import UdpEndpoint, UdpStack
 from macula_nat.net.rtt import RttEstimate
 
+from .bootstrap import resolve_hosts
 from .compact import Address, NodeInfo
 from .config import DhtConfig
 from .driver import GetResult, LookupResult, PeersResult, PutResult, result_of, run_lookup
@@ -63,6 +65,7 @@ from .peer_store import PeerStore
 from .proven_addresses import ProvenAddresses
 from .responder import Responder
 from .routing_table import Outcome, RoutingTable
+from .secure_id import is_secure, secure_node_id
 from .statistics import Counters, DhtLimits, DhtStatistics
 from .tokens import WriteTokens
 from .transactions import Transactions
@@ -77,8 +80,11 @@ _MAX_VERIFYING: Final = 32
 """Pings in flight to verify nodes that queried us, at most."""
 _MAX_REFRESHES: Final = 4
 """Bucket refresh lookups per maintenance round, at most."""
-_MAX_REPUBLISH: Final = 32
-"""Own items or announcements republished per maintenance round, at most."""
+_MAX_REPUBLISH: Final = 64
+"""Own items or announcements republished per maintenance round, at most: 960 announcements
+every 15 minutes, more than a relay announced in its region in all 512 shards needs (577)."""
+_REPUBLISH_AT_ONCE: Final = 4
+"""Republications run this many at a time (each is a lookup and its stores)."""
 _MAX_PEERS: Final = 1000
 """Peers one get_peers lookup collects, at most."""
 _MIN_SLOW: Final = 0.05
@@ -113,7 +119,7 @@ class DhtNode:
         self.stack = stack
         self.config = config = config if config is not None else DhtConfig()
         self._rng = rng if rng is not None else random.Random()
-        self._id = node_id if node_id is not None else NodeId.random(rng)
+        self._id = node_id if node_id is not None else _own_id(config, rng)
         now = trio.current_time()
         self._table = RoutingTable(
             self._id, now, k=config.k, refresh_interval=config.refresh_interval
@@ -226,11 +232,16 @@ class DhtNode:
         reply = await self._query(address, Ping(**self._fields()))
         return reply.sender if isinstance(reply, Response) else None
 
-    async def bootstrap(self, addresses: Iterable[Address] | None = None) -> int:
-        """Ping ``addresses`` (default: the configured ones), then look our own id up, which
-        fills the buckets near us. Returns how many nodes the routing table then holds."""
+    async def bootstrap(self, addresses: Iterable[tuple[str, int]] | None = None) -> int:
+        """Ping ``addresses`` (default: the configured hosts; names resolved with the
+        configured resolver, only addresses of our socket's IP version kept), then look our
+        own id up, which fills the buckets near us. Returns how many nodes the routing table
+        then holds."""
         self._check_running()
-        chosen = list(self.config.bootstrap if addresses is None else addresses)[:_MAX_BOOTSTRAP]
+        hosts = self.config.bootstrap if addresses is None else addresses
+        family = ip_version(self._bind_address()[0])
+        resolved = await resolve_hosts(hosts, self.config.resolver, family=family)
+        chosen = resolved[:_MAX_BOOTSTRAP]
         async with trio.open_nursery() as nursery:
             for address in chosen:
                 nursery.start_soon(self.ping, address)
@@ -593,6 +604,7 @@ class DhtNode:
             if self._transactions.resolve(message.transaction_id, source, message):
                 if isinstance(message, Response):
                     counters.responses_received += 1
+                    self._check_id(message.sender, source)
                     self._table.on_response(NodeInfo(message.sender, source), now)
                     # It echoed a random transaction id sent only to it: a round trip.
                     self._responder.proven.prove(source[0], now)
@@ -611,6 +623,7 @@ class DhtNode:
             counters.ignored_read_only += 1
             return None
         counters.queries_received += 1
+        self._check_id(message.sender, source)
         sender = NodeInfo(message.sender, source)
         if self._table.on_query(sender, now, read_only=message.read_only) is Outcome.ADDED:
             self._verify_soon(sender)
@@ -620,6 +633,11 @@ class DhtNode:
         else:
             counters.errors_sent += 1
         return answer
+
+    def _check_id(self, node_id: NodeId, source: Address) -> None:
+        """Count an id BEP 42 does not allow at ``source`` (lenient: the node is kept)."""
+        if not is_secure(node_id, source[0]):
+            self._counters.insecure_ids += 1
 
     def _verify_soon(self, node: NodeInfo) -> None:
         """Ping a node that queried us, so it can turn good (answer our queries, BEP 5)."""
@@ -662,15 +680,25 @@ class DhtNode:
         due_announces = [
             (t, o) for t, o in self._own_announces.items() if now - o.last >= announce_every
         ]
-        for target, own in due_items[:_MAX_REPUBLISH]:
+        limiter = trio.CapacityLimiter(_REPUBLISH_AT_ONCE)
+
+        async def put(own: _Own) -> None:
             if isinstance(own.what, MutableItem | ImmutableItem):
-                await self.put(own.what, republish_until=own.until)
+                async with limiter:
+                    await self.put(own.what, republish_until=own.until)
                 self._counters.republished += 1
-                logger.debug("%s: republished %s", self, target)
-        for info_hash, own in due_announces[:_MAX_REPUBLISH]:
+
+        async def announce(info_hash: NodeId, own: _Own) -> None:
             port = own.what if isinstance(own.what, int) else None
-            await self.announce_peer(info_hash, port, republish_until=own.until)
+            async with limiter:
+                await self.announce_peer(info_hash, port, republish_until=own.until)
             self._counters.republished += 1
+
+        async with trio.open_nursery() as nursery:
+            for _, own in due_items[:_MAX_REPUBLISH]:
+                nursery.start_soon(put, own)
+            for info_hash, own in due_announces[:_MAX_REPUBLISH]:
+                nursery.start_soon(announce, info_hash, own)
 
     # -- for the server --------------------------------------------------------------------------
 
@@ -694,6 +722,15 @@ class DhtNode:
 
     def _bind_address(self) -> Address:
         return self._address if self._address is not None else self.config.listen
+
+
+def _own_id(config: DhtConfig, rng: random.Random | None) -> NodeId:
+    """BEP 42's id for the external IP (configured, or the listen address if public), else
+    a random one (behind a NAT, before the external IP is known)."""
+    ip = config.external_ip
+    if ip is None and ipaddress.ip_address(config.listen[0]).is_global:
+        ip = config.listen[0]
+    return secure_node_id(ip, rng) if ip is not None else NodeId.random(rng)
 
 
 def _ignore(_: NodeInfo, __: Response) -> None:

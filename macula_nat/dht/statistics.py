@@ -55,6 +55,7 @@ class Counters:
     send_failures: int = 0
     lookups: int = 0
     republished: int = 0
+    insecure_ids: int = 0
 
 
 @attrs.frozen
@@ -118,3 +119,6 @@ class DhtStatistics:
     lookups: int
     republished: int
     """Puts of our own items made by the republish timer."""
+    insecure_ids: int
+    """Queries and responses from a public address whose sender id BEP 42 does not allow
+    there (counted, not refused, as libtorrent does unless told to enforce)."""

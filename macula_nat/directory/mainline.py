@@ -4,9 +4,12 @@ A node's record lives under its own ed25519 key (the node id *is* the BEP 44 key
 `PROFILE_SALT`, so only the key's holder can write it, and every reader checks the signature
 (the DHT node drops forged items before they get here). A reader also refuses a record older
 than one it has already accepted for that node (a replay), one whose key is not the node's, and
-one past its expiry. Relays announce themselves as peers of a few shard keys and of
-`RELAYS_INFO_HASH`, and a node lists the relays of its own shard (`relay_keys` says why), kept
-for `relay_list_ttl` seconds.
+one past its expiry. Relays announce themselves as peers of every key of a few shards and of
+`RELAYS_INFO_HASH`, and a node lists the relays of its own shard, read under one of its keys
+picked at random (`relay_keys` says why), kept for `relay_list_ttl` seconds. Given landmarks
+(one DHT address per region, the same list on every node of a deployment), a relay is also
+announced in its region (its nearest landmark) in every shard, and a node reads its two nearest
+regions first: the relays it measures then include the ones near it.
 
 Sequence numbers are milliseconds of the directory's clock (and always above the last one
 used), so a restarted node with the same key publishes above its earlier records. Records are
@@ -17,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 import attrs
@@ -36,12 +40,18 @@ from .directory import Directory, DirectoryError
 from .record import NodeRecord, RecordError
 from .relay_keys import (
     ENOUGH_RELAYS,
+    MAX_REGIONS,
     RELAY_SHARDS,
     RELAYS_INFO_HASH,
     SHARDS_PER_RELAY,
+    SUBKEYS,
+    nearest_regions,
     node_shard,
+    region_key,
+    region_subkey,
     relay_shards,
     shard_key,
+    shard_keys,
     spare_shards,
 )
 
@@ -82,6 +92,10 @@ class MainlineStatistics:
     global_relay_lookups: int
     """Of which also read the global key, the node's shard and the spare ones listing too few
     relays."""
+    landmark_rounds: int
+    """Times the landmarks were measured (once per ``relay_list_ttl``)."""
+    regions: tuple[int, ...]
+    """This node's nearest regions, nearest first, as last measured (none: no landmarks)."""
 
 
 @attrs.define
@@ -94,6 +108,7 @@ class _Counters:
     invalid: int = 0
     relay_lookups: int = 0
     global_relay_lookups: int = 0
+    landmark_rounds: int = 0
 
 
 class MainlineDirectory(Directory):
@@ -101,7 +116,9 @@ class MainlineDirectory(Directory):
 
     ``clock`` gives UNIX seconds, for expiry and sequence numbers (inject one in simulations).
     Relays are announced in ``relay_shards`` shards and listed from this node's shard, the list
-    kept ``relay_list_ttl`` seconds (Trio time).
+    kept ``relay_list_ttl`` seconds (Trio time); ``rng`` picks which of a shard's keys to read.
+    ``landmarks`` (DHT addresses, one per region, in the deployment's order) are pinged for
+    the regions, again after ``relay_list_ttl``.
     """
 
     def __init__(
@@ -113,6 +130,8 @@ class MainlineDirectory(Directory):
         clock: Callable[[], float] = time.time,
         relay_shards: int = RELAY_SHARDS,
         relay_list_ttl: float = RELAY_LIST_TTL,
+        rng: random.Random | None = None,
+        landmarks: Sequence[Address] = (),
     ) -> None:
         super().__init__()
         if relay_shards < 1:
@@ -125,6 +144,11 @@ class MainlineDirectory(Directory):
         self._clock = clock
         self._relay_shards = relay_shards
         self._relay_list_ttl = relay_list_ttl
+        self._rng = rng if rng is not None else random.Random()
+        if len(landmarks) > MAX_REGIONS:
+            raise ValueError(f"{len(landmarks)} landmarks: at most {MAX_REGIONS}")
+        self._landmarks = tuple(landmarks)
+        self._regions: tuple[float, list[int]] | None = None
         self._relay_list: tuple[float, list[Address]] | None = None
         self._seq = 0
         self._seen: OrderedDict[NodeId, int] = OrderedDict()
@@ -136,6 +160,11 @@ class MainlineDirectory(Directory):
     @property
     def node_id(self) -> NodeId:
         return self._key.node_id
+
+    @property
+    def landmarks(self) -> tuple[Address, ...]:
+        """The regions' landmarks, in the deployment's order (none: no regions)."""
+        return self._landmarks
 
     def target_of(self, node_id: NodeId) -> DhtId:
         """Where ``node_id``'s record lives in the DHT."""
@@ -228,16 +257,27 @@ class MainlineDirectory(Directory):
         return record
 
     async def announce_relay(self, endpoint: Address, ttl: float) -> None:
-        """Announce a relay at ``endpoint``'s port under its shard keys and the global key,
-        re-announced for ``ttl`` seconds. The DHT records the address its announcements come
-        from (BEP 5 announces carry only a port), so ``endpoint`` must be on this host. Raises
-        DirectoryError when no key could be stored (one failing is logged: the others find it)."""
+        """Announce a relay at ``endpoint``'s port under its shard keys and the global key (and
+        its region's, given landmarks), re-announced for ``ttl`` seconds. The DHT records the
+        address its announcements come from (BEP 5 announces carry only a port), so
+        ``endpoint`` must be on this host. Raises DirectoryError when no key could be stored
+        (one failing is logged: the others find it)."""
         if not ttl > 0:
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         until = trio.current_time() + ttl
         count = min(SHARDS_PER_RELAY, self._relay_shards)
         shards = relay_shards(endpoint, self._relay_shards, count)
-        keys = [RELAYS_INFO_HASH, *(shard_key(s, self._relay_shards) for s in shards)]
+        keys = [RELAYS_INFO_HASH]
+        for shard in shards:
+            keys += shard_keys(shard, self._relay_shards)
+        regions = await self.regions()
+        if regions:
+            keys += [
+                region_key(s, region_subkey(endpoint, s), regions[0], self._relay_shards)
+                for s in range(self._relay_shards)
+            ]
+        elif self._landmarks:
+            logger.warning("%r: no landmark answered; relay %s in no region", self, endpoint)
         errors: list[str] = []
         limiter = trio.CapacityLimiter(ANNOUNCES_AT_ONCE)
 
@@ -258,23 +298,35 @@ class MainlineDirectory(Directory):
             logger.warning("%r: relay %s not announced under %s", self, endpoint, errors)
 
     async def list_relays(self) -> list[Address]:
-        """The relays announced in this node's shard, topped up from the spare shards and the
-        global key when it lists fewer than ENOUGH_RELAYS; a list of ENOUGH_RELAYS or more is
-        kept ``relay_list_ttl`` seconds, a shorter one read again at the next call."""
+        """The relays of this node's nearest regions (given landmarks: under one of its shard's
+        keys for the region, all of them when that lists fewer than ENOUGH_RELAYS; each relay
+        of a region is under one), then those announced in its shard,
+        topped up from the spare shards and the global key when all these are fewer than
+        ENOUGH_RELAYS; a list of ENOUGH_RELAYS or more is kept ``relay_list_ttl`` seconds, a
+        shorter one read again at the next call."""
         now = trio.current_time()
         if self._relay_list is not None and now < self._relay_list[0] + self._relay_list_ttl:
             await trio.lowlevel.checkpoint()
             return list(self._relay_list[1])
         self._counters.relay_lookups += 1
         shard = node_shard(self.node.node_id, self._relay_shards)
-        relays = dict.fromkeys(await self._relays_in([shard_key(shard, self._relay_shards)]))
+        relays: dict[Address, None] = {}
+        for region in await self.regions():
+            subkey = self._rng.randrange(SUBKEYS)
+            key = region_key(shard, subkey, region, self._relay_shards)
+            found = await self._relays_in([key])
+            if len(found) < ENOUGH_RELAYS:  # a sparse region: its other relays are under these
+                others = [
+                    region_key(shard, other, region, self._relay_shards)
+                    for other in range(SUBKEYS)
+                    if other != subkey
+                ]
+                found += await self._relays_in(others)
+            relays.update(dict.fromkeys(found))
+        relays.update(dict.fromkeys(await self._relays_in([self._read_key(shard)])))
         if len(relays) < ENOUGH_RELAYS:
             spares = spare_shards(shard, self._relay_shards)
-            relays.update(
-                dict.fromkeys(
-                    await self._relays_in([shard_key(s, self._relay_shards) for s in spares])
-                )
-            )
+            relays.update(dict.fromkeys(await self._relays_in([self._read_key(s) for s in spares])))
         if len(relays) < ENOUGH_RELAYS:
             self._counters.global_relay_lookups += 1
             relays.update(dict.fromkeys(await self._relays_in([RELAYS_INFO_HASH])))
@@ -282,6 +334,36 @@ class MainlineDirectory(Directory):
         if len(listed) >= ENOUGH_RELAYS:  # a short list is read again: more may be on their way
             self._relay_list = (now, listed)
         return list(listed)
+
+    def _read_key(self, shard: int) -> DhtId:
+        """One of ``shard``'s keys, at random: its readers spread over all of them."""
+        return shard_key(shard, self._rng.randrange(SUBKEYS), self._relay_shards)
+
+    async def regions(self) -> list[int]:
+        """This node's nearest regions, nearest first (none without landmarks, or when none
+        answered): the landmarks pinged at once, kept ``relay_list_ttl`` seconds."""
+        if not self._landmarks:
+            await trio.lowlevel.checkpoint()
+            return []
+        now = trio.current_time()
+        if self._regions is not None and now < self._regions[0] + self._relay_list_ttl:
+            await trio.lowlevel.checkpoint()
+            return list(self._regions[1])
+        rtts: list[float | None] = [None] * len(self._landmarks)
+
+        async def measure(index: int, landmark: Address) -> None:
+            start = trio.current_time()
+            if await self.node.ping(landmark) is not None:
+                rtts[index] = trio.current_time() - start
+
+        async with trio.open_nursery() as nursery:
+            for index, landmark in enumerate(self._landmarks):
+                nursery.start_soon(measure, index, landmark)
+        self._counters.landmark_rounds += 1
+        regions = nearest_regions(rtts)
+        if regions:
+            self._regions = (now, regions)
+        return regions
 
     async def _relays_in(self, keys: list[DhtId]) -> list[Address]:
         """The relays announced under ``keys``, looked up at once."""
@@ -296,7 +378,8 @@ class MainlineDirectory(Directory):
         return found
 
     def statistics(self) -> MainlineStatistics:
-        return MainlineStatistics(**attrs.asdict(self._counters))
+        regions = tuple(self._regions[1]) if self._regions is not None else ()
+        return MainlineStatistics(**attrs.asdict(self._counters), regions=regions)
 
     def _sign(self, record: NodeRecord) -> MutableItem:
         value = record.encode()

@@ -425,11 +425,16 @@ class RelayRegistry(Served):
 
     # -- measuring -------------------------------------------------------------------------------
 
-    def _probe_order(self, endpoint: Address) -> tuple[bool, float]:
+    def _probe_order(self, endpoint: Address) -> tuple[int, float]:
+        """Relays never measured first (in the directory's order: its nearest regions lead),
+        then the measured ones fastest first, the unreachable last: with more listed than
+        ``max_probes``, every one is measured within a few rounds, the best kept fresh."""
         known = self._table.get(endpoint)
-        if known is None or not known.reachable or known.latency_ms is None:
-            return (True, math.inf)
-        return (False, known.latency_ms)
+        if known is None:
+            return (0, 0.0)
+        if not known.reachable or known.latency_ms is None:
+            return (2, math.inf)
+        return (1, known.latency_ms)
 
     def _measure_home(self) -> None:
         home, client = self.home.value, self.client

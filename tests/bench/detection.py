@@ -40,7 +40,7 @@ from tests.lab.detection_support import (
     run_natdiscovery,
     start_coturn,
 )
-from tests.nat_lab import Host, Lab, LabError, NatPreset, lab_available, open_lab
+from tests.nat_lab import UDP_PRESETS, Host, Lab, LabError, NatPreset, lab_available, open_lab
 
 from .timing import Figure, now
 
@@ -158,7 +158,7 @@ def _figures(
     ours: tuple[dict[NatPreset, tuple[float, Verdict]], ...],
 ) -> list[Figure]:
     figures = []
-    for preset in NatPreset:
+    for preset in UDP_PRESETS:
         seconds, verdict = theirs[preset]
         wanted = _goal(preset)
         for label, measured in zip(_LABELS, ours, strict=True):
@@ -203,7 +203,7 @@ async def run() -> list[Figure]:
     )
     try:
         with tempfile.TemporaryDirectory(prefix="macula-bench-") as workdir:
-            async with open_lab(list(NatPreset)) as lab:
+            async with open_lab(list(UDP_PRESETS)) as lab:
                 return await _measure(lab, Path(workdir))
     except LabError as exc:
         print(f"detection benchmark skipped: {exc}", flush=True)

@@ -105,8 +105,8 @@ def _relay_discovery() -> list[Figure]:
     """The busiest DHT node's share of relay-list lookups, one per node, sharded or not."""
     rng = random.Random(9)
     network = Network([NodeId.random(rng) for _ in range(LOAD_NODES)], rng)
-    sharded = hot_spot(relay_list_load(network, LOAD_RELAYS), LOAD_NODES)
-    one_key = hot_spot(relay_list_load(network, LOAD_RELAYS, sharded=False), LOAD_NODES)
+    sharded = hot_spot(relay_list_load(network, LOAD_RELAYS, rng), LOAD_NODES)
+    one_key = hot_spot(relay_list_load(network, LOAD_RELAYS, rng, sharded=False), LOAD_NODES)
     return [
         Figure(
             f"DHT relay lists, {LOAD_NODES:,} nodes, {LOAD_RELAYS} relays: busiest/mean",

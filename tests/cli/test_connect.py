@@ -275,3 +275,15 @@ async def test_the_listener_says_which_port_its_router_mapped(autojump_clock: Mo
         line = "port mapping {}:{} (the router forwards it to this node)".format(*mapping.external)
         assert [h for h in heard if h.startswith("port mapping")] == [line]
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "dht_ip"),
+    [("public", "0.0.0.0"), ("gateway.example:3481", "0.0.0.0"), ("[2001:db8::1]:3481", "::")],
+)
+def test_the_dht_socket_speaks_the_first_bootstraps_ip_version(bootstrap: str, dht_ip: str) -> None:
+    """A name or ``public`` joins over IPv4; an IPv6 literal over IPv6 (BEP 32)."""
+    args = build_parser().parse_args(
+        ["listen", "--observer", "198.51.100.10:3478", "--bootstrap", bootstrap]
+    )
+    assert node_config(args, NodeKey.generate()).dht.listen[0] == dht_ip

@@ -21,7 +21,9 @@ from macula_nat.connection import (
     connect,
     listen,
 )
+from macula_nat.connection.backend import BACKENDS, BackendName
 from macula_nat.connection.link import LINK_ADDRESS, PeerLink
+from macula_nat.connection.quic_aioquic import AioquicConnection
 from macula_nat.identity import NodeKey
 from macula_nat.net import Address, UdpEndpoint
 from macula_nat.net.sim import Internet, LinkProfile, open_internet
@@ -32,7 +34,23 @@ SERVER = NodeKey.generate()
 MIB = 1 << 20
 BOUND = MIB
 """The receiver's ``max_receive_buffer`` in these tests: small, so an attack is quick."""
-SMALL = ConnectionConfig(max_message_size=BOUND, max_receive_buffer=BOUND)
+ATTACKER = ConnectionConfig(quic_backend="aioquic")
+"""An attacker that bends QUIC runs on aioquic, whose Python state a test can bend."""
+
+
+@pytest.fixture(params=BACKENDS)
+def small(request: pytest.FixtureRequest) -> ConnectionConfig:
+    """A receiver's config with a small receive bound, on each backend."""
+    return ConnectionConfig(
+        max_message_size=BOUND, max_receive_buffer=BOUND, quic_backend=request.param
+    )
+
+
+def aioquic_of(attacker: Connection) -> QuicConnection:
+    """The attacker's aioquic connection itself."""
+    port = attacker._quic
+    assert isinstance(port, AioquicConnection)
+    return port.quic
 
 
 async def pair(
@@ -52,15 +70,16 @@ def held(connection: Connection) -> int:
 
 
 # -- receive memory ----------------------------------------------------------------------------
-# The attacker is an authenticated peer whose aioquic the test drives directly: it queues far
-# more than the bound and keeps sending what the receiver's flow control lets through.
+# The attacker is an authenticated peer on aioquic, whose Python state a test can bend, that
+# queues far more than the bound and keeps sending what the receiver's flow control lets
+# through; the receiver runs on each backend.
 
 
 def incomplete_messages(attacker: Connection, bound: int = BOUND) -> None:
     """16 message streams, each holding a maximum-size message but its last byte."""
     quic = attacker._quic
     for _ in range(16):
-        stream_id = quic.get_next_available_stream_id(is_unidirectional=True)
+        stream_id = quic.next_stream_id(unidirectional=True)
         quic.send_stream_data(stream_id, b"M" + struct.pack("!I", bound) + bytes(bound - 1))
 
 
@@ -68,12 +87,12 @@ def unread_streams(attacker: Connection, bound: int = BOUND) -> None:
     """64 bidirectional streams of data the receiver's application never reads."""
     quic = attacker._quic
     for _ in range(64):
-        quic.send_stream_data(quic.get_next_available_stream_id(), bytes(bound // 4))
+        quic.send_stream_data(quic.next_stream_id(unidirectional=False), bytes(bound // 4))
 
 
 def out_of_order(attacker: Connection, bound: int = BOUND) -> None:
     """64 streams whose first half never comes: the receiver reassembles behind a gap."""
-    quic = attacker._quic
+    quic = aioquic_of(attacker)
     gap = bound // 2
     for _ in range(64):
         stream_id = quic.get_next_available_stream_id()
@@ -82,18 +101,21 @@ def out_of_order(attacker: Connection, bound: int = BOUND) -> None:
 
 
 async def peak_held(
-    attack: Callable[[Connection, int], None], bound: int = BOUND
-) -> tuple[int, int]:
-    """The most a receiver with a ``bound`` receive buffer holds of the peer's data while
-    ``attack`` runs (sampled every 50 ms, stopping early past ``bound`` + 1 MiB), and the most
-    streams the peer had open at once."""
-    config = ConnectionConfig(max_message_size=bound, max_receive_buffer=bound)
-    peak = streams = 0
+    attack: Callable[[Connection, int], None], config: ConnectionConfig, bound: int = BOUND
+) -> tuple[int, int, int]:
+    """The most a receiver with ``config`` (a ``bound`` receive buffer) holds of the peer's
+    data while ``attack`` runs from an aioquic peer (sampled every 50 ms, stopping early past
+    ``bound`` + 1 MiB), the most streams the peer had open at once, and the most connection
+    credit the receiver granted (the application reads nothing, so that is what it may have to
+    hold, in the driver or inside the library)."""
+    peak = streams = credit = 0
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         async with (
             listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
-            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as attacker,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=ATTACKER
+            ) as attacker,
         ):
             receiver = await listener.accept()
             attack(attacker, bound)
@@ -104,22 +126,32 @@ async def peak_held(
                 await trio.sleep(0.05)
                 peak = max(peak, held(receiver))
                 streams = max(streams, receiver.statistics().peer_streams)
+                credit = max(credit, aioquic_of(attacker)._remote_max_data)
                 if peak > bound + MIB:
                     break
-    return peak, streams
+    return peak, streams, credit
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("attack", [incomplete_messages, unread_streams, out_of_order])
 async def test_a_peer_cannot_make_the_receiver_hold_more_than_its_bound(
-    autojump_clock: trio.testing.MockClock, attack: Callable[[Connection, int], None]
+    autojump_clock: trio.testing.MockClock,
+    attack: Callable[[Connection, int], None],
+    backend: BackendName,
 ) -> None:
-    peak, streams = await peak_held(attack)
-    assert 0 < peak <= BOUND + MIB
-    assert 0 < streams <= 128 + 2  # aioquic's bidirectional streams, our two unidirectional
+    config = ConnectionConfig(
+        max_message_size=BOUND, max_receive_buffer=BOUND, quic_backend=backend
+    )
+    peak, streams, credit = await peak_held(attack, config)
+    assert peak <= BOUND + MIB
+    assert credit <= BOUND + MIB
+    assert streams <= 128 + 3  # the bidirectional streams, our three unidirectional
+    if not (attack is out_of_order and backend == "qh3"):
+        assert peak > 0  # the attack reached the receiver (qh3 does not say what it reassembles)
 
 
 async def test_a_slow_reader_slows_the_sender_and_loses_nothing(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, small: ConnectionConfig
 ) -> None:
     """Flow control, not a closed connection, answers a reader that falls behind; maximum-size
     messages still pass a window just their size."""
@@ -127,9 +159,9 @@ async def test_a_slow_reader_slows_the_sender_and_loses_nothing(
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         async with (
-            listen(server_ep, SERVER, [CLIENT.node_id], config=SMALL) as listener,
+            listen(server_ep, SERVER, [CLIENT.node_id], config=small) as listener,
             connect(
-                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=SMALL
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=small
             ) as conn,
         ):
             receiver = await listener.accept()
@@ -151,14 +183,21 @@ async def test_a_slow_reader_slows_the_sender_and_loses_nothing(
 async def test_a_peer_sending_past_its_credit_is_closed_with_the_reason(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """On aioquic. On qh3 the excess never reaches the library: the driver drops the peer's
+    data once the application holds its share (the test above bounds what it holds)."""
+    small = ConnectionConfig(
+        max_message_size=BOUND, max_receive_buffer=BOUND, quic_backend="aioquic"
+    )
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         async with (
-            listen(server_ep, SERVER, [CLIENT.node_id], config=SMALL) as listener,
-            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as attacker,
+            listen(server_ep, SERVER, [CLIENT.node_id], config=small) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=ATTACKER
+            ) as attacker,
         ):
             receiver = await listener.accept()
-            quic = attacker._quic
+            quic = aioquic_of(attacker)
             quic._remote_max_data = 1 << 40  # the attacker ignores the credit it was given
             stream_id = quic.get_next_available_stream_id()
             quic.send_stream_data(stream_id, bytes(2 * BOUND))
@@ -244,7 +283,9 @@ async def test_a_listener_that_always_retries_still_accepts(
                 accepted = await listener.accept()
                 await accepted.send_message(b"proven")
                 assert await conn.receive_message() == b"proven"
-            assert listener.statistics().retries_sent == 1
+            # qh3's ClientHello (a post-quantum key share) spans two Initials, each answered by
+            # a Retry; the client follows the first
+            assert 1 <= listener.statistics().retries_sent <= 2
 
 
 class WiredRelay(FakeRelay):
@@ -276,5 +317,7 @@ async def test_a_retry_crosses_a_relayed_link(autojump_clock: trio.testing.MockC
             accepted = await listener.accept()
             await conn.send_message(b"relayed")
             assert await accepted.receive_message() == b"relayed"
-            assert listener.statistics().retries_sent == 1
+            # qh3's ClientHello (a post-quantum key share) spans two Initials, each answered by
+            # a Retry; the client follows the first
+            assert 1 <= listener.statistics().retries_sent <= 2
         nursery.cancel_scope.cancel()

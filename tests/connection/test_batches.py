@@ -1,7 +1,7 @@
 """The driver's batched data path (issue 14): what it must still do when it reads many datagrams
-at once and sends without waiting. Behaviour, not timing: every datagram aioquic produced leaves,
-in order, whichever way the endpoint takes it; a batch is answered with one output step; a bulk
-transfer overflows no receive buffer of the simulator."""
+at once and sends without waiting. Behaviour, not timing: every datagram the QUIC library
+produced leaves, in order, whichever way the endpoint takes it; a batch is answered with one
+output step; a bulk transfer overflows no receive buffer of the simulator."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import attrs
 import trio
 import trio.testing
 
-from macula_nat.connection import Connection, connect, listen
+from macula_nat.connection import Connection, ConnectionConfig, connect, listen
 from macula_nat.identity import NodeKey
 from macula_nat.net import Address, UdpEndpoint
 from macula_nat.net.endpoint import READ_BATCH
@@ -78,21 +78,22 @@ class NarrowEndpoint(UdpEndpoint):
 
 @attrs.define
 class Output:
-    """Every datagram aioquic handed a connection's driver, in order, and each output step."""
+    """Every datagram the QUIC library handed a connection's driver, in order, and each output
+    step."""
 
     produced: list[bytes] = attrs.Factory(list)
     steps: int = 0
 
 
 def record_output(connection: Connection) -> Output:
-    """Record what aioquic hands ``connection``'s driver from now on."""
+    """Record what the QUIC library hands ``connection``'s driver from now on."""
     quic = connection._quic
     output = Output()
     original = quic.datagrams_to_send
 
-    def datagrams_to_send(now: float) -> list[tuple[bytes, Address]]:
-        datagrams = original(now=now)
-        output.produced.extend(data for data, _ in datagrams)
+    def datagrams_to_send(now: float) -> list[bytes]:
+        datagrams = original(now)
+        output.produced.extend(datagrams)
         output.steps += 1
         return datagrams
 
@@ -107,7 +108,7 @@ def chunks(total: int, size: int) -> Iterator[bytes]:
 
 
 async def test_every_datagram_aioquic_produced_leaves_in_order_when_the_socket_fills(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, config: ConnectionConfig
 ) -> None:
     async with open_internet(seed=7) as internet:
         client_host = internet.add_host(name="client", link=LINK)
@@ -115,8 +116,8 @@ async def test_every_datagram_aioquic_produced_leaves_in_order_when_the_socket_f
         narrow = NarrowEndpoint(await client_host.bind((client_host.addresses[0], 0)), room=3)
         server_ep = await server_host.bind((server_host.addresses[0], 0))
         async with (
-            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
-            connect(narrow, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(narrow, server_ep.local_address, CLIENT, SERVER.node_id, config=config) as conn,
         ):
             accepted = await listener.accept()
             output = record_output(conn)
@@ -138,7 +139,7 @@ async def test_every_datagram_aioquic_produced_leaves_in_order_when_the_socket_f
 
 
 async def test_a_batch_is_answered_with_one_output_step(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, config: ConnectionConfig
 ) -> None:
     """The receiver of a bulk transfer reads many datagrams per batch and runs aioquic's
     output step once for each batch, not once per datagram."""
@@ -150,8 +151,10 @@ async def test_a_batch_is_answered_with_one_output_step(
             await server_host.bind((server_host.addresses[0], 0)), 1 << 30, read_delay=0.004
         )
         async with (
-            listen(counting, SERVER, [CLIENT.node_id]) as listener,
-            connect(client_ep, counting.local_address, CLIENT, SERVER.node_id) as conn,
+            listen(counting, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, counting.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
         ):
             accepted = await listener.accept()
             output = record_output(accepted)
@@ -177,7 +180,7 @@ async def test_a_batch_is_answered_with_one_output_step(
 
 
 async def test_a_bulk_transfer_overflows_no_receive_buffer(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, config: ConnectionConfig
 ) -> None:
     async with open_internet(seed=9) as internet:
         client_host = internet.add_host(name="client", link=LINK)
@@ -185,8 +188,10 @@ async def test_a_bulk_transfer_overflows_no_receive_buffer(
         client_ep = await client_host.bind((client_host.addresses[0], 0))
         server_ep = await server_host.bind((server_host.addresses[0], 0))
         async with (
-            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
-            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
         ):
             accepted = await listener.accept()
             messages = list(chunks(4 << 20, 64 * 1024))

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 import trio
 import trio.testing
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated
+from aioquic.quic.packet import QuicHeader, QuicPacketType
 
 from macula_nat.connection import (
-    ALPN,
     ConnectionClosed,
     ConnectionConfig,
     HandshakeTimeout,
     PeerAuthenticationFailed,
     connect,
+    driver,
     listen,
     node_certificate,
     peer_node_id,
 )
-from macula_nat.connection.driver import AUTH_FAILED
+from macula_nat.connection.backend import BackendName
+from macula_nat.connection.driver import parse_header
+from macula_nat.connection.quic_aioquic import AioquicConnection
+from macula_nat.connection.quic_qh3 import Qh3Connection
 from macula_nat.identity import NodeKey
 from macula_nat.net import Address, UdpEndpoint
 from macula_nat.net.real import RealUdpStack
@@ -45,11 +47,15 @@ def test_certificate_carries_the_node_id() -> None:
     assert peer_node_id(node_certificate(CLIENT)) == CLIENT.node_id
 
 
-async def test_messages_both_ways_and_info(autojump_clock: trio.testing.MockClock) -> None:
+async def test_messages_both_ways_and_info(
+    autojump_clock: trio.testing.MockClock, config: ConnectionConfig
+) -> None:
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
-        async with listen(server_ep, SERVER, [CLIENT.node_id]) as listener:
-            async with connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn:
+        async with listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener:
+            async with connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn:
                 accepted = await listener.accept()
                 await conn.send_message(b"hello")
                 await conn.send_message(b"")
@@ -66,13 +72,17 @@ async def test_messages_both_ways_and_info(autojump_clock: trio.testing.MockCloc
                 await accepted.receive_message()
 
 
-async def test_a_stream_carries_one_mebibyte(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_stream_carries_one_mebibyte(
+    autojump_clock: trio.testing.MockClock, config: ConnectionConfig
+) -> None:
     payload = os.urandom(1 << 20)
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         async with (
-            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
-            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
         ):
             accepted = await listener.accept()
             stream = await conn.open_stream()
@@ -99,52 +109,25 @@ async def test_a_stream_carries_one_mebibyte(autojump_clock: trio.testing.MockCl
 
 @pytest.mark.parametrize("side", ["client expects another", "server allows another"])
 async def test_wrong_node_fails_on_both_sides(
-    autojump_clock: trio.testing.MockClock, side: str
+    autojump_clock: trio.testing.MockClock, side: str, config: ConnectionConfig
 ) -> None:
     expected = STRANGER.node_id if side == "client expects another" else SERVER.node_id
     allowed = (CLIENT,) if side == "client expects another" else (STRANGER,)
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
-        async with listen(server_ep, SERVER, [k.node_id for k in allowed]) as listener:
+        async with listen(
+            server_ep, SERVER, [k.node_id for k in allowed], config=config
+        ) as listener:
             with pytest.raises(PeerAuthenticationFailed):
-                async with connect(client_ep, server_ep.local_address, CLIENT, expected):
+                async with connect(
+                    client_ep, server_ep.local_address, CLIENT, expected, config=config
+                ):
                     pytest.fail("connected to the wrong node")
             await trio.sleep(5)
             assert any(isinstance(f, PeerAuthenticationFailed) for f in listener.failures)
             with trio.move_on_after(1) as scope:
                 await listener.accept()
             assert scope.cancelled_caught
-
-
-async def test_a_client_without_certificate_is_refused(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    async with open_internet() as internet:
-        client_ep, server_ep = await pair(internet)
-        async with listen(server_ep, SERVER, [CLIENT.node_id]) as listener:
-            quic = QuicConnection(
-                configuration=QuicConfiguration(is_client=True, alpn_protocols=[ALPN])
-            )
-            quic._configuration.verify_mode = 0  # ssl.CERT_NONE: the server is self-signed
-            quic.connect(server_ep.local_address, now=trio.current_time())
-            terminated: list[ConnectionTerminated] = []
-            with trio.move_on_after(10):
-                for _ in range(1000):
-                    for data, address in quic.datagrams_to_send(now=trio.current_time()):
-                        await client_ep.send_to(data, address)
-                    with trio.move_on_after(0.05):
-                        data, source = await client_ep.receive_from()
-                        quic.receive_datagram(data, source, now=trio.current_time())
-                    timer = quic.get_timer()
-                    if timer is not None and timer <= trio.current_time():
-                        quic.handle_timer(trio.current_time())
-                    while (event := quic.next_event()) is not None:
-                        if isinstance(event, ConnectionTerminated):
-                            terminated.append(event)
-                    if terminated:
-                        break
-            assert terminated and terminated[0].error_code == AUTH_FAILED
-            assert isinstance(listener.failures[-1], PeerAuthenticationFailed)
 
 
 class CountingEndpoint(UdpEndpoint):
@@ -175,9 +158,11 @@ class CountingEndpoint(UdpEndpoint):
 
 async def test_an_answer_carries_the_ack_of_its_request(
     autojump_clock: trio.testing.MockClock,
+    config: ConnectionConfig,
 ) -> None:
     """At 20 ms round trip (far beyond aioquic's 1 ms ACK delay) a request and its answer are
-    two datagrams: each ACK rides with the data that follows, not in a datagram of its own."""
+    two datagrams on aioquic: each ACK rides with the data that follows, not in a datagram of
+    its own."""
     rounds = 50
     async with open_internet() as internet:
         link = LinkProfile(latency=0.005)
@@ -186,8 +171,10 @@ async def test_an_answer_carries_the_ack_of_its_request(
         client_ep = CountingEndpoint(await client_host.bind((client_host.addresses[0], 0)))
         server_ep = CountingEndpoint(await server_host.bind((server_host.addresses[0], 0)))
         async with (
-            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
-            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
         ):
             accepted = await listener.accept()
             await conn.send_message(b"warm up")
@@ -198,11 +185,15 @@ async def test_an_answer_carries_the_ack_of_its_request(
                 await conn.send_message(b"request %d" % round_)
                 await accepted.send_message(await accepted.receive_message())
                 assert await conn.receive_message() == b"request %d" % round_
-            assert client_ep.sent + server_ep.sent - before <= 2 * rounds + 2
+            # aioquic: the ACK rides with the answer; qh3's core schedules its ACKs itself (one
+            # datagram of its own each way per round trip)
+            per_round = 2 if config.quic_backend == "aioquic" else 4
+            assert client_ep.sent + server_ep.sent - before <= per_round * rounds + 2
 
 
 async def test_a_send_cancelled_while_its_datagrams_leave_still_delivers(
     autojump_clock: trio.testing.MockClock,
+    config: ConnectionConfig,
 ) -> None:
     """A send cancelled before its datagrams left loses none of them: they go with the driver
     at once (not after a loss timer), and the message arrives whole."""
@@ -214,8 +205,10 @@ async def test_a_send_cancelled_while_its_datagrams_leave_still_delivers(
         counting = CountingEndpoint(await client_host.bind((client_host.addresses[0], 0)))
         server_ep = await server_host.bind((server_host.addresses[0], 0))
         async with (
-            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
-            connect(counting, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                counting, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
         ):
             accepted = await listener.accept()
             await conn.send_message(b"settle")
@@ -235,7 +228,9 @@ async def test_a_send_cancelled_while_its_datagrams_leave_still_delivers(
 
 
 async def test_a_timer_left_due_is_looked_at_again_later_not_in_a_busy_loop(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    config: ConnectionConfig,
 ) -> None:
     """aioquic can report a timer as due that handling it does not clear (nothing it may send
     yet): the driver looks again a millisecond later. A busy loop would burn a core, and freeze
@@ -243,8 +238,10 @@ async def test_a_timer_left_due_is_looked_at_again_later_not_in_a_busy_loop(
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         async with (
-            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
-            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
         ):
             await listener.accept()
             quic = conn._quic
@@ -267,14 +264,17 @@ async def test_a_timer_left_due_is_looked_at_again_later_not_in_a_busy_loop(
 
 async def test_garbage_does_not_break_a_connection(
     autojump_clock: trio.testing.MockClock,
+    config: ConnectionConfig,
 ) -> None:
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         attacker = await internet.add_host(name="attacker").bind()
         junk = [b"", b"\x00", b"\xc0" + os.urandom(1300), b"\x40" + os.urandom(60), os.urandom(9)]
         async with (
-            listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
-            connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
         ):
             accepted = await listener.accept()
             for round_ in range(3):
@@ -289,10 +289,11 @@ async def test_garbage_does_not_break_a_connection(
 
 async def test_handshake_times_out_when_the_peer_is_silent(
     autojump_clock: trio.testing.MockClock,
+    quic_backend: BackendName,
 ) -> None:
     async with open_internet() as internet:
         client_ep, silent = await pair(internet)
-        config = ConnectionConfig(handshake_timeout=3.0)
+        config = ConnectionConfig(handshake_timeout=3.0, quic_backend=quic_backend)
         start = trio.current_time()
         with pytest.raises(HandshakeTimeout):
             async with connect(
@@ -302,8 +303,10 @@ async def test_handshake_times_out_when_the_peer_is_silent(
         assert 3.0 <= trio.current_time() - start < 5.0
 
 
-async def test_idle_timeout_closes(autojump_clock: trio.testing.MockClock) -> None:
-    config = ConnectionConfig(idle_timeout=5.0, keepalive_interval=None)
+async def test_idle_timeout_closes(
+    autojump_clock: trio.testing.MockClock, quic_backend: BackendName
+) -> None:
+    config = ConnectionConfig(idle_timeout=5.0, keepalive_interval=None, quic_backend=quic_backend)
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         remote = server_ep.local_address
@@ -318,8 +321,10 @@ async def test_idle_timeout_closes(autojump_clock: trio.testing.MockClock) -> No
             assert 5.0 <= trio.current_time() - start < 10.0
 
 
-async def test_keepalive_holds_an_idle_connection(autojump_clock: trio.testing.MockClock) -> None:
-    config = ConnectionConfig(idle_timeout=5.0, keepalive_interval=1.0)
+async def test_keepalive_holds_an_idle_connection(
+    autojump_clock: trio.testing.MockClock, quic_backend: BackendName
+) -> None:
+    config = ConnectionConfig(idle_timeout=5.0, keepalive_interval=1.0, quic_backend=quic_backend)
     async with open_internet() as internet:
         client_ep, server_ep = await pair(internet)
         async with (
@@ -334,7 +339,7 @@ async def test_keepalive_holds_an_idle_connection(autojump_clock: trio.testing.M
             assert await accepted.receive_message() == b"still here"
 
 
-async def test_loopback_real_sockets() -> None:
+async def test_loopback_real_sockets(config: ConnectionConfig) -> None:
     stack = RealUdpStack()
     async with (
         await stack.bind(("127.0.0.1", 0)) as client_ep,
@@ -342,11 +347,61 @@ async def test_loopback_real_sockets() -> None:
     ):
         with trio.fail_after(10):
             async with (
-                listen(server_ep, SERVER, [CLIENT.node_id]) as listener,
-                connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id) as conn,
+                listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+                connect(
+                    client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+                ) as conn,
             ):
                 accepted = await listener.accept()
                 await conn.send_message(b"over loopback")
                 assert await accepted.receive_message() == b"over loopback"
                 await accepted.send_message(b"back")
                 assert await conn.receive_message() == b"back"
+
+
+async def test_a_connection_owns_the_ids_it_issued_and_no_other(
+    autojump_clock: trio.testing.MockClock,
+    config: ConnectionConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``owns`` (how a node routes a datagram from a rebound peer to its connection) follows
+    the connection ids the library issued and retired, tracked from its events: every 1-RTT
+    packet that reaches the client is addressed to an id it owns then, also after the server
+    moves to another one (and retires the first)."""
+    received: list[tuple[QuicHeader, bool]] = []
+    feed = driver.Connection._feed
+
+    def recording(connection: driver.Connection, datagrams: list[bytes]) -> None:
+        if connection._is_client:
+            for data in datagrams:
+                header = parse_header(data)
+                if header is not None and header.packet_type == QuicPacketType.ONE_RTT:
+                    received.append((header, connection.owns(header)))
+        feed(connection, datagrams)
+
+    monkeypatch.setattr(driver.Connection, "_feed", recording)
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
+        ):
+            accepted = await listener.accept()
+            for round_ in range(10):
+                if round_ == 5:  # the server moves to another of the ids the client issued
+                    port = accepted._quic
+                    assert isinstance(port, AioquicConnection | Qh3Connection)
+                    port.quic.change_connection_id()
+                await accepted.send_message(b"x" * 5000)
+                await conn.receive_message()
+            assert len({header.destination_cid for header, _ in received}) >= 2
+            assert all(owned for _, owned in received)
+            assert not any(accepted.owns(header) for header, _ in received)
+            first = received[0][0]
+            assert not conn.owns(first)  # retired when the server moved on
+            stranger = dataclasses.replace(
+                first, destination_cid=os.urandom(len(first.destination_cid))
+            )
+            assert not conn.owns(stranger)

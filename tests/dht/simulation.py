@@ -25,14 +25,27 @@ from macula_nat.dht.node_id import ID_BITS, NodeId
 from macula_nat.dht.routing_table import K, RoutingTable
 from macula_nat.directory.relay_keys import (
     ENOUGH_RELAYS,
+    RELAY_SHARDS,
     RELAYS_INFO_HASH,
+    SUBKEYS,
+    nearest_regions,
     node_shard,
+    region_key,
+    region_subkey,
     relay_shards,
     shard_key,
     spare_shards,
 )
+from macula_nat.net.address import Address
+from macula_nat.relay.registry import RegistryConfig
+
+from .geography import LANDMARKS, node_place, relay_place, rtt
 
 MAX_ROUNDS = 500
+MAX_PROBES = RegistryConfig().max_probes
+PROBE_ROUNDS = 2
+"""The relay registry's probe rounds a node's choice follows (a minute apart): each round
+probes up to ``max_probes`` relays, the ones never measured first."""
 
 
 @attrs.frozen
@@ -176,16 +189,19 @@ def figures(network: Network, lookups: int, rng: random.Random) -> Figures:
     )
 
 
+def relay_endpoint(index: int) -> Address:
+    return (f"198.51.{index >> 8 & 255}.{index & 255}", 4433)
+
+
 def relay_list_load(
-    network: Network, relays: int, *, sharded: bool = True
+    network: Network, relays: int, rng: random.Random, *, sharded: bool = True
 ) -> collections.Counter[NodeId]:
     """Relay-list queries each node answers when every node reads the relay list once, with
-    ``relays`` relays announced as `MainlineDirectory` announces them (``sharded``) or all
-    under the one global key (as before sharding)."""
+    ``relays`` relays announced as `MainlineDirectory` announces them (``sharded``: each node
+    reads one of its shard's keys, picked with ``rng``) or all under the one global key (as
+    before sharding)."""
     in_shard = collections.Counter(
-        shard
-        for i in range(relays)
-        for shard in relay_shards((f"198.51.{i >> 8 & 255}.{i & 255}", 4433))
+        shard for i in range(relays) for shard in relay_shards(relay_endpoint(i))
     )
     load: collections.Counter[NodeId] = collections.Counter()
     for contact in network.contacts:
@@ -194,11 +210,11 @@ def relay_list_load(
             network.lookup(me, RELAYS_INFO_HASH, load)
             continue
         shard = node_shard(me)
-        network.lookup(me, shard_key(shard), load)
+        network.lookup(me, shard_key(shard, rng.randrange(SUBKEYS)), load)
         found = in_shard[shard]
         if found < ENOUGH_RELAYS:
             for spare in spare_shards(shard):
-                network.lookup(me, shard_key(spare), load)
+                network.lookup(me, shard_key(spare, rng.randrange(SUBKEYS)), load)
                 found += in_shard[spare]
         if found < ENOUGH_RELAYS:
             network.lookup(me, RELAYS_INFO_HASH, load)
@@ -208,3 +224,72 @@ def relay_list_load(
 def hot_spot(load: collections.Counter[NodeId], nodes: int) -> float:
     """The busiest node's share of the queries, over the mean over all ``nodes``."""
     return max(load.values()) / (sum(load.values()) / nodes)
+
+
+@attrs.frozen
+class RelayChoice:
+    """Every node's relay choice in a world with regions (`MainlineDirectory` with landmarks)."""
+
+    load: collections.Counter[NodeId]
+    """Relay-list queries each DHT node answered."""
+    shortfall: list[float]
+    """Per node: milliseconds its chosen relay's round trip is above the best relay's."""
+    candidates: float
+    """Relays a node measured, on average."""
+
+
+def regional_relay_choice(
+    network: Network, relays: int, rng: random.Random, *, jitter: float = 5.0, regions: bool = True
+) -> RelayChoice:
+    """Each node (placed on the globe with `geography.node_place`) reads the relay list once as
+    `MainlineDirectory.list_relays` does with `geography.LANDMARKS` as landmarks, measures each
+    relay on it once (the true round trip plus up to ``jitter`` ms; as many as the registry's
+    first PROBE_ROUNDS rounds reach, in the list's order) and takes the best measured;
+    ``relays`` relays placed with `geography.relay_place`, announced as `announce_relay` does.
+    Without ``regions``: as with no landmarks."""
+    relay_places = [relay_place(rng) for _ in range(relays)]
+    in_shard: dict[int, set[int]] = collections.defaultdict(set)
+    in_region: dict[NodeId, set[int]] = collections.defaultdict(set)
+    for index, at in enumerate(relay_places):
+        endpoint = relay_endpoint(index)
+        for shard in relay_shards(endpoint):
+            in_shard[shard].add(index)
+        (region,) = nearest_regions([rtt(at, mark) for mark in LANDMARKS], 1)
+        for shard in range(RELAY_SHARDS):
+            in_region[region_key(shard, region_subkey(endpoint, shard), region)].add(index)
+    load: collections.Counter[NodeId] = collections.Counter()
+    shortfall: list[float] = []
+    measured = 0
+
+    def read(me: NodeId, key: NodeId, listed: set[int]) -> dict[int, None]:
+        network.lookup(me, key, load)
+        return dict.fromkeys(sorted(listed))
+
+    for contact in network.contacts:
+        me = contact.node_id
+        at = node_place(rng)
+        shard = node_shard(me)
+        found: dict[int, None] = {}  # in the order list_relays returns them
+        nearest = nearest_regions([rtt(at, mark) for mark in LANDMARKS]) if regions else []
+        for region in nearest:
+            subkey = rng.randrange(SUBKEYS)
+            key = region_key(shard, subkey, region)
+            listed = read(me, key, in_region[key])
+            if len(listed) < ENOUGH_RELAYS:
+                for other in range(SUBKEYS):
+                    if other != subkey:
+                        key = region_key(shard, other, region)
+                        listed |= read(me, key, in_region[key])
+            found |= listed
+        found |= read(me, shard_key(shard, rng.randrange(SUBKEYS)), in_shard[shard])
+        if len(found) < ENOUGH_RELAYS:
+            for spare in spare_shards(shard):
+                found |= read(me, shard_key(spare, rng.randrange(SUBKEYS)), in_shard[spare])
+        if len(found) < ENOUGH_RELAYS:
+            found |= read(me, RELAYS_INFO_HASH, set(range(relays)))
+        probed = list(found)[: MAX_PROBES * PROBE_ROUNDS]
+        measured += len(probed)
+        chosen = min(probed, key=lambda i: rtt(at, relay_places[i]) + rng.uniform(0, jitter))
+        best = min(rtt(at, there) for there in relay_places)
+        shortfall.append(rtt(at, relay_places[chosen]) - best)
+    return RelayChoice(load, shortfall, measured / len(network.contacts))

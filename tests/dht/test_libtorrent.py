@@ -24,11 +24,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from macula_nat.dht import bencoding
+from macula_nat.dht.bootstrap import resolve
 from macula_nat.dht.config import DhtConfig
 from macula_nat.dht.mutable_item import MutableItem, mutable_target, public_key_bytes
 from macula_nat.dht.node import DhtNode, open_dht_node
@@ -205,3 +207,22 @@ async def test_we_announce_libtorrent_finds(swarm: tuple[list[DhtNode], Session]
         )
     )
     assert reply.num_peers() >= 1
+
+
+async def test_we_join_through_libtorrent_named_by_a_loopback_host_name(
+    swarm: tuple[list[DhtNode], Session],
+) -> None:
+    """A bootstrap host given by name (``localhost``, resolved by the system on loopback only)."""
+    nodes, session = swarm
+    loopback = nodes[0].contact.address[0]
+    port = session.session.listen_port()
+    if loopback not in {address[0] for address in await resolve("localhost", port)}:
+        pytest.skip(f"'localhost' does not name {loopback} on this machine (/etc/hosts)")
+    named = attrs.evolve(config(loopback), bootstrap=[("localhost", port)])
+    async with open_dht_node(RealUdpStack(), named) as joining:
+        with trio.fail_after(STEP):
+            known = await joining.bootstrap()
+        ours = {node.node_id for node in nodes}
+        table = {node.node_id for node in joining.routing_table.closest(joining.node_id, 64)}
+    assert known > 1 and table & ours  # libtorrent answered, and told us of our other nodes
+    assert table - ours  # libtorrent itself

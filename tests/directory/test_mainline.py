@@ -16,9 +16,10 @@ from macula_nat.dht.node import open_dht_node
 from macula_nat.dht.node_id import NodeId as DhtId
 from macula_nat.directory.mainline import PROFILE_SALT, RELAY_LIST_TTL, MainlineDirectory
 from macula_nat.directory.record import NodeRecord
+from macula_nat.directory.relay_keys import region_key, region_subkey
 from macula_nat.identity import NodeKey
 from macula_nat.nat.profile import NatProfile
-from macula_nat.net.sim import Preset, add_site, open_internet
+from macula_nat.net.sim import LinkProfile, Preset, add_site, open_internet
 from tests.dht.swarm import open_swarm, public_config
 
 EPOCH = 1_700_000_000.0
@@ -126,12 +127,54 @@ async def test_a_full_shard_is_read_alone_and_kept_for_its_ttl(
         assert listing.statistics().relay_lookups == 2
 
 
+async def test_with_landmarks_a_relay_is_listed_in_its_region_and_a_node_reads_its_nearest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_internet(seed=25) as internet, open_swarm(internet, 20) as swarm:
+        marks = []
+        for latency in (0.001, 0.2):  # every host is near the first landmark, far from the next
+            host = internet.add_host([f"198.51.100.{len(marks) + 1}"], link=LinkProfile(latency))
+            mark = await swarm.add(host, DhtConfig(listen=(f"198.51.100.{len(marks) + 1}", 6881)))
+            marks.append(mark.contact.address)
+
+        def directory(index: int) -> MainlineDirectory:
+            node = swarm.nodes[index]
+            return MainlineDirectory(node, NodeKey.generate(), relay_shards=8, landmarks=marks)
+
+        relay = directory(3)
+        endpoint = (swarm.nodes[3].contact.address[0], 4433)
+        await relay.announce_relay(endpoint, 3600)
+        assert relay.statistics().regions == (0, 1)
+        for shard in range(8):  # in region 0 in every shard, under one of its keys
+            key = region_key(shard, region_subkey(endpoint, shard), 0, 8)
+            assert endpoint in (await swarm.nodes[9].get_peers(key)).peers
+        listing = directory(12)
+        assert endpoint in await listing.list_relays()
+        assert listing.statistics().regions == (0, 1)
+        assert listing.statistics().landmark_rounds == 1
+
+
+async def test_landmarks_that_do_not_answer_leave_the_relay_in_no_region(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_internet(seed=26) as internet, open_swarm(internet, 12) as swarm:
+        gone = [("198.51.100.200", 6881)]
+        relay = MainlineDirectory(swarm.nodes[3], NodeKey.generate(), landmarks=gone)
+        endpoint = (swarm.nodes[3].contact.address[0], 4433)
+        await relay.announce_relay(endpoint, 3600)  # announced all the same, in no region
+        assert await relay.regions() == []
+        listing = MainlineDirectory(swarm.nodes[7], NodeKey.generate(), landmarks=gone)
+        assert endpoint in await listing.list_relays()
+
+
 def test_bad_relay_settings_are_refused() -> None:
     key = NodeKey.generate()
     with pytest.raises(ValueError, match="relay_shards"):
         MainlineDirectory(None, key, relay_shards=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="relay_list_ttl"):
         MainlineDirectory(None, key, relay_list_ttl=-1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="landmarks"):
+        MainlineDirectory(None, key, landmarks=[("198.51.100.1", 1)] * 257)  # type: ignore[arg-type]
 
 
 async def test_forged_and_replayed_records_rejected(autojump_clock: trio.testing.MockClock) -> None:

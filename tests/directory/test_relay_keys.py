@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import random
 
@@ -15,9 +16,11 @@ from macula_nat.directory.relay_keys import (
     RELAY_SHARDS,
     RELAYS_INFO_HASH,
     SHARDS_PER_RELAY,
+    SUBKEYS,
     node_shard,
     relay_shards,
     shard_key,
+    shard_keys,
     spare_shards,
 )
 
@@ -26,12 +29,26 @@ octets = st.integers(0, 255)
 endpoints = st.tuples(st.builds("198.51.{}.{}".format, octets, octets), ports)
 
 
-def test_every_shard_has_its_own_key_apart_from_the_global_one() -> None:
-    keys = {shard_key(shard) for shard in range(RELAY_SHARDS)}
-    assert len(keys) == RELAY_SHARDS
+def test_every_shard_has_its_own_keys_apart_from_the_global_one() -> None:
+    keys = {key for shard in range(RELAY_SHARDS) for key in shard_keys(shard)}
+    assert len(keys) == RELAY_SHARDS * SUBKEYS
     assert RELAYS_INFO_HASH not in keys
     with pytest.raises(ValueError):
         shard_key(RELAY_SHARDS)
+    with pytest.raises(ValueError):
+        shard_key(0, SUBKEYS)
+
+
+@given(st.integers(1, 4096), st.data())
+def test_a_shards_keys_are_evenly_spaced_inside_the_range_of_its_readers(
+    shards: int, data: st.DataObject
+) -> None:
+    shard = data.draw(st.integers(0, shards - 1))
+    keys = shard_keys(shard, shards)
+    assert [node_shard(key, shards) for key in keys] == [shard] * SUBKEYS
+    spacing = (1 << 160) // (shards * SUBKEYS)
+    for before, after in itertools.pairwise(keys):
+        assert abs(after.value - before.value - spacing) <= 1
 
 
 @given(endpoints, st.integers(1, 128), st.data())

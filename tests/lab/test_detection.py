@@ -20,27 +20,27 @@ from tests.lab.detection_support import (
     start_coturn,
     start_our_observer,
 )
-from tests.nat_lab import NatPreset, open_lab
+from tests.nat_lab import UDP_PRESETS, open_lab
 
 pytestmark = pytest.mark.lab
 
 
 async def test_detector_classifies_every_preset_against_our_observer() -> None:
-    async with open_lab(list(NatPreset)) as lab:
+    async with open_lab(list(UDP_PRESETS)) as lab:
         observer = await start_our_observer(lab)
         assert await detect_everywhere(lab, observer) == expected_everywhere(lab)
 
 
 async def test_detector_classifies_every_preset_against_coturn(tmp_path: Path) -> None:
     require_coturn()
-    async with open_lab(list(NatPreset)) as lab:
+    async with open_lab(list(UDP_PRESETS)) as lab:
         observer = await start_coturn(lab, tmp_path)
         assert await detect_everywhere(lab, observer) == expected_everywhere(lab)
 
 
 async def test_natdiscovery_classifies_every_preset_against_our_observer() -> None:
     require_coturn()
-    async with open_lab(list(NatPreset)) as lab:
+    async with open_lab(list(UDP_PRESETS)) as lab:
         observer = await start_our_observer(lab)
         found = await on_every_host(lab.hosts, lambda host: run_natdiscovery(host, observer))
         # every preset, mapping included: our OTHER-ADDRESS for test II names the alternate IP
@@ -49,7 +49,7 @@ async def test_natdiscovery_classifies_every_preset_against_our_observer() -> No
 
 
 async def test_classification_survives_delay_and_loss() -> None:
-    async with open_lab(list(NatPreset), delay_ms=20, loss=0.05) as lab:
+    async with open_lab(list(UDP_PRESETS), delay_ms=20, loss=0.05) as lab:
         assert lab.impairment is not None
         observer = await start_our_observer(lab)
         assert await detect_everywhere(lab, observer) == expected_everywhere(lab)

@@ -232,6 +232,23 @@ async def test_find_relay_returns_the_targets_home_relay_else_the_best(
     assert when_home_dead.endpoint == world.address(FAST)
 
 
+async def test_relays_never_measured_are_probed_before_the_measured_ones_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """More relays listed than ``max_probes``: each round measures one not yet measured."""
+    async with open_world(SLOW, FAST, MIDDLE) as world:
+        site = add_site(world.internet.public, Preset.FULL_CONE)
+        config = attrs.evolve(CONFIG, max_probes=1)
+        registry = RelayRegistry(world.directory, site.host, config=config)
+        measured = []
+        for _ in range(3):
+            await registry.probe_relays()
+            measured.append(len(registry.relays()))
+        best = (await registry.probe_relays())[0]
+    assert measured == [1, 2, 3]
+    assert best.endpoint == world.address(FAST)
+
+
 async def test_a_full_relay_is_skipped(autojump_clock: trio.testing.MockClock) -> None:
     async with (
         open_world(SLOW, FAST, MIDDLE, max_sessions={FAST: 1}) as world,

@@ -6,16 +6,22 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from macula_nat.connection import ConnectionConfig
+from macula_nat.connection.backend import BACKENDS, BackendName
 from macula_nat.connection.link import ConnectionMethod
 from macula_nat.net.sim import Preset
+from macula_nat.traversal.config import TraversalConfig
 
 from .world import RELAY, open_world
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_two_port_restricted_cones_start_relayed_and_upgrade_to_punched(
-    autojump_clock: MockClock,
+    autojump_clock: MockClock, backend: BackendName
 ) -> None:
-    async with open_world() as world:
+    """On each QUIC backend: the connection moves from the relay to the punched path."""
+    connection_config = ConnectionConfig(quic_backend=backend)
+    async with open_world(traversal=TraversalConfig(connection=connection_config)) as world:
         alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice")
         bob = await world.node(Preset.PORT_RESTRICTED_CONE, "bob")
         with trio.fail_after(30):

@@ -90,7 +90,7 @@ async def test_a_node_that_retries_every_initial_still_accepts_direct_dials(
     autojump_clock: MockClock,
 ) -> None:
     """The Retry leaves from the node's shared socket, and the handshake built from the token
-    carries the original and Retry connection ids aioquic's client checks."""
+    carries the original and Retry connection ids the QUIC client checks."""
     always = HandshakeLimits(retry_threshold=0)
     async with open_world(traversal=TraversalConfig(inbound_handshakes=always)) as world:
         alice = await world.node(Preset.PORT_RESTRICTED_CONE, "alice")
@@ -98,4 +98,6 @@ async def test_a_node_that_retries_every_initial_still_accepts_direct_dials(
         method = await dial_directly(alice, bob, b"after a Retry")
         assert method is ConnectionMethod.DIRECT
         statistics = bob.coordinator.statistics().direct_handshakes
-        assert (statistics.retries_sent, statistics.pending) == (1, 0)
+        # qh3's ClientHello (a post-quantum key share) spans two Initials: a Retry for each
+        assert statistics.retries_sent in (1, 2)
+        assert statistics.pending == 0

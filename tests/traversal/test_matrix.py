@@ -108,8 +108,11 @@ async def connect_as_planned(alice: NatSystem, bob: NatSystem, loss: float) -> C
         assert method is ConnectionMethod.RELAYED
     else:
         assert method is ConnectionMethod.PUNCHED, plan.reason
-    # simulated time, deterministic per seed: 20 ms between nodes, 40 ms through the relay
-    assert first_byte <= (0.3 if not loss else 5.0)
+    # simulated time: 20 ms between nodes, 40 ms through the relay. At 5% loss a lost Initial
+    # or Retry costs a probe timeout that doubles each time (qh3: 0.67, 1.3, 2.7 s; its
+    # ClientHello spans two Initials, and both must arrive): up to 5.3 s seen on qh3 in ~1,200
+    # lossy connects, 2.9 s on aioquic
+    assert first_byte <= (0.3 if not loss else 8.0)
     if method is not ConnectionMethod.RELAYED:
         # A birthday attempt succeeds ~97% of the time without loss, so a second one may be
         # needed; at 5% loss about 1 run in 15 needed a third (seen at 15-20 s).
