@@ -160,6 +160,18 @@ class _Overdue:
 _TICK: Final = _Tick()
 
 
+class _Retry:
+    """Detect again after a failed run."""
+
+
+_RETRY: Final = _Retry()
+RETRY_FIRST: Final = 1.0
+"""Seconds after a failed detection before the next; doubled after each failure in a row, up
+to :data:`RETRY_MOST`. A run that no observer answered (a lost burst, an observer restarting, a
+network still coming up) is then not left until the next refresh, minutes away."""
+RETRY_MOST: Final = 60.0
+
+
 # -- the handle ---------------------------------------------------------------------------------
 
 
@@ -338,6 +350,8 @@ class NatDetectorServer(Actor):
         self.detector = detector
         self._waiting: dict[Caller, trio.CancelScope] = {}
         """Callers of the run in flight, each with its reply deadline's timer."""
+        self._failed_in_a_row = 0
+        self._retry: trio.CancelScope | None = None
 
     async def init(self) -> None:
         self.detector._attach(self.ref)
@@ -388,6 +402,11 @@ class NatDetectorServer(Actor):
             assert self.detector.refresh_interval is not None
             self.send_after(self.detector.refresh_interval, _TICK)
             return None
+        if message is _RETRY:
+            self._retry = None
+            if self.detector.observers:
+                self._start_run(self.detector.observers, self.detector.timeout)
+            return None
         if isinstance(message, _Overdue):
             if self._waiting.pop(message.caller, None) is not None:
                 message.caller.fail(
@@ -431,10 +450,24 @@ class NatDetectorServer(Actor):
             logger.warning("NAT detection failed: %s", result)
             for caller in waiting:
                 caller.fail(type(result)(*result.args))  # one exception object per caller
+            self._retry_later()
             return
+        self._failed_in_a_row = 0
+        if self._retry is not None:  # another caller's run succeeded first
+            self._retry.cancel()
+            self._retry = None
         result = self.detector._apply(result, evidence)
         for caller in waiting:
             caller.reply(result)
+
+    def _retry_later(self) -> None:
+        """After a failure, the next run in :data:`RETRY_FIRST` doubling to
+        :data:`RETRY_MOST` seconds (one timer at a time; none without configured observers)."""
+        if not self.detector.observers or self._retry is not None:
+            return
+        delay = min(RETRY_FIRST * 2**self._failed_in_a_row, RETRY_MOST)
+        self._failed_in_a_row += 1
+        self._retry = self.send_after(delay, _RETRY)
 
     def _observe(self, ip: str, port: int) -> None:
         detector = self.detector

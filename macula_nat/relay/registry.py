@@ -114,6 +114,10 @@ _HOME_CLIENT: Final = ClientConfig(keepalive_interval=10.0, liveness_timeout=35.
 _PINGS: Final = 6
 """HELLOs to each relay within a fallback's ``udp_bound`` (see ``_udp_ping``)."""
 _CHALLENGE: Final = bytes([FrameType.CHALLENGE])
+_LOSSY_ROUNDS: Final = 3
+"""Probe rounds in a row, each with a relay answering over UDP yet no probe completing (a
+lossy path, not a blocked one), tried at once before a fallback node takes TCP anyway: a
+relay over TCP beats none, and the node comes back at the next re-probe."""
 
 
 @attrs.frozen
@@ -544,13 +548,21 @@ class RelayRegistry(Served):
         if resume is not None and resume.endpoint in self._shared:
             logger.info("%s: holding home relay %s again after a restart", self, resume.endpoint)
             await self._hold(key, resume)
+        lossy_rounds = 0
         while True:
             ranked = await self._probe_round()
             if config.home_relay is not None:
                 ranked = [info for info in ranked if info.endpoint == config.home_relay]
-            if not ranked and config.tcp_fallback is not None and await self._fall_back(key):
-                await self._leave_tcp(key)
-                continue
+            if not ranked and config.tcp_fallback is not None:
+                if self._udp_answered.is_set() and lossy_rounds < _LOSSY_ROUNDS:
+                    lossy_rounds += 1
+                    logger.info("%s: relays answer over UDP, no probe completed: again", self)
+                    continue
+                lossy_rounds = 0
+                if await self._fall_back(key):
+                    await self._leave_tcp(key)
+                    continue
+            lossy_rounds = 0
             if not ranked:
                 logger.info("%s: no usable relay; trying again", self)
                 await trio.sleep(min(config.retry_interval, config.probe_interval))

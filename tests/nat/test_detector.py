@@ -313,3 +313,29 @@ async def test_a_node_no_udp_answer_ever_reached_gets_a_blocked_profile(
             profile = detector.get_local_profile()
     assert profile == NatProfile.blocked(host.addresses[0], 50.0)
     assert profile.udp_blocked and profile.public_port == 0 and profile.confidence == "low"
+
+
+async def test_a_failed_detection_is_retried_soon_not_at_the_next_refresh(
+    autojump_clock: MockClock,
+) -> None:
+    """No observer answers the first runs (it is not up yet): the detector tries again after
+    1, 2, 4 ... seconds, so the profile comes soon after the observer does, with nobody calling
+    ``detect`` and the refresh five minutes away."""
+    async with open_internet(seed=1) as internet:
+        rfc5780 = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LINK)
+        host = add_site(internet.public, Preset.FULL_CONE, link=LINK).host
+        detector = NatDetector(
+            host, (PRIMARY,), timeout=1.0, refresh_interval=300.0, detect_on_start=True
+        )
+        async with open_actor(NatDetectorServer(detector)):
+            await trio.sleep(10)
+            assert detector.profile.value is None
+            failed = detector.statistics().failures
+            assert failed >= 3  # at 0, then about 2, 4 and 8 s after each failure
+            async with open_observer(Observer(rfc5780, PRIMARY, ALTERNATE)):
+                up = trio.current_time()
+                await detector.profile.wait_value(lambda p: p is not None)
+                assert trio.current_time() - up < 20  # the next retry, not the refresh
+                runs = detector.statistics().runs
+                await trio.sleep(200)  # no more retries once detected
+                assert detector.statistics().runs == runs

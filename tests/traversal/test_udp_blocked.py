@@ -140,14 +140,19 @@ async def test_a_node_behind_udp_blocked_connects_over_tcp_then_upgrades_once_li
               f"lifted -> {method} after {took:.2f} s")  # fmt: skip
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(1, 11))
 async def test_a_lossy_path_is_no_reason_to_leave_udp(seed: int, autojump_clock: MockClock) -> None:
-    """At 20% loss on the node's access link a fallback node still registers over UDP: the
-    HELLOs sent during ``udp_bound`` get an answer even when a probe's handshake is lost."""
-    async with open_world(seed=seed, loss=0.2) as world:
+    """At 10% loss on the node's access link a fallback node is registered over UDP: the
+    HELLOs sent during ``udp_bound`` get an answer even when a probe's handshake is lost, and
+    a round answered without a completed probe is tried again at once; were every try of a
+    start lost it would take TCP for a moment and be back on UDP at the next re-probe (at 20%
+    loss, README: Networks that block UDP)."""
+    async with open_world(seed=seed, loss=0.1) as world:
         site = add_site(world.internet.public, Preset.PORT_RESTRICTED_CONE, link=world.site_link)
         node = await world.node_at(site.host, tcp_fallback=True)
-        assert not node.relays.udp_blocked.value
+        with trio.fail_after(30):
+            await node.relays.udp_blocked.wait_value(False)
+            await node.relays.home.wait_value(lambda home: home is not None)
         assert node.relays.client is not None
         assert not isinstance(node.relays.client.endpoint, TcpRelayEndpoint)
 
