@@ -10,7 +10,8 @@ the driver needs are read in its adapter only, never in the driver.
 
 from __future__ import annotations
 
-from typing import Final, Literal, Protocol, get_args
+from types import ModuleType
+from typing import Any, Final, Literal, Protocol, get_args
 
 import attrs
 from cryptography import x509
@@ -80,6 +81,24 @@ class Terminated:
 
 
 Event = HandshakeCompleted | StreamData | StreamReset | IdIssued | IdRetired | Terminated
+
+
+def translate(event: Any, events: ModuleType) -> Event | None:
+    """A library's event as ours; None for one the driver has no use for. ``events`` is the
+    library's events module: aioquic and qh3 name and shape the events alike."""
+    if isinstance(event, events.StreamDataReceived):
+        return StreamData(event.stream_id, event.data, event.end_stream)
+    if isinstance(event, events.HandshakeCompleted):
+        return HandshakeCompleted()
+    if isinstance(event, events.StreamReset):
+        return StreamReset(event.stream_id)
+    if isinstance(event, events.ConnectionIdIssued):
+        return IdIssued(event.connection_id)
+    if isinstance(event, events.ConnectionIdRetired):
+        return IdRetired(event.connection_id)
+    if isinstance(event, events.ConnectionTerminated):
+        return Terminated(event.error_code, event.reason_phrase)
+    return None
 
 
 class QuicConnectionPort(Protocol):

@@ -127,18 +127,8 @@ class AioquicConnection:
 
     def next_event(self) -> backend.Event | None:
         while (event := self.quic.next_event()) is not None:
-            if isinstance(event, events.StreamDataReceived):
-                return backend.StreamData(event.stream_id, event.data, event.end_stream)
-            if isinstance(event, events.HandshakeCompleted):
-                return backend.HandshakeCompleted()
-            if isinstance(event, events.StreamReset):
-                return backend.StreamReset(event.stream_id)
-            if isinstance(event, events.ConnectionIdIssued):
-                return backend.IdIssued(event.connection_id)
-            if isinstance(event, events.ConnectionIdRetired):
-                return backend.IdRetired(event.connection_id)
-            if isinstance(event, events.ConnectionTerminated):
-                return backend.Terminated(event.error_code, event.reason_phrase)
+            if (ours := backend.translate(event, events)) is not None:
+                return ours
         return None
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
