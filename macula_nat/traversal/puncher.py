@@ -78,7 +78,8 @@ MAX_TARGETS = 96
 """Addresses one punch probes at most: candidates, predicted ports and peer-reflexive sources."""
 
 _AGAIN_ATTEMPTS = 3
-"""Punch attempts when UDP works again on a connection that never punched (as a connect's)."""
+"""Punch rounds when UDP works again on a relayed connection (as a connect's), whether or not it
+punched before: a single round that missed would leave it relayed until ``retry_interval``."""
 
 Candidates = Callable[[], tuple[tuple[Address, ...], tuple[Address, ...]]]
 """This node's candidates (observed mapping, LAN) and predicted next mappings, now."""
@@ -362,8 +363,8 @@ class Puncher:
             return  # a punch is in flight already
         if punch.offers == 0:
             self.keep_punched(punch, _AGAIN_ATTEMPTS)
-        else:
-            self.punch_soon(punch, ())
+        else:  # as many rounds: one birthday round misses about 1 time in 30
+            self.punch_soon(punch, (), attempts=_AGAIN_ATTEMPTS)
 
     def keep_punched(self, punch: Punch, attempts: int) -> PunchRef:
         """The initiator: punch in the background (listed in :meth:`pending` from now on), and
@@ -373,12 +374,15 @@ class Puncher:
         punch.nursery.start_soon(self._keep_punched, punch, attempts, ref)
         return ref
 
-    def punch_soon(self, punch: Punch, extra: tuple[Address, ...]) -> PunchRef:
-        """One more punch attempt now, also probing ``extra``; listed in :meth:`pending`."""
+    def punch_soon(
+        self, punch: Punch, extra: tuple[Address, ...], *, attempts: int = 1
+    ) -> PunchRef:
+        """``attempts`` more punch rounds now, also probing ``extra``; listed in
+        :meth:`pending`."""
         ref = punch.pending = self.new_ref()
         punch.started_at = trio.current_time()
         punch.targets = _targets(punch.targets, extra)
-        punch.nursery.start_soon(self.punch, punch, 1, extra, ref)
+        punch.nursery.start_soon(self.punch, punch, attempts, extra, ref)
         return ref
 
     async def _keep_punched(self, punch: Punch, attempts: int, ref: PunchRef) -> None:
