@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import ssl
-from collections import defaultdict
 from typing import Final
 
 import attrs
@@ -77,7 +76,11 @@ class TcpListenerStatistics:
     accepted: int
     """Links that finished TLS and the preface or upgrade."""
     refused: int
-    """Connections closed at once: their source (or the listener) held its cap."""
+    """Connections closed at once: their source held its cap, or the listener was full of
+    links from sources holding no more than theirs."""
+    evicted: int
+    """Links closed to let a new source in while the listener was full: the oldest link of the
+    source holding the most."""
     handshake_failures: int
     """Links closed before they finished: too slow, bad TLS, bad preface or upgrade."""
     protocol_errors: int
@@ -85,6 +88,15 @@ class TcpListenerStatistics:
     idle_closed: int
     dropped: int
     """Frames dropped because their link's send queue was full."""
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """One connection's place under the caps, from its accept until it ends or is evicted."""
+
+    source: str
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    held: bool = True
 
 
 class _Link:
@@ -110,13 +122,15 @@ class TcpRelayListener(UdpEndpoint):
         self._listener = listener
         self._context = context
         self._links: dict[Address, _Link] = {}
-        self._per_source: defaultdict[str, int] = defaultdict(int)
+        self._slots: dict[str, list[_Slot]] = {}
+        """Each source prefix's connections, oldest first."""
         self._open = 0
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[bytes, Address]](_INBOX)
         self._closed = False
         self._scope = trio.CancelScope()
         self._accepted = 0
         self._refused = 0
+        self._evicted = 0
         self._handshake_failures = 0
         self._protocol_errors = 0
         self._idle_closed = 0
@@ -135,6 +149,7 @@ class TcpRelayListener(UdpEndpoint):
             links=self._open,
             accepted=self._accepted,
             refused=self._refused,
+            evicted=self._evicted,
             handshake_failures=self._handshake_failures,
             protocol_errors=self._protocol_errors,
             idle_closed=self._idle_closed,
@@ -189,43 +204,73 @@ class TcpRelayListener(UdpEndpoint):
         while True:
             stream, address = await self._listener.accept()
             source = source_prefix(address[0])
-            config = self.config
-            if self._open >= config.max_links or self._per_source[source] >= (
-                config.max_links_per_source
-            ):
+            if not self._admit(source):
                 self._refused += 1
-                logger.info("relay over TCP: %s holds its links already; closing", source)
+                logger.info("relay over TCP: %s holds its share of links; closing", source)
                 await trio.aclose_forcefully(stream)
                 continue
+            slot = _Slot(source)
+            self._slots.setdefault(source, []).append(slot)
             self._open += 1
-            self._per_source[source] += 1
-            nursery.start_soon(self._run, stream, address, source)
+            nursery.start_soon(self._run, stream, address, slot)
 
-    async def _run(self, stream: trio.abc.Stream, address: Address, source: str) -> None:
+    def _admit(self, source: str) -> bool:
+        """Whether a connection from ``source`` may open: under its cap, and under the
+        listener's, or else the source holding the most holds at least two more than this one
+        and gives up its oldest link. No source is refused while another holds more, so many
+        addresses of one attacker fill the listener only until others come."""
+        config = self.config
+        holding = len(self._slots.get(source, ()))
+        if holding >= config.max_links_per_source:
+            return False
+        if self._open < config.max_links:
+            return True
+        largest = max(self._slots.values(), key=len)
+        if len(largest) < holding + 2:
+            return False
+        oldest = largest[0]
+        self._release(oldest)
+        oldest.scope.cancel()
+        self._evicted += 1
+        logger.info("relay over TCP: full; closed a link of %s for %s", oldest.source, source)
+        return True
+
+    def _release(self, slot: _Slot) -> None:
+        """Give ``slot``'s place back (once: at eviction or when its link ends)."""
+        if not slot.held:
+            return
+        slot.held = False
+        self._open -= 1
+        sharing = self._slots[slot.source]
+        sharing.remove(slot)
+        if not sharing:
+            del self._slots[slot.source]
+
+    async def _run(self, stream: trio.abc.Stream, address: Address, slot: _Slot) -> None:
         config = self.config
         link: _Link | None = None
         try:
-            messages = await self._open_link(stream, address)
-            if messages is None:
-                return
-            link = _Link(address, messages, config.send_buffer)
-            self._links[address] = link
-            self._accepted += 1
-            logger.debug("relay over TCP: link from %s:%d", *address)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, link)
-                await self._read(link)
-                nursery.cancel_scope.cancel()
+            with slot.scope:
+                messages = await self._open_link(stream, address)
+                if messages is None:
+                    return
+                link = _Link(address, messages, config.send_buffer)
+                self._links[address] = link
+                self._accepted += 1
+                logger.debug("relay over TCP: link from %s:%d", *address)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write, link)
+                    await self._read(link)
+                    nursery.cancel_scope.cancel()
         finally:
+            self._release(slot)
             if link is not None:
                 self._dropped_closed += link.queue.dropped
                 if self._links.get(address) is link:
                     del self._links[address]
                 await link.stream.aclose()
-            self._open -= 1
-            self._per_source[source] -= 1
-            if not self._per_source[source]:
-                del self._per_source[source]
+            elif slot.scope.cancelled_caught:  # evicted before its link was up
+                await trio.aclose_forcefully(stream)
 
     async def _open_link(self, stream: trio.abc.Stream, address: Address) -> MessageStream | None:
         """TLS, then the preface or upgrade, within the deadline; None (stream closed) else."""

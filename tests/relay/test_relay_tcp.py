@@ -163,6 +163,35 @@ async def test_links_are_capped_per_source_and_a_closed_link_frees_its_slot() ->
         await fourth.aclose()
 
 
+async def tls_from(source_ip: str, address: Address) -> trio.SSLStream[trio.SocketStream]:
+    """A finished link (TLS and preface) from ``source_ip`` on loopback."""
+    stream = await trio.open_tcp_stream(*address, local_address=source_ip)
+    tls = trio.SSLStream(stream, client_context(), server_hostname=None)
+    await tls.do_handshake()
+    await tls.send_all(PREFACE)
+    return tls
+
+
+async def test_a_full_listener_takes_a_link_from_the_largest_holder_for_a_new_source() -> None:
+    """Many addresses of one attacker may fill the listener, but only until others come: a
+    newcomer gets the oldest link of the source holding the most, while that one holds at
+    least two more than the newcomer; between equals the newcomer is refused."""
+    config = TcpRelayConfig(max_links=2, max_links_per_source=2)
+    async with running_relay(config) as relay:
+        address = relay.tcp_address
+        assert address is not None
+        oldest = await tls_from("127.0.0.1", address)
+        await tls_from("127.0.0.1", address)
+        await wait_for(lambda: statistics(relay).accepted == 2)
+        await tls_from("127.0.0.2", address)
+        assert await closed_by_peer(oldest)
+        await wait_for(lambda: statistics(relay).accepted == 3)
+        assert statistics(relay).evicted == 1 and statistics(relay).links == 2
+        third = await trio.open_tcp_stream(*address, local_address="127.0.0.3")
+        assert await closed_by_peer(third)  # one link each: nobody holds more than it would
+        assert statistics(relay).refused == 1 and statistics(relay).evicted == 1
+
+
 async def test_a_link_silent_for_the_idle_timeout_is_closed() -> None:
     async with running_relay(TcpRelayConfig(idle_timeout=0.3)) as relay:
         address = relay.tcp_address
