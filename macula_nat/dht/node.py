@@ -780,11 +780,17 @@ class DhtServer(Actor):
 
     async def _maintenance(self) -> None:
         node = self._node
-        if not len(node.routing_table) and node.config.bootstrap:
-            await node.bootstrap()
-        while True:
-            await trio.sleep(node.config.maintenance_interval)
-            await node._maintain()
+        try:
+            if not len(node.routing_table) and node.config.bootstrap:
+                await node.bootstrap()
+            while True:
+                await trio.sleep(node.config.maintenance_interval)
+                await node._maintain()
+        except NoProc:
+            # ``terminate`` detached the node mid-round (its abandoned queries returned):
+            # this incarnation is stopping, and the round has nothing left to run on.
+            if node._endpoint is not None:
+                raise
 
 
 @asynccontextmanager

@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+from macula_nat.actors.errors import NoProc
 from macula_nat.cli.arguments import bootstrap_argument
 from macula_nat.cli.main import build_parser
 from macula_nat.dht.bootstrap import PUBLIC_BOOTSTRAP, bootstrap_hosts, resolve, resolve_hosts
@@ -156,3 +157,22 @@ def test_the_command_line_takes_public_names_and_ips() -> None:
         *PUBLIC_BOOTSTRAP,
         ("gw.example.net", 3481),
     )
+
+
+async def test_a_node_stopped_while_its_first_bootstrap_waits_stops_cleanly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Stopping abandons the pending pings; the bootstrap that waited on them must end, not
+    go on into a lookup on a node that no longer has a socket (a crash at every such stop)."""
+    async with open_internet(seed=33) as internet, open_swarm(internet, 3) as swarm:
+        answering = swarm.nodes[0].contact.address
+        stack, config = public_config(internet, DhtConfig())
+        silent = ("198.51.100.7", 6881)  # nobody there: its ping waits for its timeout
+        config = attrs.evolve(config, bootstrap=[answering, silent])
+        async with open_dht_node(stack, config) as node:
+            await trio.sleep(0.5)  # the answering node's reply is in; the silent ping waits
+            assert len(node.routing_table) == 1
+        # Leaving the block stopped the node while the silent ping was pending: no crash,
+        # and the node is stopped, not half-running.
+        with pytest.raises(NoProc):
+            await node.ping(answering)
