@@ -52,7 +52,7 @@ class SimHost(UdpStack):
     conflicts with the same port on any address of that IP version, and the other way round.
     A wildcard-bound endpoint sends from the host's address on a network that holds the
     destination, else from its first address of the destination's IP version. A dual-stack
-    endpoint holds its port on both wildcards.
+    endpoint holds its port on both wildcards, and answers a peer from the address it asked.
     """
 
     def __init__(
@@ -188,7 +188,7 @@ class SimHost(UdpStack):
         if endpoint is None:
             self._internet._count_no_listener()
             logger.debug("%s: nothing bound at %s", self._name, packet.destination)
-        elif endpoint._deliver(packet.payload, packet.source):
+        elif endpoint._deliver(packet.payload, packet.source, ip):
             self._internet._count_delivered()
         else:
             self._internet._count_overflowed()
