@@ -129,8 +129,9 @@ class World:
         return await _start_relay(self._stack, self.directory, host, (ip, RELAY[1]))
 
     async def _published(self, system: NatSystem) -> None:
-        """Until ``system``'s record names its profile (both, dual-stack) and home relay (the directory has no
-        change notification: poll, bounded by the caller's timeout)."""
+        """Until ``system``'s record names its profile (a dual-stack node's IPv6 one too) and
+        home relay (the directory has no change notification: poll, bounded by the caller's
+        timeout)."""
         while True:
             record = await self.directory.resolve_record(system.node_id.text())
             if (
