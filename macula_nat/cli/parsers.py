@@ -280,7 +280,8 @@ def _node_options(
         nargs="+",
         required=True,
         metavar="IP:PORT",
-        help="gateways' STUN observers (their --listen address)",
+        help="gateways' STUN observers (their --listen address; with --dual-stack, give one "
+        "of each IP version to classify the IPv6 side too)",
     )
     parser.add_argument(
         "--bootstrap",

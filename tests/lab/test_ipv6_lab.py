@@ -12,6 +12,7 @@ dropped, no NAT), and real nodes across it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,35 @@ async def test_an_ipv6_only_and_a_dual_stack_host_punch_through_a_dual_stack_gat
             lab, listener_host, connector_host, gateways[0], tmp_path,
             (options[0], options[1]), gateways[1],
         )  # fmt: skip
+        paths = _direct_paths(connector)
+        assert listener_host.ip6 is not None
+        assert any(f"'{listener_host.ip6}'" in path for path in paths), paths
+
+
+async def test_dual_stack_hosts_behind_symmetric_nats_classify_ipv6_and_punch_over_it(
+    tmp_path: Path,
+) -> None:
+    """Symmetric IPv4 NATs on both sides: relay only, by the IPv4 profiles. Given an observer
+    of each version, each node classifies its IPv6 side too (the stateful firewall: no NAT),
+    publishes it, and the pair punches over IPv6."""
+    sites = [SiteConfig(NatPreset.SYMMETRIC, family="dual")] * 2
+    async with open_lab(sites, delay_ms=5) as lab:
+        primary, alternate = lab.server.ips
+        primary6, alternate6 = lab.server.ips6
+        dual_stack = ["--listen6", f"[{primary6}]:{SERVER_PORTS[0]}",
+                      "--alt6", f"[{alternate6}]:{SERVER_PORTS[1]}"]  # fmt: skip
+        await start_cli_gateway(lab.server, primary, alternate, tmp_path, dual_stack)
+        both = ["--observer", f"{primary}:{SERVER_PORTS[0]}", f"[{primary6}]:{SERVER_PORTS[0]}",
+                "--bootstrap", f"{primary}:{SERVER_PORTS[1] + 2}", "--dual-stack"]  # fmt: skip
+        listener_host, connector_host = lab.sites[0].host, lab.sites[1].host
+        listener, connector = await _chat_pair(
+            lab, listener_host, connector_host, both, tmp_path, ([], [])
+        )
+        for node, host in ((listener, listener_host), (connector, connector_host)):
+            assert host.ip6 is not None
+            six = rf"IPv6: firewalled, no NAT, public address \[{re.escape(host.ip6)}\]:\d+$"
+            assert node.find(re.compile(six)) is not None, node.describe()
+            assert node.find(re.compile("NAT: symmetric,")) is not None, node.describe()
         paths = _direct_paths(connector)
         assert listener_host.ip6 is not None
         assert any(f"'{listener_host.ip6}'" in path for path in paths), paths
