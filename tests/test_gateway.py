@@ -19,6 +19,7 @@ from macula_nat.gateway import Gateway, GatewayConfig
 from macula_nat.identity import NodeKey
 from macula_nat.net.address import ANY_IPV4, ANY_IPV6, Address, ip_version
 from macula_nat.net.sim import Internet, LinkProfile, Preset, SimHost, add_site, open_internet
+from macula_nat.relay import TcpRelayConfig
 from macula_nat.relay.registry import RegistryConfig, RelayRegistry, open_relay_registry
 from macula_nat.system import NatConfig, open_nat_system
 
@@ -266,3 +267,27 @@ async def test_an_ipv6_only_and_a_dual_stack_node_meet_through_a_dual_stack_gate
     assert ip_version(remote[0]) == 6
     four, six_side = statistics
     assert six_side is not None and four.queries_received and six_side.queries_received
+
+
+async def test_a_dual_stack_gateways_tcp_relay_takes_both_versions(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With ``--relay-tcp`` the relay's TCP/TLS side listens on both versions too, at the
+    relay's port on each of its addresses."""
+    config = GatewayConfig(
+        listen=A_PRIMARY, alternate=A_ALTERNATE, listen6=A6_PRIMARY, alternate6=A6_ALTERNATE,
+        relay_tcp=TcpRelayConfig(),
+    )  # fmt: skip
+    assert config.relay_address6 is not None
+    async with open_internet(seed=8) as internet, trio.open_nursery() as nursery:
+        gateway_host = internet.add_host([ip for ip, _ in config.addresses], link=SITE_LINK)
+        await nursery.start(
+            lambda task_status: gateway_main(
+                config, NodeKey.generate(), stack=gateway_host, task_status=task_status
+            )
+        )
+        client = internet.add_host(["203.0.113.7", "2001:db8:7::7"], link=SITE_LINK)
+        for relay in (config.relay_address, config.relay_address6):
+            stream, _ = await client.connect_stream(relay)
+            await stream.aclose()
+        nursery.cancel_scope.cancel()

@@ -77,6 +77,15 @@ _V4_MAPPED: Final = "::ffff:"
 """The prefix under which a dual-stack socket sends to and hears from IPv4 peers (RFC 4291)."""
 
 
+def _unmapped(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A socket address with an IPv4-mapped IPv6 address (``::ffff:192.0.2.7``, a dual-stack
+    socket's IPv4 peer) as its plain IPv4 address; any other as it is."""
+    ip = str(raw[0])
+    if ip.startswith(_V4_MAPPED) and "." in ip:
+        return (ip[len(_V4_MAPPED) :], raw[1])
+    return raw
+
+
 def _dual_received_address(raw: tuple[Any, ...]) -> Address:
     """:func:`_received_address` on a dual-stack socket: an IPv4 peer's IPv4-mapped address
     (``::ffff:192.0.2.7``, as the kernel formats it) becomes its plain IPv4 address."""
@@ -330,10 +339,23 @@ class RealUdpStack(UdpStack):
         local = stream.socket.getsockname()
         return stream, normalise_address((local[0], local[1]))
 
-    async def listen_stream(self, address: Address) -> StreamListener:
+    async def listen_stream(self, address: Address, *, dual_stack: bool = False) -> StreamListener:
         ip, port = normalise_address(address)
-        [listener] = await trio.open_tcp_listeners(port, host=ip)
-        return RealStreamListener(listener)
+        if not dual_stack:
+            [listener] = await trio.open_tcp_listeners(port, host=ip)
+            return RealStreamListener(listener)
+        check_dual_stack(ip)  # trio's listeners are IPV6_V6ONLY: this one is not
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            await sock.bind((ip, port))
+            sock.listen(socket.SOMAXCONN)
+        except BaseException:
+            sock.close()
+            raise
+        return RealStreamListener(trio.SocketListener(sock))
 
 
 class RealStreamListener(StreamListener):
@@ -354,7 +376,7 @@ class RealStreamListener(StreamListener):
             stream = await self._listener.accept()
             try:
                 peer = stream.socket.getpeername()
-                return stream, normalise_address((peer[0], peer[1]))
+                return stream, _address_from_socket(_unmapped(peer))
             except (OSError, ValueError):
                 await trio.aclose_forcefully(stream)
 

@@ -11,6 +11,7 @@ import attrs
 import pytest
 
 from macula_nat.net import RealUdpStack, UdpStack
+from macula_nat.net.address import ip_version
 from macula_nat.net.sim import open_internet
 
 
@@ -118,3 +119,23 @@ async def test_a_dual_stack_endpoint_answers_from_the_address_asked(kind: str) -
                 assert (data, source) == (b"ask", peer.local_address)
                 await dual.send_to(b"answer", source)
                 assert await peer.receive_from() == (b"answer", (destination, port))
+
+
+async def test_a_dual_stack_stream_listener_takes_both_versions(place: Place) -> None:
+    """One TCP listener on ``::`` (a dual-stack relay's TCP/TLS side): connections to an
+    address of either version arrive, IPv4 peers under plain IPv4 addresses."""
+    listener = await place.stack.listen_stream(("::", 0), dual_stack=True)
+    port = listener.local_address[1]
+    try:
+        for ip in (place.ipv4, place.ipv6):
+            stream, local = await place.stack.connect_stream((ip, port))
+            accepted, peer = await listener.accept()
+            assert peer == local and ip_version(peer[0]) == ip_version(ip)
+            await stream.send_all(b"hello")
+            assert await accepted.receive_some(5) == b"hello"
+            await stream.aclose()
+            await accepted.aclose()
+    finally:
+        await listener.aclose()
+    with pytest.raises(ValueError, match="IPv6 wildcard"):
+        await place.stack.listen_stream((place.ipv4, 0), dual_stack=True)

@@ -120,11 +120,14 @@ class SimHost(UdpStack):
         await trio.lowlevel.checkpoint()
         return self._internet._streams.connect(self, destination)
 
-    async def listen_stream(self, address: Address) -> StreamListener:
+    async def listen_stream(self, address: Address, *, dual_stack: bool = False) -> StreamListener:
+        address = normalise_address(address)
+        if dual_stack:
+            check_dual_stack(address[0])
         if self._closed:
             raise trio.ClosedResourceError("the simulated internet is closed")
         await trio.lowlevel.checkpoint()
-        return self._internet._streams.listen(self, normalise_address(address))
+        return self._internet._streams.listen(self, address, dual_stack=dual_stack)
 
     def _in_use(self, ip: str, port: int) -> bool:
         bound = self._bound.get((ip_version(ip), port))
