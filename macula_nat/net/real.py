@@ -77,6 +77,15 @@ _V4_MAPPED: Final = "::ffff:"
 """The prefix under which a dual-stack socket sends to and hears from IPv4 peers (RFC 4291)."""
 
 
+def _unmapped(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A socket address with an IPv4-mapped IPv6 address (``::ffff:192.0.2.7``, a dual-stack
+    socket's IPv4 peer) as its plain IPv4 address; any other as it is."""
+    ip = str(raw[0])
+    if ip.startswith(_V4_MAPPED) and "." in ip:
+        return (ip[len(_V4_MAPPED) :], raw[1])
+    return raw
+
+
 def _dual_received_address(raw: tuple[Any, ...]) -> Address:
     """:func:`_received_address` on a dual-stack socket: an IPv4 peer's IPv4-mapped address
     (``::ffff:192.0.2.7``, as the kernel formats it) becomes its plain IPv4 address."""
@@ -88,6 +97,10 @@ def _dual_received_address(raw: tuple[Any, ...]) -> Address:
 
 _CHECKED_DESTINATIONS = 1024
 """Destinations an endpoint remembers as already validated (the set is cleared when full)."""
+_REPLY_FROM = 4096
+"""Peers a dual-stack endpoint remembers the local address of (the map is cleared when full)."""
+_PKTINFO_SPACE: Final = socket.CMSG_SPACE(20)
+"""Room for one ``in6_pktinfo`` (16-byte address, 4-byte interface index)."""
 
 
 class RealUdpEndpoint(UdpEndpoint):
@@ -98,7 +111,15 @@ class RealUdpEndpoint(UdpEndpoint):
     with one wait for a whole batch), which ``trio.socket`` has no public way to make.
     """
 
-    __slots__ = ("_checked", "_closed", "_dual", "_local_address", "_socket", "_version")
+    __slots__ = (
+        "_checked",
+        "_closed",
+        "_dual",
+        "_local_address",
+        "_reply_from",
+        "_socket",
+        "_version",
+    )
 
     def __init__(self, sock: socket.socket, *, dual_stack: bool = False) -> None:
         sock.setblocking(False)
@@ -108,6 +129,9 @@ class RealUdpEndpoint(UdpEndpoint):
         self._local_address = _address_from_socket(sock.getsockname())
         self._version = ip_version(self._local_address[0])
         self._dual = dual_stack
+        self._reply_from: dict[tuple[str, int], bytes] = {}
+        """A dual-stack endpoint's peers (socket-form address) -> the local address their
+        latest datagram came to, as the ``in6_pktinfo`` that sends from it (see ``_drain``)."""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -139,13 +163,29 @@ class RealUdpEndpoint(UdpEndpoint):
         check_datagram_size(data)
         destination = self._checked_destination(address)
         try:
-            self._socket.sendto(data, destination)
+            info = self._reply_from.get(destination) if self._dual else None
+            if info is None:
+                self._socket.sendto(data, destination)
+            else:
+                self._send_from(data, destination, info)
         except BlockingIOError:
             raise trio.WouldBlock from None
         except OSError as error:
             if error.errno not in _LOST_ERRNOS:
                 raise
             logger.debug("datagram to %s lost: %s", destination, error)
+
+    def _send_from(self, data: bytes, destination: Address, info: bytes) -> None:
+        """Send from the local address in ``info``; from the kernel's choice once that
+        address is gone from the host."""
+        pktinfo = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)]
+        try:
+            self._socket.sendmsg([data], pktinfo, 0, destination)
+        except OSError as error:
+            if error.errno != errno.EADDRNOTAVAIL:
+                raise
+            self._reply_from.pop(destination, None)
+            self._socket.sendto(data, destination)
 
     def _checked_destination(self, address: Address) -> Address:
         if type(address) is tuple and type(address[0]) is str and type(address[1]) is int:
@@ -170,11 +210,16 @@ class RealUdpEndpoint(UdpEndpoint):
     def receive_from_nowait(self) -> tuple[bytes, Address]:
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
+        if self._dual:
+            batch = self._drain_dual(1)
+            if not batch:
+                raise trio.WouldBlock
+            return batch[0]
         try:
             data, source = self._socket.recvfrom(_RECEIVE_SIZE)
         except BlockingIOError:
             raise trio.WouldBlock from None
-        return data, (_dual_received_address if self._dual else _received_address)(source)
+        return data, _received_address(source)
 
     async def receive_batch(self, max_datagrams: int = READ_BATCH) -> list[tuple[bytes, Address]]:
         """Wait for readability at most once, then drain the socket with non-blocking reads:
@@ -195,6 +240,8 @@ class RealUdpEndpoint(UdpEndpoint):
 
     def _drain(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
         """Up to ``max_datagrams`` datagrams already waiting, in arrival order."""
+        if self._dual:
+            return self._drain_dual(max_datagrams)
         batch: list[tuple[bytes, Address]] = []
         receive = self._socket.recvfrom
         address = _dual_received_address if self._dual else _received_address
@@ -204,6 +251,30 @@ class RealUdpEndpoint(UdpEndpoint):
             except BlockingIOError:
                 break
             batch.append((data, address(source)))
+        return batch
+
+    def _drain_dual(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
+        """:meth:`_drain` on a dual-stack socket, bound to the wildcard: each datagram's
+        destination address (``IPV6_PKTINFO``) is remembered for its source, and what is sent
+        there goes out from it. On a host with several addresses (an RFC 5780 gateway's two)
+        the kernel would otherwise pick the source itself, and a peer behind a stateful
+        firewall drops an answer from an address it never sent to. Simulated endpoints answer
+        from the address asked, and so do these."""
+        batch: list[tuple[bytes, Address]] = []
+        receive = self._socket.recvmsg
+        reply_from = self._reply_from
+        for _ in range(max_datagrams):
+            try:
+                data, ancillary, _, source = receive(_RECEIVE_SIZE, _PKTINFO_SPACE)
+            except BlockingIOError:
+                break
+            peer = (source[0], source[1])
+            for level, kind, info in ancillary:
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                    if peer not in reply_from and len(reply_from) >= _REPLY_FROM:
+                        reply_from.clear()
+                    reply_from[peer] = info[:16] + bytes(4)  # any interface
+            batch.append((data, _dual_received_address(source)))
         return batch
 
     def close(self) -> None:
@@ -246,6 +317,8 @@ class RealUdpStack(UdpStack):
         try:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+            if dual_stack:  # each datagram's destination: answers go out from it
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
             granted = _size_buffers(sock)
             sock.bind((ip, port))  # a numeric address: nothing to resolve, nothing to wait for
         except BaseException:
@@ -266,10 +339,23 @@ class RealUdpStack(UdpStack):
         local = stream.socket.getsockname()
         return stream, normalise_address((local[0], local[1]))
 
-    async def listen_stream(self, address: Address) -> StreamListener:
+    async def listen_stream(self, address: Address, *, dual_stack: bool = False) -> StreamListener:
         ip, port = normalise_address(address)
-        [listener] = await trio.open_tcp_listeners(port, host=ip)
-        return RealStreamListener(listener)
+        if not dual_stack:
+            [listener] = await trio.open_tcp_listeners(port, host=ip)
+            return RealStreamListener(listener)
+        check_dual_stack(ip)  # trio's listeners are IPV6_V6ONLY: this one is not
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            await sock.bind((ip, port))
+            sock.listen(socket.SOMAXCONN)
+        except BaseException:
+            sock.close()
+            raise
+        return RealStreamListener(trio.SocketListener(sock))
 
 
 class RealStreamListener(StreamListener):
@@ -290,7 +376,7 @@ class RealStreamListener(StreamListener):
             stream = await self._listener.accept()
             try:
                 peer = stream.socket.getpeername()
-                return stream, normalise_address((peer[0], peer[1]))
+                return stream, _address_from_socket(_unmapped(peer))
             except (OSError, ValueError):
                 await trio.aclose_forcefully(stream)
 
