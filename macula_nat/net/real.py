@@ -98,7 +98,8 @@ def _dual_received_address(raw: tuple[Any, ...]) -> Address:
 _CHECKED_DESTINATIONS = 1024
 """Destinations an endpoint remembers as already validated (the set is cleared when full)."""
 _REPLY_FROM = 4096
-"""Peers a dual-stack endpoint remembers the local address of (the map is cleared when full)."""
+"""Peers a dual-stack endpoint remembers the local address of; when full, the one heard from
+longest ago is forgotten (a flood of new sources pushes out the quiet, not everyone at once)."""
 _PKTINFO_SPACE: Final = socket.CMSG_SPACE(20)
 """Room for one ``in6_pktinfo`` (16-byte address, 4-byte interface index)."""
 
@@ -271,8 +272,8 @@ class RealUdpEndpoint(UdpEndpoint):
             peer = (source[0], source[1])
             for level, kind, info in ancillary:
                 if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
-                    if peer not in reply_from and len(reply_from) >= _REPLY_FROM:
-                        reply_from.clear()
+                    if reply_from.pop(peer, None) is None and len(reply_from) >= _REPLY_FROM:
+                        del reply_from[next(iter(reply_from))]  # the one heard from longest ago
                     reply_from[peer] = info[:16] + bytes(4)  # any interface
             batch.append((data, _dual_received_address(source)))
         return batch

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import attrs
 import pytest
 
-from macula_nat.net import RealUdpStack, UdpStack
+from macula_nat.net import RealUdpStack, UdpStack, real
 from macula_nat.net.address import ip_version
 from macula_nat.net.sim import open_internet
 
@@ -139,3 +139,28 @@ async def test_a_dual_stack_stream_listener_takes_both_versions(place: Place) ->
         await listener.aclose()
     with pytest.raises(ValueError, match="IPv6 wildcard"):
         await place.stack.listen_stream((place.ipv4, 0), dual_stack=True)
+
+
+async def test_a_flood_of_new_sources_forgets_the_quiet_peers_not_the_latest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The peers whose local address a dual-stack endpoint remembers are bounded; new sources
+    past the bound push out the one heard from longest ago, one each, so a peer that spoke
+    recently is still answered from the address it asked."""
+    monkeypatch.setattr(real, "_REPLY_FROM", 3)
+    stack = RealUdpStack(["127.0.0.1", "127.0.0.2"])
+    asked = "127.0.0.2"  # the kernel would answer from 127.0.0.1
+    async with await stack.bind(("::", 0), dual_stack=True) as dual:
+        port = dual.local_address[1]
+        peers = [await stack.bind(("127.0.0.1", 0)) for _ in range(5)]
+        try:
+            for peer in peers:  # 0 and 1 are forgotten, 2..4 remembered
+                await peer.send_to(b"ask", (asked, port))
+                assert (await dual.receive_from())[1] == peer.local_address
+            for index, peer in enumerate(peers):
+                await dual.send_to(b"answer", peer.local_address)
+                _, source = await peer.receive_from()
+                assert source == ((asked if index >= 2 else "127.0.0.1"), port)
+        finally:
+            for peer in peers:
+                peer.close()
