@@ -488,6 +488,17 @@ class Coordinator(Served):
             observed = normalise_address(registration.observed)
         if observed is not None:
             found.append(observed)
+            if (
+                profile is not None
+                and profile.public_port
+                and not profile.udp_blocked
+                and ip_version(profile.public_ip) != ip_version(observed[0])
+            ):
+                # A dual-stack node homed over IPv6: the relay saw its IPv6 address, and its
+                # NAT's IPv4 mapping (the profile's, taken on this socket) is the one IPv4
+                # peers punch to (and what predictions start from).
+                observed = profile.public_address
+                found.append(observed)
         if profile is not None and profile.mapped is not None and profile.mapped not in found:
             found.append(profile.mapped)  # the router's mapping on request: reachable by anyone
         ip, port = self.shared.local_address
@@ -843,8 +854,9 @@ class Coordinator(Served):
     async def _republish(self, profile: NatProfile) -> None:
         """Publish ``profile`` in this node's record, keeping its home relay and candidates;
         the port mapping the profile carries (``mapped``) is a candidate too, after the
-        observed address, and a mapping that ended leaves the candidates with it. The shared
-        socket's global IPv6 addresses are candidates too (no NAT in front of them)."""
+        observed address, and a mapping that ended leaves the candidates with it. So is the
+        profile's public address while no candidate has its IP version (a dual-stack node
+        homed over IPv6), and the shared socket's global IPv6 addresses (no NAT in front)."""
         node_id = self.key.node_id.text()
 
         reachable = self._global_candidates()
@@ -852,6 +864,15 @@ class Coordinator(Served):
         def change(record: NodeRecord) -> NodeRecord:
             old = record.profile.mapped if record.profile is not None else None
             candidates = [c for c in record.candidates if c not in (old, profile.mapped)]
+            public = profile.public_address
+            if (
+                profile.public_port
+                and not profile.udp_blocked
+                and all(ip_version(c[0]) != ip_version(public[0]) for c in candidates)
+            ):
+                # no address of this version yet: a dual-stack node homed over IPv6, whose
+                # relay saw only that; its NAT's IPv4 mapping is what IPv4 peers dial
+                candidates.insert(min(1, len(candidates)), public)
             if profile.mapped is not None:
                 candidates.insert(min(1, len(candidates)), profile.mapped)
             candidates.extend(c for c in reachable if c not in candidates)

@@ -124,6 +124,30 @@ async def test_dual_stack_pairs_punch_over_the_version_they_share(
         assert ip_version(accepted.info().remote_address[0]) == version
 
 
+@pytest.mark.parametrize("dual_dials", [True, False], ids=["dual-dials", "dual-is-dialled"])
+async def test_a_dual_stack_node_homed_over_ipv6_still_offers_its_ipv4_mapping(
+    dual_dials: bool, autojump_clock: MockClock
+) -> None:
+    """Its relay registration observes its IPv6 address, so its NAT's IPv4 mapping (the
+    profile's, taken on the same socket) must be a candidate too: without it an IPv4-only peer
+    behind a port-restricted NAT had no address of it to punch to and stayed relayed."""
+    async with open_world(seed=17, ipv6=True) as world:
+        site = add_site(world.internet.public, Preset.FULL_CONE, name="dual",
+                        link=world.site_link)  # fmt: skip
+        wall = world.internet.public.add_firewall(
+            "2001:db8:a::/64", name="dual-fw", link=world.site_link
+        )
+        wall.attach(site.host, "2001:db8:a::10")
+        dual = await world.node_at(site.host, home_relay=RELAY6)
+        home = dual.relays.home.value
+        assert home is not None and home.endpoint == RELAY6
+        ipv4 = await ipv4_only(world, "", "ipv4")
+        pair = (dual, ipv4) if dual_dials else (ipv4, dual)
+        assert await connect_as_planned(*pair, 0.0) is not ConnectionMethod.RELAYED
+        (connection,) = dual.coordinator.connections()
+        assert ip_version(connection.info().remote_address[0]) == 4
+
+
 async def test_a_dual_stack_node_publishes_both_versions_and_both_relay_addresses(
     autojump_clock: MockClock,
 ) -> None:

@@ -1,9 +1,10 @@
 """The status page in a real browser: headless Debian Chromium driven by selenium, on a node of
 the simulated internet (real clock, 5 ms links), served by hypercorn on 127.0.0.1.
 
-The browser sees the profile, sees it change without a reload when the node's NAT rebinds,
-connects to a peer behind another NAT through the form ("connected (punched)"), and 50 page
-opens and closes leave none of the page's tasks behind. ``make test`` installs Chromium (as
+The browser sees the profile (a dual-stack node's: its IPv4 NAT's and its IPv6 firewall's),
+sees it change without a reload when the node's NAT rebinds, connects to a peer behind another
+NAT through the form ("connected (punched)"), and 50 page opens and closes leave none of the
+page's tasks behind. ``make test`` installs Chromium (as
 root); elsewhere this test skips, saying so.
 """
 
@@ -105,8 +106,10 @@ def text_of(driver: Any, element: str) -> Callable[[], str]:
 
 
 async def test_the_page_in_a_real_browser() -> None:
-    async with open_world(seed=5) as world:
+    async with open_world(seed=5, ipv6=True) as world:
         site = add_site(world.internet.public, Preset.FULL_CONE, link=SITE_LINK)
+        wall = world.internet.public.add_firewall("2001:db8:5::/64", name="fw", link=SITE_LINK)
+        wall.attach(site.host, "2001:db8:5::10")  # dual stack: its IPv6 side is classified too
         node = await world.node_at(site.host)
         peer = await world.node(Preset.PORT_RESTRICTED_CONE)
         idle_server = page_tasks()
@@ -125,6 +128,14 @@ async def test_the_page_in_a_real_browser() -> None:
                 nat_type, node_id = text_of(driver, "nat-type"), text_of(driver, "node-id")
                 await wait_for(lambda: nat_type() == str(profile.nat_type), "the NAT type")
                 await wait_for(lambda: node_id() == node.node_id.text(), "the node id")
+                assert node.detector6 is not None
+                profile6 = node.detector6.profile.value
+                assert profile6 is not None
+                ipv6 = text_of(driver, "profile-IPv6")
+                shown6 = (
+                    f"firewalled, no NAT, filtering pd, [2001:db8:5::10]:{profile6.public_port}"
+                )
+                await wait_for(lambda: ipv6() == shown6, "the IPv6 side's profile")
 
                 # The NAT rebinds: the detector's next run finds a new public port, and the page
                 # shows it without a reload (the marker set on this document survives).

@@ -55,7 +55,8 @@ function pairs(value) {
 
 function method(name) { return el("span", { class: "m " + (name || "") }, name || "…"); }
 
-function renderProfile(p) {
+// A dual-stack node's snapshot also has profile6: its IPv6 side, classified on its own.
+function renderProfile(p, p6) {
   if (!p) { $("nat-type").textContent = "not detected yet"; $("profile").replaceChildren(); return; }
   $("nat-type").textContent = p.nat_type + (p.nat_present ? "" : " (no NAT)");
   const rows = [
@@ -64,6 +65,10 @@ function renderProfile(p) {
     ["port mapping", p.mapped || "none"],
     ["confidence", p.confidence], ["age", seconds(p.age)],
   ];
+  if (p6 !== undefined) {
+    rows.push(["IPv6", p6 ? p6.nat_type + ", filtering " + p6.filtering + ", " + p6.public
+                          : "not detected yet"]);
+  }
   $("profile").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k),
     el("dd", { id: "profile-" + k.replace(" ", "-") }, v)]));
 }
@@ -126,7 +131,7 @@ function render(s) {
   renderRelay(s.relay);
   renderFigures(s.kind === "gateway" ? Object.assign({ addresses: s.addresses }, s.figures) : s.figures);
   if (s.kind !== "node") return;
-  renderProfile(s.profile);
+  renderProfile(s.profile, s.profile6);
   renderConnections(s.connections);
   $("pending").replaceChildren(table([
     ["peer", (p) => el("span", { class: "mono" }, short(p.peer))], ["attempt", (p) => p.attempt],
