@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -317,27 +318,18 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
         directory = FallbackDirectory(directory, relayed, lambda: relays.udp_blocked.value)
     cache = ProfileCache(directory, max_entries=config.cache_size, default_ttl=config.cache_ttl)
     observers, observers6 = _observers_by_version(config)
-    detector = NatDetector(
+    detector_for = partial(
+        NatDetector,
         stack,
-        observers,
         timeout=config.detect_timeout,
         refresh_interval=config.refresh_interval,
         detect_on_start=config.detect_on_start,
         wall_clock=config.wall_clock,
         client=stun,
     )
-    detector6 = None
-    if observers6:
-        detector6 = NatDetector(
-            stack,
-            observers6,
-            timeout=config.detect_timeout,
-            refresh_interval=config.refresh_interval,
-            detect_on_start=config.detect_on_start,
-            wall_clock=config.wall_clock,
-            client=stun,
-            changes=detector.changes,
-        )
+    detector = detector_for(observers)
+    # a dual-stack node's IPv6 side: the same settings, changes on the same topic
+    detector6 = detector_for(observers6, changes=detector.changes) if observers6 else None
     children: list[ChildSpec] = []
     if dht is not None:
         children.append(dht.child_spec(DHT, name=DHT))

@@ -205,6 +205,17 @@ async def test_dual_stack_pairs_punch_over_the_version_they_share(
         assert wanted is not None and any(f"'{wanted}'" in path for path in paths), paths
 
 
+async def start_dual_stack_gateway(lab: Lab, logs: Path) -> tuple[str, str]:
+    """``macula-nat gateway`` on the server's IPv4 and IPv6 pairs (``--listen6``/``--alt6``);
+    returns its primary IPv4 and IPv6 addresses."""
+    primary, alternate = lab.server.ips
+    primary6, alternate6 = lab.server.ips6
+    dual_stack = ["--listen6", f"[{primary6}]:{SERVER_PORTS[0]}",
+                  "--alt6", f"[{alternate6}]:{SERVER_PORTS[1]}"]  # fmt: skip
+    await start_cli_gateway(lab.server, primary, alternate, logs, dual_stack)
+    return primary, primary6
+
+
 @pytest.mark.parametrize("six_listens", [True, False], ids=["ipv6-listens", "dual-listens"])
 async def test_an_ipv6_only_and_a_dual_stack_host_punch_through_a_dual_stack_gateway(
     six_listens: bool, tmp_path: Path
@@ -215,11 +226,7 @@ async def test_an_ipv6_only_and_a_dual_stack_host_punch_through_a_dual_stack_gat
     families = ["ipv6", "dual"] if six_listens else ["dual", "ipv6"]
     sites = [SiteConfig(FIREWALLED, family=f) for f in families]  # type: ignore[arg-type]
     async with open_lab(sites, delay_ms=5) as lab:
-        primary, alternate = lab.server.ips
-        primary6, alternate6 = lab.server.ips6
-        dual_stack = ["--listen6", f"[{primary6}]:{SERVER_PORTS[0]}",
-                      "--alt6", f"[{alternate6}]:{SERVER_PORTS[1]}"]  # fmt: skip
-        await start_cli_gateway(lab.server, primary, alternate, tmp_path, dual_stack)
+        primary, primary6 = await start_dual_stack_gateway(lab, tmp_path)
         gateways = [_gateway(primary6) if f == "ipv6" else _gateway(primary) for f in families]
         options = [["--listen", "[::]:0"] if f == "ipv6" else ["--dual-stack"] for f in families]
         listener_host, connector_host = lab.sites[0].host, lab.sites[1].host
@@ -240,11 +247,7 @@ async def test_dual_stack_hosts_behind_symmetric_nats_classify_ipv6_and_punch_ov
     publishes it, and the pair punches over IPv6."""
     sites = [SiteConfig(NatPreset.SYMMETRIC, family="dual")] * 2
     async with open_lab(sites, delay_ms=5) as lab:
-        primary, alternate = lab.server.ips
-        primary6, alternate6 = lab.server.ips6
-        dual_stack = ["--listen6", f"[{primary6}]:{SERVER_PORTS[0]}",
-                      "--alt6", f"[{alternate6}]:{SERVER_PORTS[1]}"]  # fmt: skip
-        await start_cli_gateway(lab.server, primary, alternate, tmp_path, dual_stack)
+        primary, primary6 = await start_dual_stack_gateway(lab, tmp_path)
         both = ["--observer", f"{primary}:{SERVER_PORTS[0]}", f"[{primary6}]:{SERVER_PORTS[0]}",
                 "--bootstrap", f"{primary}:{SERVER_PORTS[1] + 2}", "--dual-stack"]  # fmt: skip
         listener_host, connector_host = lab.sites[0].host, lab.sites[1].host
