@@ -249,8 +249,10 @@ class RelayRegistry(Served):
         self.home: AsyncValue[RelayInfo | None] = AsyncValue(None)
         """The home relay while registered with it (set once the record naming it is published);
         ``await registry.home.wait_value(...)``."""
-        self.client: RelayClient | None = None
-        """The home registration (request and accept sessions through it), while there is one."""
+        self.home_registration: AsyncValue[RelayClient | None] = AsyncValue(None)
+        """The home registration as soon as it is made, before :attr:`home` (which waits for
+        the record naming it): what the node's directory through its relay waits for, since
+        that publish goes through it (``await registry.home_registration.wait_value(...)``)."""
         self.observed: Address | None = None
         """This node's address as its home relay last saw it (its public endpoint there)."""
         self.udp_blocked: AsyncValue[bool] = AsyncValue(False)
@@ -278,6 +280,16 @@ class RelayRegistry(Served):
         """The sessions the TCP registration with a relay handed over when UDP came back, for
         the UDP registration with that relay to carry on."""
         """The home relay an incarnation held when it crashed: the next holds it again."""
+
+    @property
+    def client(self) -> RelayClient | None:
+        """The home registration (request and accept sessions through it), while there is one."""
+        client: RelayClient | None = self.home_registration.value
+        return client
+
+    @client.setter
+    def client(self, client: RelayClient | None) -> None:
+        self.home_registration.value = client
 
     def __repr__(self) -> str:
         owner = self.key.node_id.short() if self.key is not None else "relays"

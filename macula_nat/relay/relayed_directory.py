@@ -123,9 +123,11 @@ class RelayedDirectory(Directory):
         registry = self._registry()
         deadline = trio.current_time() + self._timeout
         client = registry.client
-        if client is None:  # between registrations (the registry publishes with one held)
+        if client is None:  # between registrations: wait for the next one, not for `home`,
+            # which comes once the registry published through here (after this call, when it
+            # is an update of the record holding the record's lock: each would wait on the other)
             with trio.move_on_at(deadline):
-                await registry.home.wait_value(lambda home: home is not None)
+                await registry.home_registration.wait_value(lambda held: held is not None)
             client = registry.client
         if client is None:
             raise DirectoryError(f"{self}: no relay registration to reach the directory through")

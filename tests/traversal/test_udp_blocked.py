@@ -140,6 +140,28 @@ async def test_a_node_behind_udp_blocked_connects_over_tcp_then_upgrades_once_li
               f"lifted -> {method} after {took:.2f} s")  # fmt: skip
 
 
+async def test_a_blocked_node_is_ready_as_soon_as_it_holds_its_relay_over_tcp(
+    autojump_clock: MockClock,
+) -> None:
+    """The profile says "UDP blocked" before the TCP registration is made, so the node's first
+    record update (its profile) goes through the relay's directory while the registry's own
+    (its home relay) waits for it: it must wait for the registration, not for ``home`` (set
+    once the registry published). It waited for ``home``, each update on the other, until the
+    directory's 10 s timeout failed the profile's: ready 11.5 s after start, not 1.5 s."""
+    async with open_world(seed=3) as world:
+        site = add_site(world.internet.public, Preset.UDP_BLOCKED, name="hotel",
+                        link=world.site_link)  # fmt: skip
+        dht = UdpDirectory(world.directory, site.nats[0])
+        start = trio.current_time()
+        blocked = await world.node_at(site.host, tcp_fallback=True, directory=dht)
+        took = trio.current_time() - start
+        record = await world.directory.resolve_record(blocked.node_id.text())
+    # detection's timeout (1 s here) and udp_bound (1.5 s) run side by side, then a TCP
+    # registration and a publish (the sim's TCP has no latency): no 10 s timeout in there
+    assert took < 3.0
+    assert record is not None and record.profile is not None and record.profile.udp_blocked
+
+
 @pytest.mark.parametrize("seed", range(1, 11))
 async def test_a_lossy_path_is_no_reason_to_leave_udp(seed: int, autojump_clock: MockClock) -> None:
     """At 10% loss on the node's access link a fallback node is registered over UDP: the
