@@ -133,8 +133,9 @@ class TcpFallback:
     registration is kept ``handover`` seconds more, so the connections riding it go direct
     before it closes. ``port`` is the relays' TCP port (None: their UDP port number);
     ``websocket`` a path to upgrade on (None: the framed form). ``relays`` are relays to try
-    over TCP when the directory lists none: with UDP blocked the Mainline DHT cannot list
-    them, and the node's directory then goes through the relay it reaches (the gateways').
+    over TCP when the directory lists none (or none within ``udp_bound``): with UDP blocked
+    the Mainline DHT cannot list them, and the node's directory then goes through the relay
+    it reaches (the gateways').
     """
 
     udp_bound: float = attrs.field(default=1.5, validator=_positive)
@@ -671,18 +672,26 @@ class RelayRegistry(Served):
     async def _fall_back(self, key: NodeKey) -> bool:
         """No relay answered over UDP: hold one over TCP until UDP answers again or the link
         ends; False when none could be reached over TCP either."""
+        fallback = self.config.tcp_fallback
+        assert fallback is not None
         endpoints: list[Address]
         if self.config.home_relay is not None:
             endpoints = [self.config.home_relay]  # known without the directory (maybe UDP too)
         else:
-            try:
-                listed = await self.directory.list_relays()
-            except DirectoryError as exc:
-                logger.info("%s: could not list the relays: %s", self, exc)
+            listed: list[Address] | None = None
+            # The DHT is UDP too: one that has not listed them within the bound the relays had
+            # to answer in is behind the same block, its lookups waiting out their timeouts.
+            with trio.move_on_after(fallback.udp_bound) as listing:
+                try:
+                    listed = await self.directory.list_relays()
+                except DirectoryError as exc:
+                    logger.info("%s: could not list the relays: %s", self, exc)
+            if listing.cancelled_caught:
+                logger.info("%s: no relay list within %g s", self, fallback.udp_bound)
+            if listed is None:
                 listed = [estimate.endpoint for estimate in self._table.estimates()]
-            known = self.config.tcp_fallback.relays if self.config.tcp_fallback else ()
             endpoints = sorted({normalise_address(endpoint) for endpoint in listed})
-            endpoints += [endpoint for endpoint in known if endpoint not in endpoints]
+            endpoints += [endpoint for endpoint in fallback.relays if endpoint not in endpoints]
         for endpoint in endpoints:
             if await self._hold_over_tcp(key, endpoint):
                 return True
