@@ -38,8 +38,9 @@ Networks that block UDP: with ``tcp_fallback`` (:class:`TcpFallback`), when no r
 UDP probe within its ``udp_bound``, the node registers with a relay over TCP/TLS instead
 (:mod:`.tcp_client`; framed or as a WebSocket), sets :attr:`RelayRegistry.udp_blocked`, and
 makes its visits over TCP too, so relayed connections work as before: their QUIC datagrams
-ride the TCP link unchanged. Every ``reprobe_interval`` it probes the relay over UDP again
-(one cheap registration); when that answers it leaves TCP and registers over UDP as usual.
+ride the TCP link unchanged. Every ``reprobe_interval`` it sends the relay a HELLO over UDP;
+once one is answered and a probe (one cheap registration) confirms it, it leaves TCP and
+registers over UDP as usual.
 
 Ownership: the handle owns the table, the announced relays, the counters and, on the shared
 endpoint, the registrations themselves (each a :class:`RelayClient` handle: its link, its
@@ -127,19 +128,20 @@ class TcpFallback:
     ``udp_bound`` is how long a round of UDP probes may go unanswered before the node falls
     back: 1.5 s is three of QUIC's initial probe timeouts' worth of round trips (RFC 9002's
     333 ms initial RTT) beyond what a relay on another continent needs to answer a probe, and
-    a lost probe is retried within it. Every ``reprobe_interval`` the relay is probed over UDP
-    again (one registration round under a throwaway key: a few hundred bytes); once it answers,
-    UDP is reported working (the detector detects again and connections punch) and the TCP
-    registration is kept ``handover`` seconds more, so the connections riding it go direct
-    before it closes. ``port`` is the relays' TCP port (None: their UDP port number);
-    ``websocket`` a path to upgrade on (None: the framed form). ``relays`` are relays to try
-    over TCP when the directory lists none (or none within ``udp_bound``): with UDP blocked
-    the Mainline DHT cannot list them, and the node's directory then goes through the relay
-    it reaches (the gateways').
+    a lost probe is retried within it. Every ``reprobe_interval`` the relay is sent a HELLO over
+    UDP (96 bytes, padded to more than its answer); once one is answered, a probe (one
+    registration round under a throwaway key) confirms it, UDP is reported working (the
+    detector detects again and connections punch) and the TCP registration is kept
+    ``handover`` seconds more, so the connections riding it go direct before it closes.
+    ``port`` is the relays' TCP port (None: their UDP port number); ``websocket`` a path to
+    upgrade on (None: the framed form). ``relays`` are relays to try over TCP when the
+    directory lists none (or none within ``udp_bound``): with UDP blocked the Mainline DHT
+    cannot list them, and the node's directory then goes through the relay it reaches (the
+    gateways').
     """
 
     udp_bound: float = attrs.field(default=1.5, validator=_positive)
-    reprobe_interval: float = attrs.field(default=3.0, validator=_positive)
+    reprobe_interval: float = attrs.field(default=1.0, validator=_positive)
     handover: float = attrs.field(default=10.0, validator=_positive)
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)
     port: int | None = None
@@ -726,17 +728,32 @@ class RelayRegistry(Served):
     async def _until_udp_answers(
         self, client: RelayClient, endpoint: Address, fallback: TcpFallback
     ) -> bool:
-        """Hold the TCP registration; probe the relay over UDP every ``reprobe_interval``;
-        True once it answers and ``handover`` has passed, False when the registration is lost
-        (UDP is still taken as blocked until a probe says otherwise)."""
+        """Hold the TCP registration; send the relay a HELLO over UDP every
+        ``reprobe_interval`` and probe it once one is answered; True once a probe registers
+        and ``handover`` has passed, False when the registration is lost (UDP is still taken
+        as blocked until a probe says otherwise). HELLOs, not a probe each time: a probe into
+        the block waits out its handshake (2.5 s), so the return of UDP went unseen for up to
+        ``reprobe_interval`` and that more."""
         link = client.endpoint
         assert isinstance(link, TcpRelayEndpoint)
+        relays = {normalise_address(endpoint)}
+        version = ip_version(endpoint[0])
+
+        async def ping(answered: trio.Event) -> None:
+            while not answered.is_set():  # each round _PINGS HELLOs, one every reprobe_interval
+                bound = _PINGS * fallback.reprobe_interval
+                await self._udp_ping_family(version, relays, bound, answered)
+
+        async def lost() -> None:
+            await client.registration.wait_value(lambda value: value is None)
+
         while True:
-            with trio.move_on_after(fallback.reprobe_interval):
-                async with trio.open_nursery() as race:  # whichever ends the registration first
-                    race.start_soon(_cancel_after, race.cancel_scope, link.broken.wait)
-                    await client.registration.wait_value(lambda value: value is None)
-                    race.cancel_scope.cancel()
+            answered = trio.Event()
+            async with trio.open_nursery() as race:  # an answer, or the registration's end
+                for ends in (link.broken.wait, lost, answered.wait):
+                    race.start_soon(_cancel_after, race.cancel_scope, ends)
+                race.start_soon(ping, answered)
+            if not answered.is_set():
                 logger.warning("%s: the TCP registration with %s was lost", self, endpoint)
                 return False
             await self._probe(endpoint)
