@@ -53,7 +53,7 @@ def node_id(node: ChatNode) -> str:
 
 
 def connected(peer: str) -> re.Pattern[str]:
-    """``node``'s line saying its connection with ``peer`` (a node id) is up, and how."""
+    """A node's line saying its connection with ``peer`` (a node id) is up, and how."""
     return re.compile(rf"^connected to {peer[:16]} \((\w+)\)$")
 
 
