@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 import trio
 
@@ -163,11 +163,15 @@ async def listen_main(
     lines: AsyncIterable[str],
     emit: Emit,
     *,
+    targets: Sequence[NodeId] = (),
+    timeout: float = 15.0,
     task_status: trio.TaskStatus[NatSystem] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node and chat with every peer that connects, all at once, until cancelled: what
     each sends is printed under its name, and each line read goes to every connected peer (a
-    line read while nobody is connected waits for the next peer)."""
+    line read while nobody is connected waits for the next peer). Once ready it also connects
+    to each of ``targets`` (each within ``timeout``; one that fails is said and left), and
+    chats with them the same way."""
     async with open_nat_system(config) as system, trio.open_nursery() as nursery:
         peers: set[Connection] = set()
         joined = trio.lowlevel.ParkingLot()
@@ -191,10 +195,20 @@ async def listen_main(
                 peers.discard(connection)
                 await connection.aclose()
 
+        async def reach(target: NodeId) -> None:
+            try:
+                connection = await system.connector.connect(target, timeout=timeout)
+            except (TraversalError, ConnectionFailed) as exc:
+                emit(f"could not connect to {target.short()}: {exc}")
+            else:
+                await serve(connection)
+
         nursery.start_soon(send_lines)
         await _ready(system, emit)
         if config.port_mapping is not None:
             nursery.start_soon(report_port_mapping, system, emit)
+        for target in targets:
+            nursery.start_soon(reach, target)
         emit("waiting for connections")
         task_status.started(system)
         while True:
@@ -244,7 +258,9 @@ def run_listen(args: argparse.Namespace) -> int:
     except (ValueError, KeyFileError, OSError) as exc:
         logger.error("node not started: %s", exc)
         return 1
-    main = functools.partial(listen_main, config, stdin_lines(), print_line)
+    main = functools.partial(
+        listen_main, config, stdin_lines(), print_line, targets=args.targets, timeout=args.timeout
+    )
     return run_until_interrupted(main, "node", (StartFailed, ValueError, OSError))
 
 

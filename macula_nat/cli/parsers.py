@@ -216,16 +216,32 @@ _CONNECT = """\
 A node on a real network. Both `listen` and `connect` join through gateways: --observer (their
 STUN observers, for NAT detection) and --bootstrap (their DHT ports: the directory where records
 and relays are found). `listen` prints the node id and accepts connections, from any number of
-peers at once; `connect` reaches a node by id. Either way, each line read from standard input is
-sent as a message (by `listen`, to every connected peer), each message received is printed under
-its sender's name, and so is every change of a connection's method (relayed -> punched ...).
-`connect` ends at end of input, either at Ctrl-C."""
+peers at once (with --connect it also connects to the nodes named); `connect` reaches a node by
+id. Either way, each line read from standard input is sent as a message (by `listen`, to every
+connected peer), each message received is printed under its sender's name, and so is every
+change of a connection's method (relayed -> punched ...). `connect` ends at end of input,
+either at Ctrl-C."""
 
 
 def add_connect_parsers(subparsers: Subparsers) -> None:
     """Add ``listen`` and ``connect`` (:mod:`macula_nat.cli.connect`)."""
     listen = subparsers.add_parser(
         "listen", help="accept connections from other nodes and chat", description=_CONNECT
+    )
+    listen.add_argument(
+        "--connect",
+        dest="targets",
+        type=node_id_argument,
+        nargs="+",
+        default=[],
+        metavar="NODE_ID",
+        help="also connect to these nodes (each line typed goes to them too)",
+    )
+    listen.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds to connect to each --connect node within (default 15)",
     )
     _node_options(listen, listen_option="--listen")
     listen.set_defaults(handler=handler("macula_nat.cli.connect", "run_listen"))

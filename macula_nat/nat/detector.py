@@ -102,7 +102,12 @@ class AddObservation:
 
 @attrs.frozen
 class Refresh:
-    """Cast: start a detection in the background (if none is running)."""
+    """Cast: start a detection in the background (if none is running). ``restart``: also when
+    one is running, which is abandoned for the fresh one (its callers get the fresh one's
+    answer): what it measures changed under it (UDP answers again, its probes went into the
+    block)."""
+
+    restart: bool = False
 
 
 @attrs.frozen
@@ -313,7 +318,7 @@ class NatDetector(Served):
             return
         server = self.server
         if server is not None and server.alive and self.observers:
-            self.refresh()
+            server.cast(Refresh(restart=True))  # a run in flight sent into the block
 
     def _attach(self, server: ActorRef) -> None:
         super()._attach(server)
@@ -357,6 +362,8 @@ class NatDetectorServer(Actor):
         """Callers of the run in flight, each with its reply deadline's timer."""
         self._failed_in_a_row = 0
         self._retry: trio.CancelScope | None = None
+        self._run_scope: trio.CancelScope | None = None
+        """The run in flight's, to abandon it (:class:`Refresh` with ``restart``)."""
 
     async def init(self) -> None:
         self.detector._attach(self.ref)
@@ -396,6 +403,10 @@ class NatDetectorServer(Actor):
             return None
         if isinstance(message, Refresh):
             if self.detector.observers:
+                if message.restart and self._run_scope is not None:
+                    self._run_scope.cancel()  # its callers wait on for the fresh run
+                    self._run_scope = None
+                    self.detector._running = False
                 self._start_run(self.detector.observers, self.detector.timeout)
             return None
         return await super().handle_cast(message)
@@ -431,18 +442,21 @@ class NatDetectorServer(Actor):
         detector = self.detector
         evidence: Evidence | None = None
         result: NatProfile | DetectionError
-        try:
-            evidence = await run_probes(
-                detector.stack,
-                observers,
-                timeout,
-                client=detector.client,
-                settings=detector.probe_settings,
-            )
-            result = classify(evidence).to_profile(detector.wall_clock())
-        except DetectionError as exc:
-            result = exc
-        self._finish_run(result, evidence)
+        with trio.CancelScope() as scope:
+            self._run_scope = scope
+            try:
+                evidence = await run_probes(
+                    detector.stack,
+                    observers,
+                    timeout,
+                    client=detector.client,
+                    settings=detector.probe_settings,
+                )
+                result = classify(evidence).to_profile(detector.wall_clock())
+            except DetectionError as exc:
+                result = exc
+            self._run_scope = None
+            self._finish_run(result, evidence)
 
     def _finish_run(self, result: NatProfile | DetectionError, evidence: Evidence | None) -> None:
         """Runs in the probe task, synchronously: serialised with the handlers all the same."""

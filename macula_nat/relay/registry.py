@@ -38,8 +38,9 @@ Networks that block UDP: with ``tcp_fallback`` (:class:`TcpFallback`), when no r
 UDP probe within its ``udp_bound``, the node registers with a relay over TCP/TLS instead
 (:mod:`.tcp_client`; framed or as a WebSocket), sets :attr:`RelayRegistry.udp_blocked`, and
 makes its visits over TCP too, so relayed connections work as before: their QUIC datagrams
-ride the TCP link unchanged. Every ``reprobe_interval`` it probes the relay over UDP again
-(one cheap registration); when that answers it leaves TCP and registers over UDP as usual.
+ride the TCP link unchanged. Every ``reprobe_interval`` it sends the relay a HELLO over UDP;
+once one is answered and a probe (one cheap registration) confirms it, it leaves TCP and
+registers over UDP as usual.
 
 Ownership: the handle owns the table, the announced relays, the counters and, on the shared
 endpoint, the registrations themselves (each a :class:`RelayClient` handle: its link, its
@@ -127,18 +128,20 @@ class TcpFallback:
     ``udp_bound`` is how long a round of UDP probes may go unanswered before the node falls
     back: 1.5 s is three of QUIC's initial probe timeouts' worth of round trips (RFC 9002's
     333 ms initial RTT) beyond what a relay on another continent needs to answer a probe, and
-    a lost probe is retried within it. Every ``reprobe_interval`` the relay is probed over UDP
-    again (one registration round under a throwaway key: a few hundred bytes); once it answers,
-    UDP is reported working (the detector detects again and connections punch) and the TCP
-    registration is kept ``handover`` seconds more, so the connections riding it go direct
-    before it closes. ``port`` is the relays' TCP port (None: their UDP port number);
-    ``websocket`` a path to upgrade on (None: the framed form). ``relays`` are relays to try
-    over TCP when the directory lists none: with UDP blocked the Mainline DHT cannot list
-    them, and the node's directory then goes through the relay it reaches (the gateways').
+    a lost probe is retried within it. Every ``reprobe_interval`` the relay is sent a HELLO over
+    UDP (96 bytes, padded to more than its answer); once one is answered, a probe (one
+    registration round under a throwaway key) confirms it, UDP is reported working (the
+    detector detects again and connections punch) and the TCP registration is kept
+    ``handover`` seconds more, so the connections riding it go direct before it closes.
+    ``port`` is the relays' TCP port (None: their UDP port number); ``websocket`` a path to
+    upgrade on (None: the framed form). ``relays`` are relays to try over TCP when the
+    directory lists none (or none within ``udp_bound``): with UDP blocked the Mainline DHT
+    cannot list them, and the node's directory then goes through the relay it reaches (the
+    gateways').
     """
 
     udp_bound: float = attrs.field(default=1.5, validator=_positive)
-    reprobe_interval: float = attrs.field(default=3.0, validator=_positive)
+    reprobe_interval: float = attrs.field(default=1.0, validator=_positive)
     handover: float = attrs.field(default=10.0, validator=_positive)
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)
     port: int | None = None
@@ -249,8 +252,10 @@ class RelayRegistry(Served):
         self.home: AsyncValue[RelayInfo | None] = AsyncValue(None)
         """The home relay while registered with it (set once the record naming it is published);
         ``await registry.home.wait_value(...)``."""
-        self.client: RelayClient | None = None
-        """The home registration (request and accept sessions through it), while there is one."""
+        self.home_registration: AsyncValue[RelayClient | None] = AsyncValue(None)
+        """The home registration as soon as it is made, before :attr:`home` (which waits for
+        the record naming it): what the node's directory through its relay waits for, since
+        that publish goes through it (``await registry.home_registration.wait_value(...)``)."""
         self.observed: Address | None = None
         """This node's address as its home relay last saw it (its public endpoint there)."""
         self.udp_blocked: AsyncValue[bool] = AsyncValue(False)
@@ -281,6 +286,16 @@ class RelayRegistry(Served):
         """The sessions the TCP registration with a relay handed over when UDP came back, for
         the UDP registration with that relay to carry on."""
         """The home relay an incarnation held when it crashed: the next holds it again."""
+
+    @property
+    def client(self) -> RelayClient | None:
+        """The home registration (request and accept sessions through it), while there is one."""
+        client: RelayClient | None = self.home_registration.value
+        return client
+
+    @client.setter
+    def client(self, client: RelayClient | None) -> None:
+        self.home_registration.value = client
 
     def __repr__(self) -> str:
         owner = self.key.node_id.short() if self.key is not None else "relays"
@@ -714,18 +729,26 @@ class RelayRegistry(Served):
     async def _fall_back(self, key: NodeKey) -> bool:
         """No relay answered over UDP: hold one over TCP until UDP answers again or the link
         ends; False when none could be reached over TCP either."""
+        fallback = self.config.tcp_fallback
+        assert fallback is not None
         endpoints: list[Address]
         if self.config.home_relay is not None:
             endpoints = [self.config.home_relay]  # known without the directory (maybe UDP too)
         else:
-            try:
-                listed = await self.directory.list_relays()
-            except DirectoryError as exc:
-                logger.info("%s: could not list the relays: %s", self, exc)
+            listed: list[Address] | None = None
+            # The DHT is UDP too: one that has not listed them within the bound the relays had
+            # to answer in is behind the same block, its lookups waiting out their timeouts.
+            with trio.move_on_after(fallback.udp_bound) as listing:
+                try:
+                    listed = await self.directory.list_relays()
+                except DirectoryError as exc:
+                    logger.info("%s: could not list the relays: %s", self, exc)
+            if listing.cancelled_caught:
+                logger.info("%s: no relay list within %g s", self, fallback.udp_bound)
+            if listed is None:
                 listed = [estimate.endpoint for estimate in self._table.estimates()]
-            known = self.config.tcp_fallback.relays if self.config.tcp_fallback else ()
             endpoints = sorted({normalise_address(endpoint) for endpoint in listed})
-            endpoints += [endpoint for endpoint in known if endpoint not in endpoints]
+            endpoints += [endpoint for endpoint in fallback.relays if endpoint not in endpoints]
         for endpoint in endpoints:
             if await self._hold_over_tcp(key, endpoint):
                 return True
@@ -760,17 +783,32 @@ class RelayRegistry(Served):
     async def _until_udp_answers(
         self, client: RelayClient, endpoint: Address, fallback: TcpFallback
     ) -> bool:
-        """Hold the TCP registration; probe the relay over UDP every ``reprobe_interval``;
-        True once it answers and ``handover`` has passed, False when the registration is lost
-        (UDP is still taken as blocked until a probe says otherwise)."""
+        """Hold the TCP registration; send the relay a HELLO over UDP every
+        ``reprobe_interval`` and probe it once one is answered; True once a probe registers
+        and ``handover`` has passed, False when the registration is lost (UDP is still taken
+        as blocked until a probe says otherwise). HELLOs, not a probe each time: a probe into
+        the block waits out its handshake (2.5 s), so the return of UDP went unseen for up to
+        ``reprobe_interval`` and that more."""
         link = client.endpoint
         assert isinstance(link, TcpRelayEndpoint)
+        relays = {normalise_address(endpoint)}
+        version = ip_version(endpoint[0])
+
+        async def ping(answered: trio.Event) -> None:
+            while not answered.is_set():  # each round _PINGS HELLOs, one every reprobe_interval
+                bound = _PINGS * fallback.reprobe_interval
+                await self._udp_ping_family(version, relays, bound, answered)
+
+        async def lost() -> None:
+            await client.registration.wait_value(lambda value: value is None)
+
         while True:
-            with trio.move_on_after(fallback.reprobe_interval):
-                async with trio.open_nursery() as race:  # whichever ends the registration first
-                    race.start_soon(_cancel_after, race.cancel_scope, link.broken.wait)
-                    await client.registration.wait_value(lambda value: value is None)
-                    race.cancel_scope.cancel()
+            answered = trio.Event()
+            async with trio.open_nursery() as race:  # an answer, or the registration's end
+                for ends in (link.broken.wait, lost, answered.wait):
+                    race.start_soon(_cancel_after, race.cancel_scope, ends)
+                race.start_soon(ping, answered)
+            if not answered.is_set():
                 logger.warning("%s: the TCP registration with %s was lost", self, endpoint)
                 return False
             await self._probe(endpoint)

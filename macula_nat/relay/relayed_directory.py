@@ -39,6 +39,11 @@ __all__ = ["RelayedDirectory"]
 
 logger = logging.getLogger(__name__)
 
+BUSY_RETRY = 0.5
+"""Seconds before a query the relay answered BUSY is asked again (within the call's timeout):
+a relay's default rate refills one query a registration every 0.5 s
+(``RelayConfig.directory_rate``), so a node asking for a dozen records at once gets them all."""
+
 
 class RelayedDirectory(Directory):
     """``key``'s directory through the home registration of the relay registry ``registry()``
@@ -121,20 +126,28 @@ class RelayedDirectory(Directory):
 
     async def _ask(self, op: DirectoryOp, body: bytes) -> bytes:
         """The body of the relay's OK answer; :class:`_NotFound`, or DirectoryError with the
-        relay's status, else."""
+        relay's status, else (BUSY only when asking again would pass the timeout)."""
         registry = self._registry()
         deadline = trio.current_time() + self._timeout
         client = registry.client
-        if client is None:  # between registrations (the registry publishes with one held)
+        if client is None:  # between registrations: wait for the next one, not for `home`,
+            # which comes once the registry published through here (after this call, when it
+            # is an update of the record holding the record's lock: each would wait on the other)
             with trio.move_on_at(deadline):
-                await registry.home.wait_value(lambda home: home is not None)
+                await registry.home_registration.wait_value(lambda held: held is not None)
             client = registry.client
         if client is None:
             raise DirectoryError(f"{self}: no relay registration to reach the directory through")
         try:
-            answer = await client.query_directory(
-                op, body, timeout=max(0.001, deadline - trio.current_time())
-            )
+            while True:
+                answer = await client.query_directory(
+                    op, body, timeout=max(0.001, deadline - trio.current_time())
+                )
+                if answer.status is not DirectoryStatus.BUSY:
+                    break
+                if trio.current_time() + BUSY_RETRY >= deadline:
+                    break
+                await trio.sleep(BUSY_RETRY)
         except RelayTimeout as exc:
             raise DirectoryError(str(exc)) from None
         if answer.status is DirectoryStatus.OK:

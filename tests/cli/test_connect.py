@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import attrs
 import pytest
@@ -47,13 +48,16 @@ async def start_listener(
     preset: Preset,
     lines: AsyncIterator[str],
     emit: Callable[[str], None],
+    options: Sequence[str] = (),
 ) -> NatSystem:
-    """``macula-nat listen`` behind ``preset``, once it waits for connections."""
+    """``macula-nat listen *options`` behind ``preset``, once it waits for connections."""
     site = add_site(internet.public, preset)
-    args = build_parser().parse_args(["listen", *GATEWAY_ARGUMENTS])
-    system: NatSystem = await nursery.start(
-        listen_main, node_config(args, NodeKey.generate(), stack=site.host), lines, emit
+    args = build_parser().parse_args(["listen", *GATEWAY_ARGUMENTS, *options])
+    config = node_config(args, NodeKey.generate(), stack=site.host)
+    listen = functools.partial(
+        listen_main, config, lines, emit, targets=args.targets, timeout=args.timeout
     )
+    system: NatSystem = await nursery.start(listen)
     return system
 
 
@@ -200,6 +204,43 @@ async def test_the_listener_chats_with_several_peers_at_once(autojump_clock: Moc
     for index in range(2):
         assert any(line.endswith("> to everyone") for line in heard[index]), heard[index]
         assert any(line.endswith(f"> hello from {index}") for line in listener_heard)
+
+
+async def test_a_listener_also_connects_to_the_nodes_it_is_given(
+    autojump_clock: MockClock,
+) -> None:
+    """``listen --connect A NOBODY``: it reaches A and chats with it as with a peer that
+    connected to it; NOBODY (no record) is said to fail and the node goes on listening."""
+    heard_by_a: list[str] = []
+    heard_by_b: list[str] = []
+    nobody = NodeKey.generate().node_id
+    async with open_internet(seed=7) as internet, trio.open_nursery() as nursery:
+        await start_gateway(internet, nursery)
+        a = await start_listener(
+            internet,
+            nursery,
+            Preset.PORT_RESTRICTED_CONE,
+            lines_then_wait(["hello from a"], 3600),
+            heard_by_a.append,
+        )
+        options = ["--connect", a.node_id.text(), nobody.text(), "--timeout", "5"]
+        b = await start_listener(
+            internet,
+            nursery,
+            Preset.RESTRICTED_CONE,
+            lines_then_wait(["hello from b"], 3600),
+            heard_by_b.append,
+            options,
+        )
+        await trio.sleep(60)  # virtual time: both connected, chatted, punched
+        nursery.cancel_scope.cancel()
+    assert f"connected to {b.node_id.short()} (relayed)" in heard_by_a, heard_by_a
+    assert f"connected to {a.node_id.short()} (relayed)" in heard_by_b, heard_by_b
+    assert f"{b.node_id.short()}> hello from b" in heard_by_a, heard_by_a
+    assert f"{a.node_id.short()}> hello from a" in heard_by_b, heard_by_b
+    assert any(line.startswith(f"could not connect to {nobody.short()}") for line in heard_by_b)
+    assert "waiting for connections" in heard_by_b
+    assert any(line == f"[{a.node_id.short()}: now punched]" for line in heard_by_b), heard_by_b
 
 
 def test_the_tcp_options_reach_the_gateway_and_node_configs() -> None:

@@ -301,6 +301,38 @@ async def test_udp_blocked_is_a_profile_change_and_a_detection_that_answers_clea
             assert detector.statistics().changes == 2
 
 
+async def test_udp_answering_again_restarts_the_detection_its_block_silenced(
+    autojump_clock: MockClock,
+) -> None:
+    """A run in flight when UDP comes back sent its probes (and their retransmissions) into
+    the block: it is abandoned for a fresh run at once, not waited out (then the retry after
+    its failure), so the profile follows UDP's return by a detection's time. The lab's node
+    behind udp_blocked went direct 9.3 s after the rule's removal that way (bound 5 s)."""
+    async with open_internet(seed=1) as internet:
+        rfc5780 = internet.add_host([PRIMARY[0], ALTERNATE[0]], link=LINK)
+        site = add_site(internet.public, Preset.UDP_BLOCKED, link=LINK)
+        detector = NatDetector(
+            site.host, (PRIMARY,), timeout=5.0, refresh_interval=None, detect_on_start=True
+        )
+        async with (
+            open_observer(Observer(rfc5780, PRIMARY, ALTERNATE)),
+            open_actor(NatDetectorServer(detector)),
+        ):
+            detector.set_udp_blocked(True)  # as the relay registry reports
+            await trio.sleep(4.0)  # the first run's retransmissions are spent, in the block
+            assert detector.statistics().running
+            site.nats[0].udp_blocked = False
+            lifted = trio.current_time()
+            detector.set_udp_blocked(False)
+            profile = await detector.profile.wait_value(
+                lambda p: p is not None and not p.udp_blocked
+            )
+            took = trio.current_time() - lifted
+    assert profile.nat_type == "port-restricted cone"
+    assert took < 1.0, took
+    assert detector.statistics().failures == 0  # the abandoned run failed nobody
+
+
 async def test_a_node_no_udp_answer_ever_reached_gets_a_blocked_profile(
     autojump_clock: MockClock,
 ) -> None:

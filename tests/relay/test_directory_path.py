@@ -4,11 +4,13 @@ relay core's rate and effects, the relay's answers from a directory, and the nod
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
+from trio_util import AsyncValue
 
 from macula_nat.dht.mutable_item import MutableItem, signature_input
 from macula_nat.directory import EmbeddedDirectory, NodeRecord
@@ -16,7 +18,7 @@ from macula_nat.directory.fallback import FallbackDirectory
 from macula_nat.directory.mainline import PROFILE_SALT
 from macula_nat.identity import NodeKey
 from macula_nat.net.address import Address
-from macula_nat.relay import RelayTimeout, frames
+from macula_nat.relay import RelayedDirectory, RelayTimeout, frames
 from macula_nat.relay.core import DirectoryAsked
 from macula_nat.relay.directory_path import (
     MAX_RELAYS,
@@ -37,10 +39,12 @@ from macula_nat.relay.frames import (
     DirectoryStatus,
     FrameError,
 )
+from macula_nat.relay.registry import RelayRegistry
 from macula_nat.relay.settings import RelayConfig
 
 from .test_core import A, B, Node, new_core, register
 
+RELAY: Address = ("198.51.100.10", 3480)
 RECORD = NodeRecord(
     profile=None, home_relay=("198.51.100.10", 3480), candidates=[("203.0.113.5", 4000)],
     expires_at=2_000_000_000, seq=7,
@@ -226,3 +230,40 @@ async def test_a_relay_answers_queries_through_a_registration_and_bounds_them(
                 await trio.sleep(0.001)  # paced: a burst would overflow the relay's socket
         assert statuses == [DirectoryStatus.BUSY]
         assert mesh.relay.statistics().directory_queries >= 16 + 256
+
+
+async def test_a_node_asking_for_many_records_at_once_waits_out_busy_answers(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A node that connects to a dozen peers at once resolves their records through its
+    relay beyond the relay's burst: what the relay answers BUSY is asked again (every
+    ``BUSY_RETRY``, within the call's timeout), not given up (the lab's blocked node that
+    dialled ten peers went without three of their records, so without their profiles)."""
+    from .support import open_mesh
+
+    config = RelayConfig(directory_rate=2.0, directory_burst=3.0)
+    async with open_mesh(config) as mesh:
+        directory = EmbeddedDirectory()
+        keys = [NodeKey.generate() for _ in range(8)]
+        for key in keys:
+            await directory.publish_record(key.node_id.text(), None, 60, home_relay=RELAY)
+        mesh.relay.directory = directory
+        client = await mesh.node()
+
+        class Held:  # the part of a relay registry the relayed directory reads
+            def __init__(self) -> None:
+                self.client = client
+                self.home_registration = AsyncValue(client)
+
+        held = cast(RelayRegistry, Held())
+        relayed = RelayedDirectory(NodeKey.generate(), lambda: held)
+        found: list[NodeRecord | None] = []
+
+        async def resolve(key: NodeKey) -> None:
+            found.append(await relayed.resolve_record(key.node_id.text()))
+
+        async with trio.open_nursery() as nursery:
+            for key in keys:
+                nursery.start_soon(resolve, key)
+        assert [record.home_relay if record else None for record in found] == [RELAY] * 8
+        assert mesh.relay.statistics().directory_queries == 8
