@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import struct
+import sys
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -27,6 +30,7 @@ from macula_nat.net.endpoint import (
     check_dual_stack,
 )
 from macula_nat.net.local_addresses import discover_local_addresses
+from macula_nat.net.segments import segment_runs, split_segments
 from macula_nat.net.stream import StreamListener
 
 logger = logging.getLogger(__name__)
@@ -86,6 +90,30 @@ def _dual_received_address(raw: tuple[Any, ...]) -> Address:
     return _received_address(raw)
 
 
+_UDP_SEGMENT: Final = 103
+"""``UDP_SEGMENT`` from ``linux/udp.h`` (the socket module does not name it): the segment size
+of a GSO send, as a ``uint16`` control message at level ``IPPROTO_UDP``."""
+_GSO_SUPPORTED: Final = sys.platform == "linux"
+_GSO_REFUSED: Final = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
+"""What a kernel without UDP GSO, or a device that cannot offload it (no checksum offload:
+``EIO``), answers a segmented send with; nothing of that send left."""
+_SEGMENT_SIZE: Final = struct.Struct("=H")
+_UDP_GRO: Final = 104
+"""``UDP_GRO`` from ``linux/udp.h``: the socket takes runs of same-sized datagrams of one flow
+as one buffer (a GSO send's segments, or what the device's GRO coalesced), each read carrying
+the segment size as an ``int`` control message, which the endpoint cuts apart again."""
+_GRO_SPACE: Final = socket.CMSG_SPACE(4) if _GSO_SUPPORTED else 0
+_gso_refusal_logged = False
+
+
+def _log_gso_refused(local: Address, error: OSError) -> None:
+    """Say once per process that GSO was refused (each endpoint then sends one by one)."""
+    global _gso_refusal_logged
+    if not _gso_refusal_logged:
+        _gso_refusal_logged = True
+        logger.info("UDP GSO refused on %s (%s): sending one datagram per call", local, error)
+
+
 _CHECKED_DESTINATIONS = 1024
 """Destinations an endpoint remembers as already validated (the set is cleared when full)."""
 
@@ -98,9 +126,19 @@ class RealUdpEndpoint(UdpEndpoint):
     with one wait for a whole batch), which ``trio.socket`` has no public way to make.
     """
 
-    __slots__ = ("_checked", "_closed", "_dual", "_local_address", "_socket", "_version")
+    __slots__ = (
+        "_checked",
+        "_closed",
+        "_dual",
+        "_gro",
+        "_gso",
+        "_local_address",
+        "_pending",
+        "_socket",
+        "_version",
+    )
 
-    def __init__(self, sock: socket.socket, *, dual_stack: bool = False) -> None:
+    def __init__(self, sock: socket.socket, *, dual_stack: bool = False, gro: bool = False) -> None:
         sock.setblocking(False)
         self._socket = sock
         self._checked: dict[Address, Address] = {}
@@ -109,6 +147,13 @@ class RealUdpEndpoint(UdpEndpoint):
         self._version = ip_version(self._local_address[0])
         self._dual = dual_stack
         self._closed = False
+        self._gso = _GSO_SUPPORTED
+        """Whether runs of datagrams leave as one GSO send (off for good once refused)."""
+        self._gro = gro
+        """Whether UDP GRO is on for ``sock``: a read may return several datagrams in one
+        buffer (:meth:`RealUdpStack.bind` turns it on where the kernel has it)."""
+        self._pending: deque[tuple[bytes, Address]] = deque()
+        """Datagrams cut from a coalesced read that the caller did not take yet."""
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -137,15 +182,61 @@ class RealUdpEndpoint(UdpEndpoint):
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
         check_datagram_size(data)
+        if not self._send_one(data, self._checked_destination(address)):
+            raise trio.WouldBlock
+
+    def send_batch_nowait(self, datagrams: Sequence[bytes], address: Address) -> int:
+        """Each run of equal-sized datagrams (the last may be shorter; see
+        :func:`~macula_nat.net.segments.segment_runs`) leaves in one ``sendmsg`` with a
+        ``UDP_SEGMENT`` size, which the kernel cuts into datagrams: the receiver sees what
+        single sends would have given it. Where the kernel refuses GSO, this endpoint sends
+        one datagram per call from then on (logged once per process)."""
+        if self._closed:
+            raise trio.ClosedResourceError("endpoint is closed")
+        for data in datagrams:
+            check_datagram_size(data)
         destination = self._checked_destination(address)
+        if not self._gso or len(datagrams) < 2:
+            return self._send_singly(datagrams, 0, destination)
+        sendmsg = self._socket.sendmsg
+        for start, stop in segment_runs([len(data) for data in datagrams]):
+            if stop - start == 1:
+                if not self._send_one(datagrams[start], destination):
+                    return start
+                continue
+            size = [(socket.IPPROTO_UDP, _UDP_SEGMENT, _SEGMENT_SIZE.pack(len(datagrams[start])))]
+            try:
+                sendmsg(datagrams[start:stop], size, 0, destination)
+            except BlockingIOError:
+                return start
+            except OSError as error:
+                if error.errno in _GSO_REFUSED:
+                    self._gso = False
+                    _log_gso_refused(self._local_address, error)
+                    return self._send_singly(datagrams, start, destination)
+                if error.errno not in _LOST_ERRNOS:
+                    raise
+                logger.debug("%d datagrams to %s lost: %s", stop - start, destination, error)
+        return len(datagrams)
+
+    def _send_singly(self, datagrams: Sequence[bytes], start: int, destination: Address) -> int:
+        """Send ``datagrams[start:]`` one per call; how many of all left."""
+        for index in range(start, len(datagrams)):
+            if not self._send_one(datagrams[index], destination):
+                return index
+        return len(datagrams)
+
+    def _send_one(self, data: bytes, destination: Address) -> bool:
+        """One ``sendto`` to a checked destination; False if it would block (nothing sent)."""
         try:
             self._socket.sendto(data, destination)
         except BlockingIOError:
-            raise trio.WouldBlock from None
+            return False
         except OSError as error:
             if error.errno not in _LOST_ERRNOS:
                 raise
             logger.debug("datagram to %s lost: %s", destination, error)
+        return True
 
     def _checked_destination(self, address: Address) -> Address:
         if type(address) is tuple and type(address[0]) is str and type(address[1]) is int:
@@ -170,15 +261,15 @@ class RealUdpEndpoint(UdpEndpoint):
     def receive_from_nowait(self) -> tuple[bytes, Address]:
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
-        try:
-            data, source = self._socket.recvfrom(_RECEIVE_SIZE)
-        except BlockingIOError:
-            raise trio.WouldBlock from None
-        return data, (_dual_received_address if self._dual else _received_address)(source)
+        batch = self._drain(1)
+        if not batch:
+            raise trio.WouldBlock
+        return batch[0]
 
     async def receive_batch(self, max_datagrams: int = READ_BATCH) -> list[tuple[bytes, Address]]:
         """Wait for readability at most once, then drain the socket with non-blocking reads:
-        one scheduler round per batch, whatever its size."""
+        one scheduler round per batch, whatever its size (and, with UDP GRO, one read for each
+        run of datagrams a GSO sender sent at once)."""
         if max_datagrams < 1:
             raise ValueError(f"max_datagrams must be at least 1, not {max_datagrams}")
         if self._closed:
@@ -194,7 +285,10 @@ class RealUdpEndpoint(UdpEndpoint):
         return batch
 
     def _drain(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
-        """Up to ``max_datagrams`` datagrams already waiting, in arrival order."""
+        """Up to ``max_datagrams`` datagrams already waiting, in arrival order (those cut from
+        an earlier coalesced read first)."""
+        if self._gro:
+            return self._drain_coalesced(max_datagrams)
         batch: list[tuple[bytes, Address]] = []
         receive = self._socket.recvfrom
         address = _dual_received_address if self._dual else _received_address
@@ -206,12 +300,57 @@ class RealUdpEndpoint(UdpEndpoint):
             batch.append((data, address(source)))
         return batch
 
+    def _drain_coalesced(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
+        """:meth:`_drain` on a GRO socket: a read whose control message names a segment size
+        is that many-byte datagrams back to back (the last may be shorter); what exceeds
+        ``max_datagrams`` waits in ``_pending`` for the next call."""
+        pending = self._pending
+        batch: list[tuple[bytes, Address]] = []
+        while pending and len(batch) < max_datagrams:
+            batch.append(pending.popleft())
+        receive = self._socket.recvmsg
+        address = _dual_received_address if self._dual else _received_address
+        while len(batch) < max_datagrams:
+            try:
+                data, ancillary, _, source = receive(_RECEIVE_SIZE, _GRO_SPACE)
+            except BlockingIOError:
+                break
+            sender = address(source)
+            size = _segment_size(ancillary)
+            if size is None or size >= len(data):
+                batch.append((data, sender))
+                continue
+            for segment in split_segments(data, size):
+                if len(batch) < max_datagrams:
+                    batch.append((segment, sender))
+                else:
+                    pending.append((segment, sender))
+        return batch
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         trio.lowlevel.notify_closing(self._socket)  # a task waiting on it raises Closed
         self._socket.close()
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    """Ask for UDP GRO on ``sock``; whether the kernel agreed (before 5.0 it does not)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_UDP, _UDP_GRO, 1)
+    except OSError as error:
+        logger.debug("UDP GRO not enabled: %s", error)
+        return False
+    return True
+
+
+def _segment_size(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The segment size a coalesced read's control messages give, or None (one datagram)."""
+    for level, kind, value in ancillary:
+        if level == socket.IPPROTO_UDP and kind == _UDP_GRO and len(value) >= 4:
+            return int.from_bytes(value[:4], sys.byteorder)
+    return None
 
 
 class RealUdpStack(UdpStack):
@@ -247,11 +386,12 @@ class RealUdpStack(UdpStack):
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
             granted = _size_buffers(sock)
+            gro = _GSO_SUPPORTED and _enable_gro(sock)
             sock.bind((ip, port))  # a numeric address: nothing to resolve, nothing to wait for
         except BaseException:
             sock.close()
             raise
-        endpoint = RealUdpEndpoint(sock, dual_stack=dual_stack)
+        endpoint = RealUdpEndpoint(sock, dual_stack=dual_stack, gro=gro)
         await trio.lowlevel.cancel_shielded_checkpoint()
         logger.debug(
             "bound %s (buffers granted: receive %d, send %d bytes)",
