@@ -689,7 +689,9 @@ class Connection:
                 timed_out = waiting.cancelled_caught and not self._woken
                 self._woken = False
                 now = trio.current_time()
-                timer = self._quic.get_timer()
+                # After datagrams (no timeout, no wake) a due timer waits for the next round,
+                # which starts past its deadline: one look at the timer fewer per datagram.
+                timer = self._quic.get_timer() if waiting.cancelled_caught else None
                 if timer is not None and now >= timer:
                     self._quic.handle_timer(now)
                 if interval is not None and self._authenticated.is_set():

@@ -130,6 +130,7 @@ class RealUdpEndpoint(UdpEndpoint):
         "_checked",
         "_closed",
         "_dual",
+        "_emptied",
         "_gro",
         "_gso",
         "_local_address",
@@ -154,6 +155,9 @@ class RealUdpEndpoint(UdpEndpoint):
         buffer (:meth:`RealUdpStack.bind` turns it on where the kernel has it)."""
         self._pending: deque[tuple[bytes, Address]] = deque()
         """Datagrams cut from a coalesced read that the caller did not take yet."""
+        self._emptied = False
+        """Whether the last read found the socket empty: the next batch then waits for
+        readability first instead of trying a read that is most likely in vain."""
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -275,7 +279,7 @@ class RealUdpEndpoint(UdpEndpoint):
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
         await trio.lowlevel.checkpoint_if_cancelled()
-        batch = self._drain(max_datagrams)
+        batch = [] if self._emptied and not self._pending else self._drain(max_datagrams)
         if batch:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return batch
@@ -292,10 +296,12 @@ class RealUdpEndpoint(UdpEndpoint):
         batch: list[tuple[bytes, Address]] = []
         receive = self._socket.recvfrom
         address = _dual_received_address if self._dual else _received_address
+        self._emptied = False
         for _ in range(max_datagrams):
             try:
                 data, source = receive(_RECEIVE_SIZE)
             except BlockingIOError:
+                self._emptied = True
                 break
             batch.append((data, address(source)))
         return batch
@@ -310,10 +316,12 @@ class RealUdpEndpoint(UdpEndpoint):
             batch.append(pending.popleft())
         receive = self._socket.recvmsg
         address = _dual_received_address if self._dual else _received_address
+        self._emptied = False
         while len(batch) < max_datagrams:
             try:
                 data, ancillary, _, source = receive(_RECEIVE_SIZE, _GRO_SPACE)
             except BlockingIOError:
+                self._emptied = True
                 break
             sender = address(source)
             size = _segment_size(ancillary)

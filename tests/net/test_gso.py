@@ -174,3 +174,19 @@ def test_a_batch_with_an_oversized_datagram_sends_nothing() -> None:
     with pytest.raises(ValueError, match="exceeds"):
         endpoint(sock).send_batch_nowait([b"x", bytes(70000)], ("192.0.2.9", 9))
     assert sock.calls == []
+
+
+async def test_a_datagram_after_a_read_that_found_the_socket_empty_is_still_received() -> None:
+    stack = RealUdpStack([LOOPBACK])
+    async with (
+        await stack.bind((LOOPBACK, 0)) as sender,
+        await stack.bind((LOOPBACK, 0)) as receiver,
+    ):
+        assert isinstance(receiver, RealUdpEndpoint)
+        with pytest.raises(trio.WouldBlock):
+            receiver.receive_from_nowait()  # the socket is empty: the next batch waits first
+        await sender.send_to(b"late", receiver.local_address)
+        await trio.sleep(0.01)  # already waiting when the batch is asked for
+
+        with trio.fail_after(5):
+            assert await receiver.receive_batch() == [(b"late", sender.local_address)]
