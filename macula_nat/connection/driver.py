@@ -562,11 +562,12 @@ class Connection:
             raise trio.ClosedResourceError("connection closed")
 
     def _raise_if_unusable(self) -> None:
+        if self._usable():  # the common case first: one test on every send and receive
+            return
         self._raise_if_closed()
         if self._failure is not None:
             raise self._failure
-        if self._terminated.is_set():
-            raise ConnectionClosed("connection terminated")
+        raise ConnectionClosed("connection terminated")
 
     async def _end(self, reason: str) -> None:
         """Close because what holds the connection ended, not its user: later calls raise

@@ -91,14 +91,9 @@ class _FlowQuicConnection(QuicConnection):
         receiver = stream.receiver
         local = stream.max_stream_data_local
         if local:  # zero only on our own unidirectional streams
-            # _due inlined: this runs for every stream on every packet aioquic builds
-            base, sent, window = (
-                receiver.starting_offset(),
-                stream.max_stream_data_local_sent,
-                self.window,
-            )
-            if base + window - sent >= window // 8 or sent - receiver.highest_offset < window // 2:
-                local = stream.max_stream_data_local = max(local, base + window)
+            base = receiver.starting_offset()
+            if self._due(stream.max_stream_data_local_sent, receiver.highest_offset, base):
+                local = stream.max_stream_data_local = max(local, base + self.window)
         if stream.max_stream_data_local_sent == local:
             return  # as above: no frame to write
         highest, receiver.highest_offset = receiver.highest_offset, 0  # as above

@@ -37,11 +37,12 @@ async def receive_all(endpoint: RealUdpEndpoint, count: int) -> list[bytes]:
 
 @linux_only
 @pytest.mark.parametrize("gro", [True, False])
-async def test_a_batch_arrives_as_the_same_datagrams_in_order(gro: bool) -> None:
-    stack = RealUdpStack([LOOPBACK])
+@pytest.mark.parametrize("loopback", [LOOPBACK, "::1"])
+async def test_a_batch_arrives_as_the_same_datagrams_in_order(gro: bool, loopback: str) -> None:
+    stack = RealUdpStack([loopback])
     async with (
-        await stack.bind((LOOPBACK, 0)) as sender,
-        await stack.bind((LOOPBACK, 0)) as receiver,
+        await stack.bind((loopback, 0)) as sender,
+        await stack.bind((loopback, 0)) as receiver,
     ):
         assert isinstance(sender, RealUdpEndpoint) and isinstance(receiver, RealUdpEndpoint)
         receiver._gro = receiver._gro and gro
