@@ -44,6 +44,7 @@ from macula_nat.nat.stun_client import StunClient, open_stun_client
 from macula_nat.net import Address, RealUdpStack, UdpStack
 from macula_nat.net.address import (
     ANY_IPV4,
+    ip_version,
     normalise_address,
     normalise_addresses,
     optional_address,
@@ -70,6 +71,7 @@ DHT: str = "nat_dht"
 OBSERVER: str = "nat_observer"
 CACHE: str = "nat_cache"
 DETECTOR: str = "nat_detector"
+DETECTOR6: str = "nat_detector6"
 REGISTRY: str = "nat_relay_registry"
 COORDINATOR: str = "nat_coordinator"
 PORT_MAPPER: str = "nat_port_mapper"
@@ -82,10 +84,13 @@ class NatConfig:
     """What the NAT system runs with; every timeout and period is here so tests can shrink them.
 
     ``stack`` is where sockets come from (None: the host's real UDP stack). ``observers`` are
-    the STUN observers the detector probes (gateways run them). ``observe`` (and
-    ``observe_alternate``, for a full RFC 5780 server) makes this node an observer itself, as
-    public gateway nodes are. ``directory`` is where peers' profiles are resolved (None: the
-    Mainline DHT when ``dht`` is set, else an embedded, in-process directory).
+    the STUN observers the detector probes (gateways run them); a ``dual_stack`` node given
+    observers of both IP versions classifies each version on its own, in parallel (its IPv4
+    NAT, and its IPv6 side, often a stateful firewall: :attr:`NatSystem.detector6`).
+    ``observe`` (and ``observe_alternate``, for a full RFC 5780 server) makes this node an
+    observer itself, as public gateway nodes are. ``directory`` is where peers' profiles are
+    resolved (None: the Mainline DHT when ``dht`` is set, else an embedded, in-process
+    directory).
     """
 
     stack: UdpStack | None = None
@@ -161,6 +166,10 @@ class NatSystem:
     stack: UdpStack
     port_mapper: PortMapper | None = None
     """The port mapper (``nat_port_mapper``) when ``NatConfig.port_mapping`` is on."""
+    detector6: NatDetector | None = None
+    """A dual-stack node's IPv6 detector (``nat_detector6``), given IPv6 observers beside
+    IPv4 ones: ``detector`` then classifies the IPv4 side only. Its changes are published on
+    ``detector``'s ``nat_profile_changed`` topic too."""
     _relay: list[RelayNode] = attrs.field(factory=list, init=False)
     """The relay started by :meth:`start_relay`, while it runs (at most one)."""
 
@@ -289,6 +298,7 @@ class _Parts:
     relays: RelayRegistry
     coordinator: Coordinator
     port_mapper: PortMapper | None
+    detector6: NatDetector | None
 
 
 def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: StunClient) -> _Parts:
@@ -306,15 +316,28 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
         relayed = RelayedDirectory(key, lambda: relays, clock=config.wall_clock)
         directory = FallbackDirectory(directory, relayed, lambda: relays.udp_blocked.value)
     cache = ProfileCache(directory, max_entries=config.cache_size, default_ttl=config.cache_ttl)
+    observers, observers6 = _observers_by_version(config)
     detector = NatDetector(
         stack,
-        config.observers,
+        observers,
         timeout=config.detect_timeout,
         refresh_interval=config.refresh_interval,
         detect_on_start=config.detect_on_start,
         wall_clock=config.wall_clock,
         client=stun,
     )
+    detector6 = None
+    if observers6:
+        detector6 = NatDetector(
+            stack,
+            observers6,
+            timeout=config.detect_timeout,
+            refresh_interval=config.refresh_interval,
+            detect_on_start=config.detect_on_start,
+            wall_clock=config.wall_clock,
+            client=stun,
+            changes=detector.changes,
+        )
     children: list[ChildSpec] = []
     if dht is not None:
         children.append(dht.child_spec(DHT, name=DHT))
@@ -347,9 +370,12 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
         lan_addresses=stack.addresses,
         cache=cache,
         stun=stun,
+        detector6=detector6,
     )
     children.append(cache.child_spec(CACHE, name=CACHE))
     children.append(detector.child_spec(DETECTOR, name=DETECTOR))
+    if detector6 is not None:  # started beside the IPv4 one: both detect at once
+        children.append(detector6.child_spec(DETECTOR6, name=DETECTOR6))
     port_mapper: PortMapper | None = None
     if config.port_mapping is not None:
         port = shared.local_address[1]
@@ -363,7 +389,19 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
         intensity=config.intensity,
         period=config.period,
     )
-    return _Parts(tree, key, detector, cache, directory, dht, relays, coordinator, port_mapper)
+    return _Parts(
+        tree, key, detector, cache, directory, dht, relays, coordinator, port_mapper, detector6
+    )
+
+
+def _observers_by_version(config: NatConfig) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
+    """The observers of the detector and of the IPv6 detector (none unless the node is
+    dual-stack and has observers of both versions: then IPv4 ones and IPv6 ones)."""
+    four = tuple(o for o in config.observers if ip_version(o[0]) == 4)
+    six = tuple(o for o in config.observers if ip_version(o[0]) == 6)
+    if config.dual_stack and four and six:
+        return four, six
+    return config.observers, ()
 
 
 @asynccontextmanager
@@ -422,6 +460,7 @@ async def open_nat_system(config: NatConfig | None = None) -> AsyncIterator[NatS
                 supervisor.registry,
                 stack,
                 parts.port_mapper,
+                parts.detector6,
             )
             token = _current.set(system)
             _running.append(system)

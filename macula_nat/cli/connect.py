@@ -133,6 +133,14 @@ async def _ready(system: NatSystem, emit: Emit) -> None:
     profile, home = await system.wait_ready()
     emit(f"node {system.node_id.text()}")
     emit(f"NAT: {profile.nat_type}, public address {profile.public_ip}:{profile.public_port}")
+    if system.detector6 is not None:  # a dual-stack node's IPv6 side, classified meanwhile
+        with trio.move_on_after(1.5 * system.config.detect_timeout + 1.0):  # a run's bound
+            await system.detector6.profile.wait_value(lambda p: p is not None)
+        six = system.detector6.profile.value
+        if six is None:
+            emit("IPv6: not classified yet")
+        else:
+            emit(f"IPv6: {six.nat_type}, public address [{six.public_ip}]:{six.public_port}")
     emit(f"home relay {home.endpoint[0]}:{home.endpoint[1]} ({home.latency_ms:.0f} ms)")
 
 

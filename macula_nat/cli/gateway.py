@@ -1,4 +1,5 @@
-"""``macula-nat gateway --listen IP:PORT [--alt IP:PORT] ...``: run a gateway until interrupted.
+"""``macula-nat gateway --listen IP:PORT [--alt IP:PORT] [--listen6 [IP]:PORT] ...``: run a
+gateway until interrupted.
 
 :func:`run_gateway` (the parser's handler, :func:`macula_nat.cli.parsers.add_gateway_parser`)
 runs :func:`gateway_main` under ``trio.run`` until Ctrl-C.
@@ -32,6 +33,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     return GatewayConfig(
         listen=args.listen,
         alternate=args.alternate,
+        listen6=args.listen6,
+        alternate6=args.alternate6,
         relay_port=args.relay_port,
         dht_port=args.dht_port,
         bootstrap=tuple(args.bootstrap),

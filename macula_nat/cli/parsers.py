@@ -128,7 +128,8 @@ _GATEWAY = """\
 Run what a public node runs, in one supervision tree: a STUN observer on --listen (a full
 RFC 5780 server with --alt), a relay on the relay port, a Mainline DHT node on the DHT port
 (bootstrapped from --bootstrap), and the relay registry announcing the relay through the DHT.
-Runs until Ctrl-C."""
+With --listen6 (and --alt6) beside an IPv4 --listen it is dual-stack: a second observer there,
+the relay and the DHT node (BEP 32: both swarms, one storage) on both IPs. Runs until Ctrl-C."""
 
 
 def add_gateway_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -151,6 +152,20 @@ def add_gateway_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         type=address_argument,
         metavar="IP:PORT",
         help="the observer's alternate address (another IP and port): RFC 5780",
+    )
+    parser.add_argument(
+        "--listen6",
+        type=address_argument,
+        metavar="[IP]:PORT",
+        help="dual stack (--listen then IPv4): the observer's IPv6 address, e.g. "
+        "[2001:db8::10]:3478; relay and DHT also on this IP, at the same ports",
+    )
+    parser.add_argument(
+        "--alt6",
+        dest="alternate6",
+        type=address_argument,
+        metavar="[IP]:PORT",
+        help="the IPv6 observer's alternate address (RFC 5780 over IPv6)",
     )
     parser.add_argument(
         "--relay-port",
@@ -265,7 +280,8 @@ def _node_options(
         nargs="+",
         required=True,
         metavar="IP:PORT",
-        help="gateways' STUN observers (their --listen address)",
+        help="gateways' STUN observers (their --listen address; with --dual-stack, give one "
+        "of each IP version to classify the IPv6 side too)",
     )
     parser.add_argument(
         "--bootstrap",

@@ -93,7 +93,8 @@ class World:
     ) -> NatSystem:
         """A node on ``host`` (made by the caller, who keeps its NAT boxes), ready as above.
         A host without an IPv4 address runs its node over IPv6, one with both dual-stack
-        (detecting its IPv4 NAT); the world must have been opened with ``ipv6``. With
+        (classifying its IPv4 NAT and its IPv6 side, each on its own); the world must have been
+        opened with ``ipv6``. With
         ``tcp_fallback`` it reaches its relay over TCP/TLS when no UDP answer comes (the
         gateway's relay is known to it, as a gateway's address is), and its directory through
         that relay. ``directory`` replaces the world's for this node."""
@@ -103,7 +104,9 @@ class World:
             stack=host,
             listen=(ANY_IPV6 if 6 in versions else ANY_IPV4, 0),
             dual_stack=versions == {4, 6},
-            observers=(PRIMARY if ipv4 else PRIMARY6,),
+            observers=(PRIMARY, PRIMARY6)
+            if versions == {4, 6}
+            else (PRIMARY if ipv4 else PRIMARY6,),
             detect_timeout=1.0,
             directory=self.directory if directory is None else directory,
             key=NodeKey.generate(),
@@ -126,11 +129,17 @@ class World:
         return await _start_relay(self._stack, self.directory, host, (ip, RELAY[1]))
 
     async def _published(self, system: NatSystem) -> None:
-        """Until ``system``'s record names its profile and home relay (the directory has no
-        change notification: poll, bounded by the caller's timeout)."""
+        """Until ``system``'s record names its profile (a dual-stack node's IPv6 one too) and
+        home relay (the directory has no change notification: poll, bounded by the caller's
+        timeout)."""
         while True:
             record = await self.directory.resolve_record(system.node_id.text())
-            if record is not None and record.profile is not None and record.home_relay:
+            if (
+                record is not None
+                and record.profile is not None
+                and record.home_relay
+                and (system.detector6 is None or record.profile6 is not None)
+            ):
                 return
             await trio.sleep(0.05)
 

@@ -106,6 +106,11 @@ class DhtNode:
 
     Construct it inside ``trio.run`` (its routing table starts at the current Trio time).
     ``node_id`` defaults to a random one; ``rng`` picks bucket refresh targets.
+
+    ``storage``: a node of the other IP version on the same host whose items and announcements
+    this one serves too (and whose id it takes unless ``node_id`` is given): BEP 32's one node
+    in both swarms, each swarm with its own routing table, so that what is stored through one
+    version is found through the other (a dual-stack gateway runs its DHT so).
     """
 
     def __init__(
@@ -115,30 +120,40 @@ class DhtNode:
         *,
         node_id: NodeId | None = None,
         rng: random.Random | None = None,
+        storage: DhtNode | None = None,
     ) -> None:
         self.stack = stack
         self.config = config = config if config is not None else DhtConfig()
         self._rng = rng if rng is not None else random.Random()
+        if storage is not None:
+            if ip_version(storage.config.listen[0]) == ip_version(config.listen[0]):
+                raise ValueError(f"{storage} shares its storage only with the other IP version")
+            node_id = storage.node_id if node_id is None else node_id
         self._id = node_id if node_id is not None else _own_id(config, rng)
         now = trio.current_time()
         self._table = RoutingTable(
             self._id, now, k=config.k, refresh_interval=config.refresh_interval
         )
         self._counters = Counters()
-        self._responder = Responder(
+        shared: Responder | None = storage._responder if storage is not None else None
+        self._responder: Responder = Responder(
             table=self._table,
-            items=ItemStore(
+            items=shared.items
+            if shared is not None
+            else ItemStore(
                 lifetime=config.item_lifetime,
                 capacity=config.max_items,
                 per_source=config.max_items_per_source,
             ),
-            peers=PeerStore(
+            peers=shared.peers
+            if shared is not None
+            else PeerStore(
                 lifetime=config.peer_lifetime,
                 max_peers=config.max_peers_per_info_hash,
                 max_info_hashes=config.max_info_hashes,
                 per_source=config.max_announces_per_source,
             ),
-            tokens=WriteTokens(),
+            tokens=shared.tokens if shared is not None else WriteTokens(),
             counters=self._counters,
             version=config.version,
             proven=ProvenAddresses(capacity=config.proven_addresses),
@@ -800,8 +815,9 @@ async def open_dht_node(
     *,
     node_id: NodeId | None = None,
     rng: random.Random | None = None,
+    storage: DhtNode | None = None,
 ) -> AsyncIterator[DhtNode]:
     """Run a DHT node (unsupervised) for the duration of the block."""
-    node = DhtNode(stack, config, node_id=node_id, rng=rng)
+    node = DhtNode(stack, config, node_id=node_id, rng=rng, storage=storage)
     async with open_actor(DhtServer(node)):
         yield node

@@ -62,9 +62,10 @@ class Directory(abc.ABC):
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
         home_relay_alternate: Address | None = None,
+        profile6: NatProfile | None = None,
     ) -> NodeRecord:
-        """Make ``node_id``'s record (its NAT profile, home relay, the home relay's address of
-        the other IP version, and candidate addresses)
+        """Make ``node_id``'s record (its NAT profile, a dual-stack node's IPv6 profile, home
+        relay, the home relay's address of the other IP version, and candidate addresses)
         resolvable for ``ttl`` seconds, replacing any earlier one; returns what was published.
         ValueError for a ``ttl`` that is not positive."""
 
@@ -84,8 +85,8 @@ class Directory(abc.ABC):
         self, node_id: str, ttl: float, change: Callable[[NodeRecord], NodeRecord]
     ) -> NodeRecord:
         """Publish ``node_id``'s record as ``change`` makes it from the current one (its
-        ``profile``, ``home_relay``, ``home_relay_alternate`` and ``candidates`` count; a blank
-        record when there is none).
+        ``profile``, ``profile6``, ``home_relay``, ``home_relay_alternate`` and ``candidates``
+        count; a blank record when there is none).
 
         A node's record has several writers (the coordinator its profile, the relay registry its
         home relay): updates run one at a time from the last record published through this
@@ -103,6 +104,7 @@ class Directory(abc.ABC):
                 home_relay=wanted.home_relay,
                 candidates=wanted.candidates,
                 home_relay_alternate=wanted.home_relay_alternate,
+                profile6=wanted.profile6,
             )
             return own.record
 
@@ -125,6 +127,7 @@ class Directory(abc.ABC):
             home_relay=record.home_relay,
             candidates=record.candidates,
             home_relay_alternate=record.home_relay_alternate,
+            profile6=record.profile6,
         )
 
     async def publish_profile(self, node_id: str, profile: NatProfile, ttl: float) -> None:

@@ -60,6 +60,7 @@ class EmbeddedDirectory(Directory):
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
         home_relay_alternate: Address | None = None,
+        profile6: NatProfile | None = None,
     ) -> NodeRecord:
         if not ttl > 0:
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
@@ -70,6 +71,7 @@ class EmbeddedDirectory(Directory):
             profile=profile,
             home_relay=home_relay,
             home_relay_alternate=home_relay_alternate,
+            profile6=profile6,
             candidates=tuple(candidates),
             expires_at=math.ceil(self._clock() + ttl),
             seq=previous[0].seq + 1 if previous is not None else 1,

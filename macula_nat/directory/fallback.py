@@ -46,6 +46,7 @@ class FallbackDirectory(Directory):
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
         home_relay_alternate: Address | None = None,
+        profile6: NatProfile | None = None,
     ) -> NodeRecord:
         return await self.current.publish_record(
             node_id,
@@ -54,6 +55,7 @@ class FallbackDirectory(Directory):
             home_relay=home_relay,
             candidates=candidates,
             home_relay_alternate=home_relay_alternate,
+            profile6=profile6,
         )
 
     async def resolve_record(self, node_id: str) -> NodeRecord | None:

@@ -179,6 +179,7 @@ class MainlineDirectory(Directory):
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
         home_relay_alternate: Address | None = None,
+        profile6: NatProfile | None = None,
     ) -> NodeRecord:
         """Sign and store our record for ``ttl`` seconds (republished until then); returns it.
         ValueError for another node's id (we hold only our key); DirectoryError when no DHT node
@@ -193,6 +194,7 @@ class MainlineDirectory(Directory):
             profile=profile,
             home_relay=home_relay,
             home_relay_alternate=home_relay_alternate,
+            profile6=profile6,
             candidates=tuple(candidates),
             expires_at=math.ceil(now + ttl),
             seq=self._seq,

@@ -2,8 +2,9 @@
 
 The record is the ``v`` of a BEP 44 mutable item under the node's own ed25519 key, so the
 item's signature and sequence number authenticate and order it; the value itself carries the
-NAT profile (compact JSON), the home relay (and its address of the other IP version, when it
-has one), candidate addresses and an expiry (UNIX seconds).
+NAT profile (compact JSON; a dual-stack node's IPv6 one beside it), the home relay (and its
+address of the other IP version, when it has one), candidate addresses and an expiry (UNIX
+seconds).
 Keys are one letter to keep a realistic record well inside BEP 44's 1000 bytes.
 """
 
@@ -33,6 +34,10 @@ class NodeRecord:
     """What a node publishes about itself; ``seq`` is the BEP 44 item's sequence number."""
 
     profile: NatProfile | None
+    profile6: NatProfile | None = None
+    """A dual-stack node's IPv6 profile (``profile`` is then its IPv4 one): its IPv6 side is
+    classified on its own (often a stateful firewall, no NAT). Records without it (from
+    single-stack nodes and older versions) decode with None; older readers ignore it."""
     home_relay: Address | None = attrs.field(default=None, converter=optional_address)
     home_relay_alternate: Address | None = attrs.field(default=None, converter=optional_address)
     """The home relay's address of the other IP version, when it is dual-stack: a peer whose
@@ -54,13 +59,9 @@ class NodeRecord:
             b"e": self.expires_at,
         }
         if self.profile is not None:
-            profile = self.profile.to_json()
-            profile.pop("nat_type", None)  # derived; from_json ignores it
-            if profile.get("mapped") is None:
-                profile.pop("mapped", None)  # most nodes have none; older readers ignore it
-            if not profile.get("udp_blocked"):
-                profile.pop("udp_blocked", None)  # likewise: records stay as they were
-            value[b"p"] = json.dumps(profile, separators=(",", ":")).encode()
+            value[b"p"] = _compact(self.profile)
+        if self.profile6 is not None:
+            value[b"6"] = _compact(self.profile6)
         if self.home_relay is not None:
             value[b"r"] = encode_peer(self.home_relay)
         if self.home_relay_alternate is not None:
@@ -79,10 +80,12 @@ class NodeRecord:
             if not isinstance(candidates, list) or not isinstance(expires_at, int):
                 raise RecordError("'c' must be a list and 'e' an integer")
             profile = value.get(b"p")
+            profile6 = value.get(b"6")
             relay = value.get(b"r")
             alternate = value.get(b"a")
             return cls(
                 profile=None if profile is None else NatProfile.from_json(json.loads(profile)),
+                profile6=None if profile6 is None else NatProfile.from_json(json.loads(profile6)),
                 home_relay=None if relay is None else decode_peer(relay),
                 home_relay_alternate=None if alternate is None else decode_peer(alternate),
                 candidates=tuple(decode_peer(c) for c in candidates),
@@ -93,3 +96,14 @@ class NodeRecord:
             raise
         except Exception as exc:  # bencoding, JSON, profile and address errors alike
             raise RecordError(f"not a node record: {exc}") from None
+
+
+def _compact(profile: NatProfile) -> bytes:
+    """A profile as the record's compact JSON: what is derived or usually absent left out."""
+    value = profile.to_json()
+    value.pop("nat_type", None)  # derived; from_json ignores it
+    if value.get("mapped") is None:
+        value.pop("mapped", None)  # most nodes have none; older readers ignore it
+    if not value.get("udp_blocked"):
+        value.pop("udp_blocked", None)  # likewise: records stay as they were
+    return json.dumps(value, separators=(",", ":")).encode()

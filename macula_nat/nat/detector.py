@@ -200,6 +200,7 @@ class NatDetector(Served):
         probe_settings: ProbeSettings | None = None,
         wall_clock: Callable[[], float] = time.time,
         client: StunClient | None = None,
+        changes: Topic[NatProfileChanged] | None = None,
     ) -> None:
         super().__init__()
         _timeout(None, attrs.fields(Detect).timeout, timeout)
@@ -215,8 +216,12 @@ class NatDetector(Served):
         self.client = client
         self.profile: AsyncValue[NatProfile | None] = AsyncValue(None)
         """The current profile, for tasks: ``await detector.profile.wait_value(...)``."""
-        self.changes: Topic[NatProfileChanged] = Topic("nat_profile_changed")
-        """Every change, for actors (:meth:`subscribe`) and tasks (``changes.subscription()``)."""
+        self.changes: Topic[NatProfileChanged] = (
+            changes if changes is not None else Topic("nat_profile_changed")
+        )
+        """Every change, for actors (:meth:`subscribe`) and tasks (``changes.subscription()``);
+        ``changes`` given: another detector's topic (a dual-stack node's IPv6 detector publishes
+        where its IPv4 one does; the profile's ``public_ip`` tells the version)."""
         self.mapped: Address | None = None
         """The public address of the port mapping a :class:`~macula_nat.portmap.PortMapper`
         holds for the node's socket (and STUN confirmed); every profile carries it."""

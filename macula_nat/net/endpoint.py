@@ -157,9 +157,11 @@ class UdpStack(ABC):
         await trio.lowlevel.checkpoint()
         raise OSError(errno.EPROTONOSUPPORT, f"{type(self).__name__} has no TCP")
 
-    async def listen_stream(self, address: Address) -> StreamListener:
-        """Listen for TCP connections at ``address`` (port 0: a free one). A stack without
-        streams raises ``OSError(EPROTONOSUPPORT)``, as does this default."""
+    async def listen_stream(self, address: Address, *, dual_stack: bool = False) -> StreamListener:
+        """Listen for TCP connections at ``address`` (port 0: a free one); ``dual_stack`` (only
+        with ``::``) for both IP versions at once, IPv4 peers named by plain IPv4 addresses, as
+        :meth:`bind`'s. A stack without streams raises ``OSError(EPROTONOSUPPORT)``, as does
+        this default."""
         await trio.lowlevel.checkpoint()
         raise OSError(errno.EPROTONOSUPPORT, f"{type(self).__name__} has no TCP")
 

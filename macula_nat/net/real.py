@@ -81,6 +81,15 @@ _V4_MAPPED: Final = "::ffff:"
 """The prefix under which a dual-stack socket sends to and hears from IPv4 peers (RFC 4291)."""
 
 
+def _unmapped(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A socket address with an IPv4-mapped IPv6 address (``::ffff:192.0.2.7``, a dual-stack
+    socket's IPv4 peer) as its plain IPv4 address; any other as it is."""
+    ip = str(raw[0])
+    if ip.startswith(_V4_MAPPED) and "." in ip:
+        return (ip[len(_V4_MAPPED) :], raw[1])
+    return raw
+
+
 def _dual_received_address(raw: tuple[Any, ...]) -> Address:
     """:func:`_received_address` on a dual-stack socket: an IPv4 peer's IPv4-mapped address
     (``::ffff:192.0.2.7``, as the kernel formats it) becomes its plain IPv4 address."""
@@ -116,6 +125,11 @@ def _log_gso_refused(local: Address, error: OSError) -> None:
 
 _CHECKED_DESTINATIONS = 1024
 """Destinations an endpoint remembers as already validated (the set is cleared when full)."""
+_REPLY_FROM = 4096
+"""Peers a dual-stack endpoint remembers the local address of; when full, the one heard from
+longest ago is forgotten (a flood of new sources pushes out the quiet, not everyone at once)."""
+_PKTINFO_SPACE: Final = socket.CMSG_SPACE(20)
+"""Room for one ``in6_pktinfo`` (16-byte address, 4-byte interface index)."""
 
 
 class RealUdpEndpoint(UdpEndpoint):
@@ -135,6 +149,7 @@ class RealUdpEndpoint(UdpEndpoint):
         "_gso",
         "_local_address",
         "_pending",
+        "_reply_from",
         "_socket",
         "_version",
     )
@@ -147,6 +162,10 @@ class RealUdpEndpoint(UdpEndpoint):
         self._local_address = _address_from_socket(sock.getsockname())
         self._version = ip_version(self._local_address[0])
         self._dual = dual_stack
+        self._reply_from: dict[tuple[str, int], bytes] = {}
+        """A dual-stack endpoint's peers (socket-form address) -> the local address their
+        latest datagram came to, as the ``in6_pktinfo`` that sends from it (see
+        :meth:`_drain_ancillary`)."""
         self._closed = False
         self._gso = _GSO_SUPPORTED
         """Whether runs of datagrams leave as one GSO send (off for good once refused)."""
@@ -202,15 +221,13 @@ class RealUdpEndpoint(UdpEndpoint):
         destination = self._checked_destination(address)
         if not self._gso or len(datagrams) < 2:
             return self._send_singly(datagrams, 0, destination)
-        sendmsg = self._socket.sendmsg
         for start, stop in segment_runs([len(data) for data in datagrams]):
             if stop - start == 1:
                 if not self._send_one(datagrams[start], destination):
                     return start
                 continue
-            size = [(socket.IPPROTO_UDP, _UDP_SEGMENT, _SEGMENT_SIZE.pack(len(datagrams[start])))]
             try:
-                sendmsg(datagrams[start:stop], size, 0, destination)
+                self._send_run(datagrams[start:stop], destination)
             except BlockingIOError:
                 return start
             except OSError as error:
@@ -223,6 +240,21 @@ class RealUdpEndpoint(UdpEndpoint):
                 logger.debug("%d datagrams to %s lost: %s", stop - start, destination, error)
         return len(datagrams)
 
+    def _send_run(self, run: Sequence[bytes], destination: Address) -> None:
+        """One GSO send of ``run`` (from the local address the peer last wrote to, on a
+        dual-stack socket: see :meth:`_drain_ancillary`)."""
+        ancillary = [(socket.IPPROTO_UDP, _UDP_SEGMENT, _SEGMENT_SIZE.pack(len(run[0])))]
+        info = self._reply_from.get(destination) if self._dual else None
+        if info is not None:
+            ancillary.append((socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info))
+        try:
+            self._socket.sendmsg(run, ancillary, 0, destination)
+        except OSError as error:
+            if info is None or error.errno != errno.EADDRNOTAVAIL:
+                raise
+            self._reply_from.pop(destination, None)  # that address is gone from the host
+            self._socket.sendmsg(run, ancillary[:1], 0, destination)
+
     def _send_singly(self, datagrams: Sequence[bytes], start: int, destination: Address) -> int:
         """Send ``datagrams[start:]`` one per call; how many of all left."""
         for index in range(start, len(datagrams)):
@@ -233,7 +265,11 @@ class RealUdpEndpoint(UdpEndpoint):
     def _send_one(self, data: bytes, destination: Address) -> bool:
         """One ``sendto`` to a checked destination; False if it would block (nothing sent)."""
         try:
-            self._socket.sendto(data, destination)
+            info = self._reply_from.get(destination) if self._dual else None
+            if info is None:
+                self._socket.sendto(data, destination)
+            else:
+                self._send_from(data, destination, info)
         except BlockingIOError:
             return False
         except OSError as error:
@@ -241,6 +277,18 @@ class RealUdpEndpoint(UdpEndpoint):
                 raise
             logger.debug("datagram to %s lost: %s", destination, error)
         return True
+
+    def _send_from(self, data: bytes, destination: Address, info: bytes) -> None:
+        """Send from the local address in ``info``; from the kernel's choice once that
+        address is gone from the host."""
+        pktinfo = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)]
+        try:
+            self._socket.sendmsg([data], pktinfo, 0, destination)
+        except OSError as error:
+            if error.errno != errno.EADDRNOTAVAIL:
+                raise
+            self._reply_from.pop(destination, None)
+            self._socket.sendto(data, destination)
 
     def _checked_destination(self, address: Address) -> Address:
         if type(address) is tuple and type(address[0]) is str and type(address[1]) is int:
@@ -291,11 +339,11 @@ class RealUdpEndpoint(UdpEndpoint):
     def _drain(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
         """Up to ``max_datagrams`` datagrams already waiting, in arrival order (those cut from
         an earlier coalesced read first)."""
-        if self._gro:
-            return self._drain_coalesced(max_datagrams)
+        if self._gro or self._dual:
+            return self._drain_ancillary(max_datagrams)
         batch: list[tuple[bytes, Address]] = []
         receive = self._socket.recvfrom
-        address = _dual_received_address if self._dual else _received_address
+        address = _received_address
         self._emptied = False
         for _ in range(max_datagrams):
             try:
@@ -306,25 +354,44 @@ class RealUdpEndpoint(UdpEndpoint):
             batch.append((data, address(source)))
         return batch
 
-    def _drain_coalesced(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
-        """:meth:`_drain` on a GRO socket: a read whose control message names a segment size
-        is that many-byte datagrams back to back (the last may be shorter); what exceeds
-        ``max_datagrams`` waits in ``_pending`` for the next call."""
+    def _drain_ancillary(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
+        """:meth:`_drain` with each read's control messages, on a GRO or dual-stack socket.
+
+        - **GRO**: a read whose control message names a segment size is that many-byte
+          datagrams back to back (the last may be shorter); what exceeds ``max_datagrams``
+          waits in ``_pending`` for the next call.
+        - **Dual stack**, bound to the wildcard: each datagram's destination address
+          (``IPV6_PKTINFO``) is remembered for its source, and what is sent there goes out
+          from it. On a host with several addresses (an RFC 5780 gateway's two) the kernel
+          would otherwise pick the source itself, and a peer behind a stateful firewall drops
+          an answer from an address it never sent to. Simulated endpoints answer from the
+          address asked, and so do these.
+        """
         pending = self._pending
         batch: list[tuple[bytes, Address]] = []
         while pending and len(batch) < max_datagrams:
             batch.append(pending.popleft())
         receive = self._socket.recvmsg
+        space = (_GRO_SPACE if self._gro else 0) + (_PKTINFO_SPACE if self._dual else 0)
         address = _dual_received_address if self._dual else _received_address
+        reply_from = self._reply_from
         self._emptied = False
         while len(batch) < max_datagrams:
             try:
-                data, ancillary, _, source = receive(_RECEIVE_SIZE, _GRO_SPACE)
+                data, ancillary, _, source = receive(_RECEIVE_SIZE, space)
             except BlockingIOError:
                 self._emptied = True
                 break
+            size = None
+            for level, kind, value in ancillary:
+                if level == socket.IPPROTO_UDP and kind == _UDP_GRO and len(value) >= 4:
+                    size = int.from_bytes(value[:4], sys.byteorder)
+                elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                    peer = (source[0], source[1])
+                    if reply_from.pop(peer, None) is None and len(reply_from) >= _REPLY_FROM:
+                        del reply_from[next(iter(reply_from))]  # the one heard from longest ago
+                    reply_from[peer] = value[:16] + bytes(4)  # any interface
             sender = address(source)
-            size = _segment_size(ancillary)
             if size is None or size >= len(data):
                 batch.append((data, sender))
                 continue
@@ -351,14 +418,6 @@ def _enable_gro(sock: socket.socket) -> bool:
         logger.debug("UDP GRO not enabled: %s", error)
         return False
     return True
-
-
-def _segment_size(ancillary: list[tuple[int, int, bytes]]) -> int | None:
-    """The segment size a coalesced read's control messages give, or None (one datagram)."""
-    for level, kind, value in ancillary:
-        if level == socket.IPPROTO_UDP and kind == _UDP_GRO and len(value) >= 4:
-            return int.from_bytes(value[:4], sys.byteorder)
-    return None
 
 
 class RealUdpStack(UdpStack):
@@ -393,6 +452,8 @@ class RealUdpStack(UdpStack):
         try:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+            if dual_stack:  # each datagram's destination: answers go out from it
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
             granted = _size_buffers(sock)
             gro = _GSO_SUPPORTED and _enable_gro(sock)
             sock.bind((ip, port))  # a numeric address: nothing to resolve, nothing to wait for
@@ -414,10 +475,23 @@ class RealUdpStack(UdpStack):
         local = stream.socket.getsockname()
         return stream, normalise_address((local[0], local[1]))
 
-    async def listen_stream(self, address: Address) -> StreamListener:
+    async def listen_stream(self, address: Address, *, dual_stack: bool = False) -> StreamListener:
         ip, port = normalise_address(address)
-        [listener] = await trio.open_tcp_listeners(port, host=ip)
-        return RealStreamListener(listener)
+        if not dual_stack:
+            [listener] = await trio.open_tcp_listeners(port, host=ip)
+            return RealStreamListener(listener)
+        check_dual_stack(ip)  # trio's listeners are IPV6_V6ONLY: this one is not
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            await sock.bind((ip, port))
+            sock.listen(socket.SOMAXCONN)
+        except BaseException:
+            sock.close()
+            raise
+        return RealStreamListener(trio.SocketListener(sock))
 
 
 class RealStreamListener(StreamListener):
@@ -438,7 +512,7 @@ class RealStreamListener(StreamListener):
             stream = await self._listener.accept()
             try:
                 peer = stream.socket.getpeername()
-                return stream, normalise_address((peer[0], peer[1]))
+                return stream, _address_from_socket(_unmapped(peer))
             except (OSError, ValueError):
                 await trio.aclose_forcefully(stream)
 

@@ -312,7 +312,8 @@ class RelayNode:
         else:
             host, port = udp[0], udp[1] if tcp.port is None else tcp.port
         context = server_context(self.key)  # once, at start-up: a key and two small files
-        listener = TcpRelayListener(await self.stack.listen_stream((host, port)), context, tcp)
+        stream = await self.stack.listen_stream((host, port), dual_stack=self.dual_stack)
+        listener = TcpRelayListener(stream, context, tcp)
         self._tcp = listener
         self._tcp_address = listener.local_address
         return listener

@@ -259,6 +259,9 @@ class RelayRegistry(Served):
         """True while the home relay is held over TCP because no relay answered over UDP."""
         self._table = RelayTable(config.gain)
         self._own: dict[Address, NodeId] = {}
+        self._own_alternates: dict[Address, Address] = {}
+        """A dual-stack relay's address of the other IP version, by announced address: put in
+        the relay's own record, where its nodes find it (see :meth:`add_relay`)."""
         self._probe_keys = {4: NodeKey.generate(), 6: NodeKey.generate()}
         """Probes register under a key of their own, one per IP version: a dual-stack relay is
         announced at an address of each, and two probes under one key at once would each end
@@ -292,14 +295,30 @@ class RelayRegistry(Served):
         self.add_relay(node_id, endpoint)
         return await self._announce(normalise_address(endpoint))
 
-    def add_relay(self, node_id: NodeId, endpoint: Address) -> None:
+    def add_relay(
+        self, node_id: NodeId, endpoint: Address, *, alternate: Address | None = None
+    ) -> None:
         """Like :meth:`register`, without announcing now: the server announces it when it
-        starts (for a tree whose directory is not running yet) and at every refresh."""
-        self._own[normalise_address(endpoint)] = node_id
+        starts (for a tree whose directory is not running yet) and at every refresh.
+
+        ``alternate``: the relay's address of the other IP version (a dual-stack relay whose
+        other address is announced in the other version's DHT, which this directory does not
+        reach). It goes in the relay's own record (``home_relay`` ``endpoint``,
+        ``home_relay_alternate`` it), refreshed with the announcement, signed with the
+        relay's key: a dual-stack node homed at ``endpoint`` finds it there and publishes it
+        for its peers of the other version. The directory must hold the relay's key."""
+        endpoint = normalise_address(endpoint)
+        if alternate is not None:
+            alternate = normalise_address(alternate)
+            if ip_version(alternate[0]) == ip_version(endpoint[0]):
+                raise ValueError(f"the alternate of {endpoint} must be of the other IP version")
+            self._own_alternates[endpoint] = alternate
+        self._own[endpoint] = node_id
 
     def remove_relay(self, endpoint: Address) -> bool:
         """Stop announcing the relay at ``endpoint`` (what is published lapses with its TTL);
         False if it was not announced here."""
+        self._own_alternates.pop(normalise_address(endpoint), None)
         return self._own.pop(normalise_address(endpoint), None) is not None
 
     async def request_relay(self, target: NodeId | str, *, timeout: float = 10.0) -> RelaySession:
@@ -425,7 +444,25 @@ class RelayRegistry(Served):
 
     async def _announce_all(self) -> bool:
         results = [await self._announce(endpoint) for endpoint in list(self._own)]
+        for endpoint, alternate in list(self._own_alternates.items()):
+            results.append(await self._publish_alternate(endpoint, alternate))
         return all(results)
+
+    async def _publish_alternate(self, endpoint: Address, alternate: Address) -> bool:
+        """Publish the relay's own record naming both of its addresses (see add_relay)."""
+        node_id = self._own.get(endpoint)
+        if node_id is None:
+            return True  # removed meanwhile
+
+        def both(record: NodeRecord) -> NodeRecord:
+            return attrs.evolve(record, home_relay=endpoint, home_relay_alternate=alternate)
+
+        try:
+            await self.directory.update_record(node_id.text(), self.config.announce_ttl, both)
+        except (DirectoryError, ValueError) as exc:
+            logger.warning("%s: could not publish the relay's record %s: %s", self, endpoint, exc)
+            return False
+        return True
 
     # -- measuring -------------------------------------------------------------------------------
 
@@ -498,7 +535,7 @@ class RelayRegistry(Served):
         node_id = key.node_id.text()
         self.observed = observed
 
-        alternate = self._alternate(home)
+        alternate = self._alternate(home) or await self._published_alternate(home)
 
         def homed(record: NodeRecord) -> NodeRecord:
             if observed is None:
@@ -539,6 +576,24 @@ class RelayRegistry(Served):
             ):
                 return estimate.endpoint
         return None
+
+    async def _published_alternate(self, home: Address) -> Address | None:
+        """The home relay's address of the other IP version from the relay's own record (see
+        :meth:`add_relay`), for a dual-stack node whose directory lists the relay at one
+        version only; None for a single-stack node (its peers share its version) or when the
+        record names none. The record is signed by the relay's key: the id the relay proved."""
+        known = self._table.get(home)
+        if known is None or known.node_id is None or self._ip_versions() != _ANY_VERSION:
+            return None
+        try:
+            record = await self.directory.resolve_record(known.node_id.text())
+        except DirectoryError as exc:
+            logger.debug("%s: no record of the relay at %s: %s", self, home, exc)
+            return None
+        alternate = None if record is None else record.home_relay_alternate
+        if alternate is None or ip_version(alternate[0]) == ip_version(home[0]):
+            return None
+        return alternate
 
     async def _keep_home(self, key: NodeKey) -> None:
         """Register with the best relay, hold it, fail over when it is lost; forever. First

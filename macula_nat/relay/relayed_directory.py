@@ -75,6 +75,7 @@ class RelayedDirectory(Directory):
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
         home_relay_alternate: Address | None = None,
+        profile6: NatProfile | None = None,
     ) -> NodeRecord:
         """Sign our record and have the relay store it for ``ttl`` seconds; ValueError for
         another node's id, DirectoryError when the relay did not store it."""
@@ -87,6 +88,7 @@ class RelayedDirectory(Directory):
             profile=profile,
             home_relay=home_relay,
             home_relay_alternate=home_relay_alternate,
+            profile6=profile6,
             candidates=tuple(candidates),
             expires_at=math.ceil(now + ttl),
             seq=self._seq,

@@ -91,7 +91,14 @@ from macula_nat.traversal.puncher import (
     PunchRef,
     at_ports,
 )
-from macula_nat.traversal.strategy import Method, Plan, PortKind, Side, choose, port_kind
+from macula_nat.traversal.strategy import (
+    Method,
+    Plan,
+    PortKind,
+    Side,
+    choose_path,
+    port_kind,
+)
 
 __all__ = [
     "Coordinator",
@@ -168,7 +175,8 @@ class Coordinator(Served):
 
     ``accept_peer`` says which authenticated nodes may connect (default: any);
     ``lan_addresses`` are this host's own addresses, offered as candidates (loopback ones aside)
-    when the shared socket is bound to a wildcard.
+    when the shared socket is bound to a wildcard. ``detector6``: a dual-stack node's IPv6
+    detector (its profile is published beside the IPv4 one, and plans IPv6 paths).
     """
 
     default_id = "nat_coordinator"
@@ -186,6 +194,7 @@ class Coordinator(Served):
         lan_addresses: Sequence[str] = (),
         cache: ProfileCache | None = None,
         stun: StunClient,
+        detector6: NatDetector | None = None,
     ) -> None:
         super().__init__()
         self.key = key
@@ -193,6 +202,9 @@ class Coordinator(Served):
         self.registry = registry
         self.directory = directory
         self.detector = detector
+        self.detector6 = detector6
+        """A dual-stack node's IPv6 detector: its profile is published (``profile6``) and plans
+        the IPv6 path (:func:`~.strategy.choose_path`)."""
         self.cache = cache
         self.config = config or TraversalConfig()
         self._accept_peer = accept_peer or (lambda _: True)
@@ -256,10 +268,13 @@ class Coordinator(Served):
         try:
             with trio.fail_after(timeout):
                 record, profile = await self._resolve(target)
-                plan = self._plan(profile, allow_relay)
+                plan = self._plan(record, profile, allow_relay)
                 if plan is not None and not plan.feasible:
                     raise SymmetricNat(f"no path to {target.short()}: {plan.reason}")
-                dial_at = _dial_address(record, profile, self.shared.ip_versions)
+                versions = self.shared.ip_versions
+                if plan is not None and plan.version is not None:
+                    versions = frozenset((plan.version,))  # dial the version planned
+                dial_at = _dial_address(record, profile, versions)
                 if self._dials(plan) and dial_at is not None:
                     try:
                         connection: Connection = await nursery.start(
@@ -352,11 +367,23 @@ class Coordinator(Served):
             return record, record.profile
         return record, cached
 
-    def _plan(self, remote: NatProfile | None, allow_relay: bool) -> Plan | None:
+    def _plan(
+        self, record: NodeRecord | None, remote: NatProfile | None, allow_relay: bool
+    ) -> Plan | None:
+        """The plan for the best path: each IP version both nodes have a profile of (and this
+        node's socket sends to) planned with that version's profiles (a dual-stack node's
+        IPv6 side is often a firewall, not its IPv4 NAT)."""
         local = self.detector.profile.value
         if local is None or remote is None:
             return None
-        return choose(local, remote, allow_relay=allow_relay)
+        local6 = None if self.detector6 is None else self.detector6.profile.value
+        remote6 = None if record is None else record.profile6
+        return choose_path(
+            [local] + ([local6] if local6 is not None else []),
+            [remote] + ([remote6] if remote6 is not None else []),
+            versions=self.shared.ip_versions,
+            allow_relay=allow_relay,
+        )
 
     @staticmethod
     def _dials(plan: Plan | None) -> bool:
@@ -835,6 +862,19 @@ class Coordinator(Served):
         except DirectoryError as exc:
             logger.warning("%r: could not publish the profile: %s", self, exc)
 
+    async def _republish6(self, profile6: NatProfile) -> None:
+        """Publish a dual-stack node's IPv6 profile in its record, keeping everything else."""
+
+        def change(record: NodeRecord) -> NodeRecord:
+            return attrs.evolve(record, profile6=profile6)
+
+        try:
+            await self.directory.update_record(
+                self.key.node_id.text(), self.config.record_ttl, change
+            )
+        except DirectoryError as exc:
+            logger.warning("%r: could not publish the IPv6 profile: %s", self, exc)
+
 
 class CoordinatorServer(Actor):
     """Reads the node's QUIC and probe views, accepts relayed sessions, hosts the connections,
@@ -850,8 +890,10 @@ class CoordinatorServer(Actor):
         self.start_soon(coordinator._read_quic)
         self.start_soon(coordinator.puncher.read_probes)
         self.start_soon(coordinator._accept_relayed)
-        coordinator.detector.subscribe(self.ref)
+        coordinator.detector.subscribe(self.ref)  # a dual-stack node's IPv6 changes too
         self.start_soon(self._publish_first)
+        if coordinator.detector6 is not None:
+            self.start_soon(self._publish_first6, coordinator.detector6)
 
     async def _publish_first(self) -> None:
         """Publish the record with the current profile, once there is one: the first detection
@@ -861,12 +903,22 @@ class CoordinatorServer(Actor):
         assert profile is not None
         await self._coordinator._republish(profile)
 
+    async def _publish_first6(self, detector6: NatDetector) -> None:
+        profile6 = await detector6.profile.wait_value(lambda p: p is not None)
+        assert profile6 is not None
+        await self._coordinator._republish6(profile6)
+
     async def terminate(self, reason: object) -> None:
         self._coordinator.detector.unsubscribe(self.ref)
 
     async def handle_info(self, message: Any) -> Stop | None:
         if isinstance(message, NatProfileChanged):
             logger.info("%r: NAT profile changed; republishing and re-probing", self._coordinator)
+            six = self._coordinator.detector6
+            if six is not None and ip_version(message.new.public_ip) == 6:  # its IPv4 one: 4
+                await self._coordinator._republish6(message.new)
+                await self._coordinator.puncher.reprobe()
+                return None
             await self._coordinator._republish(message.new)
             await self._coordinator.puncher.reprobe()
             if message.old.udp_blocked and not message.new.udp_blocked:

@@ -18,11 +18,13 @@ Each side is first reduced to how the peer can know its mapping (:class:`PortKin
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 import attrs
 
 from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
 from macula_nat.nat.profile import NatProfile
+from macula_nat.net.address import ip_version
 
 
 class Method(enum.StrEnum):
@@ -93,6 +95,8 @@ class Plan:
     predict: frozenset[Side] = frozenset()
     birthday_hard: Side | None = None
     lan_first: bool = False
+    version: int | None = None
+    """The IP version of the path planned (:func:`choose_path`); None: the profiles' own."""
 
     @property
     def feasible(self) -> bool:
@@ -241,3 +245,42 @@ def choose(local: NatProfile, remote: NatProfile, *, allow_relay: bool = True) -
         reason = "same public IP, LAN first; " + plan.reason
         plan = attrs.evolve(plan, lan_first=True, reason=reason)
     return plan
+
+
+_RANK = {Method.DIRECT: 0, Method.PUNCH: 1, Method.RELAY: 3, Method.IMPOSSIBLE: 4}
+
+
+def _rank(plan: Plan) -> tuple[int, int]:
+    """Better plans first: direct, a punch, a birthday punch, the relay, nothing; then IPv6
+    (Happy Eyeballs prefers it when both work)."""
+    method = _RANK[plan.method] + (1 if plan.birthday else 0)
+    return method, 0 if plan.version == 6 else 1
+
+
+def choose_path(
+    local: Iterable[NatProfile],
+    remote: Iterable[NatProfile],
+    *,
+    versions: frozenset[int] = frozenset((4, 6)),
+    allow_relay: bool = True,
+) -> Plan:
+    """The plan for the best path between two nodes that may each have a profile per IP
+    version (a dual-stack node: its IPv4 NAT and its IPv6 firewall, each classified on its
+    own). Each version both sides have a profile of (and ``versions``, this node's socket,
+    sends to) is planned with that version's profiles, and the best plan wins (direct, then a
+    punch, a birthday punch, the relay; IPv6 on a tie); its ``version`` says which. Without a
+    shared version, :func:`choose` on the first profile of each (a relayed path, as before).
+    """
+    locals_, remotes = list(local), list(remote)
+    if not locals_ or not remotes:
+        raise ValueError("choose_path needs at least one profile on each side")
+    plans = [
+        attrs.evolve(choose(mine, theirs, allow_relay=allow_relay), version=version)
+        for mine in locals_
+        for theirs in remotes
+        if (version := ip_version(mine.public_ip)) == ip_version(theirs.public_ip)
+        and version in versions
+    ]
+    if not plans:
+        return choose(locals_[0], remotes[0], allow_relay=allow_relay)
+    return min(plans, key=_rank)

@@ -199,10 +199,13 @@ def node_snapshot(
     relay_sessions: Sequence[SessionFacts] = (),
     observer: object | None = None,
     dht: object | None = None,
+    profile6: NatProfile | None = None,
+    detector6: object | None = None,
 ) -> Json:
     """The page of a node: ``wall_now`` is the wall clock (profile ages), ``now`` Trio's
     (connection, punch and session ages). ``relay`` (its statistics) only when the node runs
-    one; ``observer`` and ``dht`` only when it runs those."""
+    one; ``observer`` and ``dht`` only when it runs those; ``profile6`` and ``detector6`` (its
+    IPv6 side's) only for a dual-stack node that classifies it."""
     public = None
     if profile is not None:
         public = address_text((profile.public_ip, profile.public_port))
@@ -211,6 +214,7 @@ def node_snapshot(
         "node_id": node_id.text(),
         "public_endpoint": public,
         "profile": profile_view(profile, wall_now),
+        **({"profile6": profile_view(profile6, wall_now)} if detector6 is not None else {}),
         "home_relay": plain(home_relay),
         "connections": [connection_row(c, now) for c in connections],
         "pending": [_pending_row(p, now) for p in pending],
@@ -219,6 +223,7 @@ def node_snapshot(
             "detector": plain(detector),
             "coordinator": plain(coordinator),
             "relay registry": plain(registry),
+            **({"IPv6 detector": plain(detector6)} if detector6 is not None else {}),
             **({"observer": plain(observer)} if observer is not None else {}),
             **({"DHT": plain(dht)} if dht is not None else {}),
         },

@@ -137,6 +137,8 @@ class NodeView:
             relay_sessions=_sessions(self.relay) if self.relay is not None else (),
             observer=observer,
             dht=system.dht.statistics() if system.dht is not None else None,
+            profile6=system.detector6.profile.value if system.detector6 is not None else None,
+            detector6=system.detector6.statistics() if system.detector6 is not None else None,
         )
 
     @asynccontextmanager

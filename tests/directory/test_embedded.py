@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import attrs
@@ -10,8 +11,10 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
+from macula_nat.dht import bencoding
+from macula_nat.dht.compact import encode_peer
 from macula_nat.directory import Directory, EmbeddedDirectory
-from macula_nat.directory.record import NodeRecord
+from macula_nat.directory.record import NodeRecord, _compact
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.address import Address
 
@@ -131,6 +134,7 @@ class SlowDirectory(EmbeddedDirectory):
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
         home_relay_alternate: Address | None = None,
+        profile6: NatProfile | None = None,
     ) -> NodeRecord:
         await trio.sleep(1.0)
         return await super().publish_record(
@@ -140,6 +144,7 @@ class SlowDirectory(EmbeddedDirectory):
             home_relay=home_relay,
             candidates=candidates,
             home_relay_alternate=home_relay_alternate,
+            profile6=profile6,
         )
 
 
@@ -202,3 +207,29 @@ def test_the_record_codec_carries_udp_blocked_compatibly() -> None:
     data = blocked.encode()
     assert b'"udp_blocked":true' in data
     assert NodeRecord.decode(data, 3) == attrs.evolve(blocked, seq=3)
+
+
+def test_the_record_codec_carries_the_ipv6_profile_compatibly() -> None:
+    """Issue 13: a dual-stack node's IPv6 profile rides under a key of its own, only when
+    there is one: other records are byte for byte what they were, a record written before
+    it existed decodes with None, and an older reader (which knows only ``p``) skips it."""
+    profile = NatProfile("pd", "pd", "rd", "203.0.113.5", 4000, 1.0, "high")
+    profile6 = NatProfile("ei", "pd", "pp", "2001:db8:a::10", 4000, 1.0, "high", nat_present=False)
+    plain = NodeRecord(profile=profile, candidates=[("203.0.113.5", 4000)], expires_at=99)
+    old = bencoding.encode(
+        {b"c": [encode_peer(("203.0.113.5", 4000))], b"e": 99, b"p": _compact(profile)}
+    )
+    assert plain.encode() == old and NodeRecord.decode(old, 0) == plain
+    dual = attrs.evolve(plain, profile6=profile6)
+    data = dual.encode()
+    assert NodeRecord.decode(data, 3) == attrs.evolve(dual, seq=3)
+    as_old_reader = bencoding.decode(data)
+    assert isinstance(as_old_reader, dict)
+    assert as_old_reader[b"p"] == old_value(old)[b"p"] and b"6" in as_old_reader
+    assert NatProfile.from_json(json.loads(as_old_reader[b"6"])) == profile6
+
+
+def old_value(data: bytes) -> dict[bytes, object]:
+    value = bencoding.decode(data)
+    assert isinstance(value, dict)
+    return value

@@ -12,6 +12,7 @@ dropped, no NAT), and real nodes across it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -131,10 +132,11 @@ def _gateway(primary: str) -> list[str]:
 
 async def _chat_pair(
     lab: Lab, listener_host: Host, connector_host: Host, gateway: list[str], logs: Path,
-    options: tuple[list[str], list[str]],
+    options: tuple[list[str], list[str]], connector_gateway: list[str] | None = None,
 ) -> tuple[ChatNode, ChatNode]:  # fmt: skip
     """Run ``listen`` and ``connect`` until the connection is punched and carries a message
-    both ways; return both nodes (still running: the lab stops them)."""
+    both ways; return both nodes (still running: the lab stops them). The connector joins
+    through ``connector_gateway`` when given (another IP version of the gateway)."""
     async with trio.open_nursery() as nursery:
         listener = await start_chat_node(
             listener_host, "listener", ["listen", *gateway, *options[0]], logs, nursery
@@ -144,8 +146,8 @@ async def _chat_pair(
         assert found is not None, listener.describe()
         listener_id = found[1].group(1)
         connector = await start_chat_node(
-            connector_host, "connector", ["connect", listener_id, *gateway, *options[1]], logs,
-            nursery,
+            connector_host, "connector",
+            ["connect", listener_id, *(connector_gateway or gateway), *options[1]], logs, nursery,
         )  # fmt: skip
         await connector.say("ping")
         await listener.wait_for(r"\S+> ping$", READY_TIMEOUT_S + CONNECT_TIMEOUT_S)
@@ -201,3 +203,59 @@ async def test_dual_stack_pairs_punch_over_the_version_they_share(
         paths = _direct_paths(connector)
         wanted = listener_host.ip6 if version == 6 else listener_host.public_ip
         assert wanted is not None and any(f"'{wanted}'" in path for path in paths), paths
+
+
+@pytest.mark.parametrize("six_listens", [True, False], ids=["ipv6-listens", "dual-listens"])
+async def test_an_ipv6_only_and_a_dual_stack_host_punch_through_a_dual_stack_gateway(
+    six_listens: bool, tmp_path: Path
+) -> None:
+    """The gateway serves both versions (``--listen6``): the IPv6-only host joins its IPv6
+    DHT swarm, the dual-stack one its IPv4 swarm, and each finds the other's record there; the
+    dual-stack host's record names the relay's IPv6 address too, so they punch over IPv6."""
+    families = ["ipv6", "dual"] if six_listens else ["dual", "ipv6"]
+    sites = [SiteConfig(FIREWALLED, family=f) for f in families]  # type: ignore[arg-type]
+    async with open_lab(sites, delay_ms=5) as lab:
+        primary, alternate = lab.server.ips
+        primary6, alternate6 = lab.server.ips6
+        dual_stack = ["--listen6", f"[{primary6}]:{SERVER_PORTS[0]}",
+                      "--alt6", f"[{alternate6}]:{SERVER_PORTS[1]}"]  # fmt: skip
+        await start_cli_gateway(lab.server, primary, alternate, tmp_path, dual_stack)
+        gateways = [_gateway(primary6) if f == "ipv6" else _gateway(primary) for f in families]
+        options = [["--listen", "[::]:0"] if f == "ipv6" else ["--dual-stack"] for f in families]
+        listener_host, connector_host = lab.sites[0].host, lab.sites[1].host
+        _, connector = await _chat_pair(
+            lab, listener_host, connector_host, gateways[0], tmp_path,
+            (options[0], options[1]), gateways[1],
+        )  # fmt: skip
+        paths = _direct_paths(connector)
+        assert listener_host.ip6 is not None
+        assert any(f"'{listener_host.ip6}'" in path for path in paths), paths
+
+
+async def test_dual_stack_hosts_behind_symmetric_nats_classify_ipv6_and_punch_over_it(
+    tmp_path: Path,
+) -> None:
+    """Symmetric IPv4 NATs on both sides: relay only, by the IPv4 profiles. Given an observer
+    of each version, each node classifies its IPv6 side too (the stateful firewall: no NAT),
+    publishes it, and the pair punches over IPv6."""
+    sites = [SiteConfig(NatPreset.SYMMETRIC, family="dual")] * 2
+    async with open_lab(sites, delay_ms=5) as lab:
+        primary, alternate = lab.server.ips
+        primary6, alternate6 = lab.server.ips6
+        dual_stack = ["--listen6", f"[{primary6}]:{SERVER_PORTS[0]}",
+                      "--alt6", f"[{alternate6}]:{SERVER_PORTS[1]}"]  # fmt: skip
+        await start_cli_gateway(lab.server, primary, alternate, tmp_path, dual_stack)
+        both = ["--observer", f"{primary}:{SERVER_PORTS[0]}", f"[{primary6}]:{SERVER_PORTS[0]}",
+                "--bootstrap", f"{primary}:{SERVER_PORTS[1] + 2}", "--dual-stack"]  # fmt: skip
+        listener_host, connector_host = lab.sites[0].host, lab.sites[1].host
+        listener, connector = await _chat_pair(
+            lab, listener_host, connector_host, both, tmp_path, ([], [])
+        )
+        for node, host in ((listener, listener_host), (connector, connector_host)):
+            assert host.ip6 is not None
+            six = rf"IPv6: firewalled, no NAT, public address \[{re.escape(host.ip6)}\]:\d+$"
+            assert node.find(re.compile(six)) is not None, node.describe()
+            assert node.find(re.compile("NAT: symmetric,")) is not None, node.describe()
+        paths = _direct_paths(connector)
+        assert listener_host.ip6 is not None
+        assert any(f"'{listener_host.ip6}'" in path for path in paths), paths

@@ -1,19 +1,14 @@
-"""Port mapping on real NATs (Linux network namespaces, nftables).
+"""Port mapping on real NATs (Linux network namespaces, nftables), through Debian's ``miniupnpd``
+(2.3.1, nftables build) in a symmetric NAT router's namespace, UPnP IGD, NAT-PMP and PCP each in
+turn; the node's PortMapper finds the gateway from the host's route table.
 
-Debian's ``miniupnpd`` (nftables build) in a symmetric NAT router's namespace, UPnP IGD, NAT-PMP
-and PCP each in turn: the node's PortMapper (``tests/lab/portmap_probe.py``, in the host's
-namespace) finds the gateway from the host's route table and speaks each protocol to the
-daemon. miniupnpd 2.3.1 refuses to forward on a reserved WAN address ("Port forwarding is
-impossible"), and every address the lab may use is reserved (203.0.113.0/24 documentation,
-10/8, 100.64/10), so the daemon answers every request and refuses every mapping: those tests
-check the protocols interoperate and that the refusal is a clear line with no mapping, no crash
-and nothing left on the router (the node then punches or relays as before).
-
-The direct connection is then shown on the same real NATs with a mapping daemon of our own in
-the router (``tests/lab/pmp_router.py``: UPnP IGD, NAT-PMP or PCP, the latter two the library's
-sans-IO server side, each mapping an nftables DNAT rule as miniupnpd makes them): for each
-protocol a symmetric <-> symmetric pair with mapping on one side connects direct, and the
-mapping is gone from the router after the node stops.
+miniupnpd forwards ports on a reserved WAN address (every address the lab may use is reserved)
+only when its own STUN check (``ext_perform_stun``) finds no NAT and no filtering in front of the
+router. Without that check it answers every request and refuses every mapping: the first tests
+show the protocols interoperate and that the refusal is a clear line with no mapping, no crash
+and nothing left on the router (the node then punches or relays as before). With the check,
+against the lab gateway's observer, it maps: a symmetric <-> symmetric pair with mapping on one
+side connects direct, and the forward is gone from the router after the node stops.
 """
 
 from __future__ import annotations
@@ -22,6 +17,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +26,7 @@ import trio
 
 from macula_nat.portmap.client import Protocol
 from tests.lab.connect_support import ChatNode, gateway_arguments
-from tests.lab.gateway_support import start_cli_gateway, wait_for_log
+from tests.lab.gateway_support import SERVER_PORTS, start_cli_gateway, wait_for_log
 from tests.nat_lab import Host, NatPreset, Router, open_lab
 from tests.nat_lab.topology import LAN_IF, WAN_IF
 
@@ -86,10 +82,13 @@ def config(protocol: Protocol) -> str:
     ])  # fmt: skip
 
 
-async def start_miniupnpd(router: Router, protocol: Protocol, tmp_path: Path) -> Path:
+async def start_miniupnpd(
+    router: Router, protocol: Protocol, tmp_path: Path, extra: Sequence[str] = ()
+) -> Path:
+    """miniupnpd in ``router``'s namespace serving ``protocol``; ``extra``: more config lines."""
     await router.run(["nft", "-f", "-"], stdin=NFT.encode())
     conf = tmp_path / "miniupnpd.conf"
-    conf.write_text(config(protocol))
+    conf.write_text(config(protocol) + "\n".join(extra) + "\n")
     log = tmp_path / "miniupnpd.log"
     argv = ["miniupnpd", "-d", "-f", str(conf), "-P", str(tmp_path / "miniupnpd.pid")]
     with log.open("wb") as out:
@@ -134,16 +133,22 @@ async def test_miniupnpd_answers_and_its_refusal_is_handled(
         assert "dnat" not in rules.stdout.decode()  # nothing left on the router
 
 
-# -- a symmetric pair through a real NAT's port forward ------------------------------------------
+# -- a symmetric pair through miniupnpd's port forward ------------------------------------------
 
-PMP_NFT = f"""table ip lab_pmp {{
-  chain pre {{
-    type nat hook prerouting priority dstnat - 1; policy accept;
+STUN_NFT = """table ip lab_upnp_self {{
+  chain post {{
+    type nat hook postrouting priority srcnat - 2; policy accept;
+    oifname "{wan}" ip saddr {wan_ip} meta l4proto udp snat ip to {wan_ip}
   }}
 }}
-add rule inet lab_filter input iifname "{LAN_IF}" udp dport {{ 1900, 5351 }} accept
-add rule inet lab_filter input iifname "{LAN_IF}" tcp dport {HTTP_PORT} accept
+add rule inet lab_filter input iifname "{wan}" ip saddr {{ {primary}, {alternate} }} \\
+  udp sport {{ {ports} }} accept
 """
+"""What lets miniupnpd's own STUN check (``ext_perform_stun``) see a public address: the
+router's own datagrams keep their port (the preset's ``masquerade fully-random`` is for the LAN),
+and the observer's answers from its other IP and port reach the router's sockets. miniupnpd
+2.3.1 forwards ports on a reserved WAN address only when STUN finds no NAT and no filtering in
+front of it, as here: the lab's WAN is the simulated Internet itself."""
 EVENT_TIMEOUT_S = 45.0
 
 
@@ -159,21 +164,25 @@ async def wait_event(node: ChatNode, name: str) -> dict[str, Any]:
     return event(node, name)
 
 
-DAEMON_FLAGS = {
-    Protocol.UPNP: ["--upnp", "--no-natpmp", "--no-pcp"],
-    Protocol.NATPMP: ["--no-pcp"],
-    Protocol.PCP: ["--no-natpmp"],
-}
+async def forwarded_ports(router: Router) -> set[int]:
+    """The ports miniupnpd forwards on the router now (its DNAT rules)."""
+    rules = await router.run(["nft", "list", "chain", "inet", TABLE, "prerouting_miniupnpd"])
+    return {int(port) for port in re.findall(rb"dport (\d+) .*dnat", rules.stdout)}
 
 
 @pytest.mark.parametrize("protocol", [Protocol.UPNP, Protocol.NATPMP, Protocol.PCP])
-async def test_symmetric_pair_connects_direct_through_a_mapped_port(
+async def test_symmetric_pair_connects_direct_through_miniupnpd(
     protocol: Protocol, tmp_path: Path
 ) -> None:
-    """Two symmetric NATs (``masquerade fully-random``): the listener's router runs a UPnP IGD,
-    NAT-PMP or PCP daemon (``pmp_router``: each mapping an nftables DNAT rule, as miniupnpd
-    makes them), the listener maps its port, the connector dials it and the connection is
-    direct at once; when the listener stops, its mapping is deleted on the router."""
+    """Two symmetric NATs (``masquerade fully-random``): the listener's router runs Debian's
+    miniupnpd with UPnP IGD, NAT-PMP or PCP, the listener maps its port, the connector dials it
+    and the connection is direct at once; when the listener stops, miniupnpd's forward of the
+    port is gone from the router."""
+    if shutil.which("miniupnpd") is None:
+        pytest.skip(
+            "miniupnpd is not installed (Debian miniupnpd-nftables; `make lab-deps` installs "
+            "it): the port-mapping lab test cannot run"
+        )
     async with (
         open_lab([NatPreset.SYMMETRIC, NatPreset.SYMMETRIC]) as lab,
         trio.open_nursery() as n,
@@ -183,17 +192,18 @@ async def test_symmetric_pair_connects_direct_through_a_mapped_port(
         mapped_site, other_site = lab.sites
         router = mapped_site.router
         assert router is not None
-        await router.run(["nft", "-f", "-"], stdin=PMP_NFT.encode())
-        daemon_log = tmp_path / "pmp_router.log"
-        with daemon_log.open("wb") as err:
-            process = await router.start_python(
-                ["-m", "tests.lab.pmp_router", WAN_IF, router.wan_ip, router.lan_ip,
-                 *DAEMON_FLAGS[protocol]],
-                stdout=subprocess.PIPE, stderr=err.fileno(),
-            )  # fmt: skip
-        daemon = ChatNode("pmp_router", process, daemon_log)
-        n.start_soon(daemon.read_output)
-        await wait_event(daemon, "ready")
+        ports = ", ".join(str(port) for port in SERVER_PORTS)
+        rules = STUN_NFT.format(
+            wan=WAN_IF, wan_ip=router.wan_ip, primary=primary, alternate=alternate, ports=ports
+        )
+        await router.run(["nft", "-f", "-"], stdin=rules.encode())
+        stun = [
+            "ext_perform_stun=yes",
+            f"ext_stun_host={primary}",
+            f"ext_stun_port={SERVER_PORTS[0]}",
+        ]
+        daemon_log = await start_miniupnpd(router, protocol, tmp_path, stun)
+        assert "Port forwarding is now enabled" in daemon_log.read_text(errors="replace")
         node_args = [*gateway_arguments(primary)]
         listener = await _start_node(
             mapped_site.host, "listener", [*node_args, "--port-mapping", protocol.value],
@@ -203,7 +213,7 @@ async def test_symmetric_pair_connects_direct_through_a_mapped_port(
         assert ready["nat_type"] == "symmetric"
         mapped = (await wait_event(listener, "mapped"))["mapped"]
         assert mapped[0] == router.wan_ip
-        assert (await wait_event(daemon, "mapped"))["external"] == mapped
+        assert await forwarded_ports(router) == {mapped[1]}
         connector = await _start_node(
             other_site.host, "connector", [*node_args, "--connect", ready["node_id"]], tmp_path, n
         )
@@ -216,9 +226,7 @@ async def test_symmetric_pair_connects_direct_through_a_mapped_port(
         await listener.say("quit")
         stopped = await wait_event(listener, "stopped")
         assert stopped["statistics"]["deleted"] == 1, listener.describe()
-        assert (await wait_event(daemon, "unmapped"))["external"] == mapped
-        rules = await router.run(["nft", "list", "table", "ip", "lab_pmp"])
-        assert "dnat" not in rules.stdout.decode()  # the mapping is gone after the node stops
+        assert await forwarded_ports(router) == set()  # the mapping is gone after the node stops
         n.cancel_scope.cancel()
 
 

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import attrs
 import pytest
 
-from macula_nat.net import RealUdpStack, UdpStack
+from macula_nat.net import RealUdpStack, UdpStack, real
+from macula_nat.net.address import ip_version
 from macula_nat.net.sim import open_internet
 
 
@@ -89,3 +90,77 @@ async def test_an_ipv6_only_endpoint_still_refuses_ipv4(place: Place) -> None:
     async with await place.stack.bind(("::", 0)) as six:
         with pytest.raises(ValueError, match="cannot send"):
             await six.send_to(b"x", (place.ipv4, 9))
+
+
+@pytest.mark.parametrize("kind", ["real", "sim"])
+async def test_a_dual_stack_endpoint_answers_from_the_address_asked(kind: str) -> None:
+    """On a host with two addresses of one version (an RFC 5780 gateway's), the endpoint on
+    ``::`` answers a peer from the address that peer sent to, not from the kernel's choice of
+    source: a stateful firewall in front of the peer passes only the former."""
+    async with open_internet(seed=4) as internet:
+        stack: UdpStack
+        if kind == "real":
+            stack = peer_stack = RealUdpStack(["127.0.0.1", "127.0.0.2"])
+            asked, other = "127.0.0.2", "127.0.0.1"  # the kernel answers 127.0.0.1 from .1
+            peer_ip = "127.0.0.1"
+        else:
+            stack = internet.add_host(["203.0.113.50", "203.0.113.51", "2001:db8::50"])
+            asked, other = "203.0.113.51", "203.0.113.50"
+            peer_ip = "203.0.113.60"
+            peer_stack = internet.add_host([peer_ip])
+        async with (
+            await stack.bind(("::", 0), dual_stack=True) as dual,
+            await peer_stack.bind((peer_ip, 0)) as peer,
+        ):
+            port = dual.local_address[1]
+            for destination in (asked, other, asked):
+                await peer.send_to(b"ask", (destination, port))
+                data, source = await dual.receive_from()
+                assert (data, source) == (b"ask", peer.local_address)
+                await dual.send_to(b"answer", source)
+                assert await peer.receive_from() == (b"answer", (destination, port))
+
+
+async def test_a_dual_stack_stream_listener_takes_both_versions(place: Place) -> None:
+    """One TCP listener on ``::`` (a dual-stack relay's TCP/TLS side): connections to an
+    address of either version arrive, IPv4 peers under plain IPv4 addresses."""
+    listener = await place.stack.listen_stream(("::", 0), dual_stack=True)
+    port = listener.local_address[1]
+    try:
+        for ip in (place.ipv4, place.ipv6):
+            stream, local = await place.stack.connect_stream((ip, port))
+            accepted, peer = await listener.accept()
+            assert peer == local and ip_version(peer[0]) == ip_version(ip)
+            await stream.send_all(b"hello")
+            assert await accepted.receive_some(5) == b"hello"
+            await stream.aclose()
+            await accepted.aclose()
+    finally:
+        await listener.aclose()
+    with pytest.raises(ValueError, match="IPv6 wildcard"):
+        await place.stack.listen_stream((place.ipv4, 0), dual_stack=True)
+
+
+async def test_a_flood_of_new_sources_forgets_the_quiet_peers_not_the_latest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The peers whose local address a dual-stack endpoint remembers are bounded; new sources
+    past the bound push out the one heard from longest ago, one each, so a peer that spoke
+    recently is still answered from the address it asked."""
+    monkeypatch.setattr(real, "_REPLY_FROM", 3)
+    stack = RealUdpStack(["127.0.0.1", "127.0.0.2"])
+    asked = "127.0.0.2"  # the kernel would answer from 127.0.0.1
+    async with await stack.bind(("::", 0), dual_stack=True) as dual:
+        port = dual.local_address[1]
+        peers = [await stack.bind(("127.0.0.1", 0)) for _ in range(5)]
+        try:
+            for peer in peers:  # 0 and 1 are forgotten, 2..4 remembered
+                await peer.send_to(b"ask", (asked, port))
+                assert (await dual.receive_from())[1] == peer.local_address
+            for index, peer in enumerate(peers):
+                await dual.send_to(b"answer", peer.local_address)
+                _, source = await peer.receive_from()
+                assert source == ((asked if index >= 2 else "127.0.0.1"), port)
+        finally:
+            for peer in peers:
+                peer.close()

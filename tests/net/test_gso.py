@@ -191,3 +191,28 @@ async def test_a_datagram_after_a_read_that_found_the_socket_empty_is_still_rece
 
         with trio.fail_after(5):
             assert await receiver.receive_batch() == [(b"late", sender.local_address)]
+
+
+@linux_only
+@pytest.mark.parametrize("peer_ip", [LOOPBACK, "::1"])
+async def test_a_dual_stack_endpoint_answers_a_batch_from_the_address_asked(peer_ip: str) -> None:
+    stack = RealUdpStack([LOOPBACK, "::1"])
+    async with (
+        await stack.bind(("::", 0), dual_stack=True) as dual,
+        await stack.bind((peer_ip, 0)) as peer,
+    ):
+        assert isinstance(dual, RealUdpEndpoint) and isinstance(peer, RealUdpEndpoint)
+        asked = (peer_ip, dual.local_address[1])
+        await peer.send_to(b"hello", asked)
+        assert [data for data, _ in await dual.receive_batch()] == [b"hello"]
+        assert dual._reply_from, "the destination of the peer's datagram is remembered"
+        datagrams = output_step(30, 1200, 7)
+
+        assert dual.send_batch_nowait(datagrams, peer.local_address) == len(datagrams)
+
+        received: list[tuple[bytes, Address]] = []
+        with trio.fail_after(5):
+            while len(received) < len(datagrams):
+                received += await peer.receive_batch()
+        assert [data for data, _ in received] == datagrams
+        assert {source for _, source in received} == {asked}

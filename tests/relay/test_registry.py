@@ -436,3 +436,25 @@ async def test_a_visit_that_cannot_register_fails_and_a_keyless_registry_cannot_
         statistics = registry.statistics()
 
     assert statistics.home is not None  # the home registration is untouched
+
+
+async def test_a_relays_alternate_is_of_the_other_ip_version_and_goes_in_its_record(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A dual-stack relay announced at one address names the other in its own record (where
+    a node homed there finds it); an alternate of the same version is refused at once."""
+    async with open_internet(seed=31) as internet:
+        host = internet.add_host(["198.51.100.10", "2001:db8::10"])
+        directory = EmbeddedDirectory(clock=trio.current_time)
+        registry = RelayRegistry(directory, host)
+        relay = NodeKey.generate().node_id
+        with pytest.raises(ValueError, match="other IP version"):
+            registry.add_relay(relay, ("198.51.100.10", 3480), alternate=("198.51.100.11", 3480))
+        registry.add_relay(relay, ("198.51.100.10", 3480), alternate=("2001:db8::10", 3480))
+        assert await registry._announce_all()
+        record = await directory.resolve_record(relay.text())
+        assert registry.remove_relay(("198.51.100.10", 3480))
+        assert registry._own_alternates == {}
+    assert record is not None
+    assert record.home_relay == ("198.51.100.10", 3480)
+    assert record.home_relay_alternate == ("2001:db8::10", 3480)

@@ -4,6 +4,7 @@ firewalls are detected as "no NAT, filtered" and punch directly; open IPv6 hosts
 from __future__ import annotations
 
 import pytest
+import trio
 from trio.testing import MockClock
 
 from macula_nat.connection.link import ConnectionMethod
@@ -162,3 +163,55 @@ async def test_the_head_start_lets_a_slower_ipv6_path_win(
         assert await connect_as_planned(alice, bob, 0.0) is ConnectionMethod.PUNCHED
         (connection,) = alice.coordinator.connections()
         assert ip_version(connection.info().remote_address[0]) == version
+
+
+async def test_a_dual_stack_node_classifies_and_publishes_both_versions(
+    autojump_clock: MockClock,
+) -> None:
+    """Its IPv4 NAT and its IPv6 firewall, each detected on its own (at once), both in its
+    record; a change of the IPv6 one is a ``nat_profile_changed`` on the node's one topic, and
+    republishes the IPv6 profile only."""
+    mapping = ("2001:db8:a::10", 40000)
+    async with open_world(seed=19, ipv6=True) as world:
+        node = await dual_stack(world, "2001:db8:a::", "alice")
+        record = await world.directory.resolve_record(node.node_id.text())
+        assert node.detector6 is not None
+        six = node.detector6.profile.value
+        async with node.detector.changes.subscription() as changes:
+            node.detector6.set_mapped(mapping)  # as a router's pinhole on request would
+            change = changes.receive_nowait()  # published as the mapping was set
+            with trio.fail_after(30):
+                while True:
+                    later = await world.directory.resolve_record(node.node_id.text())
+                    if later is not None and later.profile6 == change.new:
+                        break
+                    await trio.sleep(0.05)
+    four = profile_of(node)
+    assert (four.nat_present, four.filtering, ip_version(four.public_ip)) == (True, "pd", 4)
+    assert six is not None and not six.nat_present and six.nat_type == "firewalled, no NAT"
+    assert six.public_ip == "2001:db8:a::10"
+    assert record is not None and (record.profile, record.profile6) == (four, six)
+    assert change.old == six and change.new.mapped == mapping
+    assert later.profile == four
+
+
+async def test_symmetric_ipv4_nats_with_ipv6_firewalls_punch_over_ipv6(
+    autojump_clock: MockClock,
+) -> None:
+    """Classified on IPv4 alone this pair is relay-only; with each side's IPv6 profile the
+    plan is a punch over IPv6, and it holds."""
+    async with open_world(seed=20, ipv6=True) as world:
+        nodes = []
+        for prefix, name in (("2001:db8:a::", "alice"), ("2001:db8:b::", "bob")):
+            site = add_site(world.internet.public, Preset.SYMMETRIC_RANDOM, name=name,
+                            link=world.site_link)  # fmt: skip
+            wall = world.internet.public.add_firewall(
+                f"{prefix}/64", name=f"{name}-fw", link=world.site_link
+            )
+            wall.attach(site.host, f"{prefix}10")
+            nodes.append(await world.node_at(site.host))
+        alice, bob = nodes
+        assert choose(profile_of(alice), profile_of(bob)).method is Method.RELAY
+        assert await connect_as_planned(alice, bob, 0.0) is ConnectionMethod.PUNCHED
+        (connection,) = alice.coordinator.connections()
+        assert ip_version(connection.info().remote_address[0]) == 6

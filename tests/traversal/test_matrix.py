@@ -15,9 +15,10 @@ import trio
 from trio.testing import MockClock
 
 from macula_nat.connection.link import ConnectionMethod
+from macula_nat.nat.profile import NatProfile
 from macula_nat.net.sim import NatBehavior, Preset
 from macula_nat.system import NatSystem
-from macula_nat.traversal.strategy import Method, Side, choose
+from macula_nat.traversal.strategy import Method, Side, choose_path
 
 from .world import open_world
 
@@ -77,11 +78,17 @@ async def test_endpoint_dependent_mapping_with_open_filtering_is_dialled_directl
         assert method is not ConnectionMethod.RELAYED
 
 
+def profiles(node: NatSystem) -> list[NatProfile]:
+    """A node's profiles: its NAT's, and a dual-stack node's IPv6 one when classified."""
+    profile = node.detector.profile.value
+    assert profile is not None
+    six = None if node.detector6 is None else node.detector6.profile.value
+    return [profile] + ([six] if six is not None else [])
+
+
 async def connect_as_planned(alice: NatSystem, bob: NatSystem, loss: float) -> ConnectionMethod:
     """Connect ``alice`` to ``bob``, exchange messages, check the method the plan expects."""
-    assert alice.detector.profile.value is not None
-    assert bob.detector.profile.value is not None
-    plan = choose(alice.detector.profile.value, bob.detector.profile.value)
+    plan = choose_path(profiles(alice), profiles(bob), versions=alice.shared.ip_versions)
     started = trio.current_time()
     with trio.fail_after(60):
         connection = await alice.connector.connect(bob.node_id)

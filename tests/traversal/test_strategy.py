@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 
 from macula_nat.behavior import FilteringBehavior, MappingBehavior, PortAllocation
 from macula_nat.nat.profile import NatProfile
-from macula_nat.traversal.strategy import Method, Plan, PortKind, Side, choose, port_kind
+from macula_nat.traversal.strategy import (
+    Method,
+    Plan,
+    PortKind,
+    Side,
+    choose,
+    choose_path,
+    port_kind,
+)
 
 
 def _profile(mapping: str, filtering: str, allocation: str, ip: str, **kw: object) -> NatProfile:
@@ -290,3 +298,64 @@ def test_a_side_whose_udp_is_blocked_always_relays_whichever_side_it_is(other: s
         assert choose(local, remote, allow_relay=False).method is Method.IMPOSSIBLE
     measured = attrs.evolve(PRESETS[other], udp_blocked=True)  # measured before the block
     assert choose(measured, PRESETS["none"]).method is Method.RELAY
+
+
+# -- dual stack: a profile per IP version (issue 13) ------------------------------------------
+
+FIREWALL6 = _profile("ei", "pd", "pp", "2001:db8:a::10", nat_present=False)
+"""A host's IPv6 side behind a stateful firewall: no NAT, address- and port-dependent filter."""
+OPEN6 = _profile("ei", "ei", "pp", "2001:db8:c::10", nat_present=False)
+profiles = st.sampled_from(list(PRESETS.values()))
+profiles6 = st.sampled_from([FIREWALL6, OPEN6, _profile("pd", "pd", "rd", "2001:db8:d::1")])
+
+
+def test_two_symmetric_ipv4_nats_with_ipv6_firewalls_punch_over_ipv6() -> None:
+    """The IPv4 profiles alone say relay; the IPv6 ones, classified too, say punch."""
+    sym, other = _pair("sym_random", "sym_random")
+    remote6 = attrs.evolve(FIREWALL6, public_ip="2001:db8:b::10")
+    assert choose(sym, other).method is Method.RELAY
+    plan = choose_path([sym, FIREWALL6], [other, remote6])
+    assert (plan.method, plan.version, plan.initiator) == (Method.PUNCH, 6, None)
+
+
+def test_an_open_ipv4_peer_is_dialled_over_ipv4_beside_firewalled_ipv6() -> None:
+    """Direct beats a punch whatever the version: the dial goes to the IPv4 address."""
+    remote6 = attrs.evolve(FIREWALL6, public_ip="2001:db8:b::10")
+    plan = choose_path([PRESETS["port_restricted"], FIREWALL6], [PRESETS["none"], remote6])
+    assert (plan.method, plan.version, plan.initiator) == (Method.DIRECT, 4, Side.LOCAL)
+
+
+def test_a_version_the_socket_cannot_send_to_is_not_planned() -> None:
+    sym, other = _pair("sym_random", "sym_random")
+    remote6 = attrs.evolve(FIREWALL6, public_ip="2001:db8:b::10")
+    plan = choose_path([sym, FIREWALL6], [other, remote6], versions=frozenset((4,)))
+    assert (plan.method, plan.version) == (Method.RELAY, 4)
+
+
+def test_without_a_shared_version_the_first_profiles_decide_as_before() -> None:
+    plan = choose_path([FIREWALL6], [PRESETS["port_restricted"]])
+    assert plan == choose(FIREWALL6, PRESETS["port_restricted"])
+    with pytest.raises(ValueError, match="at least one profile"):
+        choose_path([], [FIREWALL6])
+
+
+@given(local=profiles, remote=profiles, local6=profiles6, remote6=profiles6, relay=st.booleans())
+def test_the_path_plan_is_each_versions_plan_and_never_worse_than_either(
+    local: NatProfile, remote: NatProfile, local6: NatProfile, remote6: NatProfile, relay: bool
+) -> None:
+    if local == remote:
+        remote = attrs.evolve(remote, public_ip="203.0.113.99")
+    if local6 == remote6:
+        remote6 = attrs.evolve(remote6, public_ip="2001:db8:e::1")
+    plan = choose_path([local, local6], [remote, remote6], allow_relay=relay)
+    four = choose(local, remote, allow_relay=relay)
+    six = choose(local6, remote6, allow_relay=relay)
+    chosen = six if plan.version == 6 else four
+    assert attrs.evolve(plan, version=None) == chosen
+    order = [Method.DIRECT, Method.PUNCH, Method.RELAY, Method.IMPOSSIBLE]
+    assert order.index(plan.method) <= min(order.index(four.method), order.index(six.method))
+    if six.method is four.method and six.birthday == four.birthday:
+        assert plan.version == 6  # IPv6 first on a tie
+    # the other node plans the same path (the version both punch on)
+    mirror = choose_path([remote, remote6], [local, local6], allow_relay=relay)
+    assert mirror.version == plan.version and mirror.method is plan.method

@@ -55,11 +55,13 @@ class UdpDirectory(Directory):
         home_relay: Address | None = None,
         candidates: Iterable[Address] = (),
         home_relay_alternate: Address | None = None,
+        profile6: NatProfile | None = None,
     ) -> NodeRecord:
         self._check()
         return await self.inner.publish_record(
             node_id, profile, ttl, home_relay=home_relay, candidates=candidates,
             home_relay_alternate=home_relay_alternate,
+            profile6=profile6,
         )  # fmt: skip
 
     async def resolve_record(self, node_id: str) -> NodeRecord | None:

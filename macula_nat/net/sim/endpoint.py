@@ -19,6 +19,8 @@ DEFAULT_SEND_BUFFER = 256
 logger = logging.getLogger(__name__)
 
 _BOTH: Final = frozenset((4, 6))
+_REPLY_FROM: Final = 4096
+"""Peers a dual-stack endpoint remembers the local address of (cleared when full)."""
 
 
 class SimEndpoint(UdpEndpoint):
@@ -33,6 +35,10 @@ class SimEndpoint(UdpEndpoint):
     while its user sleeps; until then, once full, ``send_to_nowait`` raises
     ``trio.WouldBlock``. So code that never waits cannot send without bound, and its fallback
     to the awaited :meth:`send_to` runs under the simulator too.
+
+    A dual-stack endpoint (on the wildcard) sends to a peer from the address that peer's
+    latest datagram came to, as a real one does with ``IPV6_PKTINFO``; to others from the
+    host's choice.
     """
 
     def __init__(
@@ -50,6 +56,8 @@ class SimEndpoint(UdpEndpoint):
         self._local_address = local_address
         self._version = ip_version(local_address[0])
         self._dual = dual_stack
+        self._reply_from: dict[Address, str] = {}
+        """A dual-stack endpoint's peers -> the local IP their latest datagram came to."""
         self._closed = False
         self._send_buffer = send_buffer
         self._unsent = 0
@@ -74,7 +82,7 @@ class SimEndpoint(UdpEndpoint):
         destination = self._checked_destination(data, address)
         await trio.lowlevel.checkpoint_if_cancelled()
         self._unsent = 0
-        self._host._send(self._local_address, bytes(data), destination)
+        self._host._send(self._source_for(destination), bytes(data), destination)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_to_nowait(self, data: bytes, address: Address) -> None:
@@ -82,7 +90,11 @@ class SimEndpoint(UdpEndpoint):
         if self._unsent >= self._send_buffer:
             raise trio.WouldBlock
         self._unsent += 1
-        self._host._send(self._local_address, bytes(data), destination)
+        self._host._send(self._source_for(destination), bytes(data), destination)
+
+    def _source_for(self, destination: Address) -> Address:
+        ip = self._reply_from.get(destination) if self._dual else None
+        return self._local_address if ip is None else (ip, self._local_address[1])
 
     def _checked_destination(self, data: bytes, address: Address) -> Address:
         if self._closed:
@@ -112,10 +124,15 @@ class SimEndpoint(UdpEndpoint):
         self._inbox.close()  # first: a blocked receive_from must see Closed, not EndOfChannel
         self._inbox_in.close()
 
-    def _deliver(self, payload: bytes, source: Address) -> bool:
-        """Queue an arrived datagram; False if the receive buffer is full."""
+    def _deliver(self, payload: bytes, source: Address, local_ip: str) -> bool:
+        """Queue an arrived datagram (sent to ``local_ip``); False if the receive buffer is
+        full."""
         try:
             self._inbox_in.send_nowait((payload, source))
         except trio.WouldBlock:
             return False
+        if self._dual:
+            if source not in self._reply_from and len(self._reply_from) >= _REPLY_FROM:
+                self._reply_from.clear()
+            self._reply_from[source] = local_ip
         return True

@@ -52,7 +52,7 @@ class SimHost(UdpStack):
     conflicts with the same port on any address of that IP version, and the other way round.
     A wildcard-bound endpoint sends from the host's address on a network that holds the
     destination, else from its first address of the destination's IP version. A dual-stack
-    endpoint holds its port on both wildcards.
+    endpoint holds its port on both wildcards, and answers a peer from the address it asked.
     """
 
     def __init__(
@@ -120,11 +120,14 @@ class SimHost(UdpStack):
         await trio.lowlevel.checkpoint()
         return self._internet._streams.connect(self, destination)
 
-    async def listen_stream(self, address: Address) -> StreamListener:
+    async def listen_stream(self, address: Address, *, dual_stack: bool = False) -> StreamListener:
+        address = normalise_address(address)
+        if dual_stack:
+            check_dual_stack(address[0])
         if self._closed:
             raise trio.ClosedResourceError("the simulated internet is closed")
         await trio.lowlevel.checkpoint()
-        return self._internet._streams.listen(self, normalise_address(address))
+        return self._internet._streams.listen(self, address, dual_stack=dual_stack)
 
     def _in_use(self, ip: str, port: int) -> bool:
         bound = self._bound.get((ip_version(ip), port))
@@ -188,7 +191,7 @@ class SimHost(UdpStack):
         if endpoint is None:
             self._internet._count_no_listener()
             logger.debug("%s: nothing bound at %s", self._name, packet.destination)
-        elif endpoint._deliver(packet.payload, packet.source):
+        elif endpoint._deliver(packet.payload, packet.source, ip):
             self._internet._count_delivered()
         else:
             self._internet._count_overflowed()

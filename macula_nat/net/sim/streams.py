@@ -1,6 +1,7 @@
 """TCP on the simulated internet: in-memory streams routed through the NAT boxes.
 
-Enough TCP for a relay over TCP/TLS: a host listens at one of its addresses; another host
+Enough TCP for a relay over TCP/TLS: a host listens at one of its addresses (at a wildcard: at
+each of its addresses of that version, of both with ``dual_stack``); another host
 connects if the listener's network is reached by going out through the NAT boxes in front of
 the connecting host (outbound only, as through real NATs: nobody connects in to a host behind
 one). The listener sees the connection come from the outermost box's public address and a
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 import trio.testing
 
-from macula_nat.net.address import Address, is_unspecified
+from macula_nat.net.address import Address, ip_version, is_unspecified
 from macula_nat.net.sim.nat_box import NatBox
 from macula_nat.net.stream import StreamListener
 
@@ -84,19 +85,27 @@ class StreamTable:
         self._rng = rng
         self._listeners: dict[Address, SimStreamListener] = {}
 
-    def listen(self, host: SimHost, address: Address) -> SimStreamListener:
+    def listen(
+        self, host: SimHost, address: Address, *, dual_stack: bool = False
+    ) -> SimStreamListener:
+        """A listener at ``address``; at a wildcard, at each of the host's addresses of its
+        version (both with ``dual_stack``), named by the first of them."""
         ip, port = address
+        ips = [ip]
         if is_unspecified(ip):
-            if not host.addresses:
+            version = ip_version(ip)
+            ips = [a for a in host.addresses if dual_stack or ip_version(a) == version]
+            if not ips:
                 raise _error(errno.EADDRNOTAVAIL, address)
-            ip = host.addresses[0]
-        if ip not in host.addresses:
+        if any(each not in host.addresses for each in ips):
             raise _error(errno.EADDRNOTAVAIL, address)
         if port == 0:
-            port = self._free_port(ip)
-        if (ip, port) in self._listeners:
+            port = self._free_port(ips)
+        if any((each, port) in self._listeners for each in ips):
             raise _error(errno.EADDRINUSE, (ip, port))
-        listener = self._listeners[(ip, port)] = SimStreamListener(self, (ip, port))
+        listener = SimStreamListener(self, (ips[0], port))
+        for each in ips:
+            self._listeners[(each, port)] = listener
         return listener
 
     def connect(self, host: SimHost, destination: Address) -> tuple[trio.abc.Stream, Address]:
@@ -128,13 +137,13 @@ class StreamTable:
             network = box._wan
         raise _error(errno.ENETUNREACH, destination_ip)
 
-    def _free_port(self, ip: str) -> int:
+    def _free_port(self, ips: list[str]) -> int:
         for _ in range(64):
             port = self._rng.randint(*_PORTS)
-            if (ip, port) not in self._listeners:
+            if all((ip, port) not in self._listeners for ip in ips):
                 return port
-        raise _error(errno.EADDRINUSE, (ip, 0))
+        raise _error(errno.EADDRINUSE, (ips[0], 0))
 
     def _forget(self, listener: SimStreamListener) -> None:
-        if self._listeners.get(listener.local_address) is listener:
-            del self._listeners[listener.local_address]
+        for address in [a for a, held in self._listeners.items() if held is listener]:
+            del self._listeners[address]
