@@ -368,7 +368,7 @@ class Connection:
     _reads_endpoint: bool = False
     """Whether the driver reads ``_endpoint`` itself (it owns it), or a listener's reader
     hands datagrams over (:meth:`_answer`)."""
-    _outbox: deque[bytes] = attrs.field(init=False, factory=deque)
+    _outbox: list[bytes] = attrs.field(init=False, factory=list)
     _produced: int = attrs.field(init=False, default=0)
     """Datagrams the library has handed over so far (the driver tells a busy pass from an idle
     one)."""
@@ -562,11 +562,12 @@ class Connection:
             raise trio.ClosedResourceError("connection closed")
 
     def _raise_if_unusable(self) -> None:
+        if self._usable():  # the common case first: one test on every send and receive
+            return
         self._raise_if_closed()
         if self._failure is not None:
             raise self._failure
-        if self._terminated.is_set():
-            raise ConnectionClosed("connection terminated")
+        raise ConnectionClosed("connection terminated")
 
     async def _end(self, reason: str) -> None:
         """Close because what holds the connection ended, not its user: later calls raise
@@ -689,7 +690,9 @@ class Connection:
                 timed_out = waiting.cancelled_caught and not self._woken
                 self._woken = False
                 now = trio.current_time()
-                timer = self._quic.get_timer()
+                # After datagrams (no timeout, no wake) a due timer waits for the next round,
+                # which starts past its deadline: one look at the timer fewer per datagram.
+                timer = self._quic.get_timer() if waiting.cancelled_caught else None
                 if timer is not None and now >= timer:
                     self._quic.handle_timer(now)
                 if interval is not None and self._authenticated.is_set():
@@ -1002,32 +1005,36 @@ class Connection:
         """Send aioquic's datagrams, in order, whichever task (driver or sender) calls; True
         if it waited for the endpoint (then it has been through a checkpoint).
 
-        Each datagram leaves with ``send_to_nowait``, without a scheduler round; only when the
-        socket's buffer is full does the task wait, in ``send_to``. aioquic's pacer and
-        congestion window still decide how much ``datagrams_to_send`` hands over at once."""
+        The output step's datagrams leave with ``send_batch_nowait``, without a scheduler
+        round (on a real socket, runs of them in one system call: UDP GSO); only when the
+        socket's buffer is full does the task wait, in ``send_to``, for the first that did not
+        fit. The library's pacer and congestion window still decide how much
+        ``datagrams_to_send`` hands over at once."""
         outbox = self._outbox
         datagrams = self._quic.datagrams_to_send(trio.current_time())
         self._produced += len(datagrams)
-        outbox.extend(datagrams)
+        outbox += datagrams
         endpoint, remote = self._endpoint, self._remote
         waited = False
         while outbox:
-            data = outbox.popleft()
             try:
+                del outbox[: endpoint.send_batch_nowait(outbox, remote)]
+                if not outbox:
+                    break
+                data = outbox.pop(0)
                 try:
-                    endpoint.send_to_nowait(data, remote)
-                except trio.WouldBlock:
                     await endpoint.send_to(data, remote)
                     waited = True
-            except trio.Cancelled:
-                outbox.appendleft(data)  # a cancelled send did not happen: it goes next
-                raise
+                except trio.Cancelled:
+                    outbox.insert(0, data)  # a cancelled send did not happen: it goes next
+                    raise
             except trio.ClosedResourceError:
                 outbox.clear()
                 self._lose_endpoint()
                 break
-            except OSError as exc:
+            except OSError as exc:  # what of a failed batch left is unknown: QUIC resends
                 logger.debug("connection to %s: send failed: %s", self._remote, exc)
+                outbox.clear()
         code, self._close_after_flush = self._close_after_flush, None
         if code is not None:
             self._close_with(code)

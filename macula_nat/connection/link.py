@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
@@ -223,6 +223,23 @@ class PeerLink(UdpEndpoint):
         except trio.ClosedResourceError:
             raise trio.WouldBlock from None  # send_to drops the path and falls back
         self._sent_direct += 1
+
+    def send_batch_nowait(self, datagrams: Sequence[bytes], address: Address) -> int:
+        """:meth:`send_to_nowait` for a run of datagrams: over the direct path, as many as
+        can leave now (one call where the socket can); 0 while relayed."""
+        for data in datagrams:
+            check_datagram_size(data)
+        if self._closed:
+            raise trio.ClosedResourceError("link closed")
+        direct = self._direct
+        if direct is None:
+            return 0
+        try:
+            sent = direct.endpoint.send_batch_nowait(datagrams, direct.address)
+        except trio.ClosedResourceError:
+            return 0  # send_to drops the path and falls back
+        self._sent_direct += sent
+        return sent
 
     async def receive_from(self) -> tuple[bytes, Address]:
         if self._closed:

@@ -76,6 +76,9 @@ class _FlowQuicConnection(QuicConnection):
         limit = self._local_max_data
         if self._due(limit.sent, limit.used, self.released):
             limit.value = max(limit.value, self.released + self.window)
+        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
+        if limit.value == limit.sent and bidi.value == bidi.sent and uni.value == uni.sent:
+            return  # nothing to announce: aioquic would write no frame (run on every packet)
         used, limit.used = limit.used, 0  # hidden from aioquic, which would double the window
         try:
             super()._write_connection_limits(builder, space)
@@ -86,10 +89,13 @@ class _FlowQuicConnection(QuicConnection):
         self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStreamState
     ) -> None:
         receiver = stream.receiver
-        if stream.max_stream_data_local:  # zero only on our own unidirectional streams
+        local = stream.max_stream_data_local
+        if local:  # zero only on our own unidirectional streams
             base = receiver.starting_offset()
             if self._due(stream.max_stream_data_local_sent, receiver.highest_offset, base):
-                stream.max_stream_data_local = max(stream.max_stream_data_local, base + self.window)
+                local = stream.max_stream_data_local = max(local, base + self.window)
+        if stream.max_stream_data_local_sent == local:
+            return  # as above: no frame to write
         highest, receiver.highest_offset = receiver.highest_offset, 0  # as above
         try:
             super()._write_stream_limits(builder, space, stream)

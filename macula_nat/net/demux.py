@@ -33,7 +33,7 @@ closes every view.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -175,6 +175,13 @@ class ProtocolView(UdpEndpoint):
             raise trio.ClosedResourceError("view is closed")
         self._shared.endpoint.send_to_nowait(data, address)
         self._counters.sent += 1
+
+    def send_batch_nowait(self, datagrams: Sequence[bytes], address: Address) -> int:
+        if self._closed:
+            raise trio.ClosedResourceError("view is closed")
+        sent = self._shared.endpoint.send_batch_nowait(datagrams, address)
+        self._counters.sent += sent
+        return sent
 
     async def receive_from(self) -> tuple[bytes, Address]:
         if self._closed:

@@ -20,6 +20,8 @@ Behaviour both implementations keep (the tests run the same cases against both):
 Beside each awaited operation there is one that never waits, as Trio pairs ``X`` with
 ``X_nowait``: ``send_to_nowait`` raises ``trio.WouldBlock`` when the datagram cannot leave now
 (the kernel's send buffer is full), and ``receive_from_nowait`` when nothing is waiting.
+``send_batch_nowait`` sends a run of datagrams to one address as far as they leave without
+waiting (a QUIC output step's datagrams: one system call for many where the kernel can).
 ``receive_batch`` waits once and returns every datagram already waiting, up to a bound: a busy
 reader then pays one scheduler round per batch instead of one per datagram, which is what made
 a QUIC transfer or a relay cost twice the CPU of the simplest loop doing the same job (issue 14).
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import errno
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Final
 
 import trio
@@ -78,6 +81,21 @@ class UdpEndpoint(trio.abc.AsyncResource):
         (nothing sent). Raises like :meth:`send_to` otherwise. The default cannot tell, so it
         always raises ``WouldBlock``: callers fall back to :meth:`send_to`."""
         raise trio.WouldBlock
+
+    def send_batch_nowait(self, datagrams: Sequence[bytes], address: Address) -> int:
+        """Send ``datagrams`` to ``address``, in order, as far as they can leave without
+        waiting; return how many left (0: the first would have waited). The caller sends the
+        rest later (``send_to`` waits for room). Raises like :meth:`send_to_nowait` otherwise.
+        This default sends them one by one; a real socket hands runs of them to the kernel in
+        one call (UDP GSO, :mod:`macula_nat.net.segments`)."""
+        sent = 0
+        for data in datagrams:
+            try:
+                self.send_to_nowait(data, address)
+            except trio.WouldBlock:
+                break
+            sent += 1
+        return sent
 
     @abstractmethod
     async def receive_from(self) -> tuple[bytes, Address]:

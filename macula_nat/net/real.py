@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import struct
+import sys
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -27,6 +30,7 @@ from macula_nat.net.endpoint import (
     check_dual_stack,
 )
 from macula_nat.net.local_addresses import discover_local_addresses
+from macula_nat.net.segments import segment_runs, split_segments
 from macula_nat.net.stream import StreamListener
 
 logger = logging.getLogger(__name__)
@@ -95,6 +99,30 @@ def _dual_received_address(raw: tuple[Any, ...]) -> Address:
     return _received_address(raw)
 
 
+_UDP_SEGMENT: Final = 103
+"""``UDP_SEGMENT`` from ``linux/udp.h`` (the socket module does not name it): the segment size
+of a GSO send, as a ``uint16`` control message at level ``IPPROTO_UDP``."""
+_GSO_SUPPORTED: Final = sys.platform == "linux"
+_GSO_REFUSED: Final = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
+"""What a kernel without UDP GSO, or a device that cannot offload it (no checksum offload:
+``EIO``), answers a segmented send with; nothing of that send left."""
+_SEGMENT_SIZE: Final = struct.Struct("=H")
+_UDP_GRO: Final = 104
+"""``UDP_GRO`` from ``linux/udp.h``: the socket takes runs of same-sized datagrams of one flow
+as one buffer (a GSO send's segments, or what the device's GRO coalesced), each read carrying
+the segment size as an ``int`` control message, which the endpoint cuts apart again."""
+_GRO_SPACE: Final = socket.CMSG_SPACE(4) if _GSO_SUPPORTED else 0
+_gso_refusal_logged = False
+
+
+def _log_gso_refused(local: Address, error: OSError) -> None:
+    """Say once per process that GSO was refused (each endpoint then sends one by one)."""
+    global _gso_refusal_logged
+    if not _gso_refusal_logged:
+        _gso_refusal_logged = True
+        logger.info("UDP GSO refused on %s (%s): sending one datagram per call", local, error)
+
+
 _CHECKED_DESTINATIONS = 1024
 """Destinations an endpoint remembers as already validated (the set is cleared when full)."""
 _REPLY_FROM = 4096
@@ -116,13 +144,17 @@ class RealUdpEndpoint(UdpEndpoint):
         "_checked",
         "_closed",
         "_dual",
+        "_emptied",
+        "_gro",
+        "_gso",
         "_local_address",
+        "_pending",
         "_reply_from",
         "_socket",
         "_version",
     )
 
-    def __init__(self, sock: socket.socket, *, dual_stack: bool = False) -> None:
+    def __init__(self, sock: socket.socket, *, dual_stack: bool = False, gro: bool = False) -> None:
         sock.setblocking(False)
         self._socket = sock
         self._checked: dict[Address, Address] = {}
@@ -132,8 +164,19 @@ class RealUdpEndpoint(UdpEndpoint):
         self._dual = dual_stack
         self._reply_from: dict[tuple[str, int], bytes] = {}
         """A dual-stack endpoint's peers (socket-form address) -> the local address their
-        latest datagram came to, as the ``in6_pktinfo`` that sends from it (see ``_drain``)."""
+        latest datagram came to, as the ``in6_pktinfo`` that sends from it (see
+        :meth:`_drain_ancillary`)."""
         self._closed = False
+        self._gso = _GSO_SUPPORTED
+        """Whether runs of datagrams leave as one GSO send (off for good once refused)."""
+        self._gro = gro
+        """Whether UDP GRO is on for ``sock``: a read may return several datagrams in one
+        buffer (:meth:`RealUdpStack.bind` turns it on where the kernel has it)."""
+        self._pending: deque[tuple[bytes, Address]] = deque()
+        """Datagrams cut from a coalesced read that the caller did not take yet."""
+        self._emptied = False
+        """Whether the last read found the socket empty: the next batch then waits for
+        readability first instead of trying a read that is most likely in vain."""
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -162,7 +205,65 @@ class RealUdpEndpoint(UdpEndpoint):
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
         check_datagram_size(data)
+        if not self._send_one(data, self._checked_destination(address)):
+            raise trio.WouldBlock
+
+    def send_batch_nowait(self, datagrams: Sequence[bytes], address: Address) -> int:
+        """Each run of equal-sized datagrams (the last may be shorter; see
+        :func:`~macula_nat.net.segments.segment_runs`) leaves in one ``sendmsg`` with a
+        ``UDP_SEGMENT`` size, which the kernel cuts into datagrams: the receiver sees what
+        single sends would have given it. Where the kernel refuses GSO, this endpoint sends
+        one datagram per call from then on (logged once per process)."""
+        if self._closed:
+            raise trio.ClosedResourceError("endpoint is closed")
+        for data in datagrams:
+            check_datagram_size(data)
         destination = self._checked_destination(address)
+        if not self._gso or len(datagrams) < 2:
+            return self._send_singly(datagrams, 0, destination)
+        for start, stop in segment_runs([len(data) for data in datagrams]):
+            if stop - start == 1:
+                if not self._send_one(datagrams[start], destination):
+                    return start
+                continue
+            try:
+                self._send_run(datagrams[start:stop], destination)
+            except BlockingIOError:
+                return start
+            except OSError as error:
+                if error.errno in _GSO_REFUSED:
+                    self._gso = False
+                    _log_gso_refused(self._local_address, error)
+                    return self._send_singly(datagrams, start, destination)
+                if error.errno not in _LOST_ERRNOS:
+                    raise
+                logger.debug("%d datagrams to %s lost: %s", stop - start, destination, error)
+        return len(datagrams)
+
+    def _send_run(self, run: Sequence[bytes], destination: Address) -> None:
+        """One GSO send of ``run`` (from the local address the peer last wrote to, on a
+        dual-stack socket: see :meth:`_drain_ancillary`)."""
+        ancillary = [(socket.IPPROTO_UDP, _UDP_SEGMENT, _SEGMENT_SIZE.pack(len(run[0])))]
+        info = self._reply_from.get(destination) if self._dual else None
+        if info is not None:
+            ancillary.append((socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info))
+        try:
+            self._socket.sendmsg(run, ancillary, 0, destination)
+        except OSError as error:
+            if info is None or error.errno != errno.EADDRNOTAVAIL:
+                raise
+            self._reply_from.pop(destination, None)  # that address is gone from the host
+            self._socket.sendmsg(run, ancillary[:1], 0, destination)
+
+    def _send_singly(self, datagrams: Sequence[bytes], start: int, destination: Address) -> int:
+        """Send ``datagrams[start:]`` one per call; how many of all left."""
+        for index in range(start, len(datagrams)):
+            if not self._send_one(datagrams[index], destination):
+                return index
+        return len(datagrams)
+
+    def _send_one(self, data: bytes, destination: Address) -> bool:
+        """One ``sendto`` to a checked destination; False if it would block (nothing sent)."""
         try:
             info = self._reply_from.get(destination) if self._dual else None
             if info is None:
@@ -170,11 +271,12 @@ class RealUdpEndpoint(UdpEndpoint):
             else:
                 self._send_from(data, destination, info)
         except BlockingIOError:
-            raise trio.WouldBlock from None
+            return False
         except OSError as error:
             if error.errno not in _LOST_ERRNOS:
                 raise
             logger.debug("datagram to %s lost: %s", destination, error)
+        return True
 
     def _send_from(self, data: bytes, destination: Address, info: bytes) -> None:
         """Send from the local address in ``info``; from the kernel's choice once that
@@ -211,26 +313,21 @@ class RealUdpEndpoint(UdpEndpoint):
     def receive_from_nowait(self) -> tuple[bytes, Address]:
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
-        if self._dual:
-            batch = self._drain_dual(1)
-            if not batch:
-                raise trio.WouldBlock
-            return batch[0]
-        try:
-            data, source = self._socket.recvfrom(_RECEIVE_SIZE)
-        except BlockingIOError:
-            raise trio.WouldBlock from None
-        return data, _received_address(source)
+        batch = self._drain(1)
+        if not batch:
+            raise trio.WouldBlock
+        return batch[0]
 
     async def receive_batch(self, max_datagrams: int = READ_BATCH) -> list[tuple[bytes, Address]]:
         """Wait for readability at most once, then drain the socket with non-blocking reads:
-        one scheduler round per batch, whatever its size."""
+        one scheduler round per batch, whatever its size (and, with UDP GRO, one read for each
+        run of datagrams a GSO sender sent at once)."""
         if max_datagrams < 1:
             raise ValueError(f"max_datagrams must be at least 1, not {max_datagrams}")
         if self._closed:
             raise trio.ClosedResourceError("endpoint is closed")
         await trio.lowlevel.checkpoint_if_cancelled()
-        batch = self._drain(max_datagrams)
+        batch = [] if self._emptied and not self._pending else self._drain(max_datagrams)
         if batch:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return batch
@@ -240,42 +337,69 @@ class RealUdpEndpoint(UdpEndpoint):
         return batch
 
     def _drain(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
-        """Up to ``max_datagrams`` datagrams already waiting, in arrival order."""
-        if self._dual:
-            return self._drain_dual(max_datagrams)
+        """Up to ``max_datagrams`` datagrams already waiting, in arrival order (those cut from
+        an earlier coalesced read first)."""
+        if self._gro or self._dual:
+            return self._drain_ancillary(max_datagrams)
         batch: list[tuple[bytes, Address]] = []
         receive = self._socket.recvfrom
-        address = _dual_received_address if self._dual else _received_address
+        address = _received_address
+        self._emptied = False
         for _ in range(max_datagrams):
             try:
                 data, source = receive(_RECEIVE_SIZE)
             except BlockingIOError:
+                self._emptied = True
                 break
             batch.append((data, address(source)))
         return batch
 
-    def _drain_dual(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
-        """:meth:`_drain` on a dual-stack socket, bound to the wildcard: each datagram's
-        destination address (``IPV6_PKTINFO``) is remembered for its source, and what is sent
-        there goes out from it. On a host with several addresses (an RFC 5780 gateway's two)
-        the kernel would otherwise pick the source itself, and a peer behind a stateful
-        firewall drops an answer from an address it never sent to. Simulated endpoints answer
-        from the address asked, and so do these."""
+    def _drain_ancillary(self, max_datagrams: int) -> list[tuple[bytes, Address]]:
+        """:meth:`_drain` with each read's control messages, on a GRO or dual-stack socket.
+
+        - **GRO**: a read whose control message names a segment size is that many-byte
+          datagrams back to back (the last may be shorter); what exceeds ``max_datagrams``
+          waits in ``_pending`` for the next call.
+        - **Dual stack**, bound to the wildcard: each datagram's destination address
+          (``IPV6_PKTINFO``) is remembered for its source, and what is sent there goes out
+          from it. On a host with several addresses (an RFC 5780 gateway's two) the kernel
+          would otherwise pick the source itself, and a peer behind a stateful firewall drops
+          an answer from an address it never sent to. Simulated endpoints answer from the
+          address asked, and so do these.
+        """
+        pending = self._pending
         batch: list[tuple[bytes, Address]] = []
+        while pending and len(batch) < max_datagrams:
+            batch.append(pending.popleft())
         receive = self._socket.recvmsg
+        space = (_GRO_SPACE if self._gro else 0) + (_PKTINFO_SPACE if self._dual else 0)
+        address = _dual_received_address if self._dual else _received_address
         reply_from = self._reply_from
-        for _ in range(max_datagrams):
+        self._emptied = False
+        while len(batch) < max_datagrams:
             try:
-                data, ancillary, _, source = receive(_RECEIVE_SIZE, _PKTINFO_SPACE)
+                data, ancillary, _, source = receive(_RECEIVE_SIZE, space)
             except BlockingIOError:
+                self._emptied = True
                 break
-            peer = (source[0], source[1])
-            for level, kind, info in ancillary:
-                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+            size = None
+            for level, kind, value in ancillary:
+                if level == socket.IPPROTO_UDP and kind == _UDP_GRO and len(value) >= 4:
+                    size = int.from_bytes(value[:4], sys.byteorder)
+                elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                    peer = (source[0], source[1])
                     if reply_from.pop(peer, None) is None and len(reply_from) >= _REPLY_FROM:
                         del reply_from[next(iter(reply_from))]  # the one heard from longest ago
-                    reply_from[peer] = info[:16] + bytes(4)  # any interface
-            batch.append((data, _dual_received_address(source)))
+                    reply_from[peer] = value[:16] + bytes(4)  # any interface
+            sender = address(source)
+            if size is None or size >= len(data):
+                batch.append((data, sender))
+                continue
+            for segment in split_segments(data, size):
+                if len(batch) < max_datagrams:
+                    batch.append((segment, sender))
+                else:
+                    pending.append((segment, sender))
         return batch
 
     def close(self) -> None:
@@ -284,6 +408,16 @@ class RealUdpEndpoint(UdpEndpoint):
         self._closed = True
         trio.lowlevel.notify_closing(self._socket)  # a task waiting on it raises Closed
         self._socket.close()
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    """Ask for UDP GRO on ``sock``; whether the kernel agreed (before 5.0 it does not)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_UDP, _UDP_GRO, 1)
+    except OSError as error:
+        logger.debug("UDP GRO not enabled: %s", error)
+        return False
+    return True
 
 
 class RealUdpStack(UdpStack):
@@ -321,11 +455,12 @@ class RealUdpStack(UdpStack):
             if dual_stack:  # each datagram's destination: answers go out from it
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
             granted = _size_buffers(sock)
+            gro = _GSO_SUPPORTED and _enable_gro(sock)
             sock.bind((ip, port))  # a numeric address: nothing to resolve, nothing to wait for
         except BaseException:
             sock.close()
             raise
-        endpoint = RealUdpEndpoint(sock, dual_stack=dual_stack)
+        endpoint = RealUdpEndpoint(sock, dual_stack=dual_stack, gro=gro)
         await trio.lowlevel.cancel_shielded_checkpoint()
         logger.debug(
             "bound %s (buffers granted: receive %d, send %d bytes)",

@@ -31,15 +31,19 @@ windows as ours, and like ours it waits while more than ``send_buffer`` bytes ar
 Its echo is an application task, as ours is: the ratio is the cost of our driver (authentication,
 message framing, bounded memory, hygiene), not of having an application. A second round-trip line,
 for reference, echoes inside the minimal receive loop itself (no application task at all). The
-datagrams the kernel dropped at the bulk receiver's socket (``/proc/net/udp``) are counted.
+datagrams the kernel dropped at the bulk receiver's socket (``/proc/net/udp``) are counted. So are
+the Python calls (cProfile) each driver makes per round trip: a cost that the machine's load
+barely moves, unlike the time.
 """
 
 from __future__ import annotations
 
+import cProfile
 import math
+import pstats
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from statistics import median
@@ -105,6 +109,8 @@ BULK_MESSAGES: Final = 512
 SMALL: Final = 100
 ROUND_TRIPS: Final = 500
 WARM_UP: Final = 20
+CALL_TRIPS: Final = (100, 600)
+"""Round trips of the short and the long profiled run (:func:`_calls_per_round_trip`)."""
 SEND_BUFFER: Final = ConnectionConfig().send_buffer
 RECEIVE_WINDOW: Final = ConnectionConfig().receive_window
 TRANSFER_TIMEOUT: Final = 30.0
@@ -343,7 +349,12 @@ async def _echo(connection: Connection) -> None:
         await connection.send_message(await connection.receive_message())
 
 
-async def _ours(config: ConnectionConfig | None = None) -> _Driven:
+async def _ours(
+    config: ConnectionConfig | None = None,
+    *,
+    round_trips: int = ROUND_TRIPS,
+    bulk_messages: int = BULK_MESSAGES,
+) -> _Driven:
     """Our driver (``config``'s backend; default: the default config's) on 127.0.0.1."""
     settings = config if config is not None else ConnectionConfig()
     stack = RealUdpStack([LOOPBACK])
@@ -371,10 +382,10 @@ async def _ours(config: ConnectionConfig | None = None) -> _Driven:
                     await connection.send_message(small)
                     await connection.receive_message()
                 started = now()
-                for _ in range(ROUND_TRIPS):
+                for _ in range(round_trips):
                     await connection.send_message(small)
                     await connection.receive_message()
-                round_trip = (now() - started) / ROUND_TRIPS
+                round_trip = (now() - started) / round_trips
             nursery.cancel_scope.cancel()
         async with (
             listen(server_endpoint, server_key, [client_key.node_id], config=settings) as listener,
@@ -393,18 +404,18 @@ async def _ours(config: ConnectionConfig | None = None) -> _Driven:
                 async with trio.open_nursery() as nursery:
 
                     async def send() -> None:
-                        for _ in range(BULK_MESSAGES):
+                        for _ in range(bulk_messages):
                             await connection.send_message(bulk)
 
                     nursery.start_soon(send)
-                    for _ in range(BULK_MESSAGES):
+                    for _ in range(bulk_messages):
                         await accepted.receive_message()
                 elapsed = now() - started
                 drops = _drops_since(server_port, drops)
     finally:
         client_endpoint.close()
         server_endpoint.close()
-    return _Driven(round_trip, BULK_MESSAGE * BULK_MESSAGES / elapsed, drops)
+    return _Driven(round_trip, BULK_MESSAGE * bulk_messages / elapsed, drops)
 
 
 @attrs.define(eq=False)
@@ -563,7 +574,7 @@ async def _minimal_connection(
             nursery.cancel_scope.cancel()
 
 
-async def _minimal_round_trip(*, inline: bool) -> float:
+async def _minimal_round_trip(*, inline: bool, round_trips: int = ROUND_TRIPS) -> float:
     """Seconds per small round trip, the server echoing from a task or ``inline``."""
     small = bytes(SMALL)
     async with _minimal_connection(echo=True, inline=inline) as (client, _, stream):
@@ -571,9 +582,9 @@ async def _minimal_round_trip(*, inline: bool) -> float:
             for _ in range(WARM_UP):
                 await client.round_trip(stream, small)
             started = now()
-            for _ in range(ROUND_TRIPS):
+            for _ in range(round_trips):
                 await client.round_trip(stream, small)
-            return (now() - started) / ROUND_TRIPS
+            return (now() - started) / round_trips
 
 
 async def _minimal() -> _Driven:
@@ -597,6 +608,31 @@ async def _minimal() -> _Driven:
     return _Driven(round_trip, BULK_MESSAGE * BULK_MESSAGES / elapsed, drops)
 
 
+async def _calls_per_round_trip(run: Callable[[int], Awaitable[object]]) -> float:
+    """Python function calls (cProfile's count, C functions included) per round trip of
+    ``run(round_trips)``: the difference between a short and a long run, so that setting up
+    the connection cancels out. Unlike time, it barely moves with the machine's load, so it
+    shows where a driver's cost per message goes."""
+    counts = []
+    for round_trips in CALL_TRIPS:
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            await run(round_trips)
+        finally:
+            profile.disable()
+        counts.append(int(pstats.Stats(profile).total_calls))  # type: ignore[attr-defined]
+    return (counts[1] - counts[0]) / (CALL_TRIPS[1] - CALL_TRIPS[0])
+
+
+async def _our_calls(round_trips: int) -> None:
+    await _ours(ConnectionConfig(quic_backend="aioquic"), round_trips=round_trips, bulk_messages=1)
+
+
+async def _minimal_calls(round_trips: int) -> None:
+    await _minimal_round_trip(inline=False, round_trips=round_trips)
+
+
 @attrs.frozen
 class _Reps:
     """Every rep of our driver and of the minimal one, taken in alternation."""
@@ -604,6 +640,8 @@ class _Reps:
     ours: tuple[_Driven, ...]
     minimal: tuple[_Driven, ...]
     inline: tuple[float, ...]
+    calls: tuple[float, float]
+    """Python calls per round trip: ours, the minimal driver's (echo task)."""
 
     def ratios(self, measure: Callable[[_Driven], float]) -> tuple[float, float]:
         """The lowest and highest rep-by-rep ratio of ours to the minimal driver."""
@@ -622,7 +660,8 @@ async def _drivers() -> _Reps:
         ours.append(await _ours(aioquic))
         minimal.append(await _minimal())
         inline.append(await _minimal_round_trip(inline=True))
-    return _Reps(tuple(ours), tuple(minimal), tuple(inline))
+    calls = (await _calls_per_round_trip(_our_calls), await _calls_per_round_trip(_minimal_calls))
+    return _Reps(tuple(ours), tuple(minimal), tuple(inline), calls)
 
 
 def _bulk(driven: _Driven) -> float:
@@ -661,6 +700,13 @@ def _driver_figures(reps: _Reps) -> list[Figure]:
             "us",
             median(map(_round_trip, reps.minimal)) * 1e6,
             "<= 1.0x",
+        ),
+        Figure(
+            f"QUIC 127.0.0.1: Python calls per {SMALL} B round trip, vs minimal driver",
+            reps.calls[0],
+            "calls",
+            reps.calls[1],
+            "<= 1.0x (cProfile's count: steady where time is not)",
         ),
         Figure(
             f"QUIC 127.0.0.1: {SMALL} B round trip, vs minimal echoing in its loop",

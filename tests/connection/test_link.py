@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import pytest
@@ -266,6 +267,38 @@ async def test_use_direct_moves_sends_to_the_direct_path(
         upgrades=1,
         fallbacks=0,
     )
+
+
+class BatchEndpoint(RecordingEndpoint):
+    """A recording endpoint whose batch sends have room for ``room`` datagrams."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def send_batch_nowait(self, datagrams: Sequence[bytes], address: Address) -> int:
+        if self.closed:
+            raise trio.ClosedResourceError("endpoint closed")
+        taken = list(datagrams[: self.room])
+        self.sent += [(data, address) for data in taken]
+        return len(taken)
+
+
+async def test_a_batch_goes_over_the_direct_path_as_far_as_it_fits_and_never_over_the_relay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    link, relay = relayed_link()
+    assert link.send_batch_nowait([b"a", b"b"], LINK_ADDRESS) == 0  # relayed: send_to does it
+    endpoint = BatchEndpoint(room=2)
+    link.use_direct(punched(endpoint))
+
+    assert link.send_batch_nowait([b"a", b"b", b"c"], LINK_ADDRESS) == 2
+    endpoint.close()
+    assert link.send_batch_nowait([b"c"], LINK_ADDRESS) == 0  # send_to falls back
+
+    assert endpoint.sent == [(b"a", PEER), (b"b", PEER)]
+    assert relay.sent == []
+    assert link.statistics().sent_direct == 2
 
 
 async def test_a_new_direct_path_replaces_the_old_without_another_upgrade(

@@ -159,8 +159,9 @@ async def test_a_batch_is_routed_whole_and_in_order(
             assert got_quic == [data for data in sent if data[0] == QUIC_SHORT[0]]
             assert got_relay == [data for data in sent if data[0] == RELAY_FRAME[0]]
             quic.send_to_nowait(b"back", peer.local_address)
-            assert shared.statistics().quic.sent == 1
-            assert await peer.receive_from() == (b"back", node.local_address)
+            assert quic.send_batch_nowait([b"run", b"of two"], peer.local_address) == 2
+            assert shared.statistics().quic.sent == 3
+            assert [data for data, _ in await peer.receive_batch()] == [b"back", b"run", b"of two"]
 
 
 async def test_a_burst_larger_than_a_view_reaches_a_reader_that_keeps_up(
