@@ -98,15 +98,21 @@ async def test_a_full_node_behind_udp_blocked_reaches_every_preset_both_ways_the
             hotel, sites = lab.sites[0], lab.sites[1:]
             nodes: list[ChatNode] = []
             async with trio.open_nursery() as nursery:
-                try:
-                    inbound = await start_chat_node(
-                        hotel.host, "blocked.inbound", ["listen", *gateway, *fallback],
+
+                async def start_blocked(name: str, extra: list[str]) -> ChatNode:
+                    """A node behind the block, ready and saying so."""
+                    node = await start_chat_node(
+                        hotel.host, name, ["listen", *gateway, *fallback, *extra],
                         tmp_path, nursery,
                     )  # fmt: skip
-                    nodes.append(inbound)
-                    await inbound.wait_for("waiting for connections$", READY_TIMEOUT_S)
+                    nodes.append(node)
+                    await node.wait_for("waiting for connections$", READY_TIMEOUT_S)
+                    await node.wait_for("NAT: UDP blocked", 1.0)
+                    return node
+
+                try:
+                    inbound = await start_blocked("blocked.inbound", [])
                     inbound_id = node_id(inbound)
-                    await inbound.wait_for("NAT: UDP blocked", 1.0)
                     log = inbound.log.read_text(errors="replace")
                     assert "published the record through the relay" in log, inbound.describe()
                     phase("blocked listener ready")
@@ -125,16 +131,11 @@ async def test_a_full_node_behind_udp_blocked_reaches_every_preset_both_ways_the
                     peer_ids = [node_id(peer) for peer in peers]
                     phase(f"{len(peers)} peers ready")
 
-                    outbound = await start_chat_node(
-                        hotel.host, "blocked.outbound",
-                        ["listen", *gateway, *fallback, "--connect", *peer_ids,
-                         "--timeout", f"{CONNECT_TIMEOUT_S}"],
-                        tmp_path, nursery,
-                    )  # fmt: skip
-                    nodes.append(outbound)
-                    await outbound.wait_for("waiting for connections$", READY_TIMEOUT_S)
+                    outbound = await start_blocked(
+                        "blocked.outbound",
+                        ["--connect", *peer_ids, "--timeout", f"{CONNECT_TIMEOUT_S}"],
+                    )
                     outbound_id = node_id(outbound)
-                    await outbound.wait_for("NAT: UDP blocked", 1.0)
                     for peer, peer_id in zip(peers, peer_ids, strict=True):
                         await outbound.wait_for(connected(peer_id), CONNECT_TIMEOUT_S)
                         await peer.wait_for(connected(inbound_id), CONNECT_TIMEOUT_S)
