@@ -34,7 +34,7 @@ from macula_nat.actors import (
     Topic,
 )
 from macula_nat.net import Address, UdpStack, normalise_ip
-from macula_nat.net.address import normalise_addresses
+from macula_nat.net.address import ANY_IPV4, ANY_IPV6, ip_version, normalise_addresses
 
 from .classify import classify, contradicts
 from .errors import DetectionError, DetectionTimeout, NoObservers, NotDetected
@@ -312,13 +312,21 @@ class NatDetector(Served):
         profile = self.profile.value
         if blocked:
             if profile is None:
-                local = self.stack.addresses[0] if self.stack.addresses else "0.0.0.0"
-                profile = NatProfile.blocked(local, self.wall_clock())
+                profile = NatProfile.blocked(self._local_ip(), self.wall_clock())
             self._apply(profile, None)
             return
         server = self.server
         if server is not None and server.alive and self.observers:
             server.cast(Refresh(restart=True))  # a run in flight sent into the block
+
+    def _local_ip(self) -> str:
+        """This host's first address of the observers' IP version (a dual-stack node's IPv4
+        detector names an IPv4 address, its IPv6 one an IPv6 address), else that wildcard."""
+        version = ip_version(self.observers[0][0]) if self.observers else 4
+        return next(
+            (ip for ip in self.stack.addresses if ip_version(ip) == version),
+            ANY_IPV4 if version == 4 else ANY_IPV6,
+        )
 
     def _attach(self, server: ActorRef) -> None:
         super()._attach(server)

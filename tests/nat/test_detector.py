@@ -371,3 +371,21 @@ async def test_a_failed_detection_is_retried_soon_not_at_the_next_refresh(
                 runs = detector.statistics().runs
                 await trio.sleep(200)  # no more retries once detected
                 assert detector.statistics().runs == runs
+
+
+@pytest.mark.parametrize(
+    ("observer", "wanted"), [(PRIMARY, "10.9.0.2"), (("2001:db8::3478", 3478), "2001:db8::10")]
+)
+async def test_a_blocked_profile_names_an_address_of_the_observers_ip_version(
+    observer: Address, wanted: str, autojump_clock: MockClock
+) -> None:
+    """A dual-stack host blocked before any detection: each detector's blocked profile keeps
+    its IP version (its observers'), whichever address the host lists first, so a dual-stack
+    node's IPv4 profile is never taken for its IPv6 one."""
+    async with open_internet(seed=9) as internet:
+        host = internet.add_host(["2001:db8::10", "10.9.0.2"])
+        detector = NatDetector(host, (observer,), timeout=2.0, refresh_interval=None)
+        detector.set_udp_blocked(True)
+        profile = detector.profile.value
+        assert profile is not None and profile.udp_blocked
+        assert profile.public_ip == wanted
