@@ -76,6 +76,7 @@ from macula_nat.net.real import SOCKET_BUFFER
 from macula_nat.net.sim import Preset
 from macula_nat.system import NatSystem
 
+from .gso import send_runs
 from .timing import Figure, now
 
 NAT_TYPES: Final = (
@@ -482,13 +483,9 @@ class _MinimalEnd:
 
     async def transmit(self) -> None:
         assert self.quic is not None
-        for data, address in self.quic.datagrams_to_send(now=trio.current_time()):
-            while True:
-                try:
-                    self.sock.sendto(data, address)
-                    break
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(self.sock)
+        pending = self.quic.datagrams_to_send(now=trio.current_time())
+        if pending:  # one peer: every datagram goes to the same address
+            await send_runs(self.sock, [data for data, _ in pending], pending[0][1])
 
     async def send(self, stream_id: int, data: bytes) -> None:
         """Send on ``stream_id``; wait while more than ``SEND_BUFFER`` bytes are unacknowledged."""

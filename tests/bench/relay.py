@@ -2,7 +2,8 @@
 
 Forwarding: the forwarder under test (the relay, or the simplest good forwarder: a
 non-blocking socket with 4 MiB buffers that waits for readability once, drains up to
-``READ_BATCH`` datagrams and sends each to a fixed receiver at once) runs in this process on
+``READ_BATCH`` datagrams and sends them to a fixed receiver, runs of equal size in one call,
+UDP GSO, as the relay does) runs in this process on
 127.0.0.1; a load generator runs in a child process, on the other core, with plain blocking
 sockets: it keeps ``WINDOW`` datagrams in flight from its sender socket, through the forwarder,
 to its receiver socket, for ``ROUND`` seconds. The generator does the same work for both
@@ -42,6 +43,7 @@ from macula_nat.relay import RelayConfig, RelayNode, frames, open_relay
 from macula_nat.relay.handshake import ClientHandshake
 from macula_nat.relay.link import Link, Verdict
 
+from .gso import send_runs
 from .timing import Figure, LiveMemory
 
 LOOPBACK: Final = "127.0.0.1"
@@ -209,9 +211,9 @@ async def _load(
 async def _batched_forwarder(
     sock: socket.socket, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """The simplest good forwarder: wait for readability once, then drain up to
-    ``READ_BATCH`` datagrams with non-blocking reads, sending each on at once (waiting only
-    when the kernel says the send would block)."""
+    """The simplest good forwarder: wait for readability once, drain up to ``READ_BATCH``
+    datagrams with non-blocking reads, then send them on, runs of equal size in one call (UDP
+    GSO), waiting only when the kernel says the send would block."""
     task_status.started()
     receiver = None
     while receiver is None:
@@ -222,17 +224,14 @@ async def _batched_forwarder(
             continue
     while True:
         await trio.lowlevel.wait_readable(sock)
+        batch = []
         for _ in range(READ_BATCH):
             try:
                 data, _ = sock.recvfrom(65536)
             except BlockingIOError:
                 break
-            while True:
-                try:
-                    sock.sendto(data, receiver)
-                    break
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(sock)
+            batch.append(data)
+        await send_runs(sock, batch, receiver)
 
 
 async def _with_batched(payload_size: int) -> _Rates:
