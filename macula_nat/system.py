@@ -32,6 +32,7 @@ from macula_nat.actors import (
 )
 from macula_nat.dht.config import DhtConfig
 from macula_nat.dht.node import DhtNode
+from macula_nat.dht.read_only import ReadOnlyFollower
 from macula_nat.directory import Directory, EmbeddedDirectory
 from macula_nat.directory.fallback import FallbackDirectory
 from macula_nat.directory.mainline import MainlineDirectory
@@ -76,6 +77,7 @@ DETECTOR6: str = "nat_detector6"
 REGISTRY: str = "nat_relay_registry"
 COORDINATOR: str = "nat_coordinator"
 PORT_MAPPER: str = "nat_port_mapper"
+DHT_READ_ONLY: str = "nat_dht_read_only"
 RELAY: str = "nat_relay"
 """The relay a running node may start (:meth:`NatSystem.start_relay`); not started by default."""
 
@@ -103,8 +105,10 @@ class NatConfig:
     observe_alternate: Address | None = attrs.field(default=None, converter=optional_address)
     directory: Directory | None = None
     dht: DhtConfig | None = None
-    """Join the Mainline DHT (bootstrap: gateways' DHT ports; ``read_only`` behind a NAT) and
-    use it as the directory, unless ``directory`` is given."""
+    """Join the Mainline DHT (bootstrap: gateways' DHT ports) and use it as the directory,
+    unless ``directory`` is given. With ``read_only`` None (the default) the DHT side is
+    read-only (BEP 43) until the NAT profile says the host is reachable from anywhere
+    (`macula_nat.dht.read_only`), a full node from then on."""
     landmarks: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
     """With ``dht``: the deployment's region landmarks (DHT addresses, the same list in the same
     order everywhere); relays near the node are then listed first (`MainlineDirectory`)."""
@@ -149,7 +153,8 @@ class NatSystem:
     component handles (their state survives restarts of their actors); ``connector`` connects
     to other nodes; ``shared`` is the node's socket; ``supervisor`` is the tree's root;
     ``registry`` finds each actor by name (``nat_dht``, ``nat_observer``, ``nat_cache``,
-    ``nat_detector``, ``nat_port_mapper``, ``nat_relay_registry``, ``nat_coordinator``).
+    ``nat_detector``, ``nat_dht_read_only``, ``nat_port_mapper``, ``nat_relay_registry``,
+    ``nat_coordinator``).
     """
 
     config: NatConfig
@@ -368,6 +373,16 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
     children.append(detector.child_spec(DETECTOR, name=DETECTOR))
     if detector6 is not None:  # started beside the IPv4 one: both detect at once
         children.append(detector6.child_spec(DETECTOR6, name=DETECTOR6))
+    if dht is not None and dht.config.read_only is None:  # read-only until known reachable
+        dht.set_read_only(True)
+        dht_side = (
+            detector6
+            if detector6 is not None and ip_version(dht.config.listen[0]) == 6
+            else detector
+        )
+        children.append(
+            ChildSpec(DHT_READ_ONLY, ReadOnlyFollower, (dht, dht_side), name=DHT_READ_ONLY)
+        )
     port_mapper: PortMapper | None = None
     if config.port_mapping is not None:
         port = shared.local_address[1]

@@ -157,7 +157,7 @@ async def test_the_relay_server_prints_a_relayed_sessions_start_and_end(
         )
         # two nodes as on the real network: they detect against the gateway's observer and
         # find its relay, and each other's records, through its DHT node
-        dht = DhtConfig(bootstrap=[config.dht_address], read_only=True)
+        dht = DhtConfig(bootstrap=[config.dht_address])
 
         def node(preset: Preset) -> NatConfig:
             return NatConfig(

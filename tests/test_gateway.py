@@ -203,15 +203,16 @@ def walled(internet: Internet, prefix: str, name: str) -> SimHost:
 
 
 def node_config(host: SimHost, observer: Address, bootstrap: Address) -> NatConfig:
-    """A node as ``macula-nat listen`` makes it: read-only in the DHT of ``bootstrap``'s IP
-    version, dual-stack when its host has both versions."""
+    """A node as ``macula-nat listen`` makes it: in the DHT of ``bootstrap``'s IP version
+    (read-only while its profile says it is not reachable from anywhere), dual-stack when its
+    host has both versions."""
     versions = {ip_version(ip) for ip in host.addresses}
     return NatConfig(
         stack=host,
         observers=(observer,),
         detect_timeout=1.0,
         dht=DhtConfig(
-            bootstrap=[bootstrap], read_only=True,
+            bootstrap=[bootstrap],
             listen=(ANY_IPV6 if ip_version(bootstrap[0]) == 6 else ANY_IPV4, 0),
         ),
         key=NodeKey.generate(),

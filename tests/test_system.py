@@ -16,6 +16,7 @@ from macula_nat.gateway import GatewayConfig
 from macula_nat.identity import NodeKey
 from macula_nat.nat.cache import Fresh, NotFound
 from macula_nat.nat.errors import NotDetected
+from macula_nat.net.endpoint import UdpStack
 from macula_nat.net.sim import Preset, add_site, open_internet
 from macula_nat.system import (
     NatConfig,
@@ -106,7 +107,7 @@ async def test_nodes_find_each_others_profiles_through_the_mainline_dht(
                 gateway_config, NodeKey.generate(), stack=gateway_host, task_status=task_status
             )
         )
-        dht = DhtConfig(bootstrap=[gateway_config.dht_address], read_only=True)
+        dht = DhtConfig(bootstrap=[gateway_config.dht_address])
 
         def node_config(preset: Preset) -> NatConfig:
             host = add_site(internet.public, preset).host
@@ -134,9 +135,53 @@ async def test_nodes_find_each_others_profiles_through_the_mainline_dht(
                 "nat_dht",
                 "nat_cache",
                 "nat_detector",
+                "nat_dht_read_only",
                 "nat_relay_registry",
                 "nat_coordinator",
             ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_node_is_read_only_in_the_dht_while_its_profile_says_it_is_unreachable(
+    autojump_clock: MockClock,
+) -> None:
+    gateway_config = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
+    async with open_internet(seed=9) as internet, trio.open_nursery() as nursery:
+        gateway_host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
+        gateway = await nursery.start(
+            lambda task_status: gateway_main(
+                gateway_config, NodeKey.generate(), stack=gateway_host, task_status=task_status
+            )
+        )
+        dht = DhtConfig(bootstrap=[gateway_config.dht_address])
+
+        def config(host: UdpStack) -> NatConfig:
+            return NatConfig(stack=host, observers=(PRIMARY,), detect_timeout=2.0, dht=dht)
+
+        async with (
+            open_nat_system(config(internet.add_host(["198.51.100.60"]))) as public,
+            open_nat_system(config(add_site(internet.public, Preset.FULL_CONE).host)) as hidden,
+        ):
+            assert public.dht is not None and hidden.dht is not None
+            assert public.dht.read_only and hidden.dht.read_only  # until a profile says
+            for node in (public, hidden):
+                await node.detector.profile.wait_value(lambda p: p is not None)
+            await trio.sleep(0.1)
+            assert not public.dht.read_only  # no NAT, no filter: anyone can reach it
+            assert hidden.dht.read_only  # even a full cone: the DHT socket has its own mapping
+            for dht_node in (public.dht, hidden.dht):
+                await dht_node.find_node(dht_node.node_id)  # both query the gateway's node
+            table = gateway.dht.routing_table
+            assert public.dht.node_id in table and hidden.dht.node_id not in table
+            # a restart of the follower re-reads the profile; UDP blocked is a change it follows
+            follower = public.registry.whereis("nat_dht_read_only")
+            assert follower is not None
+            await follower.stop("crash")
+            await trio.sleep(0.1)
+            assert not public.dht.read_only
+            public.detector.set_udp_blocked(True)
+            await trio.sleep(0.1)
+            assert public.dht.read_only
         nursery.cancel_scope.cancel()
 
 

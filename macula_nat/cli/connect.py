@@ -48,7 +48,8 @@ Emit = Callable[[str], None]
 
 
 def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None = None) -> NatConfig:
-    """The node the parsed ``args`` describe (read-only in the DHT: it may sit behind a NAT).
+    """The node the parsed ``args`` describe (read-only in the DHT until its NAT profile says
+    it is reachable from anywhere: it may sit behind a NAT).
     Its DHT socket speaks the IP version of the first bootstrap address (BEP 32: one DHT per
     version; a name or ``public``: IPv4); its own socket is ``--listen``, for both versions
     with ``--dual-stack``."""
@@ -59,7 +60,7 @@ def node_config(args: argparse.Namespace, key: NodeKey, stack: UdpStack | None =
     return NatConfig(
         stack=stack,
         observers=tuple(args.observers),
-        dht=DhtConfig(bootstrap=tuple(args.bootstrap), read_only=True, listen=dht_listen),
+        dht=DhtConfig(bootstrap=tuple(args.bootstrap), listen=dht_listen),
         landmarks=tuple(args.landmarks),
         key=key,
         listen=listen,

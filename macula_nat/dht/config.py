@@ -45,8 +45,13 @@ class DhtConfig:
     external_ip: str | None = attrs.field(default=None, converter=_optional_ip)
     """This node's external IP, when known: its id is then derived from it (BEP 42). None:
     from the listen address if that is a public one, else a random id."""
-    read_only: bool = False
-    """BEP 43: send ``ro=1``, answer no query and stay out of other nodes' tables (behind NAT)."""
+    read_only: bool | None = None
+    """BEP 43: send ``ro=1``, answer no query and stay out of other nodes' tables, as a node
+    behind a NAT must (others could not reach it to ask). True: always; False: never (a node
+    on a public address, a gateway's); None: as the node's owner says
+    (`DhtNode.set_read_only`): a node alone is a full node, and one that `open_nat_system`
+    runs is read-only until its NAT profile says it is reachable from anywhere
+    (`macula_nat.dht.read_only`)."""
     k: int = attrs.field(default=K, validator=_positive)
     alpha: int = attrs.field(default=ALPHA, validator=_positive)
     query_timeout: float = attrs.field(default=2.0, validator=_positive)

@@ -160,6 +160,7 @@ class DhtNode:
             amplification=config.amplification,
         )
         self._transactions = Transactions(config.max_outstanding)
+        self._read_only = bool(config.read_only)
         self._rtt: RttEstimate | None = None
         """Round trips of this node's queries: when a lookup stops waiting for a silent node."""
         self._limiter = TokenBuckets(
@@ -201,6 +202,20 @@ class DhtNode:
             raise NoProc(f"{self} has never run")
         return NodeInfo(self._id, self._address)
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the node is read-only now (BEP 43): it answers nothing, sends ``ro=1``."""
+        return self._read_only
+
+    def set_read_only(self, read_only: bool) -> None:
+        """Make the node read-only, or a full node that answers queries and may be kept in
+        others' tables; ``DhtConfig.read_only`` True or False is kept whatever is asked. The
+        state belongs to the node, so a server restart keeps it."""
+        if self.config.read_only is not None or read_only == self._read_only:
+            return
+        self._read_only = read_only
+        logger.info("%s: now %s", self, "read-only (BEP 43)" if read_only else "a full node")
+
     def child_spec(self, id: str = "dht", *, name: str | None = None) -> ChildSpec:
         """The node's server, for a supervisor; every restart serves the same state."""
         return ChildSpec(id, DhtServer, (self,), name=name)
@@ -236,6 +251,7 @@ class DhtNode:
             refused_info_hashes=peers.refused,
             own_items=len(self._own_items),
             in_flight=len(self._transactions),
+            read_only=self._read_only,
             **attrs.asdict(c),
         )
 
@@ -511,7 +527,7 @@ class DhtNode:
     def _among_nearest(self, target: NodeId, nearest: list[NodeInfo]) -> bool:
         """Whether this node is one of the k nodes nearest ``target`` (read-only nodes store
         nothing for anyone, themselves included)."""
-        if self.config.read_only or self._address is None:
+        if self._read_only or self._address is None:
             return False
         if len(nearest) < self.config.k:
             return True
@@ -541,7 +557,7 @@ class DhtNode:
         return {
             "transaction_id": b"",
             "sender": self._id,
-            "read_only": self.config.read_only,
+            "read_only": self._read_only,
             "version": self.config.version,
         }
 
@@ -611,7 +627,7 @@ class DhtNode:
             if exc.code is ErrorCode.MESSAGE_TOO_BIG:
                 counters.oversized += 1
             logger.debug("%s: malformed datagram from %s: %s", self, source, exc.reason)
-            reply = None if self.config.read_only else exc.error_reply()
+            reply = None if self._read_only else exc.error_reply()
             if reply is not None:
                 counters.errors_sent += 1
             return reply
@@ -634,7 +650,7 @@ class DhtNode:
         if not self._limiter.allow(source_prefix(source[0]), now):
             counters.rate_limited += 1
             return None
-        if self.config.read_only:
+        if self._read_only:
             counters.ignored_read_only += 1
             return None
         counters.queries_received += 1

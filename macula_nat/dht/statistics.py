@@ -87,6 +87,8 @@ class DhtStatistics:
     """Our own items, republished before they expire."""
     in_flight: int
     """Our queries awaiting an answer."""
+    read_only: bool
+    """Whether the node is read-only now (BEP 43; `DhtNode.set_read_only`)."""
     queries_sent: int
     responses_received: int
     errors_received: int

@@ -47,7 +47,7 @@ def test_status_takes_the_node_options() -> None:
     assert args.listen == ("127.0.0.1", 8090)
     config = status_config(args, NodeKey.generate())
     assert config.observers == (PRIMARY,)
-    assert config.dht == DhtConfig(bootstrap=(("198.51.100.10", 3481),), read_only=True)
+    assert config.dht == DhtConfig(bootstrap=(("198.51.100.10", 3481),))
     assert config.listen == ("0.0.0.0", 4000)
     default = build_parser().parse_args(
         ["status", "--observer", "198.51.100.10:3478", "--bootstrap", "198.51.100.10:3481"]

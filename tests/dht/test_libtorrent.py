@@ -224,3 +224,34 @@ async def test_we_join_through_libtorrent_named_by_a_loopback_host_name(
         table = {node.node_id for node in joining.routing_table.closest(joining.node_id, 64)}
     assert known > 1 and table & ours  # libtorrent answered, and told us of our other nodes
     assert table - ours  # libtorrent itself
+
+
+@pytest.mark.parametrize("loopback", LOOPBACKS)
+async def test_libtorrent_keeps_a_node_of_ours_only_once_it_is_not_read_only(
+    loopback: str,
+) -> None:
+    """BEP 43 as the public DHT's most common implementation reads it: a node behind a NAT
+    queries with ``ro=1`` and stays out of libtorrent's routing table; the same node made a
+    full node (`DhtNode.set_read_only`) is kept after its next query."""
+    if ":" in loopback and not loopback_ipv6_works():
+        pytest.skip("NO IPv6 DHT INTEROP: this machine has no IPv6 loopback (::1)")
+    session = Session(loopback, "")  # no bootstrap: only who queries it enters its table
+    target = (loopback, session.session.listen_port())
+    async with open_dht_node(RealUdpStack([loopback]), config(loopback)) as node:
+        node.set_read_only(True)
+        with trio.fail_after(STEP):
+            for _ in range(3):
+                assert await node.ping(target) is not None  # it answers a read-only node
+                await node.find_node(node.node_id)
+        assert await libtorrent_table_size(session) == 0
+        node.set_read_only(False)
+        with trio.fail_after(STEP):
+            await node.find_node(node.node_id)
+        assert await libtorrent_table_size(session) == 1
+
+
+async def libtorrent_table_size(session: Session) -> int:
+    """Nodes in the session's routing table, its replacement caches included."""
+    session.session.post_dht_stats()
+    stats = await session.wait_alert(lambda a: isinstance(a, lt.dht_stats_alert))
+    return sum(b["num_nodes"] + b["num_replacements"] for b in stats.routing_table)
