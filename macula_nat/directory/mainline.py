@@ -181,7 +181,8 @@ class MainlineDirectory(Directory):
         home_relay_alternate: Address | None = None,
         profile6: NatProfile | None = None,
     ) -> NodeRecord:
-        """Sign and store our record for ``ttl`` seconds (republished until then); returns it.
+        """Sign and store our record for ``ttl`` seconds (republished until then); returns it as
+        peers read it (within BEP 44's 1000 bytes: `NodeRecord.encode`).
         ValueError for another node's id (we hold only our key); DirectoryError when no DHT node
         stored it."""
         if node_id != self._key.node_id.text():
@@ -200,6 +201,7 @@ class MainlineDirectory(Directory):
             seq=self._seq,
         )
         item = self._sign(record)
+        record = NodeRecord.decode(item.value, record.seq)  # as peers read it (encode may cut)
         result = await self.node.put(item, republish_until=trio.current_time() + ttl)
         if not result.stored:
             raise DirectoryError(f"no DHT node stored the record (errors: {result.errors})")

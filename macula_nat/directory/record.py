@@ -11,16 +11,20 @@ Keys are one letter to keep a realistic record well inside BEP 44's 1000 bytes.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Final
 
 import attrs
 
 from macula_nat.dht import bencoding
 from macula_nat.dht.compact import Address, decode_peer, encode_peer
+from macula_nat.dht.mutable_item import MAX_VALUE_SIZE
 from macula_nat.nat.profile import NatProfile
 from macula_nat.net.address import normalise_addresses, optional_address
 
 __all__ = ["MAX_CANDIDATES", "NodeRecord", "RecordError"]
+
+logger = logging.getLogger(__name__)
 
 MAX_CANDIDATES: Final = 16
 
@@ -53,15 +57,32 @@ class NodeRecord:
             raise ValueError(f"at most {MAX_CANDIDATES} candidate addresses, not {len(value)}")
 
     def encode(self) -> bytes:
-        """The bencoded value (without ``seq``, which the item carries)."""
+        """The bencoded value (without ``seq``, which the item carries), at most BEP 44's
+        1000 bytes: a record that would be longer (a dual-stack node with many addresses)
+        leaves out its profiles' ``observers`` first (no peer reads them), then its last
+        candidates, as few as it must, and logs what it left out."""
+        data = self._encode(observers=True, candidates=len(self.candidates))
+        if len(data) <= MAX_VALUE_SIZE:
+            return data
+        for kept in range(len(self.candidates), -1, -1):
+            data = self._encode(observers=False, candidates=kept)
+            if len(data) <= MAX_VALUE_SIZE:
+                logger.warning(
+                    "record cut to BEP 44's %d bytes: profiles without observers, %d of %d "
+                    "candidates kept", MAX_VALUE_SIZE, kept, len(self.candidates),
+                )  # fmt: skip
+                return data
+        raise RecordError(f"a record without candidates is still {len(data)} bytes")
+
+    def _encode(self, *, observers: bool, candidates: int) -> bytes:
         value: dict[bytes, Any] = {
-            b"c": [encode_peer(address) for address in self.candidates],
+            b"c": [encode_peer(address) for address in self.candidates[:candidates]],
             b"e": self.expires_at,
         }
         if self.profile is not None:
-            value[b"p"] = _compact(self.profile)
+            value[b"p"] = _compact(self.profile, observers)
         if self.profile6 is not None:
-            value[b"6"] = _compact(self.profile6)
+            value[b"6"] = _compact(self.profile6, observers)
         if self.home_relay is not None:
             value[b"r"] = encode_peer(self.home_relay)
         if self.home_relay_alternate is not None:
@@ -98,9 +119,12 @@ class NodeRecord:
             raise RecordError(f"not a node record: {exc}") from None
 
 
-def _compact(profile: NatProfile) -> bytes:
-    """A profile as the record's compact JSON: what is derived or usually absent left out."""
+def _compact(profile: NatProfile, observers: bool = True) -> bytes:
+    """A profile as the record's compact JSON: what is derived or usually absent left out
+    (and its observers unless ``observers``)."""
     value = profile.to_json()
+    if not observers:
+        value.pop("observers", None)
     value.pop("nat_type", None)  # derived; from_json ignores it
     if value.get("mapped") is None:
         value.pop("mapped", None)  # most nodes have none; older readers ignore it

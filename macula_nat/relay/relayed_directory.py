@@ -103,7 +103,7 @@ class RelayedDirectory(Directory):
         item = MutableItem(self._key.node_id.raw, record.seq, value, signature, PROFILE_SALT)
         await self._ask(DirectoryOp.PUBLISH, encode_publish(item, seconds))
         logger.info("%s: published the record through the relay (seq %d)", self, record.seq)
-        return record
+        return NodeRecord.decode(value, record.seq)  # as peers read it (encode may cut)
 
     async def resolve_record(self, node_id: str) -> NodeRecord | None:
         target = NodeId.from_text(node_id)

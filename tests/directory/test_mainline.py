@@ -85,6 +85,27 @@ async def test_publish_and_resolve(autojump_clock: trio.testing.MockClock) -> No
         assert reader.statistics().found == 2
 
 
+async def test_a_record_over_bep44s_size_is_published_cut_not_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A dual-stack node with 16 IPv6 candidates: its record is published (no node stores a
+    value over 1000 bytes, and signing one raised) with every candidate, observers left out."""
+    async with open_internet(seed=29) as internet, open_swarm(internet, 12) as swarm:
+        alice, bob = NodeKey.generate(), NodeKey.generate()
+        publisher = MainlineDirectory(swarm.nodes[1], alice, clock=clock)
+        reader = MainlineDirectory(swarm.nodes[9], bob, clock=clock)
+        six = attrs.evolve(profile(), public_ip="2001:db8:ffff:1234::7", nat_present=False,
+                           local_address=("2001:db8:ffff:1234::7", 40000))  # fmt: skip
+        candidates = [(f"2001:db8:ffff:1234:5678:9abc:def0:{i:x}", 40000) for i in range(16)]
+        record = await publisher.publish_record(
+            alice.node_id.text(), profile(), 600, home_relay=("198.51.100.20", 4433),
+            home_relay_alternate=("2001:db8::20", 4433), candidates=candidates, profile6=six,
+        )  # fmt: skip
+        assert record.candidates == tuple(candidates) and record.profile6 is not None
+        assert not record.profile6.observers
+        assert await reader.resolve_record(alice.node_id.text()) == record
+
+
 async def test_relays_announced_and_listed(autojump_clock: trio.testing.MockClock) -> None:
     async with open_internet(seed=22) as internet, open_swarm(internet, 20) as swarm:
         relays = [MainlineDirectory(swarm.nodes[i], NodeKey.generate()) for i in (2, 4)]
