@@ -108,7 +108,8 @@ class NatConfig:
     """Join the Mainline DHT (bootstrap: gateways' DHT ports) and use it as the directory,
     unless ``directory`` is given. With ``read_only`` None (the default) the DHT side is
     read-only (BEP 43) until the NAT profile says the host is reachable from anywhere
-    (`macula_nat.dht.read_only`), a full node from then on."""
+    (`macula_nat.dht.read_only`), a full node from then on; a node that is an observer
+    (``observe``) is public, so a full node from the start."""
     landmarks: tuple[Address, ...] = attrs.field(default=(), converter=normalise_addresses)
     """With ``dht``: the deployment's region landmarks (DHT addresses, the same list in the same
     order everywhere); relays near the node are then listed first (`MainlineDirectory`)."""
@@ -373,7 +374,8 @@ def _build(config: NatConfig, stack: UdpStack, shared: SharedEndpoint, stun: Stu
     children.append(detector.child_spec(DETECTOR, name=DETECTOR))
     if detector6 is not None:  # started beside the IPv4 one: both detect at once
         children.append(detector6.child_spec(DETECTOR6, name=DETECTOR6))
-    if dht is not None and dht.config.read_only is None:  # read-only until known reachable
+    if dht is not None and dht.config.read_only is None and config.observe is None:
+        # read-only until the profile says reachable (an observer is public: a full node)
         dht.set_read_only(True)
         dht_side = (
             detector6

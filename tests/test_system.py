@@ -185,6 +185,19 @@ async def test_a_node_is_read_only_in_the_dht_while_its_profile_says_it_is_unrea
         nursery.cancel_scope.cancel()
 
 
+async def test_a_node_that_is_an_observer_is_a_full_dht_node_from_the_start(
+    autojump_clock: MockClock,
+) -> None:
+    """An observer must be reachable, so it never waits for a detection it may never run."""
+    async with open_internet(seed=10) as internet:
+        host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
+        config = NatConfig(stack=host, observe=PRIMARY, detect_on_start=False, dht=DhtConfig())
+        async with open_nat_system(config) as gateway:
+            assert gateway.dht is not None and not gateway.dht.read_only
+            children = [c.id for c in await gateway.supervisor.which_children()]
+            assert "nat_dht_read_only" not in children
+
+
 def _alarms(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
 

@@ -51,7 +51,7 @@ class DhtConfig:
     on a public address, a gateway's); None: as the node's owner says
     (`DhtNode.set_read_only`): a node alone is a full node, and one that `open_nat_system`
     runs is read-only until its NAT profile says it is reachable from anywhere
-    (`macula_nat.dht.read_only`)."""
+    (`macula_nat.dht.read_only`), unless that system is an observer (public, so full)."""
     k: int = attrs.field(default=K, validator=_positive)
     alpha: int = attrs.field(default=ALPHA, validator=_positive)
     query_timeout: float = attrs.field(default=2.0, validator=_positive)
