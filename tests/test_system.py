@@ -12,12 +12,12 @@ from macula_nat.cli.gateway import gateway_main
 from macula_nat.dht.config import DhtConfig
 from macula_nat.directory.mainline import MainlineDirectory
 from macula_nat.erlang import nat_cache, nat_detector
-from macula_nat.gateway import GatewayConfig
+from macula_nat.gateway import Gateway, GatewayConfig
 from macula_nat.identity import NodeKey
 from macula_nat.nat.cache import Fresh, NotFound
 from macula_nat.nat.errors import NotDetected
 from macula_nat.net.endpoint import UdpStack
-from macula_nat.net.sim import Preset, add_site, open_internet
+from macula_nat.net.sim import Internet, Preset, add_site, open_internet
 from macula_nat.system import (
     NatConfig,
     NoNatSystem,
@@ -96,17 +96,25 @@ def test_config_refuses_an_alternate_without_a_primary() -> None:
         NatConfig(observe_alternate=ALTERNATE)
 
 
+async def start_gateway(
+    internet: Internet, nursery: trio.Nursery, config: GatewayConfig
+) -> Gateway:
+    """A gateway (observer, relay, DHT node) at PRIMARY and ALTERNATE, run in ``nursery``."""
+    host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
+    gateway: Gateway = await nursery.start(
+        lambda task_status: gateway_main(
+            config, NodeKey.generate(), stack=host, task_status=task_status
+        )
+    )
+    return gateway
+
+
 async def test_nodes_find_each_others_profiles_through_the_mainline_dht(
     autojump_clock: MockClock,
 ) -> None:
     gateway_config = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
     async with open_internet(seed=7) as internet, trio.open_nursery() as nursery:
-        gateway_host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
-        await nursery.start(
-            lambda task_status: gateway_main(
-                gateway_config, NodeKey.generate(), stack=gateway_host, task_status=task_status
-            )
-        )
+        await start_gateway(internet, nursery, gateway_config)
         dht = DhtConfig(bootstrap=[gateway_config.dht_address])
 
         def node_config(preset: Preset) -> NatConfig:
@@ -147,12 +155,7 @@ async def test_a_node_is_read_only_in_the_dht_while_its_profile_says_it_is_unrea
 ) -> None:
     gateway_config = GatewayConfig(listen=PRIMARY, alternate=ALTERNATE)
     async with open_internet(seed=9) as internet, trio.open_nursery() as nursery:
-        gateway_host = internet.add_host([PRIMARY[0], ALTERNATE[0]])
-        gateway = await nursery.start(
-            lambda task_status: gateway_main(
-                gateway_config, NodeKey.generate(), stack=gateway_host, task_status=task_status
-            )
-        )
+        gateway = await start_gateway(internet, nursery, gateway_config)
         dht = DhtConfig(bootstrap=[gateway_config.dht_address])
 
         def config(host: UdpStack) -> NatConfig:
