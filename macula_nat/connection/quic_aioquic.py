@@ -15,7 +15,7 @@ from typing import Final
 from aioquic import tls
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import Limit, QuicConnection
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream as QuicStreamState
@@ -31,6 +31,14 @@ __all__ = ["AioquicBackend", "AioquicConnection"]
 
 _ACK_NOW: Final = 1e-6
 """How far before now an expedited ACK is made due (see :meth:`AioquicConnection.expedite_ack`)."""
+
+
+def _streams_due(limit: Limit) -> bool:
+    """Whether aioquic would announce ``limit`` (a MAX_STREAMS) now: it waits until the peer
+    has fewer streams left to open than the update would grant. Every stream of the peer's that
+    ends raises the limit by one, which then waits (after the handshake: the peer's proof or
+    acceptance stream), so "raised but not sent" alone would call aioquic on every packet."""
+    return limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent
 
 
 class _FlowQuicConnection(QuicConnection):
@@ -76,8 +84,9 @@ class _FlowQuicConnection(QuicConnection):
         limit = self._local_max_data
         if self._due(limit.sent, limit.used, self.released):
             limit.value = max(limit.value, self.released + self.window)
-        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
-        if limit.value == limit.sent and bidi.value == bidi.sent and uni.value == uni.sent:
+        if limit.value == limit.sent and not (
+            _streams_due(self._local_max_streams_bidi) or _streams_due(self._local_max_streams_uni)
+        ):
             return  # nothing to announce: aioquic would write no frame (run on every packet)
         used, limit.used = limit.used, 0  # hidden from aioquic, which would double the window
         try:
