@@ -375,6 +375,9 @@ class Connection:
     _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
     _woken: bool = attrs.field(init=False, default=False)
     _next_ping: float = attrs.field(init=False, default=math.inf)
+    _output_due: float = attrs.field(init=False, default=math.inf)
+    """When the library's output after input must be asked for at the latest, if the tasks that
+    input woke have not asked for it by then (see :meth:`_pass`); inf: nothing owed."""
     _authenticated: trio.Event = attrs.field(init=False, factory=trio.Event)
     _terminated: trio.Event = attrs.field(init=False, factory=trio.Event)
     _progress: trio.lowlevel.ParkingLot = attrs.field(init=False, factory=trio.lowlevel.ParkingLot)
@@ -577,6 +580,13 @@ class Connection:
         await self.aclose()
 
     async def _next_progress(self) -> None:
+        """Wait for the next pass over the library's events; first send what the library may
+        have after input that woke this task (see :meth:`_pass`)."""
+        if self._output_due != math.inf:
+            try:
+                await self._flush()
+            finally:
+                self._rearm()
         await self._progress.park()
 
     async def _wait_send_room(self, stream_id: int, *, checkpointed: bool = False) -> None:
@@ -642,9 +652,10 @@ class Connection:
         self._quic.expedite_ack(trio.current_time())
 
     def _deadline(self) -> float:
-        """When the driver must next run without being woken: aioquic's timer or a PING."""
+        """When the driver must next run without being woken: aioquic's timer, a PING, or
+        output owed after input (:meth:`_pass`)."""
         timer = self._quic.get_timer()
-        return min(math.inf if timer is None else timer, self._next_ping)
+        return min(math.inf if timer is None else timer, self._next_ping, self._output_due)
 
     def _notify(self) -> None:
         """Wake every task waiting for progress."""
@@ -703,7 +714,7 @@ class Connection:
                         self._quic.send_ping(self._ping_uid)
                         self._next_ping = now + interval
                 produced = self._produced
-                await self._pass()
+                await self._pass(after_input=not waiting.cancelled_caught)
                 # A timer aioquic leaves due after a pass that produced nothing (nothing it may
                 # send yet) is looked at again a granule later: never a busy loop (nor a frozen
                 # MockClock). One due again after a pass that sent is the pacer's next slot of
@@ -735,16 +746,27 @@ class Connection:
         """After a listener's reader fed datagrams (known to parse as QUIC): make the pass the
         driver would, in the reader's task (no hand-over to wait for)."""
         try:
-            await self._pass()
+            await self._pass(after_input=True)
         finally:
             self._rearm()
 
-    async def _pass(self) -> None:
-        """After input: hand the library's events to their readers and send what it produced."""
+    async def _pass(self, *, after_input: bool = False) -> None:
+        """Hand the library's events to their readers and send what it produced.
+
+        After input on an authenticated connection that woke tasks (a message arrived), the
+        output step waits for them instead: the first to send, or to wait again, takes what
+        the library has (:meth:`_flush`, :meth:`_next_progress`), so an answer leaves in one
+        output step with the acknowledgement, and the step the pass would have run, most
+        often empty (aioquic delays its ACKs; qh3 would send one alone), is saved. Should none
+        of them do either within ``_TIMER_GRANULARITY`` (aioquic's own ACK delay), the driver
+        does."""
+        settled = self._authenticated.is_set()
         self._process_events()
         self._check_authenticated()
-        await self._flush()
-        self._notify()
+        if self._progress.unpark_all() and after_input and settled:
+            self._output_due = min(self._output_due, trio.current_time() + _TIMER_GRANULARITY)
+        else:
+            await self._flush()
 
     def _feed(self, datagrams: list[bytes]) -> None:
         """Hand the library ``datagrams`` from the peer (the library authenticates each packet
@@ -1011,6 +1033,7 @@ class Connection:
         fit. The library's pacer and congestion window still decide how much
         ``datagrams_to_send`` hands over at once."""
         outbox = self._outbox
+        self._output_due = math.inf
         datagrams = self._quic.datagrams_to_send(trio.current_time())
         self._produced += len(datagrams)
         outbox += datagrams

@@ -1,7 +1,8 @@
 """The driver's batched data path (issue 14): what it must still do when it reads many datagrams
 at once and sends without waiting. Behaviour, not timing: every datagram the QUIC library
 produced leaves, in order, whichever way the endpoint takes it; a batch is answered with one
-output step; a bulk transfer overflows no receive buffer of the simulator."""
+output step; a message the application answers costs no output step of its own (the answer's
+takes its ACK); a bulk transfer overflows no receive buffer of the simulator."""
 
 from __future__ import annotations
 
@@ -83,6 +84,8 @@ class Output:
 
     produced: list[bytes] = attrs.Factory(list)
     steps: int = 0
+    empty: int = 0
+    """Steps that produced nothing."""
 
 
 def record_output(connection: Connection) -> Output:
@@ -95,6 +98,7 @@ def record_output(connection: Connection) -> Output:
         datagrams = original(now)
         output.produced.extend(datagrams)
         output.steps += 1
+        output.empty += not datagrams
         return datagrams
 
     quic.datagrams_to_send = datagrams_to_send  # type: ignore[method-assign]
@@ -177,6 +181,41 @@ async def test_a_batch_is_answered_with_one_output_step(
             # 901 datagrams in 38 batches took 75 steps); one per datagram would be 901
             assert output.steps <= 3 * batches
             assert output.steps < received / 4
+
+
+async def test_a_message_the_application_answers_costs_no_output_step_of_its_own(
+    autojump_clock: trio.testing.MockClock, config: ConnectionConfig
+) -> None:
+    """Input that woke the application leaves the output step to it: the answer's step takes
+    the acknowledgement too (aioquic's ACKs wait 1 ms), so no step finds nothing to send and
+    a message costs one step, the sender's, on aioquic."""
+    rounds = 50
+    async with open_internet(seed=9) as internet:
+        client_host = internet.add_host(name="client", link=LINK)
+        server_host = internet.add_host(name="server", link=LINK)
+        client_ep = await client_host.bind((client_host.addresses[0], 0))
+        server_ep = await server_host.bind((server_host.addresses[0], 0))
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
+        ):
+            accepted = await listener.accept()
+            await conn.send_message(b"settle")
+            assert await accepted.receive_message() == b"settle"
+            await trio.sleep(1)
+            client, server = record_output(conn), record_output(accepted)
+            for round_ in range(rounds):
+                request = b"request %d" % round_
+                await conn.send_message(request)
+                await accepted.send_message(await accepted.receive_message())
+                assert await conn.receive_message() == request
+            # before, each message's input ran a step of its own, which found nothing to send:
+            # 100 of 200 steps on aioquic, 99 on qh3 (whose core then sends its ACKs alone)
+            assert client.empty + server.empty <= 2
+            if config.quic_backend == "aioquic":
+                assert client.steps + server.steps == 2 * rounds
 
 
 async def test_a_bulk_transfer_overflows_no_receive_buffer(
