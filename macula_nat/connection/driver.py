@@ -195,8 +195,8 @@ class ConnectionStatistics:
     """What a connection holds of the peer's data now (its receive memory)."""
 
     held: int
-    """Bytes received and not yet read by the application: whole and partial messages,
-    signalling, stream data."""
+    """Bytes received and not yet read by the application: whole and partial messages (each
+    with its length prefix), signalling, stream data."""
     reassembly: int
     """Bytes aioquic holds for out-of-order stream data (gaps included); 0 on qh3, whose core
     does not say (its credit bounds it)."""
@@ -479,7 +479,7 @@ class Connection:
             self._raise_if_closed()
             if queue:
                 message = queue.popleft()
-                self._release(len(message))
+                self._release(_LENGTH.size + len(message))  # its length prefix with it
                 if not waited:
                     await trio.lowlevel.checkpoint()
                 return message
@@ -1018,10 +1018,8 @@ class Connection:
             end = _LENGTH.size + length
             if len(buffer) < end:
                 return
-            message = bytes(buffer[_LENGTH.size : end])
+            queue.append(bytes(buffer[_LENGTH.size : end]))
             del buffer[:end]
-            queue.append(message)
-            self._release(_LENGTH.size)
 
     async def _flush(self) -> bool:
         """Send aioquic's datagrams, in order, whichever task (driver or sender) calls; True
