@@ -10,8 +10,12 @@ import os
 from collections.abc import Iterator
 
 import attrs
+import pytest
 import trio
 import trio.testing
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
 
 from macula_nat.connection import Connection, ConnectionConfig, connect, listen
 from macula_nat.identity import NodeKey
@@ -244,3 +248,43 @@ async def test_a_bulk_transfer_overflows_no_receive_buffer(
                 for message in messages:
                     assert await accepted.receive_message() == message
         assert internet.statistics().overflowed == 0
+
+
+async def test_aioquic_writes_connection_limits_only_when_it_has_one_to_announce(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the handshake the peer's proof (or acceptance) stream has ended, which raises its
+    stream limit by one; aioquic batches that MAX_STREAMS, so the limit stays raised and unsent,
+    and the adapter must not take that for a frame to write on every packet."""
+    config = ConnectionConfig(quic_backend="aioquic")
+    writes = 0
+    original = QuicConnection._write_connection_limits
+
+    def counted(self: QuicConnection, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
+        nonlocal writes
+        writes += 1
+        original(self, builder, space)
+
+    async with open_internet(seed=10) as internet:
+        client_host = internet.add_host(name="client", link=LINK)
+        server_host = internet.add_host(name="server", link=LINK)
+        client_ep = await client_host.bind((client_host.addresses[0], 0))
+        server_ep = await server_host.bind((server_host.addresses[0], 0))
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
+        ):
+            accepted = await listener.accept()
+            await conn.send_message(b"settle")
+            assert await accepted.receive_message() == b"settle"
+            await trio.sleep(1)
+            monkeypatch.setattr(QuicConnection, "_write_connection_limits", counted)
+            output = record_output(conn)
+            for round_ in range(20):
+                await conn.send_message(b"request %d" % round_)
+                await accepted.send_message(await accepted.receive_message())
+                await conn.receive_message()
+            assert output.produced  # packets were built: each would have called the writer
+            assert writes == 0
