@@ -66,6 +66,10 @@ class _FlowQuicConnection(QuicConnection):
             retry_source_connection_id=retry_source_connection_id,
         )
         self.window = window
+        self._step = window // 8
+        """Credit is announced in steps of at least this many bytes ..."""
+        self._short = window // 2
+        """... or at once while the peer has less than this left."""
         self.released = 0
         """Bytes the application has read (or dropped) of all that aioquic delivered."""
         uni = self._local_max_streams_uni
@@ -78,7 +82,7 @@ class _FlowQuicConnection(QuicConnection):
         return self._due(limit.sent, limit.used, self.released)
 
     def _due(self, sent: int, used: int, base: int) -> bool:
-        return base + self.window - sent >= self.window // 8 or sent - used < self.window // 2
+        return base + self.window - sent >= self._step or sent - used < self._short
 
     def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
         limit = self._local_max_data
@@ -97,12 +101,13 @@ class _FlowQuicConnection(QuicConnection):
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStreamState
     ) -> None:
-        receiver = stream.receiver
         local = stream.max_stream_data_local
-        if local:  # zero only on our own unidirectional streams
-            base = receiver.starting_offset()
-            if self._due(stream.max_stream_data_local_sent, receiver.highest_offset, base):
-                local = stream.max_stream_data_local = max(local, base + self.window)
+        if not local:
+            return  # our own unidirectional streams: the peer sends nothing on them
+        receiver = stream.receiver
+        base = receiver.starting_offset()
+        if self._due(stream.max_stream_data_local_sent, receiver.highest_offset, base):
+            local = stream.max_stream_data_local = max(local, base + self.window)
         if stream.max_stream_data_local_sent == local:
             return  # as above: no frame to write
         highest, receiver.highest_offset = receiver.highest_offset, 0  # as above
