@@ -754,16 +754,16 @@ class Connection:
         """Hand the library's events to their readers and send what it produced.
 
         After input on an authenticated connection that woke tasks (a message arrived), the
-        output step waits for them instead: the first to send, or to wait again, takes what
-        the library has (:meth:`_flush`, :meth:`_next_progress`), so an answer leaves in one
-        output step with the acknowledgement, and the step the pass would have run, most
-        often empty (aioquic delays its ACKs; qh3 would send one alone), is saved. Should none
-        of them do either within ``_TIMER_GRANULARITY`` (aioquic's own ACK delay), the driver
-        does."""
+        output step waits for them instead, where a pending ACK rides with the next data
+        (``acks_ride``: aioquic): the first to send, or to wait again, takes what the library
+        has (:meth:`_flush`, :meth:`_next_progress`), so an answer leaves in one output step
+        with its ACK, and the step the pass would have run, most often empty (aioquic delays
+        its ACKs 1 ms), is saved. Should none of them do either within
+        ``_TIMER_GRANULARITY`` (that ACK delay), the driver does."""
         settled = self._authenticated.is_set()
         self._process_events()
         self._check_authenticated()
-        if self._progress.unpark_all() and after_input and settled:
+        if self._progress.unpark_all() and after_input and settled and self._quic.acks_ride:
             self._output_due = min(self._output_due, trio.current_time() + _TIMER_GRANULARITY)
         else:
             await self._flush()

@@ -120,6 +120,9 @@ class _FlowQuicConnection(QuicConnection):
 class AioquicConnection:
     """One aioquic connection as a :class:`~macula_nat.connection.backend.QuicConnectionPort`."""
 
+    acks_ride: Final = True
+    """A pending ACK leaves with the next data (:meth:`expedite_ack`)."""
+
     def __init__(self, quic: _FlowQuicConnection) -> None:
         self.quic = quic
         """aioquic's connection itself (tests drive it to play a misbehaving peer)."""
