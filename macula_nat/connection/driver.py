@@ -652,10 +652,14 @@ class Connection:
         self._quic.expedite_ack(trio.current_time())
 
     def _deadline(self) -> float:
-        """When the driver must next run without being woken: aioquic's timer, a PING, or
-        output owed after input (:meth:`_pass`)."""
+        """When the driver must next run without being woken: aioquic's timer or a PING; while
+        output is owed after input (:meth:`_pass`), that step's deadline, which looks at the
+        timer again (the library's timers have a granularity of that wait, 1 ms: none that
+        fell due meanwhile is late by more)."""
+        if self._output_due != math.inf:
+            return self._output_due
         timer = self._quic.get_timer()
-        return min(math.inf if timer is None else timer, self._next_ping, self._output_due)
+        return min(math.inf if timer is None else timer, self._next_ping)
 
     def _notify(self) -> None:
         """Wake every task waiting for progress."""
