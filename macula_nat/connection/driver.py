@@ -35,8 +35,10 @@
   task that read it (the connection's own driver, or the listener's reader), so a request and
   its answer cross no extra task; the driver otherwise only runs the library's timers. On
   aioquic a pending ACK rides with outgoing data instead of leaving alone after its ACK delay
-  (qh3's core schedules its ACKs itself). Together these made a small-message round trip ~1.5x
-  faster.
+  (qh3's core schedules its ACKs itself), and input that woke the application leaves the output
+  step to it (:meth:`Connection._pass`): an answer and its ACK leave in one step, and no step
+  runs that would find nothing to send. Together these made a small-message round trip ~1.5x
+  faster, at one output step per message.
 - **Batches.** The reader takes every datagram waiting on the socket at once (up to
   :data:`~macula_nat.net.endpoint.READ_BATCH`), feeds them all to the library in one call
   (qh3 takes the whole batch into its core at once) and then runs one
