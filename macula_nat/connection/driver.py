@@ -699,12 +699,15 @@ class Connection:
         not_before = -math.inf
         try:
             while not self._terminated.is_set():
+                received = False
                 with trio.CancelScope(deadline=max(self._deadline(), not_before)) as waiting:
                     self._waiting = waiting
                     if not self._woken:
                         await self._receive()
+                        received = True
                 self._waiting = None
                 timed_out = waiting.cancelled_caught and not self._woken
+                input_only = received and not self._woken  # no wake asked for a step at once
                 self._woken = False
                 now = trio.current_time()
                 # After datagrams (no timeout, no wake) a due timer waits for the next round,
@@ -720,7 +723,7 @@ class Connection:
                         self._quic.send_ping(self._ping_uid)
                         self._next_ping = now + interval
                 produced = self._produced
-                await self._pass(after_input=not waiting.cancelled_caught)
+                await self._pass(after_input=input_only)
                 # A timer aioquic leaves due after a pass that produced nothing (nothing it may
                 # send yet) is looked at again a granule later: never a busy loop (nor a frozen
                 # MockClock). One due again after a pass that sent is the pacer's next slot of
