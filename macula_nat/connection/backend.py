@@ -136,6 +136,12 @@ class QuicConnectionPort(Protocol):
     def expedite_ack(self, now: float) -> None:
         """Let a pending ACK ride with the data about to leave rather than wait its delay."""
 
+    @property
+    def acks_ride(self) -> bool:
+        """Whether an ACK pending after input leaves with the application's next data (see
+        :meth:`expedite_ack`), so the driver may leave the output step after input to the
+        task that answers."""
+
     def release(self, count: int) -> bool:
         """The application read ``count`` bytes; whether the peer should hear of credit now."""
 

@@ -35,8 +35,10 @@
   task that read it (the connection's own driver, or the listener's reader), so a request and
   its answer cross no extra task; the driver otherwise only runs the library's timers. On
   aioquic a pending ACK rides with outgoing data instead of leaving alone after its ACK delay
-  (qh3's core schedules its ACKs itself). Together these made a small-message round trip ~1.5x
-  faster.
+  (qh3's core schedules its ACKs itself), and input that woke the application leaves the output
+  step to it (:meth:`Connection._pass`): an answer and its ACK leave in one step, and no step
+  runs that would find nothing to send. Together these made a small-message round trip ~1.5x
+  faster, at one output step per message.
 - **Batches.** The reader takes every datagram waiting on the socket at once (up to
   :data:`~macula_nat.net.endpoint.READ_BATCH`), feeds them all to the library in one call
   (qh3 takes the whole batch into its core at once) and then runs one
@@ -195,8 +197,8 @@ class ConnectionStatistics:
     """What a connection holds of the peer's data now (its receive memory)."""
 
     held: int
-    """Bytes received and not yet read by the application: whole and partial messages,
-    signalling, stream data."""
+    """Bytes received and not yet read by the application: whole and partial messages (each
+    with its length prefix), signalling, stream data."""
     reassembly: int
     """Bytes aioquic holds for out-of-order stream data (gaps included); 0 on qh3, whose core
     does not say (its credit bounds it)."""
@@ -375,6 +377,9 @@ class Connection:
     _waiting: trio.CancelScope | None = attrs.field(init=False, default=None)
     _woken: bool = attrs.field(init=False, default=False)
     _next_ping: float = attrs.field(init=False, default=math.inf)
+    _output_due: float = attrs.field(init=False, default=math.inf)
+    """When the library's output after input must be asked for at the latest, if the tasks that
+    input woke have not asked for it by then (see :meth:`_pass`); inf: nothing owed."""
     _authenticated: trio.Event = attrs.field(init=False, factory=trio.Event)
     _terminated: trio.Event = attrs.field(init=False, factory=trio.Event)
     _progress: trio.lowlevel.ParkingLot = attrs.field(init=False, factory=trio.lowlevel.ParkingLot)
@@ -476,7 +481,7 @@ class Connection:
             self._raise_if_closed()
             if queue:
                 message = queue.popleft()
-                self._release(len(message))
+                self._release(_LENGTH.size + len(message))  # its length prefix with it
                 if not waited:
                     await trio.lowlevel.checkpoint()
                 return message
@@ -577,6 +582,13 @@ class Connection:
         await self.aclose()
 
     async def _next_progress(self) -> None:
+        """Wait for the next pass over the library's events; first send what the library may
+        have after input that woke this task (see :meth:`_pass`)."""
+        if self._output_due != math.inf:
+            try:
+                await self._flush()
+            finally:
+                self._rearm()
         await self._progress.park()
 
     async def _wait_send_room(self, stream_id: int, *, checkpointed: bool = False) -> None:
@@ -642,7 +654,12 @@ class Connection:
         self._quic.expedite_ack(trio.current_time())
 
     def _deadline(self) -> float:
-        """When the driver must next run without being woken: aioquic's timer or a PING."""
+        """When the driver must next run without being woken: aioquic's timer or a PING; while
+        output is owed after input (:meth:`_pass`), that step's deadline, which looks at the
+        timer again (the library's timers have a granularity of that wait, 1 ms: none that
+        fell due meanwhile is late by more)."""
+        if self._output_due != math.inf:
+            return self._output_due
         timer = self._quic.get_timer()
         return min(math.inf if timer is None else timer, self._next_ping)
 
@@ -682,12 +699,15 @@ class Connection:
         not_before = -math.inf
         try:
             while not self._terminated.is_set():
+                received = False
                 with trio.CancelScope(deadline=max(self._deadline(), not_before)) as waiting:
                     self._waiting = waiting
                     if not self._woken:
                         await self._receive()
+                        received = True
                 self._waiting = None
                 timed_out = waiting.cancelled_caught and not self._woken
+                input_only = received and not self._woken  # no wake asked for a step at once
                 self._woken = False
                 now = trio.current_time()
                 # After datagrams (no timeout, no wake) a due timer waits for the next round,
@@ -703,7 +723,7 @@ class Connection:
                         self._quic.send_ping(self._ping_uid)
                         self._next_ping = now + interval
                 produced = self._produced
-                await self._pass()
+                await self._pass(after_input=input_only)
                 # A timer aioquic leaves due after a pass that produced nothing (nothing it may
                 # send yet) is looked at again a granule later: never a busy loop (nor a frozen
                 # MockClock). One due again after a pass that sent is the pacer's next slot of
@@ -735,16 +755,27 @@ class Connection:
         """After a listener's reader fed datagrams (known to parse as QUIC): make the pass the
         driver would, in the reader's task (no hand-over to wait for)."""
         try:
-            await self._pass()
+            await self._pass(after_input=True)
         finally:
             self._rearm()
 
-    async def _pass(self) -> None:
-        """After input: hand the library's events to their readers and send what it produced."""
+    async def _pass(self, *, after_input: bool = False) -> None:
+        """Hand the library's events to their readers and send what it produced.
+
+        After input on an authenticated connection that woke tasks (a message arrived), the
+        output step waits for them instead, where a pending ACK rides with the next data
+        (``acks_ride``: aioquic): the first to send, or to wait again, takes what the library
+        has (:meth:`_flush`, :meth:`_next_progress`), so an answer leaves in one output step
+        with its ACK, and the step the pass would have run, most often empty (aioquic delays
+        its ACKs 1 ms), is saved. Should none of them do either within
+        ``_TIMER_GRANULARITY`` (that ACK delay), the driver does."""
+        settled = self._authenticated.is_set()
         self._process_events()
         self._check_authenticated()
-        await self._flush()
-        self._notify()
+        if self._progress.unpark_all() and after_input and settled and self._quic.acks_ride:
+            self._output_due = min(self._output_due, trio.current_time() + _TIMER_GRANULARITY)
+        else:
+            await self._flush()
 
     def _feed(self, datagrams: list[bytes]) -> None:
         """Hand the library ``datagrams`` from the peer (the library authenticates each packet
@@ -996,10 +1027,8 @@ class Connection:
             end = _LENGTH.size + length
             if len(buffer) < end:
                 return
-            message = bytes(buffer[_LENGTH.size : end])
+            queue.append(bytes(buffer[_LENGTH.size : end]))
             del buffer[:end]
-            queue.append(message)
-            self._release(_LENGTH.size)
 
     async def _flush(self) -> bool:
         """Send aioquic's datagrams, in order, whichever task (driver or sender) calls; True
@@ -1011,6 +1040,7 @@ class Connection:
         fit. The library's pacer and congestion window still decide how much
         ``datagrams_to_send`` hands over at once."""
         outbox = self._outbox
+        self._output_due = math.inf
         datagrams = self._quic.datagrams_to_send(trio.current_time())
         self._produced += len(datagrams)
         outbox += datagrams

@@ -15,7 +15,7 @@ from typing import Final
 from aioquic import tls
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import Limit, QuicConnection
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream as QuicStreamState
@@ -31,6 +31,14 @@ __all__ = ["AioquicBackend", "AioquicConnection"]
 
 _ACK_NOW: Final = 1e-6
 """How far before now an expedited ACK is made due (see :meth:`AioquicConnection.expedite_ack`)."""
+
+
+def _streams_due(limit: Limit) -> bool:
+    """Whether aioquic would announce ``limit`` (a MAX_STREAMS) now: it waits until the peer
+    has fewer streams left to open than the update would grant. Every stream of the peer's that
+    ends raises the limit by one, which then waits (after the handshake: the peer's proof or
+    acceptance stream), so "raised but not sent" alone would call aioquic on every packet."""
+    return limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent
 
 
 class _FlowQuicConnection(QuicConnection):
@@ -58,6 +66,10 @@ class _FlowQuicConnection(QuicConnection):
             retry_source_connection_id=retry_source_connection_id,
         )
         self.window = window
+        self._step = window // 8
+        """Credit is announced in steps of at least this many bytes ..."""
+        self._short = window // 2
+        """... or at once while the peer has less than this left."""
         self.released = 0
         """Bytes the application has read (or dropped) of all that aioquic delivered."""
         uni = self._local_max_streams_uni
@@ -70,14 +82,15 @@ class _FlowQuicConnection(QuicConnection):
         return self._due(limit.sent, limit.used, self.released)
 
     def _due(self, sent: int, used: int, base: int) -> bool:
-        return base + self.window - sent >= self.window // 8 or sent - used < self.window // 2
+        return base + self.window - sent >= self._step or sent - used < self._short
 
     def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
         limit = self._local_max_data
         if self._due(limit.sent, limit.used, self.released):
             limit.value = max(limit.value, self.released + self.window)
-        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
-        if limit.value == limit.sent and bidi.value == bidi.sent and uni.value == uni.sent:
+        if limit.value == limit.sent and not (
+            _streams_due(self._local_max_streams_bidi) or _streams_due(self._local_max_streams_uni)
+        ):
             return  # nothing to announce: aioquic would write no frame (run on every packet)
         used, limit.used = limit.used, 0  # hidden from aioquic, which would double the window
         try:
@@ -88,12 +101,13 @@ class _FlowQuicConnection(QuicConnection):
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStreamState
     ) -> None:
-        receiver = stream.receiver
         local = stream.max_stream_data_local
-        if local:  # zero only on our own unidirectional streams
-            base = receiver.starting_offset()
-            if self._due(stream.max_stream_data_local_sent, receiver.highest_offset, base):
-                local = stream.max_stream_data_local = max(local, base + self.window)
+        if not local:
+            return  # our own unidirectional streams: the peer sends nothing on them
+        receiver = stream.receiver
+        base = receiver.starting_offset()
+        if self._due(stream.max_stream_data_local_sent, receiver.highest_offset, base):
+            local = stream.max_stream_data_local = max(local, base + self.window)
         if stream.max_stream_data_local_sent == local:
             return  # as above: no frame to write
         highest, receiver.highest_offset = receiver.highest_offset, 0  # as above
@@ -105,6 +119,9 @@ class _FlowQuicConnection(QuicConnection):
 
 class AioquicConnection:
     """One aioquic connection as a :class:`~macula_nat.connection.backend.QuicConnectionPort`."""
+
+    acks_ride: Final = True
+    """A pending ACK leaves with the next data (:meth:`expedite_ack`)."""
 
     def __init__(self, quic: _FlowQuicConnection) -> None:
         self.quic = quic

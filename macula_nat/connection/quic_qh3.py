@@ -63,6 +63,11 @@ _AMPLIFICATION_LIMITED: Final = "packet builder capacity exhausted"
 class Qh3Connection:
     """One qh3 connection as a :class:`~macula_nat.connection.backend.QuicConnectionPort`."""
 
+    acks_ride: Final = False
+    """qh3's core sends an ACK due after input alone, not with the data queued next: holding
+    its output step back for the answer only delays the ACK (measured: two-process round trips
+    1.05-1.24x slower, medians of alternating reps)."""
+
     def __init__(self, quic: QuicConnection, hold_limit: int) -> None:
         self.quic = quic
         self._hold_limit = hold_limit

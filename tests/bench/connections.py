@@ -33,7 +33,8 @@ message framing, bounded memory, hygiene), not of having an application. A secon
 for reference, echoes inside the minimal receive loop itself (no application task at all). The
 datagrams the kernel dropped at the bulk receiver's socket (``/proc/net/udp``) are counted. So are
 the Python calls (cProfile) each driver makes per round trip: a cost that the machine's load
-barely moves, unlike the time.
+barely moves, unlike the time; and the scheduler's work per round trip (a Trio instrument): task
+steps, and waits for I/O (one per scheduler round).
 """
 
 from __future__ import annotations
@@ -622,6 +623,41 @@ async def _calls_per_round_trip(run: Callable[[int], Awaitable[object]]) -> floa
     return (counts[1] - counts[0]) / (CALL_TRIPS[1] - CALL_TRIPS[0])
 
 
+class _SchedulerCount(trio.abc.Instrument):
+    """Task steps and I/O waits (one per scheduler round) while installed."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.io_waits = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.io_waits += 1
+
+
+async def _scheduler_per_round_trip(
+    run: Callable[[int], Awaitable[object]],
+) -> tuple[float, float]:
+    """Task steps and I/O waits per round trip of ``run(round_trips)``, the difference of a
+    short and a long run as in :func:`_calls_per_round_trip`."""
+    counts = []
+    for round_trips in CALL_TRIPS:
+        count = _SchedulerCount()
+        trio.lowlevel.add_instrument(count)
+        try:
+            await run(round_trips)
+        finally:
+            trio.lowlevel.remove_instrument(count)
+        counts.append(count)
+    trips = CALL_TRIPS[1] - CALL_TRIPS[0]
+    return (
+        (counts[1].steps - counts[0].steps) / trips,
+        (counts[1].io_waits - counts[0].io_waits) / trips,
+    )
+
+
 async def _our_calls(round_trips: int) -> None:
     await _ours(ConnectionConfig(quic_backend="aioquic"), round_trips=round_trips, bulk_messages=1)
 
@@ -639,6 +675,8 @@ class _Reps:
     inline: tuple[float, ...]
     calls: tuple[float, float]
     """Python calls per round trip: ours, the minimal driver's (echo task)."""
+    scheduler: tuple[tuple[float, float], tuple[float, float]]
+    """Task steps and I/O waits per round trip: ours, the minimal driver's."""
 
     def ratios(self, measure: Callable[[_Driven], float]) -> tuple[float, float]:
         """The lowest and highest rep-by-rep ratio of ours to the minimal driver."""
@@ -658,7 +696,11 @@ async def _drivers() -> _Reps:
         minimal.append(await _minimal())
         inline.append(await _minimal_round_trip(inline=True))
     calls = (await _calls_per_round_trip(_our_calls), await _calls_per_round_trip(_minimal_calls))
-    return _Reps(tuple(ours), tuple(minimal), tuple(inline), calls)
+    scheduler = (
+        await _scheduler_per_round_trip(_our_calls),
+        await _scheduler_per_round_trip(_minimal_calls),
+    )
+    return _Reps(tuple(ours), tuple(minimal), tuple(inline), calls, scheduler)
 
 
 def _bulk(driven: _Driven) -> float:
@@ -704,6 +746,20 @@ def _driver_figures(reps: _Reps) -> list[Figure]:
             "calls",
             reps.calls[1],
             "<= 1.0x (cProfile's count: steady where time is not)",
+        ),
+        Figure(
+            f"QUIC 127.0.0.1: Trio task steps per {SMALL} B round trip, vs minimal driver",
+            reps.scheduler[0][0],
+            "steps",
+            reps.scheduler[1][0],
+            "<= 1.0x (each a scheduler hand-over)",
+        ),
+        Figure(
+            f"QUIC 127.0.0.1: Trio I/O waits per {SMALL} B round trip, vs minimal driver",
+            reps.scheduler[0][1],
+            "waits",
+            reps.scheduler[1][1],
+            "(one per scheduler round)",
         ),
         Figure(
             f"QUIC 127.0.0.1: {SMALL} B round trip, vs minimal echoing in its loop",

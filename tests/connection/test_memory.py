@@ -97,3 +97,28 @@ async def test_a_reader_paused_past_the_idle_timeout_keeps_its_connection(
             for message in messages:
                 assert await receiver.receive_message() == message
             assert not (sender.closed or receiver.closed)
+
+
+async def test_an_unread_message_is_held_with_its_length_prefix_until_read(
+    autojump_clock: trio.testing.MockClock, config: ConnectionConfig
+) -> None:
+    """What the peer's credit paid for, its length prefix too, is held until the application
+    reads the message; reading it gives all of it back (one release per message)."""
+    messages = [b"x" * 10, b"y" * 300]
+    async with open_internet() as internet:
+        client_ep, server_ep = await pair(internet)
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as sender,
+        ):
+            receiver = await listener.accept()
+            for message in messages:
+                await sender.send_message(message)
+            await trio.sleep(1)
+            assert receiver.statistics().held == sum(4 + len(m) for m in messages)
+            assert await receiver.receive_message() == messages[0]
+            assert receiver.statistics().held == 4 + len(messages[1])
+            assert await receiver.receive_message() == messages[1]
+            assert receiver.statistics().held == 0
