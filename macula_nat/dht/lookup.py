@@ -5,10 +5,13 @@ query to each node `Lookup.next_queries` returns, report each answer with `Looku
 (the nodes it carried) and each timeout with `Lookup.on_timeout`. At most ``alpha`` queries are
 outstanding, always to the nearest nodes not yet asked among the ``k`` nearest that have not
 failed. The lookup is done when those ``k`` nearest have all answered: no closer node is left to
-ask. A query outstanding for ``slow_after`` seconds (the caller derives it from measured round
-trips) is *slow*: it stops holding its slot and stops counting among the ``k`` nearest, so a
-gone node stalls the lookup for a few round trips, not for the whole query timeout (libtorrent's
-"short timeout"); its answer still counts if it comes before the lookup ends.
+ask. A query outstanding for its ``slow_after`` seconds is *slow*: it stops holding its slot and
+stops counting among the ``k`` nearest, so a gone node stalls the lookup for a few round trips,
+not for the whole query timeout (libtorrent's "short timeout"); its answer still counts if it
+comes before the lookup ends. ``slow_after`` is one duration for every query, or a function of
+the node asked, called as its query is handed out: the caller derives it from the round trips
+it measured to that node (a near node turns slow sooner than a far one), and stays the one that
+measures.
 
 Hop counts: a seed is hop 0, a node first heard of from a hop-``h`` node is hop ``h + 1``;
 `LookupStatistics.hops` is the number of round trips in sequence the result needed.
@@ -18,7 +21,8 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import attrs
@@ -27,7 +31,7 @@ from .compact import NodeInfo
 from .node_id import NodeId
 from .routing_table import K
 
-__all__ = ["ALPHA", "Lookup", "LookupStatistics"]
+__all__ = ["ALPHA", "Lookup", "LookupStatistics", "SlowAfter"]
 
 ALPHA: Final = 3
 """Queries in flight at once (Kademlia's alpha)."""
@@ -42,6 +46,9 @@ class _Status(enum.Enum):
     FAILED = "failed"
 
 
+SlowAfter = float | Callable[[NodeInfo], float]
+"""Seconds a query may be outstanding before it is slow: one for all, or per node asked."""
+
 _PENDING: Final = frozenset({_Status.IN_FLIGHT, _Status.SLOW})
 _GIVEN_UP: Final = frozenset({_Status.SLOW, _Status.FAILED})
 
@@ -52,7 +59,8 @@ class _Candidate:
     distance: int
     hop: int
     status: _Status = _Status.NEW
-    sent_at: float = 0.0
+    slow_at: float = math.inf
+    """When its query, once handed out, turns slow (never: inf)."""
 
 
 @attrs.frozen
@@ -79,7 +87,7 @@ class Lookup:
         *,
         k: int = K,
         alpha: int = ALPHA,
-        slow_after: float | None = None,
+        slow_after: SlowAfter | None = None,
         exclude: NodeId | None = None,
         max_candidates: int | None = None,
     ) -> None:
@@ -88,6 +96,8 @@ class Lookup:
         self._target = target
         self._k = k
         self._alpha = alpha
+        if not callable(slow_after) and slow_after is not None:
+            _check_slow_after(slow_after)
         self._slow_after = slow_after
         self._exclude = exclude
         self._max_candidates = max(16 * k, k) if max_candidates is None else max_candidates
@@ -123,11 +133,9 @@ class Lookup:
 
     def slow_at(self) -> float | None:
         """When the next query in flight turns slow (None: none will)."""
-        if self._slow_after is None:
-            return None
-        sent = [c.sent_at for c in self._order if c.status is _Status.IN_FLIGHT]
-        # The same sum next_queries compares with: at that time the query is slow, exactly.
-        return min(sent) + self._slow_after if sent else None
+        # The same times next_queries compares with: at that time the query is slow, exactly.
+        at = min((c.slow_at for c in self._order if c.status is _Status.IN_FLIGHT), default=None)
+        return None if at is None or at == math.inf else at
 
     def statistics(self) -> LookupStatistics:
         """The lookup's cost so far."""
@@ -141,11 +149,11 @@ class Lookup:
         )
 
     def next_queries(self, now: float) -> list[NodeInfo]:
-        """The nodes to query now (possibly none); they count as in flight from ``now``."""
-        if self._slow_after is not None:
-            for c in self._order:
-                if c.status is _Status.IN_FLIGHT and c.sent_at + self._slow_after <= now:
-                    c.status = _Status.SLOW
+        """The nodes to query now (possibly none); they count as in flight from ``now``, each
+        until ``now`` plus its ``slow_after``."""
+        for c in self._order:
+            if c.status is _Status.IN_FLIGHT and c.slow_at <= now:
+                c.status = _Status.SLOW
         if self.done:
             return []
         busy = sum(1 for c in self._order if c.status is _Status.IN_FLIGHT)
@@ -153,9 +161,11 @@ class Lookup:
         if free <= 0:
             return []
         chosen = [c for c in self._nearest_alive() if c.status is _Status.NEW][:free]
-        for candidate in chosen:
+        # Every duration first: a bad one raises before any query counts as handed out.
+        waits = [self._slow_wait(c.node) for c in chosen]
+        for candidate, wait in zip(chosen, waits, strict=True):
             candidate.status = _Status.IN_FLIGHT
-            candidate.sent_at = now
+            candidate.slow_at = now + wait
         self._queries += len(chosen)
         return [c.node for c in chosen]
 
@@ -178,6 +188,14 @@ class Lookup:
         candidate.status = _Status.FAILED
         self._timeouts += 1
         return True
+
+    def _slow_wait(self, node: NodeInfo) -> float:
+        slow_after = self._slow_after
+        if slow_after is None:
+            return math.inf
+        if callable(slow_after):
+            return _check_slow_after(slow_after(node))
+        return slow_after
 
     def _nearest_alive(self) -> list[_Candidate]:
         nearest: list[_Candidate] = []
@@ -214,3 +232,9 @@ class Lookup:
                 del self._order[index]
                 del self._by_id[candidate.node.node_id]
                 excess -= 1
+
+
+def _check_slow_after(seconds: float) -> float:
+    if not seconds >= 0:
+        raise ValueError(f"slow_after must be >= 0 seconds, not {seconds!r}")
+    return seconds

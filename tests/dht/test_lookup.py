@@ -122,6 +122,86 @@ def test_a_slow_answer_that_comes_in_time_is_used() -> None:
     assert ids(lookup.next_queries(0.3)) == [0]
 
 
+def test_each_query_turns_slow_after_its_own_time() -> None:
+    """Per node: a near node (small RTO) that went silent is passed after its own time, while
+    a far one (big RTO) still holds its slot past the time a node-wide RTO would give both."""
+    wait = {1: 0.05, 2: 0.5, 3: 1.0, 4: 1.0}
+    lookup = Lookup(
+        TARGET,
+        [node(d) for d in (1, 2, 3, 4)],
+        k=3,
+        alpha=2,
+        slow_after=lambda n: wait[n.node_id.value],
+    )
+    assert ids(lookup.next_queries(0.0)) == [1, 2]
+    assert lookup.slow_at() == 0.05
+    assert lookup.next_queries(0.04) == []
+    assert ids(lookup.next_queries(0.05)) == [3]  # node 1 is slow after its own 0.05 s
+    assert lookup.slow_at() == 0.5  # node 2's time, not node 3's 0.05 + 1.0
+    assert lookup.next_queries(0.3) == []  # node 2 (far) still holds its slot at 0.3 s
+    assert lookup.on_response(node(2), [])
+    assert ids(lookup.next_queries(0.35)) == [4]
+    assert lookup.slow_at() == 1.05
+    assert lookup.on_response(node(1), [])  # the slow near node's late answer still counts
+    assert ids(lookup.in_flight) == [3, 4]
+
+
+def test_a_bad_slow_after_is_refused_before_anything_is_sent() -> None:
+    with pytest.raises(ValueError, match="slow_after"):
+        Lookup(TARGET, [node(1)], slow_after=-1.0)
+    with pytest.raises(ValueError, match="slow_after"):
+        Lookup(TARGET, [node(1)], slow_after=math.nan)
+    lookup = Lookup(TARGET, [node(1), node(2)], slow_after=lambda n: 1.0 - n.node_id.value)
+    with pytest.raises(ValueError, match="slow_after"):
+        lookup.next_queries(0.0)  # node 2's is -1.0
+    assert lookup.statistics().queries == 0
+    assert lookup.in_flight == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 3.0), min_size=1, max_size=24),
+    st.integers(1, 4),
+    st.lists(
+        st.tuples(st.floats(0.0, 1.0), st.sampled_from(["wait", "answer", "fail"])), max_size=60
+    ),
+)
+def test_slots_are_held_each_for_its_own_slow_after(
+    waits: list[float], alpha: int, steps: list[tuple[float, str]]
+) -> None:
+    """Whatever the per-node times and events: a query holds one of the ``alpha`` slots from
+    when it is handed out until exactly its own ``slow_after`` later (or its answer), new ones
+    go out only into free slots, and `Lookup.slow_at` is the earliest of those times."""
+    lookup = Lookup(
+        TARGET,
+        [node(d) for d in range(1, len(waits) + 1)],
+        k=4,
+        alpha=alpha,
+        slow_after=lambda n: waits[n.node_id.value - 1],
+    )
+    slow_at: dict[int, float] = {}  # outstanding queries: when each turns slow
+    holding: set[int] = set()  # those not yet past it when the lookup last looked
+    now = 0.0
+    for gap, event in steps:
+        now += gap
+        holding = {d for d in holding if slow_at[d] > now}
+        sent = ids(lookup.next_queries(now))
+        assert len(sent) <= alpha - len(holding)
+        for d in sent:
+            slow_at[d] = now + waits[d - 1]
+        holding |= set(sent)
+        assert lookup.slow_at() == min((slow_at[d] for d in holding), default=None)
+        assert sorted(ids(lookup.in_flight)) == sorted(slow_at)
+        if event != "wait" and slow_at:
+            oldest = min(slow_at, key=slow_at.__getitem__)
+            del slow_at[oldest]
+            holding.discard(oldest)
+            if event == "answer":
+                assert lookup.on_response(node(oldest), [])
+            else:
+                assert lookup.on_timeout(node(oldest))
+
+
 def test_exclude_and_duplicates() -> None:
     lookup = Lookup(TARGET, [node(1), node(1), node(2)], exclude=NodeId(2))
     assert lookup.statistics().candidates == 1
