@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from macula_nat.dht.compact import NodeInfo
 from macula_nat.dht.node_id import ID_BITS, NodeId
-from macula_nat.dht.routing_table import K, NodeState, Outcome, RoutingTable
+from macula_nat.dht.routing_table import K, NodeState, Outcome, RoutingEntry, RoutingTable
+from macula_nat.net.rtt import RttEstimate
 
 from .strategies import node_ids
 
@@ -133,6 +134,77 @@ def test_invariants_under_any_sequence_of_events(
         for node in table.closest(own, 50):
             entry = table.entry(node.node_id)
             assert entry is not None and table.state_of(entry, now) is not NodeState.BAD
+
+
+def held(table: RoutingTable) -> dict[NodeId, RoutingEntry]:
+    """Every entry the table holds, in its buckets or their replacement caches."""
+    return {
+        entry.node.node_id: entry
+        for bucket in table.buckets()
+        for entry in bucket.nodes + bucket.replacements
+    }
+
+
+@FAST
+@given(
+    node_ids,
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3), st.floats(0.001, 0.5))),
+)
+def test_each_entry_keeps_the_round_trips_measured_since_it_came_in(
+    own: NodeId, events: list[tuple[int, int, float]]
+) -> None:
+    """Answers with their round trips, queries and failures in any order: each entry's
+    estimate is RFC 6298's over exactly the samples taken since the table last took the node
+    in (it survives updates, failures and promotion from the cache), and a node the table does
+    not hold gets none: nothing is kept for it."""
+    table = RoutingTable(own, 0.0, replacements=2)
+    pool = [at_prefix(own, n % 4, n * 0x9E3779B97F4A7C15) for n in range(41)]
+    samples: dict[NodeId, list[float]] = {}
+    for step, (which, kind, rtt) in enumerate(events):
+        now = float(step)
+        node = info(pool[which])
+        if kind == 0:
+            table.on_response(node, now)
+        elif kind == 1:
+            estimate = table.on_round_trip(node, rtt)
+            if node.node_id in held(table):
+                samples.setdefault(node.node_id, []).append(rtt)
+                assert estimate is not None and estimate.samples == len(samples[node.node_id])
+            else:
+                assert estimate is None
+        elif kind == 2:
+            table.on_query(node, now)
+        else:
+            table.on_failure(node.node_id, now)
+        entries = held(table)
+        for gone in samples.keys() - entries.keys():
+            del samples[gone]
+        for node_id, entry in entries.items():
+            expected = None
+            for sample in samples.get(node_id, []):
+                expected = (
+                    RttEstimate.first(sample) if expected is None else expected.updated(sample)
+                )
+            assert entry.rtt == expected
+
+
+def test_round_trips_of_nodes_not_held_are_not_kept() -> None:
+    table = RoutingTable(OWN, 0.0)
+    known = info(1)
+    table.on_response(known, 0.0)
+    assert table.on_round_trip(info(2), 0.1) is None  # not in the table: not added either
+    assert table.on_round_trip(info(1, port=9), 0.1) is None  # the id at another address
+    assert 2 not in [e.node.node_id.value for e in table.entries()]
+    first = table.on_round_trip(known, 0.1)
+    assert first == RttEstimate.first(0.1)
+    assert table.on_round_trip(known, 0.3) == first.updated(0.3)
+    entry = table.entry(known.node_id)
+    assert entry is not None and entry.rtt == first.updated(0.3)
+    with pytest.raises(ValueError):
+        table.on_round_trip(known, -1.0)
+    for n in range(2, 2000):  # many more contacts measured than the table keeps
+        table.on_round_trip(info(n), 0.05)
+    assert [e.node for e in table.entries()] == [known]
 
 
 def state(table: RoutingTable, node: NodeInfo, now: float) -> NodeState:
