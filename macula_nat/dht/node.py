@@ -162,7 +162,8 @@ class DhtNode:
         self._transactions = Transactions(config.max_outstanding)
         self._read_only = bool(config.read_only)
         self._rtt: RttEstimate | None = None
-        """Round trips of this node's queries: when a lookup stops waiting for a silent node."""
+        """Round trips of all this node's queries: how long a lookup waits for a contact whose
+        own round trips the routing table has not measured."""
         self._limiter = TokenBuckets(
             config.query_rate, config.query_burst, config.rate_limit_sources
         )
@@ -449,13 +450,21 @@ class DhtNode:
 
     # -- lookups and writes ----------------------------------------------------------------------
 
-    def _slow_after(self) -> float:
-        """How long a lookup waits on a silent node before moving on: the RTO of this node's
-        measured round trips (1 s before any), within [`_MIN_SLOW`, the query timeout]."""
+    def _slow_after(self, contact: NodeInfo) -> float:
+        """How long a lookup waits on a silent ``contact`` before moving on: the RTO of the
+        round trips measured to it when the routing table holds it with some, else of all this
+        node's (a contact first heard of in the lookup; 1 s before any), within [`_MIN_SLOW`,
+        the query timeout]. A near node that went silent is passed after its own few round
+        trips, not after the RTO of contacts across the world, and a far one is not given up on
+        at the near ones' pace."""
         ceiling = self.config.query_timeout
-        if self._rtt is None:
+        entry = self._table.entry(contact.node_id)
+        estimate = self._rtt
+        if entry is not None and entry.rtt is not None and entry.node.address == contact.address:
+            estimate = entry.rtt
+        if estimate is None:
             return min(1.0, ceiling)
-        return self._rtt.rto(floor=min(_MIN_SLOW, ceiling), ceiling=ceiling)
+        return estimate.rto(floor=min(_MIN_SLOW, ceiling), ceiling=ceiling)
 
     async def _lookup(
         self,
@@ -474,7 +483,7 @@ class DhtNode:
             seeds,
             k=self.config.k,
             alpha=self.config.alpha,
-            slow_after=self._slow_after(),
+            slow_after=self._slow_after,
             exclude=self._id,
         )
 
@@ -577,13 +586,16 @@ class DhtNode:
             if await self._send(attrs.evolve(query, transaction_id=tid), address):
                 sent = trio.current_time()
                 with trio.move_on_after(self.config.query_timeout):
-                    await pending.wait()
+                    answer = await pending.wait()
                     elapsed = trio.current_time() - sent
-                    self._rtt = (
-                        RttEstimate.first(elapsed)
-                        if self._rtt is None
-                        else self._rtt.updated(elapsed)
-                    )
+                    if answer is not None:  # None: abandoned as the socket went
+                        self._rtt = (
+                            RttEstimate.first(elapsed)
+                            if self._rtt is None
+                            else self._rtt.updated(elapsed)
+                        )
+                    if isinstance(answer, Response):
+                        self._table.on_round_trip(NodeInfo(answer.sender, address), elapsed)
         finally:
             self._transactions.close(tid, address)
         reply = pending.reply

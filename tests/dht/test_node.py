@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from macula_nat.actors import Supervisor, open_actor
+from macula_nat.actors import Supervisor, open_actor, run_actor
 from macula_nat.dht import bencoding
 from macula_nat.dht.config import DhtConfig
 from macula_nat.dht.error_code import ErrorCode
@@ -28,10 +28,11 @@ from macula_nat.dht.krpc import (
     encode,
 )
 from macula_nat.dht.mutable_item import ImmutableItem, MutableItem, encode_value
-from macula_nat.dht.node import DhtNode, open_dht_node
+from macula_nat.dht.node import DhtNode, DhtServer, open_dht_node
 from macula_nat.dht.node_id import NodeId
 from macula_nat.net import Address, UdpEndpoint
-from macula_nat.net.sim import Internet, Preset, add_site, open_internet
+from macula_nat.net.rtt import RttEstimate
+from macula_nat.net.sim import Internet, LinkProfile, Preset, add_site, open_internet
 
 from .swarm import PORT, Swarm, open_swarm, public_config
 
@@ -412,3 +413,48 @@ async def test_a_lone_public_node_keeps_its_own_items_and_announcements(
             found = (await behind_nat.get_peers(info_hash)).peers
             assert (gateway.contact.address[0], 4433) in found
             assert (await gateway.get(item.target, salt=SALT)).item == item
+
+
+async def test_a_silent_contact_measured_near_is_passed_after_its_own_rto(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A node 4 ms away and 4 nodes 202 ms away, each measured 3 times: the node-wide RTO is
+    0.54 s, the near node's own 0.05 s (the floor). When the near node goes silent, a lookup
+    (alpha 1, so in sequence) moves on after 0.05 s: it asks the nodes in order of distance
+    and ends 0.05 + 4 ms + 4 x 202 ms after it began, not 0.54 s later still."""
+    target = NodeId.random(random.Random(7))
+    near, also_near = (NodeId(target.value ^ d) for d in (1, 2))
+    far = [NodeId(target.value ^ (1 << 100) ^ d) for d in range(4)]
+    config = DhtConfig(alpha=1)
+    async with open_internet(seed=41) as internet, trio.open_nursery() as nursery:
+
+        async def start(node_id: NodeId, one_way: float) -> DhtNode:
+            link = LinkProfile(latency=one_way)
+            node = DhtNode(*public_config(internet, config, link), node_id=node_id)
+            await nursery.start(run_actor, DhtServer(node))
+            return node
+
+        asker = await start(NodeId(target.value ^ (1 << 159)), 0.001)
+        contacts = [await start(node_id, 0.1) for node_id in far]
+        contacts += [await start(node_id, 0.001) for node_id in (near, also_near)]
+        node_wide = None
+        for _ in range(3):
+            for contact in contacts:
+                assert await asker.ping(contact.contact.address) == contact.node_id
+                rtt = 2 * (0.001 + (0.1 if contact.node_id in far else 0.001))
+                node_wide = RttEstimate.first(rtt) if node_wide is None else node_wide.updated(rtt)
+        assert node_wide is not None and node_wide.rto(floor=0.05) > 0.5
+        entry = asker.routing_table.entry(near)
+        assert entry is not None and entry.rtt is not None
+        assert entry.rtt.rto(floor=0.05) == 0.05
+        silent = contacts[-2]
+        assert silent.server is not None
+        await silent.server.stop()
+
+        started = trio.current_time()
+        result = await asker.find_node(target)
+        took = trio.current_time() - started
+        assert result.done
+        assert [n.node_id for n in result.nodes] == [also_near, *far]
+        assert took == pytest.approx(0.05 + 0.004 + 4 * 0.202, abs=1e-6)
+        nursery.cancel_scope.cancel()
