@@ -458,10 +458,7 @@ class DhtNode:
         trips, not after the RTO of contacts across the world, and a far one is not given up on
         at the near ones' pace."""
         ceiling = self.config.query_timeout
-        entry = self._table.entry(contact.node_id)
-        estimate = self._rtt
-        if entry is not None and entry.rtt is not None and entry.node.address == contact.address:
-            estimate = entry.rtt
+        estimate = self._table.round_trips(contact) or self._rtt
         if estimate is None:
             return min(1.0, ceiling)
         return estimate.rto(floor=min(_MIN_SLOW, ceiling), ceiling=ceiling)

@@ -16,7 +16,11 @@ which failing nodes are replaced. Questionable nodes are for the caller to ping
 Each entry also keeps the round trips of our queries it answered (RFC 6298's estimate, fed by
 `RoutingTable.on_round_trip`): how long a lookup should wait for that node before moving on.
 The estimate lives and goes with the entry, so it costs nothing beyond the table's own bound;
-libtorrent's node entries keep a smoothed round trip likewise.
+libtorrent's node entries keep a smoothed round trip likewise. RFC 6298 starts a path's
+variation at half its first round trip, knowing nothing of it; the table has measured many
+paths, so it starts a new contact's at how much its contacts' round trips have varied around
+their own means (`RoutingTable.variation`): a contact answers a lookup within a few
+milliseconds of its usual time, not within twice it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ GOOD_WINDOW: Final = 15 * 60.0
 """Seconds a node stays good after answering us (BEP 5)."""
 REFRESH_INTERVAL: Final = 15 * 60.0
 """Seconds after which an unchanged bucket is refreshed (BEP 5)."""
+_BETA: Final = 1 / 4
+"""RFC 6298's gain for the variation of round trips."""
 MAX_FAILURES: Final = 2
 """Unanswered queries in a row that make a node bad: BEP 5 suggests one retry before discarding."""
 
@@ -143,6 +149,7 @@ class RoutingTable:
         self._max_failures = max_failures
         self._replacement_size = replacements
         self._buckets = [_Bucket(last_changed=now)]
+        self._variation: float | None = None
 
     @property
     def own_id(self) -> NodeId:
@@ -194,6 +201,12 @@ class RoutingTable:
             for index, bucket in enumerate(self._buckets)
         ]
 
+    @property
+    def variation(self) -> float | None:
+        """Seconds by which a contact's round trip differs from its smoothed one, smoothed over
+        all contacts as RFC 6298 smooths RTTVAR (None: no contact answered twice yet)."""
+        return self._variation
+
     def entry(self, node_id: NodeId) -> RoutingEntry | None:
         """What the table holds on ``node_id`` (replacement cache excluded), or None."""
         return self._bucket_for(node_id).nodes.get(node_id)
@@ -223,10 +236,18 @@ class RoutingTable:
             return Outcome.IGNORED
         return self._offer(node, now, responded=False)
 
+    def round_trips(self, node: NodeInfo) -> RttEstimate | None:
+        """The estimate of ``node``'s round trips, from its entry at that address in a bucket
+        or the replacement cache (None: not held, or not measured)."""
+        bucket = self._bucket_for(node.node_id)
+        entry = bucket.nodes.get(node.node_id) or bucket.replacements.get(node.node_id)
+        return entry.rtt if entry is not None and entry.node.address == node.address else None
+
     def on_round_trip(self, node: NodeInfo, rtt: float) -> RttEstimate | None:
         """One of our queries to ``node`` was answered ``rtt`` seconds after it was sent (we
         never send a query twice, so every answer is a sample under Karn's rule): the estimate
-        of its entry, in a bucket or the replacement cache, takes it. Returns the new estimate,
+        of its entry, in a bucket or the replacement cache, takes it (a first one starts at
+        `variation`), and so does `variation` when the entry had one. Returns the new estimate,
         or None when the table holds no entry for ``node`` at that address (nothing is kept)."""
         bucket = self._bucket_for(node.node_id)
         for entries in (bucket.nodes, bucket.replacements):
@@ -234,7 +255,16 @@ class RoutingTable:
             if entry is not None:
                 if entry.node.address != node.address:
                     return None
-                estimate = RttEstimate.first(rtt) if entry.rtt is None else entry.rtt.updated(rtt)
+                if entry.rtt is None:
+                    estimate = RttEstimate.first(rtt, self._variation)
+                else:
+                    estimate = entry.rtt.updated(rtt)
+                    deviation = abs(entry.rtt.srtt - rtt)
+                    self._variation = (
+                        deviation
+                        if self._variation is None
+                        else (1 - _BETA) * self._variation + _BETA * deviation
+                    )
                 entries[node.node_id] = attrs.evolve(entry, rtt=estimate)
                 return estimate
         return None

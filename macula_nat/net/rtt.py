@@ -36,9 +36,11 @@ class RttEstimate:
     samples: int = 1
 
     @classmethod
-    def first(cls, rtt: float) -> RttEstimate:
-        """The estimate after one sample."""
-        return cls(srtt=_round_trip(rtt), rttvar=_round_trip(rtt) / 2)
+    def first(cls, rtt: float, rttvar: float | None = None) -> RttEstimate:
+        """The estimate after one sample. ``rttvar``: what the caller knows the variation to
+        be from other paths (default: RFC 6298's ``rtt / 2``, knowing nothing)."""
+        rtt = _round_trip(rtt)
+        return cls(srtt=rtt, rttvar=rtt / 2 if rttvar is None else rttvar)
 
     def updated(self, rtt: float) -> RttEstimate:
         """The estimate after one more sample."""

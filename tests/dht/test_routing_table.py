@@ -148,30 +148,46 @@ def held(table: RoutingTable) -> dict[NodeId, RoutingEntry]:
 @FAST
 @given(
     node_ids,
-    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3), st.floats(0.001, 0.5))),
+    st.lists(
+        st.tuples(st.integers(0, 29), st.integers(0, 3), st.floats(0.001, 0.5)),
+        min_size=20,
+        max_size=200,
+    ),
 )
 def test_each_entry_keeps_the_round_trips_measured_since_it_came_in(
     own: NodeId, events: list[tuple[int, int, float]]
 ) -> None:
     """Answers with their round trips, queries and failures in any order: each entry's
     estimate is RFC 6298's over exactly the samples taken since the table last took the node
-    in (it survives updates, failures and promotion from the cache), and a node the table does
-    not hold gets none: nothing is kept for it."""
+    in (it survives updates, failures and promotion from the cache), starting from the
+    variation measured on other contacts; a node the table does not hold gets none: nothing is
+    kept for it."""
     table = RoutingTable(own, 0.0, replacements=2)
-    pool = [at_prefix(own, n % 4, n * 0x9E3779B97F4A7C15) for n in range(41)]
+    pool = [at_prefix(own, n % 3, n * 0x9E3779B97F4A7C15) for n in range(30)]
     samples: dict[NodeId, list[float]] = {}
+    starts: dict[NodeId, float | None] = {}  # the variation each estimate started from
+    variation: float | None = None
     for step, (which, kind, rtt) in enumerate(events):
         now = float(step)
         node = info(pool[which])
         if kind == 0:
             table.on_response(node, now)
         elif kind == 1:
+            before = table.round_trips(node)
             estimate = table.on_round_trip(node, rtt)
             if node.node_id in held(table):
                 samples.setdefault(node.node_id, []).append(rtt)
                 assert estimate is not None and estimate.samples == len(samples[node.node_id])
+                if before is None:
+                    starts[node.node_id] = variation
+                else:  # RFC 6298's RTTVAR step, over every contact's deviation
+                    deviation = abs(before.srtt - rtt)
+                    variation = (
+                        deviation if variation is None else 0.75 * variation + 0.25 * deviation
+                    )
             else:
                 assert estimate is None
+            assert table.variation == variation
         elif kind == 2:
             table.on_query(node, now)
         else:
@@ -183,9 +199,12 @@ def test_each_entry_keeps_the_round_trips_measured_since_it_came_in(
             expected = None
             for sample in samples.get(node_id, []):
                 expected = (
-                    RttEstimate.first(sample) if expected is None else expected.updated(sample)
+                    RttEstimate.first(sample, starts[node_id])
+                    if expected is None
+                    else expected.updated(sample)
                 )
             assert entry.rtt == expected
+            assert table.round_trips(entry.node) == expected
 
 
 def test_round_trips_of_nodes_not_held_are_not_kept() -> None:
@@ -205,6 +224,33 @@ def test_round_trips_of_nodes_not_held_are_not_kept() -> None:
     for n in range(2, 2000):  # many more contacts measured than the table keeps
         table.on_round_trip(info(n), 0.05)
     assert [e.node for e in table.entries()] == [known]
+
+
+def test_an_estimate_lives_and_goes_with_its_entry() -> None:
+    """Measured in the replacement cache, a node keeps its estimate when promoted; a node
+    that turned bad and gave its place up loses its own, and starts again from the table's
+    variation if it comes back."""
+    table = RoutingTable(OWN, 0.0)
+    nodes = full_far_bucket(table)
+    table.on_response(info(1), 0.0)  # the first split: bucket 0 is full and final
+    cached = info((1 << 159) | 100)
+    assert table.on_response(cached, 1.0) is Outcome.CACHED
+    in_cache = table.on_round_trip(cached, 0.2)
+    assert in_cache == RttEstimate.first(0.2)
+    table.on_round_trip(nodes[0], 0.1)
+    assert table.on_round_trip(nodes[0], 0.12) is not None
+    assert table.variation == pytest.approx(0.02)
+    for _ in range(2):
+        table.on_failure(nodes[0].node_id, 2.0)
+    assert nodes[0].node_id not in table
+    entry = table.entry(cached.node_id)
+    assert entry is not None and entry.rtt == in_cache  # promoted, estimate and all
+    assert table.round_trips(nodes[0]) is None
+    table.on_failure(nodes[1].node_id, 3.0)
+    table.on_failure(nodes[1].node_id, 3.0)  # bad: the next newcomer takes its place
+    assert table.on_response(nodes[0], 4.0) is Outcome.REPLACED
+    assert table.round_trips(nodes[0]) is None
+    assert table.on_round_trip(nodes[0], 0.3) == RttEstimate.first(0.3, table.variation)
 
 
 def state(table: RoutingTable, node: NodeInfo, now: float) -> NodeState:

@@ -24,6 +24,16 @@ def test_the_first_sample_sets_srtt_and_half_of_it_as_variation() -> None:
     assert estimate.rto() == pytest.approx(0.3)  # 0.1 + 4 x 0.05: three round trips
 
 
+def test_a_first_sample_may_start_from_a_known_variation() -> None:
+    """A caller that measured other paths (the DHT's routing table) starts a new one at the
+    variation it saw there instead of half the first round trip."""
+    estimate = RttEstimate.first(0.2, rttvar=0.004)
+    assert (estimate.srtt, estimate.rttvar, estimate.samples) == (0.2, 0.004, 1)
+    assert estimate.rto() == pytest.approx(0.216)
+    with pytest.raises(ValueError):
+        RttEstimate.first(0.2, rttvar=-0.001)
+
+
 @given(st.floats(0.001, 10.0), st.integers(1, 50))
 def test_steady_round_trips_converge_to_them(sample: float, count: int) -> None:
     estimate = estimate_of([sample] * count)
