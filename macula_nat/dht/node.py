@@ -162,8 +162,8 @@ class DhtNode:
         self._transactions = Transactions(config.max_outstanding)
         self._read_only = bool(config.read_only)
         self._rtt: RttEstimate | None = None
-        """Round trips of all this node's queries: how long a lookup waits for a contact whose
-        own round trips the routing table has not measured."""
+        """Round trips of all this node's queries: with the table's variation, how long a lookup
+        waits for a contact whose own round trips the routing table has not measured."""
         self._limiter = TokenBuckets(
             config.query_rate, config.query_burst, config.rate_limit_sources
         )
@@ -451,14 +451,22 @@ class DhtNode:
     # -- lookups and writes ----------------------------------------------------------------------
 
     def _slow_after(self, contact: NodeInfo) -> float:
-        """How long a lookup waits on a silent ``contact`` before moving on: the RTO of the
-        round trips measured to it when the routing table holds it with some, else of all this
-        node's (a contact first heard of in the lookup; 1 s before any), within [`_MIN_SLOW`,
-        the query timeout]. A near node that went silent is passed after its own few round
-        trips, not after the RTO of contacts across the world, and a far one is not given up on
-        at the near ones' pace."""
+        """How long a lookup waits on a silent ``contact`` before moving on, within
+        [`_MIN_SLOW`, the query timeout]: the RTO of the round trips measured to it when the
+        routing table has some, so a near node that went silent is passed after its own few
+        round trips, not after the RTO of contacts across the world, and a far one is not given
+        up on at the near ones' pace. A contact never measured (most of those first heard of
+        in the lookup) is taken to be as far as this node's contacts are on average: the
+        smoothed round trip of all its queries plus four times how much one contact's round
+        trips vary (`RoutingTable.variation`); the node-wide RTO, whose variation is mostly the
+        spread between near and far contacts, would wait for the farthest. A farther one turns
+        slow and frees its slot, and its answer still counts. The node-wide RTO serves until a
+        contact answered twice; 1 s before any answer."""
         ceiling = self.config.query_timeout
-        estimate = self._table.round_trips(contact) or self._rtt
+        estimate = self._table.round_trips(contact)
+        if estimate is None and self._rtt is not None:
+            variation = self._table.variation
+            estimate = self._rtt if variation is None else RttEstimate(self._rtt.srtt, variation)
         if estimate is None:
             return min(1.0, ceiling)
         return estimate.rto(floor=min(_MIN_SLOW, ceiling), ceiling=ceiling)

@@ -415,35 +415,42 @@ async def test_a_lone_public_node_keeps_its_own_items_and_announcements(
             assert (await gateway.get(item.target, salt=SALT)).item == item
 
 
+async def _measured(
+    internet: Internet, nursery: trio.Nursery, target: NodeId, near: list[NodeId]
+) -> tuple[DhtNode, list[DhtNode], list[NodeId], RttEstimate]:
+    """An asker 4 ms from the ``near`` nodes and 202 ms from 4 far ones (ids 2^100 from
+    ``target``), each pinged 3 times (jitter 0), and the node-wide estimate those pings give."""
+    config = DhtConfig(alpha=1)  # one query at a time: a lookup's steps add up
+
+    async def start(node_id: NodeId, one_way: float) -> DhtNode:
+        node = DhtNode(*public_config(internet, config, LinkProfile(one_way)), node_id=node_id)
+        await nursery.start(run_actor, DhtServer(node))
+        return node
+
+    far = [NodeId(target.value ^ (1 << 100) ^ d) for d in range(4)]
+    asker = await start(NodeId(target.value ^ (1 << 159)), 0.001)
+    contacts = [await start(node_id, 0.1) for node_id in far]
+    contacts += [await start(node_id, 0.001) for node_id in near]
+    node_wide = None
+    for _ in range(3):
+        for contact in contacts:
+            assert await asker.ping(contact.contact.address) == contact.node_id
+            rtt = 0.202 if contact.node_id in far else 0.004
+            node_wide = RttEstimate.first(rtt) if node_wide is None else node_wide.updated(rtt)
+    assert node_wide is not None and node_wide.rto(floor=0.05) > 0.4
+    return asker, contacts, far, node_wide
+
+
 async def test_a_silent_contact_measured_near_is_passed_after_its_own_rto(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A node 4 ms away and 4 nodes 202 ms away, each measured 3 times: the node-wide RTO is
-    0.54 s, the near node's own 0.05 s (the floor). When the near node goes silent, a lookup
-    (alpha 1, so in sequence) moves on after 0.05 s: it asks the nodes in order of distance
-    and ends 0.05 + 4 ms + 4 x 202 ms after it began, not 0.54 s later still."""
+    """With a near node's own RTO 0.05 s (the floor) and the node-wide one 0.54 s: when the
+    near node goes silent, a lookup (alpha 1, so in sequence) moves on after 0.05 s, asks
+    the others in order of distance and ends 0.05 + 4 ms + 4 x 202 ms after it began."""
     target = NodeId.random(random.Random(7))
     near, also_near = (NodeId(target.value ^ d) for d in (1, 2))
-    far = [NodeId(target.value ^ (1 << 100) ^ d) for d in range(4)]
-    config = DhtConfig(alpha=1)
     async with open_internet(seed=41) as internet, trio.open_nursery() as nursery:
-
-        async def start(node_id: NodeId, one_way: float) -> DhtNode:
-            link = LinkProfile(latency=one_way)
-            node = DhtNode(*public_config(internet, config, link), node_id=node_id)
-            await nursery.start(run_actor, DhtServer(node))
-            return node
-
-        asker = await start(NodeId(target.value ^ (1 << 159)), 0.001)
-        contacts = [await start(node_id, 0.1) for node_id in far]
-        contacts += [await start(node_id, 0.001) for node_id in (near, also_near)]
-        node_wide = None
-        for _ in range(3):
-            for contact in contacts:
-                assert await asker.ping(contact.contact.address) == contact.node_id
-                rtt = 2 * (0.001 + (0.1 if contact.node_id in far else 0.001))
-                node_wide = RttEstimate.first(rtt) if node_wide is None else node_wide.updated(rtt)
-        assert node_wide is not None and node_wide.rto(floor=0.05) > 0.5
+        asker, contacts, far, _ = await _measured(internet, nursery, target, [near, also_near])
         entry = asker.routing_table.entry(near)
         assert entry is not None and entry.rtt is not None
         assert entry.rtt.rto(floor=0.05) == 0.05
@@ -457,4 +464,36 @@ async def test_a_silent_contact_measured_near_is_passed_after_its_own_rto(
         assert result.done
         assert [n.node_id for n in result.nodes] == [also_near, *far]
         assert took == pytest.approx(0.05 + 0.004 + 4 * 0.202, abs=1e-6)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_silent_contact_never_measured_is_passed_after_the_mean_round_trip(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A contact first heard of in the lookup, gone: the asker waits its contacts' smoothed
+    round trip plus four times how much one contact's round trips vary (0 here: no jitter),
+    not the node-wide RTO, which the spread between near and far contacts makes 0.47 s."""
+    target = NodeId.random(random.Random(8))
+    unheard, near = (NodeId(target.value ^ d) for d in (1, 2))
+    async with open_internet(seed=42) as internet, trio.open_nursery() as nursery:
+        asker, contacts, far, node_wide = await _measured(internet, nursery, target, [near])
+        assert asker.routing_table.variation == pytest.approx(0.0, abs=1e-9)
+        config = DhtConfig(alpha=1)
+        stack, config = public_config(internet, config, LinkProfile(0.001))
+        silent = DhtNode(stack, config, node_id=unheard)
+        await nursery.start(run_actor, DhtServer(silent))
+        assert await silent.ping(contacts[-1].contact.address) == near  # now the near one knows it
+        assert silent.server is not None
+        await silent.server.stop()
+        assert unheard not in asker.routing_table
+
+        started = trio.current_time()
+        result = await asker.find_node(target)
+        took = trio.current_time() - started
+        assert result.done
+        assert [n.node_id for n in result.nodes] == [near, *far]
+        # The near node's answer, just before the silent one is asked, is one more sample.
+        wait = RttEstimate(node_wide.updated(0.004).srtt, 0.0).rto(floor=0.05)
+        assert wait < 0.2 < 0.4 < node_wide.rto(floor=0.05)
+        assert took == pytest.approx(0.004 + wait + 4 * 0.202, abs=1e-6)
         nursery.cancel_scope.cancel()
