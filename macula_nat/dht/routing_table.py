@@ -34,7 +34,7 @@ from typing import Final
 
 import attrs
 
-from macula_nat.net.rtt import RttEstimate
+from macula_nat.net.rtt import RttEstimate, next_rttvar
 
 from .compact import NodeInfo
 from .node_id import ID_BITS, NodeId
@@ -57,8 +57,6 @@ GOOD_WINDOW: Final = 15 * 60.0
 """Seconds a node stays good after answering us (BEP 5)."""
 REFRESH_INTERVAL: Final = 15 * 60.0
 """Seconds after which an unchanged bucket is refreshed (BEP 5)."""
-_BETA: Final = 1 / 4
-"""RFC 6298's gain for the variation of round trips."""
 MAX_FAILURES: Final = 2
 """Unanswered queries in a row that make a node bad: BEP 5 suggests one retry before discarding."""
 
@@ -263,7 +261,7 @@ class RoutingTable:
                     self._variation = (
                         deviation
                         if self._variation is None
-                        else (1 - _BETA) * self._variation + _BETA * deviation
+                        else next_rttvar(self._variation, deviation)
                     )
                 entries[node.node_id] = attrs.evolve(entry, rtt=estimate)
                 return estimate

@@ -14,7 +14,7 @@ import math
 
 import attrs
 
-__all__ = ["RttEstimate"]
+__all__ = ["RttEstimate", "next_rttvar"]
 
 _ALPHA = 1 / 8
 _BETA = 1 / 4
@@ -25,6 +25,11 @@ def _round_trip(rtt: float) -> float:
     if not rtt >= 0:
         raise ValueError(f"a round-trip time must be >= 0, not {rtt!r}")
     return rtt
+
+
+def next_rttvar(rttvar: float, deviation: float) -> float:
+    """RFC 6298's RTTVAR after one more sample ``deviation`` = |SRTT - R| away."""
+    return (1 - _BETA) * rttvar + _BETA * deviation
 
 
 @attrs.frozen
@@ -47,7 +52,7 @@ class RttEstimate:
         rtt = _round_trip(rtt)
         return RttEstimate(
             srtt=(1 - _ALPHA) * self.srtt + _ALPHA * rtt,
-            rttvar=(1 - _BETA) * self.rttvar + _BETA * abs(self.srtt - rtt),
+            rttvar=next_rttvar(self.rttvar, abs(self.srtt - rtt)),
             samples=self.samples + 1,
         )
 
