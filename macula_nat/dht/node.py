@@ -458,18 +458,23 @@ class DhtNode:
         up on at the near ones' pace. A contact never measured (most of those first heard of
         in the lookup) is taken to be as far as this node's contacts are on average: the
         smoothed round trip of all its queries plus four times how much one contact's round
-        trips vary (`RoutingTable.variation`); the node-wide RTO, whose variation is mostly the
-        spread between near and far contacts, would wait for the farthest. A farther one turns
-        slow and frees its slot, and its answer still counts. The node-wide RTO serves until a
-        contact answered twice; 1 s before any answer."""
+        trips vary (`RoutingTable.variation`), or the node-wide RTO if that is shorter (when
+        contacts are all alike); the node-wide RTO's variation is mostly the spread between
+        near and far contacts, so it waits for the farthest. A farther one turns slow and frees
+        its slot, and its answer still counts. 1 s before any answer."""
         ceiling = self.config.query_timeout
-        estimate = self._table.round_trips(contact)
-        if estimate is None and self._rtt is not None:
-            variation = self._table.variation
-            estimate = self._rtt if variation is None else RttEstimate(self._rtt.srtt, variation)
-        if estimate is None:
+        floor = min(_MIN_SLOW, ceiling)
+        measured = self._table.round_trips(contact)
+        if measured is not None:
+            return measured.rto(floor=floor, ceiling=ceiling)
+        if self._rtt is None:
             return min(1.0, ceiling)
-        return estimate.rto(floor=min(_MIN_SLOW, ceiling), ceiling=ceiling)
+        node_wide = self._rtt.rto(floor=floor, ceiling=ceiling)
+        variation = self._table.variation
+        if variation is None:
+            return node_wide
+        typical = RttEstimate(self._rtt.srtt, variation)
+        return min(node_wide, typical.rto(floor=floor, ceiling=ceiling))
 
     async def _lookup(
         self,
