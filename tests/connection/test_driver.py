@@ -197,6 +197,38 @@ async def test_an_answer_carries_the_ack_of_its_request(
             assert sent - before <= per_round * rounds + 2
 
 
+async def test_a_message_read_and_not_answered_is_acknowledged_within_the_ack_delay(
+    autojump_clock: trio.testing.MockClock,
+    config: ConnectionConfig,
+) -> None:
+    """The driver leaves the output step after input to the task the input woke (its answer
+    takes the ACK along); a task that reads and then does something else entirely must not
+    hold the ACK back: the driver sends it within aioquic's 1 ms ACK delay and a granule."""
+    async with open_internet() as internet:
+        link = LinkProfile(latency=0.005)
+        client_host = internet.add_host(name="client", link=link)
+        server_host = internet.add_host(name="server", link=link)
+        client_ep = await client_host.bind((client_host.addresses[0], 0))
+        server_ep = CountingEndpoint(await server_host.bind((server_host.addresses[0], 0)))
+        async with (
+            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+            connect(
+                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
+            ) as conn,
+        ):
+            accepted = await listener.accept()
+            await conn.send_message(b"settle")
+            assert await accepted.receive_message() == b"settle"
+            await trio.sleep(0.5)  # every ACK delivered: both drivers idle
+            for round_ in range(5):
+                before = server_ep.sent - server_ep.probes
+                await conn.send_message(b"one way %d" % round_)
+                assert await accepted.receive_message() == b"one way %d" % round_
+                await trio.sleep(0.0025)  # the reader busy elsewhere, not on the connection
+                assert server_ep.sent - server_ep.probes > before  # the ACK left without it
+                await trio.sleep(0.5)
+
+
 async def test_a_send_cancelled_while_its_datagrams_leave_still_delivers(
     autojump_clock: trio.testing.MockClock,
     config: ConnectionConfig,
