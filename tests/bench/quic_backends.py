@@ -106,6 +106,13 @@ async def _one_process() -> dict[BackendName, list[_Driven]]:
 class _Transfer:
     seconds: float
     server_cpu: float
+    server_cpus: frozenset[int]
+    """The CPUs the server process was allowed to run on (its placement)."""
+
+
+def _allowed_cpus() -> str:
+    """This process's CPUs as the child prints them on its first line."""
+    return ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
 
 
 async def _serve_ours(backend: BackendName, mode: str, client: NodeId) -> float:
@@ -115,7 +122,7 @@ async def _serve_ours(backend: BackendName, mode: str, client: NodeId) -> float:
     stack = RealUdpStack([LOOPBACK])
     key = NodeKey.generate()
     endpoint = await stack.bind((LOOPBACK, 0))
-    print(endpoint.local_address[1], key.node_id.text(), flush=True)
+    print(endpoint.local_address[1], key.node_id.text(), _allowed_cpus(), flush=True)
     async with listen(endpoint, key, [client], config=_config(backend)) as listener:
         connection = await listener.accept()
         with suppress(ConnectionFailed):  # the client closed: this server's one connection
@@ -133,7 +140,7 @@ async def _serve_ours(backend: BackendName, mode: str, client: NodeId) -> float:
 async def _serve_minimal(mode: str) -> float:
     started = time.process_time()
     sock = _minimal_socket()
-    print(sock.getsockname()[1], "-", flush=True)
+    print(sock.getsockname()[1], "-", _allowed_cpus(), flush=True)
     server = _MinimalEnd(sock, _minimal_configuration(is_client=False), keep=mode == "rtt")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.run)
@@ -248,14 +255,14 @@ async def _two_process(driver: str, mode: str, placement: str | None = None) -> 
     command = [sys.executable, "-m", "tests.bench.quic_backends", "serve", driver, mode]
     command += [key.node_id.text(), server_cpu]
     unpinned = os.sched_getaffinity(0)
-    if cpus is not None:
-        os.sched_setaffinity(0, {cpus[0]})  # this thread: the client's trio.run
     child = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
     pending = bytearray()
     try:
+        if cpus is not None:
+            os.sched_setaffinity(0, {cpus[0]})  # this thread: the client's trio.run
         assert child.stdout is not None
         with trio.fail_after(TRANSFER_TIMEOUT):
-            port_text, server_text = (await _line(child.stdout, pending)).split()
+            port_text, server_text, cpus_text = (await _line(child.stdout, pending)).split()
         port = int(port_text)
         if driver == "minimal":
             seconds = await _client_minimal(mode, port)
@@ -274,7 +281,7 @@ async def _two_process(driver: str, mode: str, placement: str | None = None) -> 
             child.terminate()
         with trio.move_on_after(10):
             await child.wait()
-    return _Transfer(seconds, cpu)
+    return _Transfer(seconds, cpu, frozenset(int(c) for c in cpus_text.split(",")))
 
 
 async def _two_processes() -> dict[str, dict[str, list[_Transfer]]]:
