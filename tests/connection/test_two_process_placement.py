@@ -1,7 +1,7 @@
 """The two-process round trip of ``tests/bench/quic_backends.py`` in its pinned placements,
-scaled down (a few round trips over 127.0.0.1): each placement pins the client and the server
-child as it says, the transfer completes for our driver and the minimal one (the server on its CPU), and the client's
-thread gets its CPUs back (the rest of the bench runs unpinned)."""
+scaled down (a few round trips over 127.0.0.1): the transfer completes for our driver and the
+minimal one, the server child ran on its placement's CPU, and the client's thread gets its
+CPUs back (the rest of the bench runs unpinned)."""
 
 from __future__ import annotations
 
