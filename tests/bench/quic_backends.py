@@ -12,6 +12,11 @@ its peer's data under the heaviest load.
   A bulk transfer ends when the server, having read every byte, says so (one small message
   back). The server's CPU per transfer is its ``time.process_time`` from serving to the end
   (the child's imports not counted).
+- **Placement** (Linux, two CPUs or more): the two-process round trip again with the client
+  and the server pinned (``sched_setaffinity``) to one CPU, then each to its own. Which the
+  kernel picks decides what the round trip pays: on one core the total work of both ends (a
+  process runs only once the other blocks), on two the work from each wake-up to its send
+  (the rest overlaps the peer's); unpinned, a run is a mix of both and moves with it.
 - **Memory**: the bulk transfer, the receiving application reading at full speed and then
   pausing for ``PAUSE`` mid-transfer, with the default config (a 64 MiB bound) and with a
   tight one (``TIGHT``: a 4 MiB bound, an eighth of the transfer); the most the receiver held of
@@ -23,6 +28,7 @@ its peer's data under the heaviest load.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -69,6 +75,8 @@ BACKENDS: Final[tuple[BackendName, ...]] = ("aioquic", "qh3")
 DRIVERS: Final = (*BACKENDS, "minimal")
 TOTAL: Final = BULK_MESSAGE * BULK_MESSAGES
 DONE: Final = b"done"
+PLACEMENTS: Final = ("one core", "two cores")
+"""The pinned runs of the two-process round trip (see the module's docstring)."""
 PAUSE: Final = 0.5
 """Seconds the receiving application stops reading, mid-transfer, in the memory run."""
 TIGHT: Final = 4 << 20
@@ -98,6 +106,13 @@ async def _one_process() -> dict[BackendName, list[_Driven]]:
 class _Transfer:
     seconds: float
     server_cpu: float
+    server_cpus: frozenset[int]
+    """The CPUs the server process was allowed to run on (its placement)."""
+
+
+def _allowed_cpus() -> str:
+    """This process's CPUs as the child prints them on its first line."""
+    return ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
 
 
 async def _serve_ours(backend: BackendName, mode: str, client: NodeId) -> float:
@@ -107,7 +122,7 @@ async def _serve_ours(backend: BackendName, mode: str, client: NodeId) -> float:
     stack = RealUdpStack([LOOPBACK])
     key = NodeKey.generate()
     endpoint = await stack.bind((LOOPBACK, 0))
-    print(endpoint.local_address[1], key.node_id.text(), flush=True)
+    print(endpoint.local_address[1], key.node_id.text(), _allowed_cpus(), flush=True)
     async with listen(endpoint, key, [client], config=_config(backend)) as listener:
         connection = await listener.accept()
         with suppress(ConnectionFailed):  # the client closed: this server's one connection
@@ -125,7 +140,7 @@ async def _serve_ours(backend: BackendName, mode: str, client: NodeId) -> float:
 async def _serve_minimal(mode: str) -> float:
     started = time.process_time()
     sock = _minimal_socket()
-    print(sock.getsockname()[1], "-", flush=True)
+    print(sock.getsockname()[1], "-", _allowed_cpus(), flush=True)
     server = _MinimalEnd(sock, _minimal_configuration(is_client=False), keep=mode == "rtt")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.run)
@@ -140,8 +155,11 @@ async def _serve_minimal(mode: str) -> float:
     return time.process_time() - started
 
 
-def _serve(driver: str, mode: str, client: str) -> None:
-    """The child's entry: serve one connection, print the CPU seconds it took."""
+def _serve(driver: str, mode: str, client: str, pin: str = "-") -> None:
+    """The child's entry: serve one connection (on CPU ``pin`` alone unless ``-``), print the
+    CPU seconds it took."""
+    if pin != "-":
+        os.sched_setaffinity(0, {int(pin)})
     if driver == "minimal":
         cpu = trio.run(_serve_minimal, mode)
     else:
@@ -218,16 +236,33 @@ async def _line(stream: trio.abc.ReceiveStream, pending: bytearray) -> str:
     return line.decode()
 
 
-async def _two_process(driver: str, mode: str) -> _Transfer:
-    """One transfer with the server in a child process."""
+def _cpus(placement: str | None) -> tuple[int, int] | None:
+    """The client's and the server's CPU for ``placement`` (None: unpinned, or too few CPUs)."""
+    if placement is None:
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    return (allowed[0], allowed[0]) if placement == "one core" else (allowed[0], allowed[1])
+
+
+async def _two_process(driver: str, mode: str, placement: str | None = None) -> _Transfer:
+    """One transfer with the server in a child process, both pinned as ``placement`` says
+    (see :data:`PLACEMENTS`; None: where the kernel puts them)."""
     key = NodeKey.generate()
+    cpus = _cpus(placement)
+    server_cpu = "-" if cpus is None else str(cpus[1])
     command = [sys.executable, "-m", "tests.bench.quic_backends", "serve", driver, mode]
-    child = await trio.lowlevel.open_process([*command, key.node_id.text()], stdout=subprocess.PIPE)
+    command += [key.node_id.text(), server_cpu]
+    unpinned = os.sched_getaffinity(0)
+    child = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
     pending = bytearray()
     try:
+        if cpus is not None:
+            os.sched_setaffinity(0, {cpus[0]})  # this thread: the client's trio.run
         assert child.stdout is not None
         with trio.fail_after(TRANSFER_TIMEOUT):
-            port_text, server_text = (await _line(child.stdout, pending)).split()
+            port_text, server_text, cpus_text = (await _line(child.stdout, pending)).split()
         port = int(port_text)
         if driver == "minimal":
             seconds = await _client_minimal(mode, port)
@@ -240,21 +275,30 @@ async def _two_process(driver: str, mode: str) -> _Transfer:
             with trio.fail_after(TRANSFER_TIMEOUT):
                 cpu = float((await _line(child.stdout, pending)).split()[1])
     finally:
+        if cpus is not None:
+            os.sched_setaffinity(0, unpinned)
         if child.returncode is None:
             child.terminate()
         with trio.move_on_after(10):
             await child.wait()
-    return _Transfer(seconds, cpu)
+    return _Transfer(seconds, cpu, frozenset(int(c) for c in cpus_text.split(",")))
 
 
 async def _two_processes() -> dict[str, dict[str, list[_Transfer]]]:
+    """Each driver's transfers, by mode: ``bulk`` and ``rtt`` where the kernel puts the two
+    processes, then the round trip in each of :data:`PLACEMENTS` (none without two CPUs)."""
+    placements = [p for p in PLACEMENTS if _cpus(p) is not None]
     reps: dict[str, dict[str, list[_Transfer]]] = {
-        driver: {"rtt": [], "bulk": []} for driver in DRIVERS
+        driver: {mode: [] for mode in ("bulk", "rtt", *placements)} for driver in DRIVERS
     }
     for _ in range(REPS):
         for driver in DRIVERS:
             for mode in ("bulk", "rtt"):
                 reps[driver][mode].append(await _two_process(driver, mode))
+    for placement in placements:
+        for rep in range(REPS):  # alternating order: neither driver always runs first
+            for driver in DRIVERS if rep % 2 == 0 else DRIVERS[::-1]:
+                reps[driver][placement].append(await _two_process(driver, "rtt", placement))
     return reps
 
 
@@ -356,8 +400,8 @@ def _figures(
     def rate(driver: str) -> float:
         return median(TOTAL / t.seconds for t in two[driver]["bulk"]) / 1e6
 
-    def round_trip(driver: str) -> float:
-        return median(t.seconds for t in two[driver]["rtt"]) * 1e6
+    def round_trip(driver: str, placement: str = "rtt") -> float:
+        return median(t.seconds for t in two[driver][placement]) * 1e6
 
     def cpu(driver: str) -> float:
         return median(t.server_cpu / (TOTAL / 1e6) for t in two[driver]["bulk"]) * 1e6
@@ -380,6 +424,20 @@ def _figures(
                 "<= 0.6x" if baseline == "aioquic" else "<= 1.0x",
             ),
         ]
+    for placement in PLACEMENTS:
+        if placement not in two["minimal"]:
+            continue
+        for name, baseline in (("qh3", "aioquic"), ("aioquic", "minimal")):
+            label = "aioquic backend" if baseline == "aioquic" else "minimal aioquic driver"
+            figures.append(
+                Figure(
+                    f"QUIC two processes on {placement}: {SMALL} B round trip, {name} vs {label}",
+                    round_trip(name, placement),
+                    "us",
+                    round_trip(baseline, placement),
+                    "<= 0.6x" if baseline == "aioquic" else "<= 1.0x",
+                )
+            )
     figures.append(
         Figure(
             "QUIC two processes: bulk receiver CPU, qh3 vs aioquic backend",
@@ -417,7 +475,7 @@ async def run() -> list[Figure]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
-        _serve(*sys.argv[2:5])
+        _serve(*sys.argv[2:6])
     else:
 
         async def _main() -> None:
