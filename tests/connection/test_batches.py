@@ -7,7 +7,6 @@ answer's takes its ACK); a bulk transfer overflows no receive buffer of the simu
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import attrs
 import pytest
@@ -18,13 +17,11 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 
 from macula_nat.connection import Connection, ConnectionConfig, connect, listen
-from macula_nat.identity import NodeKey
 from macula_nat.net import Address, UdpEndpoint
 from macula_nat.net.endpoint import READ_BATCH
 from macula_nat.net.sim import LinkProfile, open_internet
+from tests.connection.test_driver import CLIENT, SERVER, connected, pair
 
-CLIENT = NodeKey.generate()
-SERVER = NodeKey.generate()
 LINK = LinkProfile(latency=0.005)
 
 
@@ -109,10 +106,35 @@ def record_output(connection: Connection) -> Output:
     return output
 
 
-def chunks(total: int, size: int) -> Iterator[bytes]:
+async def settle(conn: Connection, accepted: Connection) -> None:
+    """One message over, then quiet until every ACK is delivered: both drivers idle."""
+    await conn.send_message(b"settle")
+    assert await accepted.receive_message() == b"settle"
+    await trio.sleep(1)
+
+
+async def echo(conn: Connection, accepted: Connection, rounds: int) -> None:
+    """``rounds`` requests from ``conn``, each answered with itself by ``accepted``."""
+    for round_ in range(rounds):
+        request = b"request %d" % round_
+        await conn.send_message(request)
+        await accepted.send_message(await accepted.receive_message())
+        assert await conn.receive_message() == request
+
+
+async def transfer(sender: Connection, receiver: Connection, total: int) -> None:
+    """Send ``total`` random bytes in 64 KiB messages while ``receiver`` reads and checks each."""
     data = os.urandom(total)
-    for start in range(0, total, size):
-        yield data[start : start + size]
+    messages = [data[start : start + 64 * 1024] for start in range(0, total, 64 * 1024)]
+
+    async def send() -> None:
+        for message in messages:
+            await sender.send_message(message)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        for message in messages:
+            assert await receiver.receive_message() == message
 
 
 async def test_every_datagram_aioquic_produced_leaves_in_order_when_the_socket_fills(
@@ -130,16 +152,7 @@ async def test_every_datagram_aioquic_produced_leaves_in_order_when_the_socket_f
             accepted = await listener.accept()
             output = record_output(conn)
             narrow.sent.clear()
-            messages = list(chunks(1 << 20, 64 * 1024))
-
-            async def send() -> None:
-                for message in messages:
-                    await conn.send_message(message)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send)
-                for message in messages:
-                    assert await accepted.receive_message() == message
+            await transfer(conn, accepted, 1 << 20)
 
             await trio.sleep(1)  # the last ACKs exchanged: no flush is half done
             assert narrow.sent == output.produced
@@ -167,16 +180,7 @@ async def test_a_batch_is_answered_with_one_output_step(
             accepted = await listener.accept()
             output = record_output(accepted)
             received_before, batches_before = counting.received, counting.batches
-            messages = list(chunks(1 << 20, 64 * 1024))
-
-            async def send() -> None:
-                for message in messages:
-                    await conn.send_message(message)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send)
-                for message in messages:
-                    assert await accepted.receive_message() == message
+            await transfer(conn, accepted, 1 << 20)
 
             received = counting.received - received_before
             batches = counting.batches - batches_before
@@ -196,57 +200,26 @@ async def test_a_message_the_application_answers_costs_no_output_step_of_its_own
     wait: ``acks_ride``.)"""
     config = ConnectionConfig(quic_backend="aioquic")
     rounds = 50
-    async with open_internet(seed=9) as internet:
-        client_host = internet.add_host(name="client", link=LINK)
-        server_host = internet.add_host(name="server", link=LINK)
-        client_ep = await client_host.bind((client_host.addresses[0], 0))
-        server_ep = await server_host.bind((server_host.addresses[0], 0))
-        async with (
-            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
-            connect(
-                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
-            ) as conn,
-        ):
-            accepted = await listener.accept()
-            await conn.send_message(b"settle")
-            assert await accepted.receive_message() == b"settle"
-            await trio.sleep(1)
-            client, server = record_output(conn), record_output(accepted)
-            for round_ in range(rounds):
-                request = b"request %d" % round_
-                await conn.send_message(request)
-                await accepted.send_message(await accepted.receive_message())
-                assert await conn.receive_message() == request
-            # before, each message's input ran a step of its own, which found nothing to send
-            assert (client.steps + server.steps, client.empty + server.empty) == (2 * rounds, 0)
+    async with (
+        open_internet(seed=9) as internet,
+        connected(*await pair(internet, LINK), config) as (conn, accepted),
+    ):
+        await settle(conn, accepted)
+        client, server = record_output(conn), record_output(accepted)
+        await echo(conn, accepted, rounds)
+        # before, each message's input ran a step of its own, which found nothing to send
+        assert (client.steps + server.steps, client.empty + server.empty) == (2 * rounds, 0)
 
 
 async def test_a_bulk_transfer_overflows_no_receive_buffer(
     autojump_clock: trio.testing.MockClock, config: ConnectionConfig
 ) -> None:
-    async with open_internet(seed=9) as internet:
-        client_host = internet.add_host(name="client", link=LINK)
-        server_host = internet.add_host(name="server", link=LINK)
-        client_ep = await client_host.bind((client_host.addresses[0], 0))
-        server_ep = await server_host.bind((server_host.addresses[0], 0))
-        async with (
-            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
-            connect(
-                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
-            ) as conn,
-        ):
-            accepted = await listener.accept()
-            messages = list(chunks(4 << 20, 64 * 1024))
-
-            async def send() -> None:
-                for message in messages:
-                    await conn.send_message(message)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send)
-                for message in messages:
-                    assert await accepted.receive_message() == message
-        assert internet.statistics().overflowed == 0
+    async with (
+        open_internet(seed=9) as internet,
+        connected(*await pair(internet, LINK), config) as (conn, accepted),
+    ):
+        await transfer(conn, accepted, 4 << 20)
+    assert internet.statistics().overflowed == 0  # the closes included
 
 
 async def test_aioquic_writes_connection_limits_only_when_it_has_one_to_announce(
@@ -264,26 +237,13 @@ async def test_aioquic_writes_connection_limits_only_when_it_has_one_to_announce
         writes += 1
         original(self, builder, space)
 
-    async with open_internet(seed=10) as internet:
-        client_host = internet.add_host(name="client", link=LINK)
-        server_host = internet.add_host(name="server", link=LINK)
-        client_ep = await client_host.bind((client_host.addresses[0], 0))
-        server_ep = await server_host.bind((server_host.addresses[0], 0))
-        async with (
-            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
-            connect(
-                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
-            ) as conn,
-        ):
-            accepted = await listener.accept()
-            await conn.send_message(b"settle")
-            assert await accepted.receive_message() == b"settle"
-            await trio.sleep(1)
-            monkeypatch.setattr(QuicConnection, "_write_connection_limits", counted)
-            output = record_output(conn)
-            for round_ in range(20):
-                await conn.send_message(b"request %d" % round_)
-                await accepted.send_message(await accepted.receive_message())
-                await conn.receive_message()
-            assert output.produced  # packets were built: each would have called the writer
-            assert writes == 0
+    async with (
+        open_internet(seed=10) as internet,
+        connected(*await pair(internet, LINK), config) as (conn, accepted),
+    ):
+        await settle(conn, accepted)
+        monkeypatch.setattr(QuicConnection, "_write_connection_limits", counted)
+        output = record_output(conn)
+        await echo(conn, accepted, 20)
+        assert output.produced  # packets were built: each would have called the writer
+        assert writes == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -11,6 +13,7 @@ import trio.testing
 from aioquic.quic.packet import QuicHeader, QuicPacketType
 
 from macula_nat.connection import (
+    Connection,
     ConnectionClosed,
     ConnectionConfig,
     HandshakeTimeout,
@@ -37,12 +40,27 @@ PROBE_SIZE = 1280
 """Datagrams larger than this are path-MTU probes (qh3 sends some; QUIC's minimum is 1200)."""
 
 
-async def pair(internet: Internet) -> tuple[UdpEndpoint, UdpEndpoint]:
-    client_host = internet.add_host(name="client")
-    server_host = internet.add_host(name="server")
+async def pair(
+    internet: Internet, link: LinkProfile | None = None
+) -> tuple[UdpEndpoint, UdpEndpoint]:
+    """A client's and a server's endpoint on hosts of their own (``link``: each host's)."""
+    client_host = internet.add_host(name="client", link=link)
+    server_host = internet.add_host(name="server", link=link)
     client = await client_host.bind((client_host.addresses[0], 0))
     server = await server_host.bind((server_host.addresses[0], 4433))
     return client, server
+
+
+@asynccontextmanager
+async def connected(
+    client_ep: UdpEndpoint, server_ep: UdpEndpoint, config: ConnectionConfig
+) -> AsyncIterator[tuple[Connection, Connection]]:
+    """CLIENT's connection from ``client_ep`` to SERVER at ``server_ep``, and SERVER's side."""
+    async with (
+        listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
+        connect(client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config) as conn,
+    ):
+        yield conn, await listener.accept()
 
 
 def test_certificate_carries_the_node_id() -> None:
@@ -205,18 +223,9 @@ async def test_a_message_read_and_not_answered_is_acknowledged_within_the_ack_de
     takes the ACK along); a task that reads and then does something else entirely must not
     hold the ACK back: the driver sends it within aioquic's 1 ms ACK delay and a granule."""
     async with open_internet() as internet:
-        link = LinkProfile(latency=0.005)
-        client_host = internet.add_host(name="client", link=link)
-        server_host = internet.add_host(name="server", link=link)
-        client_ep = await client_host.bind((client_host.addresses[0], 0))
-        server_ep = CountingEndpoint(await server_host.bind((server_host.addresses[0], 0)))
-        async with (
-            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
-            connect(
-                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
-            ) as conn,
-        ):
-            accepted = await listener.accept()
+        client_ep, plain = await pair(internet, LinkProfile(latency=0.005))
+        server_ep = CountingEndpoint(plain)
+        async with connected(client_ep, server_ep, config) as (conn, accepted):
             await conn.send_message(b"settle")
             assert await accepted.receive_message() == b"settle"
             await trio.sleep(0.5)  # every ACK delivered: both drivers idle

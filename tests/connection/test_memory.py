@@ -10,7 +10,7 @@ import trio.testing
 
 from macula_nat.connection import Connection, ConnectionConfig, connect, listen
 from macula_nat.net.sim import open_internet
-from tests.connection.test_driver import CLIENT, SERVER, pair
+from tests.connection.test_driver import CLIENT, SERVER, connected, pair
 
 MIB = 1 << 20
 MESSAGE = 64 * 1024
@@ -105,20 +105,15 @@ async def test_an_unread_message_is_held_with_its_length_prefix_until_read(
     """What the peer's credit paid for, its length prefix too, is held until the application
     reads the message; reading it gives all of it back (one release per message)."""
     messages = [b"x" * 10, b"y" * 300]
-    async with open_internet() as internet:
-        client_ep, server_ep = await pair(internet)
-        async with (
-            listen(server_ep, SERVER, [CLIENT.node_id], config=config) as listener,
-            connect(
-                client_ep, server_ep.local_address, CLIENT, SERVER.node_id, config=config
-            ) as sender,
-        ):
-            receiver = await listener.accept()
-            for message in messages:
-                await sender.send_message(message)
-            await trio.sleep(1)
-            assert receiver.statistics().held == sum(4 + len(m) for m in messages)
-            assert await receiver.receive_message() == messages[0]
-            assert receiver.statistics().held == 4 + len(messages[1])
-            assert await receiver.receive_message() == messages[1]
-            assert receiver.statistics().held == 0
+    async with (
+        open_internet() as internet,
+        connected(*await pair(internet), config) as (sender, receiver),
+    ):
+        for message in messages:
+            await sender.send_message(message)
+        await trio.sleep(1)
+        assert receiver.statistics().held == sum(4 + len(m) for m in messages)
+        assert await receiver.receive_message() == messages[0]
+        assert receiver.statistics().held == 4 + len(messages[1])
+        assert await receiver.receive_message() == messages[1]
+        assert receiver.statistics().held == 0
