@@ -25,8 +25,9 @@ from macula_nat.connection.backend import BACKENDS, BackendName
 from macula_nat.connection.link import LINK_ADDRESS, PeerLink
 from macula_nat.connection.quic_aioquic import AioquicConnection
 from macula_nat.identity import NodeKey
-from macula_nat.net import Address, UdpEndpoint
-from macula_nat.net.sim import Internet, LinkProfile, open_internet
+from macula_nat.net import Address
+from macula_nat.net.sim import Internet, open_internet
+from tests.connection.test_driver import pair
 from tests.connection.test_link import LOCAL, FakeRelay, session
 
 CLIENT = NodeKey.generate()
@@ -51,16 +52,6 @@ def aioquic_of(attacker: Connection) -> QuicConnection:
     port = attacker._quic
     assert isinstance(port, AioquicConnection)
     return port.quic
-
-
-async def pair(
-    internet: Internet, link: LinkProfile | None = None
-) -> tuple[UdpEndpoint, UdpEndpoint]:
-    client_host = internet.add_host(name="client", link=link)
-    server_host = internet.add_host(name="server", link=link)
-    client = await client_host.bind((client_host.addresses[0], 0))
-    server = await server_host.bind((server_host.addresses[0], 4433))
-    return client, server
 
 
 def held(connection: Connection) -> int:
