@@ -60,16 +60,17 @@ class NodeRecord:
         """The bencoded value (without ``seq``, which the item carries), at most BEP 44's
         1000 bytes: a record that would be longer (a dual-stack node with many addresses)
         leaves out its profiles' ``observers`` first (no peer reads them), then its last
-        candidates, as few as it must, and logs what it left out."""
+        candidates, as few as it must, and warns of the candidates it left out."""
         data = self._encode(observers=True, candidates=len(self.candidates))
         if len(data) <= MAX_VALUE_SIZE:
             return data
         for kept in range(len(self.candidates), -1, -1):
             data = self._encode(observers=False, candidates=kept)
             if len(data) <= MAX_VALUE_SIZE:
-                logger.warning(
-                    "record cut to BEP 44's %d bytes: profiles without observers, %d of %d "
-                    "candidates kept", MAX_VALUE_SIZE, kept, len(self.candidates),
+                level = logging.DEBUG if kept == len(self.candidates) else logging.WARNING
+                logger.log(
+                    level, "record cut to BEP 44's %d bytes: profiles without observers, "
+                    "%d of %d candidates kept", MAX_VALUE_SIZE, kept, len(self.candidates),
                 )  # fmt: skip
                 return data
         raise RecordError(f"a record without candidates is still {len(data)} bytes")
