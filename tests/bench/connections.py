@@ -20,21 +20,23 @@ not touch the caller's clock; times are simulated, deterministic per seed, not t
   the connecting side is punched, and messages lost.
 
 Real sockets: our driver on its aioquic backend (qh3's is measured in
-:mod:`tests.bench.quic_backends`), both ends in this process (one ``trio.run``) on 127.0.0.1, a
-fresh connection per rep, ``REPS`` reps alternating between the drivers, medians printed with the
-rep-by-rep range of the ratio: 500 sequential 100-byte round trips (the peer echoes), then 32 MiB
-in 64 KiB messages timed until the receiver has them all. The baseline is the simplest good aioquic
+:mod:`tests.bench.quic_backends`), both ends in this process (one ``trio.run``) on 127.0.0.1.
+Bulk: 32 MiB in 64 KiB messages on a fresh connection per rep, timed until the receiver has them
+all, ``REPS`` reps alternating between the drivers, medians printed with the rep-by-rep range of
+the ratio. Round trips: 100-byte messages (the peer echoes) in interleaved bursts
+(:mod:`tests.bench.bursts`) on one connection per driver, medians printed with the quartiles of
+the ratio round by round. The baseline is the simplest good aioquic
 driver on Trio (:class:`_MinimalEnd`): aioquic's ``QuicConnection`` on a non-blocking socket with 4
 MiB buffers, waiting for readability once per batch and draining up to ``READ_BATCH`` datagrams,
 one output step per batch, each datagram sent without a scheduler round; the same flow-control
 windows as ours, and like ours it waits while more than ``send_buffer`` bytes are unacknowledged.
 Its echo is an application task, as ours is: the ratio is the cost of our driver (authentication,
-message framing, bounded memory, hygiene), not of having an application. A second round-trip line,
-for reference, echoes inside the minimal receive loop itself (no application task at all). The
-datagrams the kernel dropped at the bulk receiver's socket (``/proc/net/udp``) are counted. So are
-the Python calls (cProfile) each driver makes per round trip: a cost that the machine's load
-barely moves, unlike the time; and the scheduler's work per round trip (a Trio instrument): task
-steps, and waits for I/O (one per scheduler round).
+message framing, bounded memory, hygiene), not of having an application. A third driver in the
+round trips, for reference, echoes inside the minimal receive loop itself (no application task at
+all). The datagrams the kernel dropped at the bulk receiver's socket (``/proc/net/udp``) are
+counted. So are the Python calls (cProfile) each driver makes per round trip: a cost that the
+machine's load barely moves, unlike the time; and the scheduler's work per round trip (a Trio
+instrument): task steps, and waits for I/O (one per scheduler round).
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ import math
 import pstats
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from statistics import median
 from typing import Final
@@ -77,6 +79,7 @@ from macula_nat.net.real import SOCKET_BUFFER
 from macula_nat.net.sim import Preset
 from macula_nat.system import NatSystem
 
+from .bursts import BURST, ROUNDS, WARM_UP, Bursts, RoundTrip, interleave
 from .gso import send_runs
 from .timing import Figure, now
 
@@ -109,10 +112,10 @@ BULK_MESSAGE: Final = 64 * 1024
 BULK_MESSAGES: Final = 512
 """32 MiB in all."""
 SMALL: Final = 100
-ROUND_TRIPS: Final = 500
-WARM_UP: Final = 20
-CALL_TRIPS: Final = (100, 600)
-"""Round trips of the short and the long profiled run (:func:`_calls_per_round_trip`)."""
+COUNTED_TRIPS: Final = 500
+"""Round trips whose Python calls and scheduler steps are counted (on a warm connection)."""
+AIOQUIC: Final = ConnectionConfig(quic_backend="aioquic")
+"""Our driver on the baseline's library."""
 SEND_BUFFER: Final = ConnectionConfig().send_buffer
 RECEIVE_WINDOW: Final = ConnectionConfig().receive_window
 TRANSFER_TIMEOUT: Final = 30.0
@@ -320,11 +323,10 @@ def _simulated_figures(result: _Simulated) -> list[Figure]:
 
 
 @attrs.frozen
-class _Driven:
-    seconds_per_round_trip: float
+class _Bulk:
     bytes_per_second: float
     drops: int | None
-    """Datagrams the receiving socket dropped during the bulk transfer (None: not on Linux)."""
+    """Datagrams the receiving socket dropped during the transfer (None: not on Linux)."""
 
 
 def _udp_drops(port: int) -> int | None:
@@ -351,52 +353,24 @@ async def _echo(connection: Connection) -> None:
         await connection.send_message(await connection.receive_message())
 
 
-async def _ours(
-    config: ConnectionConfig | None = None,
-    *,
-    round_trips: int = ROUND_TRIPS,
-    bulk_messages: int = BULK_MESSAGES,
-) -> _Driven:
-    """Our driver (``config``'s backend; default: the default config's) on 127.0.0.1."""
-    settings = config if config is not None else ConnectionConfig()
+async def _our_bulk(config: ConnectionConfig) -> _Bulk:
+    """32 MiB from a fresh connection of our driver (``config``'s backend) on 127.0.0.1, timed
+    until the receiver has read every message."""
     stack = RealUdpStack([LOOPBACK])
     client_key, server_key = NodeKey.generate(), NodeKey.generate()
     client_endpoint = await stack.bind((LOOPBACK, 0))
     server_endpoint = await stack.bind((LOOPBACK, 0))
-    small, bulk = bytes(SMALL), bytes(BULK_MESSAGE)
+    bulk = bytes(BULK_MESSAGE)
     server_port = server_endpoint.local_address[1]
     try:
         async with (
-            listen(server_endpoint, server_key, [client_key.node_id], config=settings) as listener,
+            listen(server_endpoint, server_key, [client_key.node_id], config=config) as listener,
             connect(
                 client_endpoint,
                 server_endpoint.local_address,
                 client_key,
                 server_key.node_id,
-                config=settings,
-            ) as connection,
-            trio.open_nursery() as nursery,
-        ):
-            accepted = await listener.accept()
-            nursery.start_soon(_echo, accepted)
-            with trio.fail_after(TRANSFER_TIMEOUT):
-                for _ in range(WARM_UP):
-                    await connection.send_message(small)
-                    await connection.receive_message()
-                started = now()
-                for _ in range(round_trips):
-                    await connection.send_message(small)
-                    await connection.receive_message()
-                round_trip = (now() - started) / round_trips
-            nursery.cancel_scope.cancel()
-        async with (
-            listen(server_endpoint, server_key, [client_key.node_id], config=settings) as listener,
-            connect(
-                client_endpoint,
-                server_endpoint.local_address,
-                client_key,
-                server_key.node_id,
-                config=settings,
+                config=config,
             ) as connection,
         ):
             accepted = await listener.accept()
@@ -406,18 +380,52 @@ async def _ours(
                 async with trio.open_nursery() as nursery:
 
                     async def send() -> None:
-                        for _ in range(bulk_messages):
+                        for _ in range(BULK_MESSAGES):
                             await connection.send_message(bulk)
 
                     nursery.start_soon(send)
-                    for _ in range(bulk_messages):
+                    for _ in range(BULK_MESSAGES):
                         await accepted.receive_message()
                 elapsed = now() - started
                 drops = _drops_since(server_port, drops)
     finally:
         client_endpoint.close()
         server_endpoint.close()
-    return _Driven(round_trip, BULK_MESSAGE * bulk_messages / elapsed, drops)
+    return _Bulk(BULK_MESSAGE * BULK_MESSAGES / elapsed, drops)
+
+
+@asynccontextmanager
+async def _our_round_trips(config: ConnectionConfig) -> AsyncIterator[RoundTrip]:
+    """A connection of our driver (``config``'s backend) on 127.0.0.1, the peer echoing from
+    an application task: one call of what it yields is one 100 B round trip."""
+    stack = RealUdpStack([LOOPBACK])
+    client_key, server_key = NodeKey.generate(), NodeKey.generate()
+    client_endpoint = await stack.bind((LOOPBACK, 0))
+    server_endpoint = await stack.bind((LOOPBACK, 0))
+    small = bytes(SMALL)
+    try:
+        async with (
+            listen(server_endpoint, server_key, [client_key.node_id], config=config) as listener,
+            connect(
+                client_endpoint,
+                server_endpoint.local_address,
+                client_key,
+                server_key.node_id,
+                config=config,
+            ) as connection,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(_echo, await listener.accept())
+
+            async def round_trip() -> None:
+                await connection.send_message(small)
+                await connection.receive_message()
+
+            yield round_trip
+            nursery.cancel_scope.cancel()
+    finally:
+        client_endpoint.close()
+        server_endpoint.close()
 
 
 @attrs.define(eq=False)
@@ -572,21 +580,20 @@ async def _minimal_connection(
             nursery.cancel_scope.cancel()
 
 
-async def _minimal_round_trip(*, inline: bool, round_trips: int = ROUND_TRIPS) -> float:
-    """Seconds per small round trip, the server echoing from a task or ``inline``."""
+@asynccontextmanager
+async def _minimal_round_trips(*, inline: bool) -> AsyncIterator[RoundTrip]:
+    """A minimal driver's connection, the server echoing from a task or ``inline``: one call
+    of what it yields is one 100 B round trip."""
     small = bytes(SMALL)
     async with _minimal_connection(echo=True, inline=inline) as (client, _, stream):
-        with trio.fail_after(TRANSFER_TIMEOUT):
-            for _ in range(WARM_UP):
-                await client.round_trip(stream, small)
-            started = now()
-            for _ in range(round_trips):
-                await client.round_trip(stream, small)
-            return (now() - started) / round_trips
+
+        async def round_trip() -> None:
+            await client.round_trip(stream, small)
+
+        yield round_trip
 
 
-async def _minimal() -> _Driven:
-    round_trip = await _minimal_round_trip(inline=False)
+async def _minimal_bulk() -> _Bulk:
     bulk = bytes(BULK_MESSAGE)
     async with _minimal_connection(echo=False) as (client, server, stream):
         server_port = server.sock.getsockname()[1]
@@ -603,24 +610,28 @@ async def _minimal() -> _Driven:
                 await server.wait_received(BULK_MESSAGE * BULK_MESSAGES)
             elapsed = now() - started
             drops = _drops_since(server_port, drops)
-    return _Driven(round_trip, BULK_MESSAGE * BULK_MESSAGES / elapsed, drops)
+    return _Bulk(BULK_MESSAGE * BULK_MESSAGES / elapsed, drops)
 
 
-async def _calls_per_round_trip(run: Callable[[int], Awaitable[object]]) -> float:
-    """Python function calls (cProfile's count, C functions included) per round trip of
-    ``run(round_trips)``: the difference between a short and a long run, so that setting up
-    the connection cancels out. Unlike time, it barely moves with the machine's load, so it
-    shows where a driver's cost per message goes."""
-    counts = []
-    for round_trips in CALL_TRIPS:
+RoundTrips = Callable[[], AbstractAsyncContextManager[RoundTrip]]
+"""Opens a connection whose round trips are counted (:func:`_our_round_trips`, ...)."""
+
+
+async def _calls_per_round_trip(open_round_trips: RoundTrips) -> float:
+    """Python function calls (cProfile's count, C functions included) per round trip, over
+    ``COUNTED_TRIPS`` on a warm connection. Unlike time, it barely moves with the machine's
+    load, so it shows where a driver's cost per message goes."""
+    async with open_round_trips() as round_trip:
+        for _ in range(WARM_UP):
+            await round_trip()
         profile = cProfile.Profile()
         profile.enable()
         try:
-            await run(round_trips)
+            for _ in range(COUNTED_TRIPS):
+                await round_trip()
         finally:
             profile.disable()
-        counts.append(int(pstats.Stats(profile).total_calls))  # type: ignore[attr-defined]
-    return (counts[1] - counts[0]) / (CALL_TRIPS[1] - CALL_TRIPS[0])
+    return int(pstats.Stats(profile).total_calls) / COUNTED_TRIPS  # type: ignore[attr-defined]
 
 
 class _SchedulerCount(trio.abc.Instrument):
@@ -637,88 +648,96 @@ class _SchedulerCount(trio.abc.Instrument):
         self.io_waits += 1
 
 
-async def _scheduler_per_round_trip(
-    run: Callable[[int], Awaitable[object]],
-) -> tuple[float, float]:
-    """Task steps and I/O waits per round trip of ``run(round_trips)``, the difference of a
-    short and a long run as in :func:`_calls_per_round_trip`."""
-    counts = []
-    for round_trips in CALL_TRIPS:
-        count = _SchedulerCount()
+async def _scheduler_per_round_trip(open_round_trips: RoundTrips) -> tuple[float, float]:
+    """Task steps and I/O waits per round trip, counted as :func:`_calls_per_round_trip`
+    counts calls."""
+    count = _SchedulerCount()
+    async with open_round_trips() as round_trip:
+        for _ in range(WARM_UP):
+            await round_trip()
         trio.lowlevel.add_instrument(count)
         try:
-            await run(round_trips)
+            for _ in range(COUNTED_TRIPS):
+                await round_trip()
         finally:
             trio.lowlevel.remove_instrument(count)
-        counts.append(count)
-    trips = CALL_TRIPS[1] - CALL_TRIPS[0]
-    return (
-        (counts[1].steps - counts[0].steps) / trips,
-        (counts[1].io_waits - counts[0].io_waits) / trips,
-    )
+    return count.steps / COUNTED_TRIPS, count.io_waits / COUNTED_TRIPS
 
 
-async def _our_calls(round_trips: int) -> None:
-    await _ours(ConnectionConfig(quic_backend="aioquic"), round_trips=round_trips, bulk_messages=1)
+def _ours_on_aioquic() -> AbstractAsyncContextManager[RoundTrip]:
+    return _our_round_trips(AIOQUIC)
 
 
-async def _minimal_calls(round_trips: int) -> None:
-    await _minimal_round_trip(inline=False, round_trips=round_trips)
+def _minimal_with_task() -> AbstractAsyncContextManager[RoundTrip]:
+    return _minimal_round_trips(inline=False)
 
 
 @attrs.frozen
 class _Reps:
-    """Every rep of our driver and of the minimal one, taken in alternation."""
+    """Our driver against the minimal one: bulk reps taken in alternation, round trips in
+    interleaved bursts, and the counts per round trip."""
 
-    ours: tuple[_Driven, ...]
-    minimal: tuple[_Driven, ...]
-    inline: tuple[float, ...]
+    ours: tuple[_Bulk, ...]
+    minimal: tuple[_Bulk, ...]
+    round_trips: Bursts
+    """``ours``, ``minimal`` (echo task) and ``inline`` (echo in the receive loop)."""
     calls: tuple[float, float]
     """Python calls per round trip: ours, the minimal driver's (echo task)."""
     scheduler: tuple[tuple[float, float], tuple[float, float]]
     """Task steps and I/O waits per round trip: ours, the minimal driver's."""
 
-    def ratios(self, measure: Callable[[_Driven], float]) -> tuple[float, float]:
-        """The lowest and highest rep-by-rep ratio of ours to the minimal driver."""
-        ratios = [measure(a) / measure(b) for a, b in zip(self.ours, self.minimal, strict=True)]
+    def bulk_ratios(self) -> tuple[float, float]:
+        """The lowest and highest rep-by-rep bulk ratio of ours to the minimal driver."""
+        ratios = [
+            a.bytes_per_second / b.bytes_per_second
+            for a, b in zip(self.ours, self.minimal, strict=True)
+        ]
         return min(ratios), max(ratios)
 
 
 async def _drivers() -> _Reps:
-    """``REPS`` of our driver, the minimal one, and the minimal round trip echoing inline,
-    in alternation (a noisy neighbour then costs each about the same)."""
-    ours: list[_Driven] = []
-    minimal: list[_Driven] = []
-    inline: list[float] = []
-    aioquic = ConnectionConfig(quic_backend="aioquic")  # the same library as the baseline
+    """``REPS`` bulk transfers of our driver and the minimal one in alternation (a noisy
+    neighbour then costs each about the same); the round trips of ours, the minimal one and
+    the minimal one echoing inline, in interleaved bursts on one connection each."""
+    ours: list[_Bulk] = []
+    minimal: list[_Bulk] = []
     for _ in range(REPS):
-        ours.append(await _ours(aioquic))
-        minimal.append(await _minimal())
-        inline.append(await _minimal_round_trip(inline=True))
-    calls = (await _calls_per_round_trip(_our_calls), await _calls_per_round_trip(_minimal_calls))
-    scheduler = (
-        await _scheduler_per_round_trip(_our_calls),
-        await _scheduler_per_round_trip(_minimal_calls),
+        ours.append(await _our_bulk(AIOQUIC))
+        minimal.append(await _minimal_bulk())
+    async with (
+        _ours_on_aioquic() as our_round_trip,
+        _minimal_with_task() as minimal_round_trip,
+        _minimal_round_trips(inline=True) as inline_round_trip,
+    ):
+        with trio.fail_after(TRANSFER_TIMEOUT * 4):
+            bursts = await interleave(
+                {
+                    "ours": our_round_trip,
+                    "minimal": minimal_round_trip,
+                    "inline": inline_round_trip,
+                }
+            )
+    calls = (
+        await _calls_per_round_trip(_ours_on_aioquic),
+        await _calls_per_round_trip(_minimal_with_task),
     )
-    return _Reps(tuple(ours), tuple(minimal), tuple(inline), calls, scheduler)
-
-
-def _bulk(driven: _Driven) -> float:
-    return driven.bytes_per_second
-
-
-def _round_trip(driven: _Driven) -> float:
-    return driven.seconds_per_round_trip
+    scheduler = (
+        await _scheduler_per_round_trip(_ours_on_aioquic),
+        await _scheduler_per_round_trip(_minimal_with_task),
+    )
+    return _Reps(tuple(ours), tuple(minimal), bursts, calls, scheduler)
 
 
 def _driver_figures(reps: _Reps) -> list[Figure]:
-    low_bulk, high_bulk = reps.ratios(_bulk)
-    low_rtt, high_rtt = reps.ratios(_round_trip)
+    low_bulk, high_bulk = reps.bulk_ratios()
+    bursts = reps.round_trips
     our_drops = [d.drops for d in reps.ours]
     their_drops = [d.drops for d in reps.minimal]
     print(
-        f"connections: {REPS} alternating reps on 127.0.0.1, medians below; rep-by-rep ratios:"
-        f" bulk {low_bulk:.2f}-{high_bulk:.2f}x, round trip {low_rtt:.2f}-{high_rtt:.2f}x;"
+        f"connections: {REPS} alternating bulk reps on 127.0.0.1, medians below, rep-by-rep"
+        f" {low_bulk:.2f}-{high_bulk:.2f}x; round trips in {ROUNDS} interleaved bursts of"
+        f" {BURST}, medians below, round by round {bursts.describe('ours', 'minimal')},"
+        f" {bursts.describe('ours', 'inline')};"
         f" datagrams dropped at the bulk receiver's socket per rep: ours {our_drops},"
         f" minimal {their_drops}",
         flush=True,
@@ -728,16 +747,16 @@ def _driver_figures(reps: _Reps) -> list[Figure]:
         Figure(
             f"QUIC 127.0.0.1: {BULK_MESSAGES * BULK_MESSAGE >> 20} MiB in {BULK_MESSAGE >> 10} KiB"
             " messages, vs minimal aioquic driver",
-            median(map(_bulk, reps.ours)) / 1e6,
+            median(bulk.bytes_per_second for bulk in reps.ours) / 1e6,
             "MB/s",
-            median(map(_bulk, reps.minimal)) / 1e6,
+            median(bulk.bytes_per_second for bulk in reps.minimal) / 1e6,
             ">= 1.0x",
         ),
         Figure(
             f"QUIC 127.0.0.1: {SMALL} B message round trip, vs minimal aioquic driver",
-            median(map(_round_trip, reps.ours)) * 1e6,
+            bursts.median("ours") * 1e6,
             "us",
-            median(map(_round_trip, reps.minimal)) * 1e6,
+            bursts.median("minimal") * 1e6,
             "<= 1.0x",
         ),
         Figure(
@@ -763,9 +782,9 @@ def _driver_figures(reps: _Reps) -> list[Figure]:
         ),
         Figure(
             f"QUIC 127.0.0.1: {SMALL} B round trip, vs minimal echoing in its loop",
-            median(map(_round_trip, reps.ours)) * 1e6,
+            bursts.median("ours") * 1e6,
             "us",
-            median(reps.inline) * 1e6,
+            bursts.median("inline") * 1e6,
             "reference: no application task",
         ),
     ]

@@ -1,11 +1,10 @@
-"""The two-process round trip of ``tests/bench/quic_backends.py`` in its pinned placements,
-scaled down (a few round trips over 127.0.0.1): the transfer completes for our driver and the
-minimal one, the server child ran on its placement's CPU, and the client's thread gets its
-CPUs back (the rest of the bench runs unpinned)."""
+"""The two-process round trips of ``tests/bench/quic_backends.py`` in their pinned placements,
+scaled down (a few round trips over 127.0.0.1): they complete for our driver and the minimal
+one, the server child runs on its placement's CPU meanwhile, and the client's thread and the
+child get their CPUs back after (the rest of the bench runs unpinned)."""
 
 from __future__ import annotations
 
-import math
 import os
 
 import pytest
@@ -30,13 +29,18 @@ def test_one_core_pins_both_to_one_cpu_and_two_cores_to_two() -> None:
 
 @pytest.mark.parametrize("placement", quic_backends.PLACEMENTS)
 @pytest.mark.parametrize("driver", ["aioquic", "minimal"])
-async def test_a_pinned_round_trip_completes_and_unpins_the_client(
-    monkeypatch: pytest.MonkeyPatch, placement: str, driver: str
+async def test_pinned_round_trips_complete_and_every_process_gets_its_cpus_back(
+    placement: str, driver: str
 ) -> None:
-    monkeypatch.setattr(quic_backends, "ROUND_TRIPS", 5)
     before = os.sched_getaffinity(0)
-    transfer = await quic_backends._two_process(driver, "rtt", placement)
-    assert 0 < transfer.seconds < math.inf
     cpus = quic_backends._cpus(placement)
-    assert cpus is not None and transfer.server_cpus == {cpus[1]}
+    assert cpus is not None
+    async with quic_backends._round_trip_client(driver) as (round_trip, server):
+        with quic_backends._placed(placement, [server]):
+            assert os.sched_getaffinity(0) == {cpus[0]}
+            assert os.sched_getaffinity(server) == {cpus[1]}
+            for _ in range(5):
+                await round_trip()
+        assert os.sched_getaffinity(server) == before
+        await round_trip()
     assert os.sched_getaffinity(0) == before
