@@ -353,15 +353,14 @@ async def _echo(connection: Connection) -> None:
         await connection.send_message(await connection.receive_message())
 
 
-async def _our_bulk(config: ConnectionConfig) -> _Bulk:
-    """32 MiB from a fresh connection of our driver (``config``'s backend) on 127.0.0.1, timed
-    until the receiver has read every message."""
+@asynccontextmanager
+async def _our_pair(config: ConnectionConfig) -> AsyncIterator[tuple[Connection, Connection]]:
+    """A connection of our driver (``config``'s backend) on 127.0.0.1: the client's side and
+    the side the server accepted."""
     stack = RealUdpStack([LOOPBACK])
     client_key, server_key = NodeKey.generate(), NodeKey.generate()
     client_endpoint = await stack.bind((LOOPBACK, 0))
     server_endpoint = await stack.bind((LOOPBACK, 0))
-    bulk = bytes(BULK_MESSAGE)
-    server_port = server_endpoint.local_address[1]
     try:
         async with (
             listen(server_endpoint, server_key, [client_key.node_id], config=config) as listener,
@@ -373,59 +372,49 @@ async def _our_bulk(config: ConnectionConfig) -> _Bulk:
                 config=config,
             ) as connection,
         ):
-            accepted = await listener.accept()
-            with trio.fail_after(TRANSFER_TIMEOUT):
-                drops = _udp_drops(server_port)
-                started = now()
-                async with trio.open_nursery() as nursery:
-
-                    async def send() -> None:
-                        for _ in range(BULK_MESSAGES):
-                            await connection.send_message(bulk)
-
-                    nursery.start_soon(send)
-                    for _ in range(BULK_MESSAGES):
-                        await accepted.receive_message()
-                elapsed = now() - started
-                drops = _drops_since(server_port, drops)
+            yield connection, await listener.accept()
     finally:
         client_endpoint.close()
         server_endpoint.close()
+
+
+async def _our_bulk(config: ConnectionConfig) -> _Bulk:
+    """32 MiB on a fresh connection of our driver, timed until the receiver has read every
+    message."""
+    bulk = bytes(BULK_MESSAGE)
+    async with _our_pair(config) as (connection, accepted):
+        server_port = accepted.info().local_address[1]
+        with trio.fail_after(TRANSFER_TIMEOUT):
+            drops = _udp_drops(server_port)
+            started = now()
+            async with trio.open_nursery() as nursery:
+
+                async def send() -> None:
+                    for _ in range(BULK_MESSAGES):
+                        await connection.send_message(bulk)
+
+                nursery.start_soon(send)
+                for _ in range(BULK_MESSAGES):
+                    await accepted.receive_message()
+            elapsed = now() - started
+            drops = _drops_since(server_port, drops)
     return _Bulk(BULK_MESSAGE * BULK_MESSAGES / elapsed, drops)
 
 
 @asynccontextmanager
 async def _our_round_trips(config: ConnectionConfig) -> AsyncIterator[RoundTrip]:
-    """A connection of our driver (``config``'s backend) on 127.0.0.1, the peer echoing from
-    an application task: one call of what it yields is one 100 B round trip."""
-    stack = RealUdpStack([LOOPBACK])
-    client_key, server_key = NodeKey.generate(), NodeKey.generate()
-    client_endpoint = await stack.bind((LOOPBACK, 0))
-    server_endpoint = await stack.bind((LOOPBACK, 0))
+    """A connection of our driver, the peer echoing from an application task: one call of
+    what it yields is one 100 B round trip."""
     small = bytes(SMALL)
-    try:
-        async with (
-            listen(server_endpoint, server_key, [client_key.node_id], config=config) as listener,
-            connect(
-                client_endpoint,
-                server_endpoint.local_address,
-                client_key,
-                server_key.node_id,
-                config=config,
-            ) as connection,
-            trio.open_nursery() as nursery,
-        ):
-            nursery.start_soon(_echo, await listener.accept())
+    async with _our_pair(config) as (connection, accepted), trio.open_nursery() as nursery:
+        nursery.start_soon(_echo, accepted)
 
-            async def round_trip() -> None:
-                await connection.send_message(small)
-                await connection.receive_message()
+        async def round_trip() -> None:
+            await connection.send_message(small)
+            await connection.receive_message()
 
-            yield round_trip
-            nursery.cancel_scope.cancel()
-    finally:
-        client_endpoint.close()
-        server_endpoint.close()
+        yield round_trip
+        nursery.cancel_scope.cancel()
 
 
 @attrs.define(eq=False)

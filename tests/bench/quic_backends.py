@@ -67,6 +67,7 @@ from .connections import (
     _minimal_socket,
     _MinimalEnd,
     _our_bulk,
+    _our_pair,
     _our_round_trips,
 )
 from .timing import Figure, now
@@ -370,10 +371,6 @@ async def _two_processes() -> tuple[dict[str, list[_Transfer]], dict[str, Bursts
 async def _held_under_load(config: ConnectionConfig) -> tuple[int, int]:
     """The most the receiver held of the peer's data during a bulk transfer whose reader
     pauses mid-way, and its bound."""
-    stack = RealUdpStack([LOOPBACK])
-    client_key, server_key = NodeKey.generate(), NodeKey.generate()
-    client_endpoint = await stack.bind((LOOPBACK, 0))
-    server_endpoint = await stack.bind((LOOPBACK, 0))
     peak = 0
     bulk = bytes(BULK_MESSAGE)
 
@@ -381,42 +378,27 @@ async def _held_under_load(config: ConnectionConfig) -> tuple[int, int]:
         statistics = connection.statistics()
         return statistics.held + statistics.reassembly
 
-    try:
-        async with (
-            listen(server_endpoint, server_key, [client_key.node_id], config=config) as listener,
-            connect(
-                client_endpoint,
-                server_endpoint.local_address,
-                client_key,
-                server_key.node_id,
-                config=config,
-            ) as connection,
-            trio.open_nursery() as nursery,
-        ):
-            receiver = await listener.accept()
+    async with _our_pair(config) as (connection, receiver), trio.open_nursery() as nursery:
 
-            async def sample() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, held(receiver))
-                    await trio.sleep(0.001)
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, held(receiver))
+                await trio.sleep(0.001)
 
-            async def send() -> None:
-                for _ in range(BULK_MESSAGES):
-                    await connection.send_message(bulk)
+        async def send() -> None:
+            for _ in range(BULK_MESSAGES):
+                await connection.send_message(bulk)
 
-            nursery.start_soon(sample)
-            nursery.start_soon(send)
-            with trio.fail_after(TRANSFER_TIMEOUT):
-                for n in range(BULK_MESSAGES):
-                    if n == BULK_MESSAGES // 4:
-                        await trio.sleep(PAUSE)
-                    await receiver.receive_message()
-                    peak = max(peak, held(receiver))
-            nursery.cancel_scope.cancel()
-    finally:
-        client_endpoint.close()
-        server_endpoint.close()
+        nursery.start_soon(sample)
+        nursery.start_soon(send)
+        with trio.fail_after(TRANSFER_TIMEOUT):
+            for n in range(BULK_MESSAGES):
+                if n == BULK_MESSAGES // 4:
+                    await trio.sleep(PAUSE)
+                await receiver.receive_message()
+                peak = max(peak, held(receiver))
+        nursery.cancel_scope.cancel()
     return peak, config.receive_window
 
 
