@@ -251,10 +251,14 @@ async def _server(driver: str, mode: str, key: NodeKey) -> AsyncIterator[_Server
             port, node = (await _line(child.stdout, pending)).split()
         yield _Server(child, int(port), node, pending)
     finally:
-        if child.returncode is None:
-            child.terminate()
-        with trio.move_on_after(10), trio.CancelScope(shield=True):
-            await child.wait()
+        with trio.CancelScope(shield=True):  # also when the run is cancelled: no child left
+            if child.returncode is None:
+                child.terminate()
+            with trio.move_on_after(10):
+                await child.wait()
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
 
 
 async def _two_process_bulk(driver: str) -> _Transfer:
