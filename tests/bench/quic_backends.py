@@ -161,30 +161,29 @@ async def _serve_minimal(mode: str) -> float:
     return time.process_time() - started
 
 
+def _backend(driver: str) -> BackendName:
+    """The backend of one of our :data:`DRIVERS` (not ``minimal``)."""
+    return "qh3" if driver == "qh3" else "aioquic"
+
+
 def _serve(driver: str, mode: str, client: str) -> None:
     """The child's entry: serve one connection, print the CPU seconds it took."""
     if driver == "minimal":
         cpu = trio.run(_serve_minimal, mode)
     else:
-        backend: BackendName = "qh3" if driver == "qh3" else "aioquic"
-        cpu = trio.run(_serve_ours, backend, mode, NodeId.from_text(client))
+        cpu = trio.run(_serve_ours, _backend(driver), mode, NodeId.from_text(client))
     print(f"cpu {cpu}", flush=True)
 
 
-async def _bulk_client_ours(backend: BackendName, port: int, server: NodeId, key: NodeKey) -> float:
-    stack = RealUdpStack([LOOPBACK])
-    endpoint = await stack.bind((LOOPBACK, 0))
+async def _bulk_send(connection: Connection) -> float:
+    """Seconds to send the bulk transfer and hear that the server has read all of it."""
     bulk = bytes(BULK_MESSAGE)
-    try:
-        async with connect(endpoint, (LOOPBACK, port), key, server, config=_config(backend)) as c:
-            with trio.fail_after(TRANSFER_TIMEOUT):
-                started = now()
-                for _ in range(BULK_MESSAGES):
-                    await c.send_message(bulk)
-                await c.receive_message()
-                return now() - started
-    finally:
-        endpoint.close()
+    with trio.fail_after(TRANSFER_TIMEOUT):
+        started = now()
+        for _ in range(BULK_MESSAGES):
+            await connection.send_message(bulk)
+        await connection.receive_message()
+        return now() - started
 
 
 async def _bulk_client_minimal(port: int) -> float:
@@ -261,6 +260,20 @@ async def _server(driver: str, mode: str, key: NodeKey) -> AsyncIterator[_Server
                 await child.wait()
 
 
+@asynccontextmanager
+async def _our_client(driver: str, server: _Server, key: NodeKey) -> AsyncIterator[Connection]:
+    """Our driver's connection (``driver``'s backend) with ``key`` to the child ``server``."""
+    endpoint = await RealUdpStack([LOOPBACK]).bind((LOOPBACK, 0))
+    node = NodeId.from_text(server.node)
+    try:
+        async with connect(
+            endpoint, (LOOPBACK, server.port), key, node, config=_config(_backend(driver))
+        ) as connection:
+            yield connection
+    finally:
+        endpoint.close()
+
+
 async def _two_process_bulk(driver: str) -> _Transfer:
     """One bulk transfer to a fresh server child; the seconds, and the server's CPU seconds."""
     key = NodeKey.generate()
@@ -268,9 +281,8 @@ async def _two_process_bulk(driver: str) -> _Transfer:
         if driver == "minimal":
             seconds = await _bulk_client_minimal(server.port)
         else:
-            backend: BackendName = "qh3" if driver == "qh3" else "aioquic"
-            node = NodeId.from_text(server.node)
-            seconds = await _bulk_client_ours(backend, server.port, node, key)
+            async with _our_client(driver, server, key) as connection:
+                seconds = await _bulk_send(connection)
         assert server.process.stdout is not None
         with trio.fail_after(TRANSFER_TIMEOUT):
             cpu = float((await _line(server.process.stdout, server.pending)).split()[1])
@@ -292,22 +304,13 @@ async def _round_trip_client(driver: str) -> AsyncIterator[tuple[RoundTrip, int]
 
                 yield minimal_round_trip, server.process.pid
             return
-        stack = RealUdpStack([LOOPBACK])
-        endpoint = await stack.bind((LOOPBACK, 0))
-        backend: BackendName = "qh3" if driver == "qh3" else "aioquic"
-        node = NodeId.from_text(server.node)
-        try:
-            async with connect(
-                endpoint, (LOOPBACK, server.port), key, node, config=_config(backend)
-            ) as connection:
+        async with _our_client(driver, server, key) as connection:
 
-                async def round_trip() -> None:
-                    await connection.send_message(small)
-                    await connection.receive_message()
+            async def round_trip() -> None:
+                await connection.send_message(small)
+                await connection.receive_message()
 
-                yield round_trip, server.process.pid
-        finally:
-            endpoint.close()
+            yield round_trip, server.process.pid
 
 
 def _cpus(placement: str | None) -> tuple[int, int] | None:
